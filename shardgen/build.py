@@ -134,7 +134,7 @@ def _merge_problems(total: dict, reason: str, name: str) -> None:
         entry["files"].append(name)
 
 
-def build(cfg: BuildConfig) -> BuildReport:
+def build_shards(cfg: BuildConfig) -> BuildReport:
     """Build the shards for one split. Raises `UserError` on bad input before writing anything."""
     t0 = time.perf_counter()
     log = (lambda msg: print(msg, file=sys.stderr)) if cfg.progress else (lambda msg: None)

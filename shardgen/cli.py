@@ -48,7 +48,7 @@ def _add_build(sub) -> None:
 
 
 def _cmd_build(args) -> int:
-    from .build import BuildConfig, build
+    from .build import BuildConfig, build_shards
 
     cfg = BuildConfig(coco_root=args.coco_root, split=args.split, out=args.out, text_encoder=args.text_encoder,
                       image_size=args.image_size, crop=not args.no_crop, jpeg_quality=args.jpeg_quality,
@@ -56,7 +56,7 @@ def _cmd_build(args) -> int:
                       max_shard_bytes=args.max_shard_bytes, workers=args.workers,
                       encode_batch_size=args.encode_batch_size, device=args.device, limit=args.limit,
                       embeddings_cache=args.embeddings_cache, progress=not args.quiet)
-    report = build(cfg)
+    report = build_shards(cfg)
     print(report.summary())
     for reason, entry in report.manifest.failures.items():
         print(f"  skipped {entry['count']} ({reason}): {', '.join(entry['files'][:5])}"
