@@ -1,0 +1,102 @@
+"""Turn what the user passes to `make_loader` into a list of shard URLs with their sample counts.
+
+Accepted: a shard folder or remote prefix holding `manifest.json` (local, s3://, https://, any fsspec URL), a brace
+pattern (`shards/train-{000000..000082}.tar`), or a list of shard URLs. Counts come from the manifest (or
+open_clip's `sizes.json`) next to the shards: exact epochs need them, so we never guess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import braceexpand
+
+from shardgen.schema import EMBED_DIM, MANIFEST_NAME, SIZES_NAME, Manifest, SchemaError
+from shardgen.storage import join, read_text
+
+
+class SourceError(ValueError):
+    """The shard source cannot be used (missing manifest, unknown shards, incompatible schema)."""
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    urls: list[str]
+    counts: list[int]
+    manifest: Manifest | None
+
+    @property
+    def n_samples(self) -> int:
+        return sum(self.counts)
+
+
+def _dirname(url: str) -> str:
+    return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
+def _basename(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+def _load_manifest(folder: str, storage_options: dict) -> Manifest | None:
+    url = join(folder, MANIFEST_NAME)
+    try:
+        text = read_text(url, **storage_options)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SourceError(f"{url}: cannot read ({exc})") from exc
+    return Manifest.from_json(text, source=url)
+
+
+def _check(manifest: Manifest, where: str, embed_dim: int) -> None:
+    if manifest.embed_dim != embed_dim:
+        raise SourceError(f"{where}: embeddings are {manifest.embed_dim}-d, the loader expects {embed_dim}-d")
+
+
+def resolve_source(source, *, storage_options: dict | None = None, embed_dim: int = EMBED_DIM) -> ShardSet:
+    """Resolve `source` to shard URLs and counts (see module docstring). Raises `SourceError`."""
+    opts = storage_options or {}
+    try:
+        if isinstance(source, (str, os.PathLike)) and not str(source).endswith(".tar") and "{" not in str(source):
+            folder = str(source)
+            manifest = _load_manifest(folder, opts)
+            if manifest is None:
+                raise SourceError(f"{join(folder, MANIFEST_NAME)}: not found; build shards with `shardgen build` "
+                                  "or pass shard URLs whose folder has a manifest.json or sizes.json")
+            _check(manifest, folder, embed_dim)
+            return ShardSet([join(folder, s.name) for s in manifest.shards], [s.n_samples for s in manifest.shards],
+                            manifest)
+        urls = list(braceexpand.braceexpand(str(source))) if isinstance(source, (str, os.PathLike)) \
+            else [str(u) for u in source]
+    except SchemaError as exc:
+        raise SourceError(str(exc)) from exc
+    if not urls:
+        raise SourceError("no shards given")
+    counts_by_folder: dict[str, dict[str, int]] = {}
+    manifest = None
+    counts = []
+    for url in urls:
+        folder = _dirname(url)
+        if folder not in counts_by_folder:
+            try:
+                m = _load_manifest(folder, opts)
+            except SchemaError as exc:
+                raise SourceError(str(exc)) from exc
+            if m is not None:
+                _check(m, folder, embed_dim)
+                manifest = manifest or m
+                counts_by_folder[folder] = {s.name: s.n_samples for s in m.shards}
+            else:
+                try:
+                    counts_by_folder[folder] = json.loads(read_text(join(folder, SIZES_NAME), **opts))
+                except FileNotFoundError:
+                    raise SourceError(f"{url}: no manifest.json or sizes.json in {folder}; the loader needs "
+                                      "sample counts for exact epochs") from None
+        try:
+            counts.append(int(counts_by_folder[folder][_basename(url)]))
+        except KeyError:
+            raise SourceError(f"{url}: not listed in the manifest of {folder}") from None
+    return ShardSet(urls, counts, manifest)

@@ -1,0 +1,356 @@
+"""The streaming loader: shards (local, HTTP, S3, ...) → uint8 image batches + text embeddings, exact epochs.
+
+Each DataLoader worker (or the main process) reads its planned spans of shards (`plan.py`), keeps raw bytes in a
+shuffle buffer, and assembles whole batches itself: JPEGs are decoded by a thread pool straight into one
+preallocated `[B, S, S, 3]` uint8 array, returned as an `[B, 3, S, S]` view (channels-last strides: no CPU copy,
+and the layout convolutions on GPU prefer). Normalization to float is the device's job (`loaders.gpu`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from shardgen.schema import EMBED_DIM, SchemaError, decode_npy, iter_tar_samples
+from shardgen.storage import open_url
+
+from .decode import DecodeError, available_backends, decode_into
+from .plan import Span, batches_per_rank, plan_resampled, plan_worker, rank_samples, worker_batch_sizes
+from .sources import ShardSet, resolve_source
+
+log = logging.getLogger("loaders")
+CAPTION_MODES = ("random", "first", "all")
+
+
+class LoaderError(RuntimeError):
+    """A shard or sample could not be read; the message names the shard URL and sample key."""
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    batch_size: int
+    num_workers: int = 0
+    decode_threads: int | None = None  # default: cores / max(1, num_workers)
+    shuffle: bool = True
+    seed: int = 0
+    caption: str = "random"
+    image_size: int | None = None  # default: the manifest's image size
+    crop: str = "center"  # or "random" (training augmentation, on uint8)
+    flip: bool = False  # random horizontal flip (training augmentation)
+    shuffle_buffer: int = 1000
+    drop_last: bool = False
+    resampled: bool = False
+    rank: int | None = None
+    world_size: int | None = None
+    on_error: str = "raise"
+    decode: str = "cpu"  # "gpu": ship raw JPEG bytes, decode on the device (see loaders.gpu)
+    backend: str = "auto"
+    pin_memory: bool | None = None
+    prefetch_factor: int = 2
+    embed_dim: int = EMBED_DIM
+    storage_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.caption not in CAPTION_MODES:
+            raise ValueError(f"caption must be one of {CAPTION_MODES}, got {self.caption!r}")
+        if self.crop not in ("center", "random"):
+            raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.decode not in ("cpu", "gpu"):
+            raise ValueError(f"decode must be 'cpu' or 'gpu', got {self.decode!r}")
+        if self.backend not in ("auto", *available_backends()):
+            raise ValueError(f"backend must be 'auto' or one of {available_backends()}, got {self.backend!r}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+
+
+def _rank_world(cfg: LoaderConfig) -> tuple[int, int]:
+    if cfg.rank is not None or cfg.world_size is not None:
+        rank, world = cfg.rank or 0, cfg.world_size or 1
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        rank, world = 0, 1
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world})")
+    return rank, world
+
+
+class _RateLimitedWarning:
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s, self.last, self.count = every_s, 0.0, 0
+
+    def __call__(self, msg: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            log.warning("%s (%d skipped so far in this worker)", msg, self.count)
+
+
+class ShardStream(IterableDataset):
+    """IterableDataset yielding whole batches (use with `DataLoader(batch_size=None)`; `make_loader` does)."""
+
+    def __init__(self, shards: ShardSet, cfg: LoaderConfig, *, rank: int, world_size: int) -> None:
+        super().__init__()
+        self.shards, self.cfg, self.rank, self.world_size = shards, cfg, rank, world_size
+        self.epoch = 0
+        pre = shards.manifest.preprocess if shards.manifest else {}
+        self.image_size = cfg.image_size or int(pre.get("image_size", 224))
+        self.backend = available_backends()[0] if cfg.backend == "auto" else cfg.backend
+        self.n_workers = max(1, cfg.num_workers)
+        if len(shards.urls) < world_size * self.n_workers and not cfg.resampled:
+            raise ValueError(
+                f"{len(shards.urls)} shards for {world_size} ranks × {self.n_workers} workers: every worker "
+                f"needs a shard of its own. Rebuild with a smaller --samples-per-shard (e.g. "
+                f"{max(1, shards.n_samples // (world_size * self.n_workers))}) or use fewer workers")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (identical on every rank)."""
+        return batches_per_rank(self.shards.n_samples, world_size=self.world_size, batch_size=self.cfg.batch_size,
+                                drop_last=self.cfg.drop_last)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples this rank yields per epoch."""
+        n = rank_samples(self.shards.n_samples, world_size=self.world_size, drop_last=self.cfg.drop_last)
+        return (n // self.cfg.batch_size) * self.cfg.batch_size if self.cfg.drop_last else n
+
+    # -- planning ---------------------------------------------------------------------------------------------
+    def plan(self, worker: int) -> tuple[list[Span], list[int]]:
+        cfg = self.cfg
+        if not cfg.resampled:
+            return plan_worker(self.shards.counts, rank=self.rank, world_size=self.world_size, worker=worker,
+                               num_workers=self.n_workers, batch_size=cfg.batch_size, seed=cfg.seed,
+                               epoch=self.epoch, shuffle=cfg.shuffle, drop_last=cfg.drop_last)
+        n_rank = rank_samples(self.shards.n_samples, world_size=self.world_size, drop_last=cfg.drop_last)
+        sizes = worker_batch_sizes(n_rank, batch_size=cfg.batch_size, num_workers=self.n_workers, worker=worker,
+                                   drop_last=cfg.drop_last)
+        rng = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 0xA11])
+        return plan_resampled(self.shards.counts, n_samples=sum(sizes), rng=rng), sizes
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def _iter_span(self, span: Span) -> Iterator[tuple[str, str, dict]]:
+        url = self.shards.urls[span.shard]
+        key = None
+        try:
+            with open_url(url, **self.cfg.storage_options) as fh:
+                for i, (key, fields) in enumerate(iter_tar_samples(fh, source=url)):
+                    if i >= span.stop:
+                        break
+                    if i >= span.start:
+                        yield url, key, fields
+        except (SchemaError, OSError) as exc:
+            raise LoaderError(f"{url}: {key or '<start>'}: {exc}") from exc
+
+    def _iter_raw(self, spans: list[Span], quota: int, warn) -> Iterator[tuple[str, str, dict]]:
+        """Samples of the spans; under on_error='skip', wraps around to refill what was skipped."""
+        produced = 0
+        while produced < quota:
+            before = produced
+            for span in spans:
+                try:
+                    for item in self._iter_span(span):
+                        yield item
+                        produced += 1
+                        if produced >= quota:
+                            return
+                except LoaderError as exc:
+                    if self.cfg.on_error == "raise":
+                        raise
+                    warn(f"skipping rest of span: {exc}")
+            if produced == before:
+                raise LoaderError(f"no readable samples in {[self.shards.urls[s.shard] for s in spans]}")
+
+    def _iter_shuffled(self, items: Iterator, rng: np.random.Generator) -> Iterator:
+        size = self.cfg.shuffle_buffer if self.cfg.shuffle else 0
+        if size <= 1:
+            yield from items
+            return
+        buf: list = []
+        for item in items:
+            if len(buf) < size:
+                buf.append(item)
+                continue
+            j = int(rng.integers(len(buf)))
+            buf[j], item = item, buf[j]
+            yield item
+        rng.shuffle(buf)
+        yield from buf
+
+    # -- batching ---------------------------------------------------------------------------------------------
+    def _caption_index(self, key: str, n: int) -> int:
+        if self.cfg.caption == "first" or n == 1:
+            return 0
+        return zlib.crc32(f"{self.cfg.seed}:{self.epoch}:{key}".encode()) % n
+
+    def _decode_batch(self, items: list, pool: ThreadPoolExecutor | None, rng: np.random.Generator):
+        """Decode into one [B, S, S, 3] array; returns (array, indices that failed with their errors)."""
+        s = self.image_size
+        out = np.empty((len(items), s, s, 3), dtype=np.uint8)
+        random_crop = self.cfg.crop == "random"
+        origins = rng.random((len(items), 2)) if random_crop else np.full((len(items), 2), 0.5)
+        flips = rng.random(len(items)) < 0.5 if self.cfg.flip else np.zeros(len(items), dtype=bool)
+
+        def work(lo: int, hi: int) -> list:
+            errors = []
+            for i in range(lo, hi):
+                try:
+                    decode_into(items[i][2]["jpg"], out[i], backend=self.backend,
+                                crop_origin=tuple(origins[i]), flip=bool(flips[i]))
+                except (DecodeError, KeyError) as exc:
+                    errors.append((i, exc))
+            return errors
+
+        if pool is None:
+            return out, work(0, len(items))
+        n = pool._max_workers
+        bounds = [round(k * len(items) / n) for k in range(n + 1)]
+        futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(n) if bounds[k] < bounds[k + 1]]
+        return out, [e for f in futures for e in f.result()]
+
+    def _assemble(self, items: list, pixels) -> dict:
+        cfg = self.cfg
+        keys, ids, chosen, rows, all_caps = [], [], [], [], []
+        for url, key, fields in items:
+            try:
+                meta = _json_loads(fields["json"])
+                emb = decode_npy(fields["npy"])
+                captions = meta["captions"]
+                if emb.shape != (len(captions), cfg.embed_dim):
+                    raise ValueError(f"embeddings {emb.shape} do not match {len(captions)} captions")
+            except (KeyError, ValueError, TypeError) as exc:
+                raise LoaderError(f"{url}: {key}: bad sample ({exc})") from exc
+            keys.append(key)
+            ids.append(int(meta["image_id"]))
+            if cfg.caption == "all":
+                rows.append(emb)
+                all_caps.append(list(captions))
+            else:
+                j = self._caption_index(key, len(captions))
+                rows.append(emb[j])
+                chosen.append(captions[j])
+        batch = {"image_id": torch.tensor(ids, dtype=torch.int64), "key": keys}
+        if cfg.decode == "gpu":
+            batch["jpeg"] = [torch.frombuffer(bytearray(it[2]["jpg"]), dtype=torch.uint8) for it in items]
+        else:
+            batch["image"] = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # [B, 3, S, S] uint8, channels-last
+        if cfg.caption == "all":
+            n_max = max(len(c) for c in all_caps)
+            emb = np.zeros((len(items), n_max, cfg.embed_dim), dtype=np.float32)
+            mask = np.zeros((len(items), n_max), dtype=bool)
+            for i, r in enumerate(rows):
+                emb[i, : len(r)] = r
+                mask[i, : len(r)] = True
+            batch["text_embeddings"] = torch.from_numpy(emb)  # [B, n_max, 512], zero rows where mask is False
+            batch["caption_mask"] = torch.from_numpy(mask)  # [B, n_max]
+            batch["captions"] = all_caps
+        else:
+            batch["text_embedding"] = torch.from_numpy(np.stack(rows).astype(np.float32))  # [B, 512]
+            batch["caption"] = chosen
+        return batch
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        spans, sizes = self.plan(worker)
+        rng = np.random.default_rng([self.cfg.seed, self.epoch, self.rank, worker])
+        warn = _RateLimitedWarning()
+        raw = self._iter_shuffled(self._iter_raw(spans, sum(sizes), warn), rng)
+        threads = self.cfg.decode_threads or max(1, (os.cpu_count() or 1) // self.n_workers)
+        pool = ThreadPoolExecutor(threads) if threads > 1 and self.cfg.decode == "cpu" else None
+        try:
+            for size in sizes:
+                items = [item for _, item in zip(range(size), raw)]
+                if self.cfg.decode == "gpu":
+                    yield self._assemble(items, None)
+                    continue
+                pixels, errors = self._decode_batch(items, pool, rng)
+                while errors:  # replace undecodable samples (on_error="skip") so batch sizes stay exact
+                    i, exc = errors[0]
+                    url, key = items[i][0], items[i][1]
+                    if self.cfg.on_error == "raise":
+                        raise LoaderError(f"{url}: {key}: {exc}") from exc
+                    warn(f"{url}: {key}: {exc}")
+                    items[i] = next(raw, None) or items[(i + 1) % len(items)]
+                    sub, sub_errors = self._decode_batch([items[i]], None, rng)
+                    pixels[i] = sub[0]
+                    errors = errors[1:] + [(i, e) for _, e in sub_errors]
+                yield self._assemble(items, pixels)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False)
+
+
+def _json_loads(data: bytes) -> dict:
+    import json
+
+    return json.loads(data)
+
+
+class ShardLoader:
+    """What `make_loader` returns: iterate for batches; `len()` batches per epoch; `set_epoch(e)` per epoch.
+
+    Without `set_epoch`, each new iteration advances the epoch by itself (so reshuffling never silently stops).
+    """
+
+    def __init__(self, dataset: ShardStream, dataloader: DataLoader) -> None:
+        self.dataset, self.dataloader = dataset, dataloader
+        self._explicit_epoch = False
+        self._next_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._explicit_epoch = True
+        self.dataset.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[dict]:
+        if not self._explicit_epoch:
+            self.dataset.set_epoch(self._next_epoch)
+            self._next_epoch += 1
+        return iter(self.dataloader)
+
+
+def make_loader(source, *, batch_size: int, num_workers: int = 0, shuffle: bool = True, seed: int = 0,
+                caption: str = "random", **options) -> ShardLoader:
+    """Stream shards as batches: see `LoaderConfig` for the options and the README for the batch keys."""
+    cfg = LoaderConfig(batch_size=batch_size, num_workers=num_workers, shuffle=shuffle, seed=seed, caption=caption,
+                       **options)
+    shards = resolve_source(source, storage_options=cfg.storage_options, embed_dim=cfg.embed_dim)
+    rank, world = _rank_world(cfg)
+    dataset = ShardStream(shards, cfg, rank=rank, world_size=world)
+    pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
+    extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": False} if num_workers > 0 else {}
+    dataloader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin, **extra)
+    return ShardLoader(dataset, dataloader)
+
+
+def epoch_length(n_samples: int, *, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:
+    """Batches per rank per epoch for a dataset of n_samples (what `len(loader)` returns)."""
+    return batches_per_rank(n_samples, world_size=world_size, batch_size=batch_size, drop_last=drop_last)
+
+
+__all__ = ["LoaderConfig", "LoaderError", "ShardLoader", "ShardStream", "epoch_length", "make_loader"]

@@ -1,0 +1,215 @@
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from loaders import DeviceLoader, LoaderError, Normalize, SourceError, make_loader
+from loaders.coco_dataset import clip_transform
+
+from ..shardgen.helpers import read_all
+
+
+def test_batch_keys_shapes_dtypes(train_shards):
+    loader = make_loader(str(train_shards), batch_size=8)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (8, 3, 224, 224) and batch["image"].dtype == torch.uint8
+    assert batch["text_embedding"].shape == (8, 512) and batch["text_embedding"].dtype == torch.float32
+    assert batch["image_id"].dtype == torch.int64 and batch["image_id"].shape == (8,)
+    assert len(batch["caption"]) == 8 and all(isinstance(c, str) for c in batch["caption"])
+    assert len(loader) == 6  # ceil(48 / 8)
+
+
+def test_batch_content_matches_shards(train_shards):
+    truth = {k: s for k, s in read_all(train_shards)}
+    for batch in make_loader(str(train_shards), batch_size=5, caption="random", seed=1):
+        for i, key in enumerate(batch["key"]):
+            s = truth[key]
+            j = s["meta"]["captions"].index(batch["caption"][i])
+            assert torch.allclose(batch["text_embedding"][i], torch.from_numpy(s["npy"][j]).float())
+            assert batch["image_id"][i] == s["meta"]["image_id"]
+            with Image.open(__import__("io").BytesIO(s["jpg"])) as img:
+                ref = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)
+            assert (batch["image"][i].int() - ref.int()).abs().max() <= 1  # same decoder family, same pixels
+
+
+def test_all_captions_mode_pads_with_mask(train_shards):
+    truth = {k: s for k, s in read_all(train_shards)}
+    seen_counts = set()
+    for batch in make_loader(str(train_shards), batch_size=16, caption="all", shuffle=False):
+        emb, mask = batch["text_embeddings"], batch["caption_mask"]
+        assert emb.shape[:2] == mask.shape and emb.shape[2] == 512
+        for i, key in enumerate(batch["key"]):
+            n = len(truth[key]["meta"]["captions"])
+            seen_counts.add(n)
+            assert mask[i].sum() == n and batch["captions"][i] == truth[key]["meta"]["captions"]
+            assert torch.allclose(emb[i, :n], torch.from_numpy(truth[key]["npy"]).float())
+            assert (emb[i, n:] == 0).all()
+    assert {6, 7} <= seen_counts
+
+
+def _keys(loader):
+    return [k for b in loader for k in b["key"]]
+
+
+def test_simulated_ranks_and_workers_cover_each_sample_once(train_shards):
+    per_rank, batches = [], []
+    for rank in range(2):
+        loader = make_loader(str(train_shards), batch_size=4, num_workers=2, rank=rank, world_size=2, seed=5)
+        loader.set_epoch(3)
+        keys = _keys(loader)
+        per_rank.append(keys)
+        batches.append(sum(1 for _ in loader))
+        assert len(loader) == batches[-1]
+    assert batches[0] == batches[1] == 6
+    all_keys = per_rank[0] + per_rank[1]
+    assert len(all_keys) == 48 and len(set(all_keys)) == 48
+
+
+def test_reshuffle_per_epoch_and_determinism(train_shards):
+    a = make_loader(str(train_shards), batch_size=8, seed=0)
+    e0, e1 = _keys(a), _keys(a)  # without set_epoch the epoch advances by itself
+    assert sorted(e0) == sorted(e1) and e0 != e1
+    b = make_loader(str(train_shards), batch_size=8, seed=0)
+    assert _keys(b) == e0
+    c = make_loader(str(train_shards), batch_size=8, seed=0)
+    c.set_epoch(1)
+    assert _keys(c) == e1
+
+
+def test_random_caption_covers_all_captions(train_shards):
+    loader = make_loader(str(train_shards), batch_size=16, seed=0)
+    chosen: dict[str, set] = {}
+    for _ in range(40):
+        for b in loader:
+            for k, c in zip(b["key"], b["caption"]):
+                chosen.setdefault(k, set()).add(c)
+    truth = {k: s["meta"]["captions"] for k, s in read_all(train_shards)}
+    assert all(chosen[k] == set(truth[k]) for k in truth)  # every caption of every image gets picked
+
+
+def test_resampled_mode_keeps_epoch_length(train_shards):
+    loader = make_loader(str(train_shards), batch_size=8, resampled=True)
+    keys = _keys(loader)
+    assert len(keys) == 48 and len(set(keys)) < 48  # drawn with replacement
+
+
+def test_gpu_normalization_equals_torchvision(train_shards):
+    batch = next(iter(make_loader(str(train_shards), batch_size=4)))
+    ours = DeviceLoader([batch], "cpu")
+    out = next(iter(ours))["image"]
+    ref = T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))(
+        batch["image"].float() / 255)
+    assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=1e-5)
+    half = Normalize(dtype=torch.bfloat16, channels_last=True)(batch["image"])
+    assert half.dtype == torch.bfloat16 and half.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_loader_plus_device_step_equals_seed_pipeline_on_stored_images(train_shards):
+    """The stored 224 JPEG through our path equals torchvision's ToTensor+Normalize of the same decoded image."""
+    s = read_all(train_shards)[0][1]
+    from io import BytesIO
+
+    img = Image.open(BytesIO(s["jpg"])).convert("RGB")
+    ref = clip_transform()(img)
+    ours = Normalize()(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None])[0]
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_gpu_decode_path_falls_back_to_cpu(train_shards):
+    batch = next(iter(make_loader(str(train_shards), batch_size=4, decode="gpu", shuffle=False)))
+    assert "image" not in batch and len(batch["jpeg"]) == 4
+    ref = next(iter(make_loader(str(train_shards), batch_size=4, shuffle=False)))
+    out = next(iter(DeviceLoader([batch], "cpu")))["image"]
+    expected = Normalize()(ref["image"])
+    assert (out - expected).abs().max() < 0.1  # libjpeg vs libjpeg-turbo rounding differs by ≤ 1 level
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_loader_matches_cpu(train_shards):
+    loader = make_loader(str(train_shards), batch_size=8, shuffle=False)
+    cpu = [b["image"] for b in DeviceLoader(loader, "cpu")]
+    gpu = [b["image"].cpu() for b in DeviceLoader(loader, "cuda")]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cpu, gpu))
+
+
+def _truncate(src, dst, shard="train-000002.tar"):
+    shutil.copytree(src, dst)
+    p = dst / shard
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def test_truncated_shard_raises_with_url_and_key(tmp_path, train_shards):
+    _truncate(train_shards, tmp_path / "t")
+    with pytest.raises(LoaderError, match=r"train-000002\.tar: \d{12}"):
+        _keys(make_loader(str(tmp_path / "t"), batch_size=8, shuffle=False))
+
+
+def test_truncated_shard_skip_policy_keeps_batch_count(tmp_path, train_shards, caplog):
+    _truncate(train_shards, tmp_path / "t")
+    loader = make_loader(str(tmp_path / "t"), batch_size=8, shuffle=False, on_error="skip")
+    batches = list(loader)
+    assert len(batches) == len(loader) == 6 and sum(len(b["key"]) for b in batches) == 48
+    assert "skipped" in caplog.text
+
+
+def test_pickle_is_never_loaded(tmp_path, train_shards):
+    d = tmp_path / "p"
+    shutil.copytree(train_shards, d)
+    import io
+    import tarfile
+
+    shard = d / "train-000000.tar"
+    members = []
+    with tarfile.open(shard) as tar:
+        for m in tar:
+            data = tar.extractfile(m).read()
+            if m.name.endswith(".npy"):
+                buf = io.BytesIO()
+                np.save(buf, np.array([object()], dtype=object), allow_pickle=True)
+                data = buf.getvalue()
+                m.size = len(data)
+            members.append((m, data))
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            tar.addfile(m, io.BytesIO(data))
+    with pytest.raises(LoaderError, match="bad sample"):
+        _keys(make_loader(str(d), batch_size=8, shuffle=False))
+
+
+def test_manifest_schema_or_dim_mismatch(tmp_path, train_shards):
+    d = tmp_path / "m"
+    shutil.copytree(train_shards, d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["schema_version"] = 99
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(SourceError, match="schema_version 99"):
+        make_loader(str(d), batch_size=4)
+    with pytest.raises(SourceError, match="512-d, the loader expects 768-d"):
+        make_loader(str(train_shards), batch_size=4, embed_dim=768)
+
+
+def test_too_few_shards_for_workers_says_what_to_do(train_shards):
+    with pytest.raises(ValueError, match="smaller --samples-per-shard"):
+        make_loader(str(train_shards), batch_size=4, num_workers=3, world_size=2, rank=0)
+
+
+def test_brace_pattern_and_url_list(train_shards):
+    pattern = str(train_shards / "train-{000000..000004}.tar")
+    a = make_loader(pattern, batch_size=8, shuffle=False)
+    b = make_loader([str(train_shards / f"train-{i:06d}.tar") for i in range(5)], batch_size=8, shuffle=False)
+    assert _keys(a) == _keys(b) and len(_keys(a)) == 48
+
+
+def test_random_crop_and_flip_on_uint8(tmp_path, sample_coco, tiny_encoder):
+    from shardgen.build import BuildConfig, build_shards
+
+    out = tmp_path / "nocrop"
+    build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
+                             image_size=96, crop=False, samples_per_shard=4, workers=1, progress=False))
+    batch = next(iter(make_loader(str(out), batch_size=4, image_size=96, crop="random", flip=True)))
+    assert batch["image"].shape == (4, 3, 96, 96) and batch["image"].dtype == torch.uint8
