@@ -8,8 +8,10 @@ and the layout convolutions on GPU prefer). Normalization to float is the device
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -20,12 +22,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shardgen.schema import EMBED_DIM, SchemaError, decode_npy, iter_tar_samples
+from shardgen.schema import EMBED_DIM
 from shardgen.storage import open_url
 
 from .decode import DecodeError, available_backends, decode_into
+from .npy import load_npy
 from .plan import Span, batches_per_rank, plan_resampled, plan_worker, rank_samples, worker_batch_sizes
 from .sources import ShardSet, resolve_source
+from .tarstream import TarFormatError, iter_samples
 
 log = logging.getLogger("loaders")
 CAPTION_MODES = ("random", "first", "all")
@@ -56,6 +60,7 @@ class LoaderConfig:
     backend: str = "auto"
     pin_memory: bool | None = None
     prefetch_factor: int = 2
+    gil_switch_interval: float | None = 2e-4  # while iterating with decode threads; None = leave Python's default
     embed_dim: int = EMBED_DIM
     storage_options: dict = field(default_factory=dict)
 
@@ -152,13 +157,13 @@ class ShardStream(IterableDataset):
         key = None
         try:
             with open_url(url, **self.cfg.storage_options) as fh:
-                for i, (key, fields) in enumerate(iter_tar_samples(fh, source=url)):
+                for i, (key, fields) in enumerate(iter_samples(fh)):
                     if i >= span.stop:
                         break
                     if i >= span.start:
                         yield url, key, fields
-        except (SchemaError, OSError) as exc:
-            raise LoaderError(f"{url}: {key or '<start>'}: {exc}") from exc
+        except (TarFormatError, OSError) as exc:
+            raise LoaderError(f"{url}: {key or '<start>'}: corrupt or truncated shard ({exc})") from exc
 
     def _iter_raw(self, spans: list[Span], quota: int, warn) -> Iterator[tuple[str, str, dict]]:
         """Samples of the spans; under on_error='skip', wraps around to refill what was skipped."""
@@ -201,45 +206,50 @@ class ShardStream(IterableDataset):
             return 0
         return zlib.crc32(f"{self.cfg.seed}:{self.epoch}:{key}".encode()) % n
 
-    def _decode_batch(self, items: list, pool: ThreadPoolExecutor | None, rng: np.random.Generator):
-        """Decode into one [B, S, S, 3] array; returns (array, indices that failed with their errors)."""
+    def _start_decode(self, items: list, pool: ThreadPoolExecutor | None, rng: np.random.Generator,
+                      hints: list | None = None):
+        """Start decoding into one [B, S, S, 3] array; returns (array, futures of per-chunk error lists)."""
         s = self.image_size
         out = np.empty((len(items), s, s, 3), dtype=np.uint8)
-        random_crop = self.cfg.crop == "random"
-        origins = rng.random((len(items), 2)) if random_crop else np.full((len(items), 2), 0.5)
+        origins = rng.random((len(items), 2)) if self.cfg.crop == "random" else np.full((len(items), 2), 0.5)
         flips = rng.random(len(items)) < 0.5 if self.cfg.flip else np.zeros(len(items), dtype=bool)
+        jpegs = [it[2].get("jpg") for it in items]
+        hints = hints or [None] * len(items)
 
         def work(lo: int, hi: int) -> list:
             errors = []
             for i in range(lo, hi):
                 try:
-                    decode_into(items[i][2]["jpg"], out[i], backend=self.backend,
-                                crop_origin=tuple(origins[i]), flip=bool(flips[i]))
-                except (DecodeError, KeyError) as exc:
+                    if jpegs[i] is None:
+                        raise DecodeError("sample has no jpg")
+                    decode_into(jpegs[i], out[i], backend=self.backend, crop_origin=(origins[i, 0], origins[i, 1]),
+                                flip=bool(flips[i]), size_hint=hints[i])
+                except DecodeError as exc:
                     errors.append((i, exc))
             return errors
 
         if pool is None:
-            return out, work(0, len(items))
+            return out, [_Done(work(0, len(items)))]
         n = pool._max_workers
         bounds = [round(k * len(items) / n) for k in range(n + 1)]
-        futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(n) if bounds[k] < bounds[k + 1]]
-        return out, [e for f in futures for e in f.result()]
+        return out, [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(n) if bounds[k] < bounds[k + 1]]
 
-    def _assemble(self, items: list, pixels) -> dict:
+    def _parse(self, items: list) -> dict:
+        """Everything but the pixels: ids, chosen caption(s) and their embeddings. Raises LoaderError."""
         cfg = self.cfg
-        keys, ids, chosen, rows, all_caps = [], [], [], [], []
+        keys, ids, chosen, rows, all_caps, hints = [], [], [], [], [], []
         for url, key, fields in items:
             try:
-                meta = _json_loads(fields["json"])
-                emb = decode_npy(fields["npy"])
+                meta = json.loads(fields["json"])
+                emb = load_npy(fields["npy"])
                 captions = meta["captions"]
                 if emb.shape != (len(captions), cfg.embed_dim):
                     raise ValueError(f"embeddings {emb.shape} do not match {len(captions)} captions")
+                ids.append(int(meta["image_id"]))
+                hints.append((meta.get("height"), meta.get("width")))
             except (KeyError, ValueError, TypeError) as exc:
                 raise LoaderError(f"{url}: {key}: bad sample ({exc})") from exc
             keys.append(key)
-            ids.append(int(meta["image_id"]))
             if cfg.caption == "all":
                 rows.append(emb)
                 all_caps.append(list(captions))
@@ -247,11 +257,9 @@ class ShardStream(IterableDataset):
                 j = self._caption_index(key, len(captions))
                 rows.append(emb[j])
                 chosen.append(captions[j])
-        batch = {"image_id": torch.tensor(ids, dtype=torch.int64), "key": keys}
+        batch = {"image_id": torch.tensor(ids, dtype=torch.int64), "key": keys, "_size_hints": hints}
         if cfg.decode == "gpu":
             batch["jpeg"] = [torch.frombuffer(bytearray(it[2]["jpg"]), dtype=torch.uint8) for it in items]
-        else:
-            batch["image"] = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # [B, 3, S, S] uint8, channels-last
         if cfg.caption == "all":
             n_max = max(len(c) for c in all_caps)
             emb = np.zeros((len(items), n_max, cfg.embed_dim), dtype=np.float32)
@@ -267,6 +275,36 @@ class ShardStream(IterableDataset):
             batch["caption"] = chosen
         return batch
 
+    def _parse_or_skip(self, items: list, raw: Iterator, warn) -> dict:
+        """`_parse`, replacing unparseable samples under on_error='skip' so the batch size stays exact."""
+        while True:
+            try:
+                return self._parse(items)
+            except LoaderError as exc:
+                if self.cfg.on_error == "raise":
+                    raise
+                warn(str(exc))
+                bad = next(i for i, it in enumerate(items) if f"{it[0]}: {it[1]}:" in str(exc))
+                items[bad] = next(raw, None) or items[(bad + 1) % len(items)]
+
+    def _finish(self, items: list, batch: dict, pixels: np.ndarray, futures: list, raw: Iterator, warn,
+                rng: np.random.Generator) -> dict:
+        errors = [e for f in futures for e in f.result()]
+        while errors:  # replace undecodable samples (on_error="skip") so batch sizes stay exact
+            i, exc = errors.pop(0)
+            url, key = items[i][0], items[i][1]
+            if self.cfg.on_error == "raise":
+                raise LoaderError(f"{url}: {key}: {exc}") from exc
+            warn(f"{url}: {key}: {exc}")
+            items[i] = next(raw, None) or items[(i + 1) % len(items)]
+            sub, sub_futures = self._start_decode([items[i]], None, rng)
+            pixels[i] = sub[0]
+            errors += [(i, e) for f in sub_futures for _, e in f.result()]
+            batch = self._parse_or_skip(items, raw, warn)
+        del batch["_size_hints"]
+        batch["image"] = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # [B, 3, S, S] uint8, channels-last strides
+        return batch
+
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
@@ -276,33 +314,40 @@ class ShardStream(IterableDataset):
         raw = self._iter_shuffled(self._iter_raw(spans, sum(sizes), warn), rng)
         threads = self.cfg.decode_threads or max(1, (os.cpu_count() or 1) // self.n_workers)
         pool = ThreadPoolExecutor(threads) if threads > 1 and self.cfg.decode == "cpu" else None
+        switch = sys.getswitchinterval()
+        if pool is not None and self.cfg.gil_switch_interval is not None:
+            # Decode threads release the GIL inside libjpeg but need it back between images; at the default 5 ms
+            # they queue behind this thread's parsing. Measured on 2 cores: 4.9k → 6.3k img/s at 0.2 ms.
+            sys.setswitchinterval(min(switch, self.cfg.gil_switch_interval))
+        pending = None
         try:
             for size in sizes:
                 items = [item for _, item in zip(range(size), raw)]
+                batch = self._parse_or_skip(items, raw, warn)
                 if self.cfg.decode == "gpu":
-                    yield self._assemble(items, None)
+                    del batch["_size_hints"]
+                    yield batch
                     continue
-                pixels, errors = self._decode_batch(items, pool, rng)
-                while errors:  # replace undecodable samples (on_error="skip") so batch sizes stay exact
-                    i, exc = errors[0]
-                    url, key = items[i][0], items[i][1]
-                    if self.cfg.on_error == "raise":
-                        raise LoaderError(f"{url}: {key}: {exc}") from exc
-                    warn(f"{url}: {key}: {exc}")
-                    items[i] = next(raw, None) or items[(i + 1) % len(items)]
-                    sub, sub_errors = self._decode_batch([items[i]], None, rng)
-                    pixels[i] = sub[0]
-                    errors = errors[1:] + [(i, e) for _, e in sub_errors]
-                yield self._assemble(items, pixels)
+                job = (items, batch, *self._start_decode(items, pool, rng, batch["_size_hints"]))
+                if pending is not None:  # batch n finishes decoding while batch n+1 was read and parsed
+                    yield self._finish(*pending, raw, warn, rng)
+                pending = job
+            if pending is not None:
+                yield self._finish(*pending, raw, warn, rng)
         finally:
+            sys.setswitchinterval(switch)
             if pool is not None:
-                pool.shutdown(wait=False)
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _json_loads(data: bytes) -> dict:
-    import json
+class _Done:
+    """A finished 'future' for the no-thread path."""
 
-    return json.loads(data)
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 class ShardLoader:
@@ -344,8 +389,14 @@ def make_loader(source, *, batch_size: int, num_workers: int = 0, shuffle: bool 
     dataset = ShardStream(shards, cfg, rank=rank, world_size=world)
     pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
     extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": False} if num_workers > 0 else {}
-    dataloader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin, **extra)
+    dataloader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin,
+                            collate_fn=_as_is, **extra)
     return ShardLoader(dataset, dataloader)
+
+
+def _as_is(batch: dict) -> dict:
+    """Batches are already tensors: skip DataLoader's per-element `default_convert` walk."""
+    return batch
 
 
 def epoch_length(n_samples: int, *, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:

@@ -1,0 +1,129 @@
+"""Loader throughput (P1, P2) and memory, on shards built from ≥ 2000 sample images, best of 2.
+
+P1: our loader vs (a) the seed's way (map-style dataset over raw JPEGs, PIL decode + Resize + CenterCrop +
+ToTensor + Normalize, DataLoader with 2 workers) and (b) plain webdataset (`WebDataset(...).map(decode).batched`)
+in a DataLoader with 2 workers. P2: our loader vs its floor, a one-thread loop that only decodes the same stored
+JPEGs to uint8, times the number of cores. Memory: our loader's RSS after each of 3 epochs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import best_of, ensure_encoder, ensure_sample, rss_mb, table, write_result
+
+BATCH = 64
+
+
+def _count(loader) -> int:
+    n = 0
+    for batch in loader:
+        n += len(batch["image"])
+    return n
+
+
+def seed_way(root: Path, cache: Path, workers: int = 2):
+    from torch.utils.data import DataLoader
+
+    from loaders import COCOClipDataset
+
+    ds = COCOClipDataset("train", root=root, embeddings=cache)
+    return DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers)
+
+
+def plain_webdataset(urls: list[str], workers: int = 2):
+    import webdataset as wds
+    from torch.utils.data import DataLoader
+    from torchvision.io import decode_jpeg
+
+    def decode(sample):
+        image = decode_jpeg(torch.frombuffer(bytearray(sample["jpg"]), dtype=torch.uint8))  # [3, H, W] uint8
+        emb = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
+        return {"image": image, "text_embedding": torch.from_numpy(emb[0].astype(np.float32))}
+
+    def collate(samples):
+        return {"image": torch.stack([s["image"] for s in samples]),
+                "text_embedding": torch.stack([s["text_embedding"] for s in samples])}
+
+    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False).map(decode).batched(BATCH, collation_fn=collate)
+    return DataLoader(ds, batch_size=None, num_workers=workers)
+
+
+def decode_floor(urls: list[str]) -> tuple[float, int]:
+    """Seconds for one thread to decode every stored JPEG to uint8 (same decoder our loader uses)."""
+    import time
+
+    from loaders.decode import available_backends, decode_into
+    from shardgen.schema import iter_tar_samples
+
+    jpgs = []
+    for url in urls:
+        with open(url, "rb") as fh:
+            jpgs += [fields["jpg"] for _, fields in iter_tar_samples(fh)]
+    out = np.empty((224, 224, 3), dtype=np.uint8)
+    backend = available_backends()[0]
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for data in jpgs:
+            decode_into(data, out, backend=backend)
+        best = min(best, time.perf_counter() - t0)
+    return best, len(jpgs)
+
+
+def run(work: Path, *, images: int = 2000) -> dict:
+    from loaders import make_loader
+    from shardgen.build import BuildConfig, build_shards
+
+    root = ensure_sample(work, max(images, 4000))
+    shards = work / f"loader-shards-{images}"
+    if not (shards / "manifest.json").is_file():
+        build_shards(BuildConfig(coco_root=root, split="train", out=shards, limit=images, samples_per_shard=250,
+                                 text_encoder=str(ensure_encoder(work, "tiny")), progress=False))
+    cache = shards / "train_text_embeddings.pt"
+    urls = sorted(str(p) for p in shards.glob("train-*.tar"))
+    cores = os.cpu_count() or 1
+
+    results = {}
+    t, n = best_of(lambda: _count(seed_way(root, cache)))
+    results["seed"] = n / t
+    t, n = best_of(lambda: _count(plain_webdataset(urls)))
+    results["webdataset"] = n / t
+    variants = {f"ours: 0 workers, {cores} decode threads": dict(num_workers=0, decode_threads=cores),
+                f"ours: {cores} workers, 1 decode thread": dict(num_workers=cores, decode_threads=1)}
+    ours = {}
+    for name, opts in variants.items():
+        loader = make_loader(str(shards), batch_size=BATCH, **opts)
+        t, n = best_of(lambda: _count(loader))
+        ours[name] = n / t
+    best_name = max(ours, key=ours.get)
+    floor_s, floor_n = decode_floor(urls)
+    floor = floor_n / floor_s * cores
+
+    rows = [{"loader": "seed: map-style raw JPEG, PIL + Normalize, 2 workers", "img/s": results["seed"],
+             "x seed": 1.0, "x webdataset": results["seed"] / results["webdataset"]},
+            {"loader": "plain webdataset .map(decode_jpeg).batched(64), 2 workers", "img/s": results["webdataset"],
+             "x seed": results["webdataset"] / results["seed"], "x webdataset": 1.0}]
+    rows += [{"loader": name, "img/s": v, "x seed": v / results["seed"], "x webdataset": v / results["webdataset"]}
+             for name, v in ours.items()]
+    p2 = {"floor_img_per_s": floor, "ours_img_per_s": ours[best_name], "fraction_of_floor": ours[best_name] / floor}
+    print(table(f"P1 loader throughput: {n} images, batch {BATCH}, uint8 out, best of 2", rows))
+    print(table("P2 ours vs decode-only floor (1 thread × cores)", [
+        {"what": f"floor: decode loop × {cores} cores", "img/s": floor},
+        {"what": f"best ours ({best_name})", "img/s": ours[best_name]},
+        {"what": "fraction of floor", "img/s": p2["fraction_of_floor"]}]))
+
+    loader = make_loader(str(shards), batch_size=BATCH, **variants[best_name])
+    rss = []
+    for _ in range(3):
+        _count(loader)
+        rss.append(rss_mb())
+    print(f"memory: RSS after epochs 1-3: {', '.join(f'{r:.0f} MB' for r in rss)}")
+    data = {"n_images": n, "rows": rows, "p2": p2, "rss_mb_per_epoch": rss, "best": best_name}
+    write_result("loader", data)
+    return data
