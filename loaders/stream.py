@@ -114,6 +114,7 @@ class ShardStream(IterableDataset):
         super().__init__()
         self.shards, self.cfg, self.rank, self.world_size = shards, cfg, rank, world_size
         self.epoch = 0
+        self.skip_batches = 0
         pre = shards.manifest.preprocess if shards.manifest else {}
         self.image_size = cfg.image_size or int(pre.get("image_size", 224))
         self.backend = available_backends()[0] if cfg.backend == "auto" else cfg.backend
@@ -124,8 +125,9 @@ class ShardStream(IterableDataset):
                 f"needs a shard of its own. Rebuild with a smaller --samples-per-shard (e.g. "
                 f"{max(1, shards.n_samples // (world_size * self.n_workers))}) or use fewer workers")
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Select the epoch; `skip_batches` resumes mid-epoch (skipped batches are read but not decoded)."""
+        self.epoch, self.skip_batches = int(epoch), int(skip_batches)
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (identical on every rank)."""
@@ -211,8 +213,7 @@ class ShardStream(IterableDataset):
         """Start decoding into one [B, S, S, 3] array; returns (array, futures of per-chunk error lists)."""
         s = self.image_size
         out = np.empty((len(items), s, s, 3), dtype=np.uint8)
-        origins = rng.random((len(items), 2)) if self.cfg.crop == "random" else np.full((len(items), 2), 0.5)
-        flips = rng.random(len(items)) < 0.5 if self.cfg.flip else np.zeros(len(items), dtype=bool)
+        origins, flips = self._draw_augment(len(items), rng)
         jpegs = [it[2].get("jpg") for it in items]
         hints = hints or [None] * len(items)
 
@@ -233,6 +234,12 @@ class ShardStream(IterableDataset):
         n = pool._max_workers
         bounds = [round(k * len(items) / n) for k in range(n + 1)]
         return out, [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(n) if bounds[k] < bounds[k + 1]]
+
+    def _draw_augment(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Crop origins and flips for n images (drawn even for skipped batches, so resumes replay exactly)."""
+        origins = rng.random((n, 2)) if self.cfg.crop == "random" else np.full((n, 2), 0.5)
+        flips = rng.random(n) < 0.5 if self.cfg.flip else np.zeros(n, dtype=bool)
+        return origins, flips
 
     def _parse(self, items: list) -> dict:
         """Everything but the pixels: ids, chosen caption(s) and their embeddings. Raises LoaderError."""
@@ -307,7 +314,9 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker = info.id if info is not None else 0
+        # DataLoader takes batch j from worker j % W. Resuming after `skip_batches`, worker w plays the role of
+        # the worker that produced batch skip + w, so the resumed sequence continues exactly.
+        worker = ((info.id if info is not None else 0) + self.skip_batches) % self.n_workers
         spans, sizes = self.plan(worker)
         rng = np.random.default_rng([self.cfg.seed, self.epoch, self.rank, worker])
         warn = _RateLimitedWarning()
@@ -320,9 +329,13 @@ class ShardStream(IterableDataset):
             # they queue behind this thread's parsing. Measured on 2 cores: 4.9k → 6.3k img/s at 0.2 ms.
             sys.setswitchinterval(min(switch, self.cfg.gil_switch_interval))
         pending = None
+        skip = len(range(worker, self.skip_batches, self.n_workers))  # rank batch i comes from worker i % W
         try:
-            for size in sizes:
+            for n, size in enumerate(sizes):
                 items = [item for _, item in zip(range(size), raw)]
+                if n < skip:
+                    self._draw_augment(size, rng)
+                    continue
                 batch = self._parse_or_skip(items, raw, warn)
                 if self.cfg.decode == "gpu":
                     del batch["_size_hints"]
@@ -361,9 +374,10 @@ class ShardLoader:
         self._explicit_epoch = False
         self._next_epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Like `DistributedSampler.set_epoch`; `skip_batches` resumes mid-epoch exactly (see ShardStream)."""
         self._explicit_epoch = True
-        self.dataset.set_epoch(epoch)
+        self.dataset.set_epoch(epoch, skip_batches)
 
     @property
     def epoch(self) -> int:
@@ -371,6 +385,10 @@ class ShardLoader:
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.dataset.samples_per_epoch
 
     def __iter__(self) -> Iterator[dict]:
         if not self._explicit_epoch:

@@ -213,3 +213,15 @@ def test_random_crop_and_flip_on_uint8(tmp_path, sample_coco, tiny_encoder):
                              image_size=96, crop=False, samples_per_shard=4, workers=1, progress=False))
     batch = next(iter(make_loader(str(out), batch_size=4, image_size=96, crop="random", flip=True)))
     assert batch["image"].shape == (4, 3, 96, 96) and batch["image"].dtype == torch.uint8
+
+
+def test_skip_batches_resumes_exactly(train_shards):
+    full = make_loader(str(train_shards), batch_size=4, num_workers=2, crop="random", seed=2)
+    full.set_epoch(1)
+    batches = list(full)
+    resumed = make_loader(str(train_shards), batch_size=4, num_workers=2, crop="random", seed=2)
+    resumed.set_epoch(1, skip_batches=5)
+    rest = list(resumed)
+    assert len(rest) == len(batches) - 5
+    for a, b in zip(batches[5:], rest):
+        assert a["key"] == b["key"] and torch.equal(a["image"], b["image"])

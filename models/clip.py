@@ -1,0 +1,40 @@
+"""The trainable CLIP-style model: image tower + projection head, L2-normalized, with a learnable temperature.
+
+The text side is the frozen CLIP tower (`models.text.TextEncoder`); training uses its embeddings precomputed in the
+shards, so it is not part of this module (or of its checkpoints).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .head import ProjectionHead
+from .image_encoder import ImageEncoder
+
+MAX_LOGIT_SCALE = 100.0
+
+
+class CLIPModel(nn.Module):
+    def __init__(self, image_encoder: ImageEncoder, head: ProjectionHead | None = None, *,
+                 init_temperature: float = 0.07) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.head = head if head is not None else ProjectionHead(in_dim=image_encoder.out_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized image embeddings `[B, 512]`."""
+        return nn.functional.normalize(self.head(self.image_encoder(images)), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale), clamped to ≤ 100 as in CLIP."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+
+def parameter_counts(module: nn.Module) -> dict[str, int]:
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return {"trainable": trainable, "frozen": frozen}

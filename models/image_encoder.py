@@ -1,0 +1,65 @@
+"""The trainable image tower: a torchvision ResNet trunk whose pooled features feed the projection head.
+
+ImageNet weights are the default (`ResNet50_Weights.IMAGENET1K_V2`). Offline without them cached, construction
+fails within seconds with a one-line message instead of hanging on the download.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ARCHS = {"resnet50": ("resnet50", "ResNet50_Weights", "IMAGENET1K_V2", 2048),
+         "resnet18": ("resnet18", "ResNet18_Weights", "IMAGENET1K_V1", 512)}  # resnet18: CPU smoke runs/tests
+
+
+class WeightsUnavailable(RuntimeError):
+    """ImageNet weights are neither cached nor downloadable; the message says how to proceed."""
+
+
+def _download_reachable(url: str, timeout: float = 3.0) -> bool:
+    host = url.split("/")[2]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _imagenet_weights(arch: str):
+    import torchvision.models as tvm
+
+    _, weights_cls, weights_name, _ = ARCHS[arch]
+    weights = getattr(getattr(tvm, weights_cls), weights_name)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if not cached.is_file() and not _download_reachable(weights.url):
+        raise WeightsUnavailable(
+            f"{arch} ImageNet weights are not cached ({cached}) and {weights.url.split('/')[2]} is unreachable: "
+            "run once online, copy the file there, pass --weights PATH (a state dict), or --no-pretrained")
+    return weights
+
+
+class ImageEncoder(nn.Module):
+    """ResNet trunk → pooled features `[B, out_dim]` (2048 for resnet50)."""
+
+    def __init__(self, arch: str = "resnet50", *, pretrained: bool = True, weights_path: str | None = None) -> None:
+        super().__init__()
+        import torchvision.models as tvm
+
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
+        name, _, _, out_dim = ARCHS[arch]
+        weights = _imagenet_weights(arch) if pretrained and weights_path is None else None
+        trunk = getattr(tvm, name)(weights=weights)
+        if weights_path is not None:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            trunk.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        trunk.fc = nn.Identity()
+        self.trunk, self.arch, self.out_dim = trunk, arch, out_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trunk(images)  # [B, out_dim]
