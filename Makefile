@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the project with its test extras
 
 demo: $(STAMP)  ## sample data → shards → verify → stream through the model → grid PNGs (offline)
-	$(PY) -m shardgen.demo --out $(DEMO_DIR)
+	$(PY) scripts/demo.py --out $(DEMO_DIR)
 
 test: $(STAMP)  ## run the test suite (CPU, offline)
 	$(PY) -m pytest -q tests

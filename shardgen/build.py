@@ -24,6 +24,7 @@ from models.text import DEFAULT_TEXT_ENCODER
 from .coco import CaptionReport, find_split, load_split
 from .embeddings import cache_path, encode_captions, encoder_fingerprint, save_cache
 from .errors import UserError
+from .export import write_dali_index
 from .pack import ImageOptions, iter_samples
 from .schema import (EMBED_DIM, EMBED_DTYPE, MANIFEST_NAME, SIZES_NAME, WIDS_INDEX_NAME, Manifest, ShardInfo,
                      shard_name, sizes_json, wids_index_json)
@@ -50,6 +51,7 @@ class BuildConfig:
     device: str = "auto"
     limit: int | None = None
     embeddings_cache: Path | None = None
+    dali_index: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -168,6 +170,10 @@ def build_shards(cfg: BuildConfig) -> BuildReport:
     for reason, names in sorted(report.problems.items()):
         for name in names:
             _merge_problems(failures, reason, name)
+    if cfg.dali_index:  # shards resumed from a run without --dali-index get their index too
+        for entry in shards:
+            if not (out / entry["name"]).with_suffix(".idx").is_file():
+                write_dali_index(out / entry["name"])
     for entry in shards:
         for reason, names in entry["failures"].items():
             for name in names:
@@ -203,12 +209,14 @@ def _pack(cfg: BuildConfig, records, emb, out: Path, journal: list[dict], config
 
     shards = list(journal)
     start = journal[-1]["input_end"] if journal else 0
-    for stale in out.glob(f"{cfg.split}-*.tar*"):  # shards past the journal are from a killed run: rewrite them
-        if stale.name not in {e["name"] for e in shards}:
+    for stale in [*out.glob(f"{cfg.split}-*.tar*"), *out.glob(f"{cfg.split}-*.idx*")]:  # shards past the journal are from a killed run: rewrite them
+        if stale.name.replace(".idx", ".tar") not in {e["name"] for e in shards}:
             stale.unlink()
 
     def flush(samples: list[Sample], end: int, fails: dict, convs: dict) -> None:
         info = write_shard(out / shard_name(cfg.split, len(shards)), samples)
+        if cfg.dali_index:
+            write_dali_index(out / info.name)
         shards.append({**asdict(info), "input_end": end, "failures": dict(fails), "conversions": dict(convs),
                        "n_captions": sum(len(s.meta["captions"]) for s in samples)})
         write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": config_hash, "shards": shards}))

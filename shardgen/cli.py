@@ -44,6 +44,7 @@ def _add_build(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N images (smoke tests)")
     p.add_argument("--embeddings-cache", type=Path, default=None,
                    help="caption embedding cache file (default: OUT/<split>_text_embeddings.pt)")
+    p.add_argument("--dali-index", action="store_true", help="also write DALI v1.2 .idx files next to the shards")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -55,7 +56,7 @@ def _cmd_build(args) -> int:
                       draft=not args.no_draft, samples_per_shard=args.samples_per_shard,
                       max_shard_bytes=args.max_shard_bytes, workers=args.workers,
                       encode_batch_size=args.encode_batch_size, device=args.device, limit=args.limit,
-                      embeddings_cache=args.embeddings_cache, progress=not args.quiet)
+                      embeddings_cache=args.embeddings_cache, dali_index=args.dali_index, progress=not args.quiet)
     report = build_shards(cfg)
     print(report.summary())
     for reason, entry in report.manifest.failures.items():
@@ -103,6 +104,16 @@ def _cmd_init_encoder(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .export import export_clip_benchmark
+
+    res = export_clip_benchmark(args.source, args.out, split=args.split, samples_per_shard=args.samples_per_shard)
+    print(f"wrote CLIP_benchmark retrieval layout: {res['n_samples']} samples in {res['n_shards']} shards under "
+          f"{args.out}/{args.split}; run: clip_benchmark eval --dataset wds/coco_shardgen --dataset_root {args.out} "
+          "--task zeroshot_retrieval ...")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardgen", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -121,6 +132,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="PNG file to write")
     p.add_argument("--n", type=int, default=16, help="number of samples in the grid (default: 16)")
     p.add_argument("--columns", type=int, default=4)
+
+    p = sub.add_parser("export", help="rewrite shards for another tool (CLIP_benchmark retrieval layout)")
+    p.add_argument("source", help="shard folder or URL holding manifest.json (usually the val split)")
+    p.add_argument("--format", choices=["clip-benchmark"], default="clip-benchmark")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--split", default="test", help="CLIP_benchmark split folder name (default: test)")
+    p.add_argument("--samples-per-shard", type=int, default=1000)
 
     p = sub.add_parser("sample", help="write the embedded synthetic COCO-layout sample dataset")
     p.add_argument("out_dir", type=Path)
@@ -142,7 +160,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"build": _cmd_build, "verify": _cmd_verify, "show": _cmd_show, "sample": _cmd_sample,
-            "init-encoder": _cmd_init_encoder}
+            "init-encoder": _cmd_init_encoder, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,76 @@
+"""Side formats for other tools: DALI `.idx` index files and the CLIP_benchmark retrieval layout.
+
+- DALI's `fn.readers.webdataset` can take one index per shard (format `v1.2`, as NVIDIA's `wds2idx.py` writes):
+  a header line `v1.2 <n_samples>`, then one line per sample listing `ext offset size name` for each member,
+  where offset is where the member's data starts.
+- CLIP_benchmark (`--dataset wds/...`) reads `DIR/dataset_type.txt` (`retrieval`), `DIR/<split>/nshards.txt`
+  and shards `0.tar … N-1.tar` whose samples hold an image and a `txt` with every caption on its own line.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import webdataset as wds
+
+from .schema import MANIFEST_NAME, Manifest, iter_tar_samples
+from .storage import join, open_url, read_text
+from .writer import write_text_atomic
+
+DALI_INDEX_VERSION = "v1.2"
+
+
+def dali_index_text(shard: Path) -> str:
+    """The DALI index for one local shard."""
+    samples: list[list[str]] = []
+    last = None
+    with tarfile.open(shard) as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            slash = m.name.rfind("/") + 1
+            dot = m.name.find(".", slash)
+            key, ext = m.name[:dot], m.name[dot + 1:]
+            if key != last:
+                samples.append([])
+                last = key
+            samples[-1].append(f"{ext} {m.offset_data} {m.size} {m.name}")
+    return f"{DALI_INDEX_VERSION} {len(samples)}\n" + "".join(" ".join(s) + "\n" for s in samples)
+
+
+def write_dali_index(shard: Path) -> Path:
+    path = shard.with_suffix(".idx")
+    write_text_atomic(path, dali_index_text(shard))
+    return path
+
+
+def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "test",
+                          samples_per_shard: int = 1000) -> dict:
+    """Rewrite a shard set as a CLIP_benchmark retrieval dataset; returns {n_shards, n_samples}."""
+    manifest = Manifest.from_json(read_text(join(source, MANIFEST_NAME)))
+    split_dir = Path(out_dir) / split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    n_shards, n_samples, writer, fh = 0, 0, None, None
+
+    def close() -> None:
+        if writer is not None:
+            writer.close()
+            fh.close()
+
+    for shard in manifest.shards:
+        with open_url(join(source, shard.name)) as src:
+            for key, fields in iter_tar_samples(src, source=shard.name):
+                if n_samples % samples_per_shard == 0:
+                    close()
+                    fh = open(split_dir / f"{n_shards}.tar", "wb")  # noqa: SIM115 - closed in close()
+                    writer = wds.TarWriter(fh, user="", group="", mtime=0, encoder=False)
+                    n_shards += 1
+                captions = json.loads(fields["json"])["captions"]
+                writer.write({"__key__": key, "jpg": fields["jpg"], "txt": "\n".join(captions).encode()})
+                n_samples += 1
+    close()
+    (split_dir / "nshards.txt").write_text(f"{n_shards}\n")
+    (Path(out_dir) / "dataset_type.txt").write_text("retrieval\n")
+    return {"n_shards": n_shards, "n_samples": n_samples}
