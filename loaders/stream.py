@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shardgen.schema import EMBED_DIM
-from shardgen.storage import open_url
+from shardgen.storage import is_remote, open_url
 
 from .decode import DecodeError, available_backends, decode_into
 from .npy import load_npy
@@ -62,6 +62,8 @@ class LoaderConfig:
     prefetch_factor: int = 2
     gil_switch_interval: float | None = 2e-4  # while iterating with decode threads; None = leave Python's default
     embed_dim: int = EMBED_DIM
+    retries: int = 3  # remote shards: reopen and continue after transient errors
+    retry_backoff: float = 0.5
     storage_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,17 +157,29 @@ class ShardStream(IterableDataset):
 
     # -- reading ----------------------------------------------------------------------------------------------
     def _iter_span(self, span: Span) -> Iterator[tuple[str, str, dict]]:
+        """Samples [start, stop) of one shard. Remote reads are retried with backoff, resuming after the last
+        sample yielded; local read errors and corrupt tars fail at once."""
         url = self.shards.urls[span.shard]
-        key = None
-        try:
-            with open_url(url, **self.cfg.storage_options) as fh:
-                for i, (key, fields) in enumerate(iter_samples(fh)):
-                    if i >= span.stop:
-                        break
-                    if i >= span.start:
-                        yield url, key, fields
-        except (TarFormatError, OSError) as exc:
-            raise LoaderError(f"{url}: {key or '<start>'}: corrupt or truncated shard ({exc})") from exc
+        remote = is_remote(url)
+        done = 0
+        for attempt in range(self.cfg.retries + 1):
+            key = None
+            try:
+                with open_url(url, **self.cfg.storage_options) as fh:
+                    for i, (key, fields) in enumerate(iter_samples(fh)):
+                        if i >= span.stop:
+                            break
+                        if i >= span.start + done:
+                            yield url, key, fields
+                            done += 1
+                return
+            except Exception as exc:  # noqa: BLE001 - fsspec/aiohttp/botocore raise many types mid-stream
+                retry = remote and attempt < self.cfg.retries
+                if not retry:
+                    what = "corrupt or truncated shard" if isinstance(exc, TarFormatError) else "read failed"
+                    raise LoaderError(f"{url}: {key or '<start>'}: {what} ({exc})") from exc
+                log.warning("%s: %s; retrying (%d/%d)", url, exc, attempt + 1, self.cfg.retries)
+                time.sleep(self.cfg.retry_backoff * 2 ** attempt)
 
     def _iter_raw(self, spans: list[Span], quota: int, warn) -> Iterator[tuple[str, str, dict]]:
         """Samples of the spans; under on_error='skip', wraps around to refill what was skipped."""

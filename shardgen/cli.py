@@ -104,6 +104,32 @@ def _cmd_init_encoder(args) -> int:
     return 0
 
 
+def _cmd_download(args) -> int:
+    from .download import DEFAULT_BASE_URL, download_coco, download_kaggle, report
+
+    if args.source == "kaggle":
+        where = download_kaggle(args.root, progress=not args.quiet, warn=lambda m: print(m, file=sys.stderr))
+        print(f"kaggle: credentials from {where}")
+    else:
+        md5 = dict(item.split("=", 1) for item in args.md5)
+        done = download_coco(args.root, splits=tuple(args.splits.split(",")), base_url=args.base_url or
+                             DEFAULT_BASE_URL, md5=md5, workers=args.workers, keep_zips=args.keep_zips,
+                             progress=not args.quiet)
+        print(f"downloaded and extracted {', '.join(done)}" if done else "everything is already present; nothing to do")
+    print(report(args.root))
+    return 0
+
+
+def _cmd_upload(args) -> int:
+    from .upload import upload
+
+    opts = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
+    rep = upload(args.src, args.dest, workers=args.workers, storage_options=opts, progress=not args.quiet)
+    print(f"upload {args.dest}: {len(rep.uploaded)} files sent ({rep.n_bytes / 1e6:.1f} MB of shards), "
+          f"{len(rep.skipped)} already there and verified")
+    return 0
+
+
 def _cmd_export(args) -> int:
     from .export import export_clip_benchmark
 
@@ -133,6 +159,28 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=16, help="number of samples in the grid (default: 16)")
     p.add_argument("--columns", type=int, default=4)
 
+    p = sub.add_parser("download", help="download COCO 2014 (Kaggle or the official zips)",
+                       description="Download COCO 2014 and print the layout found. Official zips resume, retry "
+                                   "and are MD5-checked; extraction refuses members escaping --root.")
+    p.add_argument("--root", required=True, type=Path, help="folder to download into")
+    p.add_argument("--source", choices=["coco", "kaggle"], default="coco")
+    p.add_argument("--splits", default="train,val", help="comma list of train,val (coco source)")
+    p.add_argument("--base-url", default=None, help="mirror of images.cocodataset.org (coco source)")
+    p.add_argument("--md5", action="append", default=[], metavar="NAME=HEX",
+                   help="override an expected MD5 (NAME: annotations, train, val), e.g. for a mirror")
+    p.add_argument("--workers", type=int, default=3, help="parallel downloads (default: 3)")
+    p.add_argument("--keep-zips", action="store_true", help="keep the zips after extraction")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("upload", help="copy shards to cloud storage (any fsspec URL), manifest last",
+                       description="Upload shards in parallel, skip those already there (resume), verify what "
+                                   "landed, then write sizes.json, shardindex.json and manifest.json.")
+    p.add_argument("src", type=Path, help="local shard folder")
+    p.add_argument("dest", help="s3://bucket/prefix, gs://..., az://..., file://...")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("export", help="rewrite shards for another tool (CLIP_benchmark retrieval layout)")
     p.add_argument("source", help="shard folder or URL holding manifest.json (usually the val split)")
     p.add_argument("--format", choices=["clip-benchmark"], default="clip-benchmark")
@@ -160,7 +208,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"build": _cmd_build, "verify": _cmd_verify, "show": _cmd_show, "sample": _cmd_sample,
-            "init-encoder": _cmd_init_encoder, "export": _cmd_export}
+            "init-encoder": _cmd_init_encoder, "export": _cmd_export, "download": _cmd_download,
+            "upload": _cmd_upload}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,116 @@
+"""`shardgen upload`: copy a shard folder to any fsspec URL (s3://, gs://, az://, file://, ...), resumably.
+
+Shards go first, in parallel; each one already at the destination with the same size and checksum is skipped,
+so an interrupted upload resumes. What lands is verified (the store's MD5 where it exposes one — S3 ETag of a
+single-part upload, GCS md5Hash — else a re-read checked against the manifest's sha256). `manifest.json`,
+`sizes.json` and `shardindex.json` go last, so a reader never sees an index pointing at missing shards.
+The S3 endpoint follows `AWS_ENDPOINT_URL` (MinIO, R2, moto) or `--endpoint-url`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fsspec
+
+from .errors import UserError
+from .schema import MANIFEST_NAME, SIZES_NAME, WIDS_INDEX_NAME, Manifest, ShardInfo
+
+
+@dataclass
+class UploadReport:
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    n_bytes: int = 0
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    md5, sha = hashlib.md5(), hashlib.sha256()  # noqa: S324 - md5 compares with store ETags only
+    with open(path, "rb") as fh:
+        while block := fh.read(8 << 20):
+            md5.update(block)
+            sha.update(block)
+    return md5.hexdigest(), sha.hexdigest()
+
+
+def _remote_matches(fs, remote: str, *, size: int, md5: str, sha256: str) -> bool:
+    """True when `remote` exists with this size and content (store checksum if any, else a re-read)."""
+    try:
+        info = fs.info(remote)
+    except FileNotFoundError:
+        return False
+    if int(info.get("size", info.get("Size", -1))) != size:
+        return False
+    etag = str(info.get("ETag", info.get("etag", ""))).strip('"')
+    if len(etag) == 32 and "-" not in etag:
+        return etag == md5
+    if info.get("md5Hash"):
+        return base64.b64decode(info["md5Hash"]).hex() == md5
+    h = hashlib.sha256()
+    with fs.open(remote, "rb") as fh:
+        while block := fh.read(8 << 20):
+            h.update(block)
+    return h.hexdigest() == sha256
+
+
+def _error(dest: str, exc: Exception) -> UserError:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    return UserError(f"upload to {dest} failed: {code or type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dict | None = None,
+           progress: bool = True) -> UploadReport:
+    """Upload the shard set in `src` to `dest` (a folder URL). Raises UserError on access/network failures."""
+    from tqdm.auto import tqdm
+
+    src = Path(src)
+    try:
+        manifest = Manifest.from_json((src / MANIFEST_NAME).read_text(), source=str(src / MANIFEST_NAME))
+    except FileNotFoundError:
+        raise UserError(f"{src}: no {MANIFEST_NAME}; upload a folder written by `shardgen build`") from None
+    try:
+        fs, root = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+    except (ImportError, ValueError) as exc:
+        raise UserError(f"{dest}: {exc} (for s3:// install s3fs, for gs:// gcsfs)") from exc
+    root = root.rstrip("/")
+    report = UploadReport()
+    files: list[tuple[ShardInfo | None, Path]] = [(s, src / s.name) for s in manifest.shards]
+    files += [(None, src / s.name.replace(".tar", ".idx")) for s in manifest.shards
+              if (src / s.name.replace(".tar", ".idx")).is_file()]
+
+    def one(item: tuple[ShardInfo | None, Path]) -> None:
+        shard, path = item
+        remote = f"{root}/{path.name}"
+        md5, sha = _digests(path)
+        if shard is not None and sha != shard.sha256:
+            raise UserError(f"{path}: sha256 differs from the manifest; run `shardgen verify {src}`")
+        size = path.stat().st_size
+        if _remote_matches(fs, remote, size=size, md5=md5, sha256=sha):
+            report.skipped.append(path.name)
+            return
+        fs.put_file(str(path), remote)
+        if not _remote_matches(fs, remote, size=size, md5=md5, sha256=sha):
+            raise UserError(f"{dest}/{path.name}: what landed differs from the local file (size or checksum)")
+        report.uploaded.append(path.name)
+        report.n_bytes += size
+
+    try:
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+        if "file" in protocols or "local" in protocols:
+            fs.makedirs(root, exist_ok=True)  # object stores have no folders (and makedirs would create buckets)
+        with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(files), unit="file", desc="upload",
+                                                               disable=not progress) as bar:
+            for _ in pool.map(one, files):
+                bar.update(1)
+        for name in (SIZES_NAME, WIDS_INDEX_NAME, MANIFEST_NAME):  # indexes last; the manifest very last
+            fs.put_file(str(src / name), f"{root}/{name}")
+            report.uploaded.append(name)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore/gcsfs/aiohttp errors: one line naming the URL
+        raise _error(dest, exc) from exc
+    return report

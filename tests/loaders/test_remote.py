@@ -1,0 +1,126 @@
+"""Shards to a real S3 API (moto on loopback) and back, and streaming over HTTP with a dropped connection."""
+
+import socket
+
+import boto3
+import pytest
+import torch
+
+from loaders import LoaderError, SourceError, make_loader
+from shardgen.cli import main
+from shardgen.errors import UserError
+from shardgen.upload import upload
+
+from ..netutil import FileServer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    mp = pytest.MonkeyPatch()
+    endpoint = f"http://127.0.0.1:{port}"
+    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        mp.setenv(k, v)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="shards")
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield client
+    s3fs.S3FileSystem.clear_instance_cache()
+    mp.undo()
+    server.stop()
+
+
+def _keys_images(loader):
+    out = []
+    for b in loader:
+        out += list(zip(b["key"], b["image"], b["text_embedding"]))
+    return out
+
+
+def _same(a, b):
+    assert [k for k, _, _ in a] == [k for k, _, _ in b]
+    assert all(torch.equal(x, y) and torch.equal(e, f) for (_, x, e), (_, y, f) in zip(a, b))
+
+
+def test_upload_interrupt_resume_verify_and_stream(s3, train_shards, monkeypatch, capsys):
+    import s3fs
+
+    sent, order = [], []
+    real_put = s3fs.S3FileSystem._put_file  # patch the async method s3fs defines itself (restores cleanly)
+
+    async def dying_put(self, lpath, rpath, *args, **kwargs):
+        if len(sent) == 2:
+            raise ConnectionResetError("network dropped")
+        sent.append(rpath.rsplit("/", 1)[-1])
+        return await real_put(self, lpath, rpath, *args, **kwargs)
+
+    def patch(fn):  # cached s3fs instances bind their sync wrappers at creation: drop them with each patch
+        monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", fn)
+        s3fs.S3FileSystem.clear_instance_cache()
+
+    patch(dying_put)
+    with pytest.raises(UserError, match="s3://shards/coco/train"):
+        upload(train_shards, "s3://shards/coco/train", workers=1, progress=False)
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket="shards").get("Contents", [])}
+    assert "coco/train/manifest.json" not in listed  # the index never precedes its shards
+
+    async def recording_put(self, lpath, rpath, *args, **kwargs):
+        order.append(rpath.rsplit("/", 1)[-1])
+        return await real_put(self, lpath, rpath, *args, **kwargs)
+
+    patch(recording_put)
+    report = upload(train_shards, "s3://shards/coco/train", workers=2, progress=False)
+    assert sorted(report.skipped) == sorted(sent)  # only the missing shards were sent again
+    assert order[-3:] == ["sizes.json", "shardindex.json", "manifest.json"] and len(order) == 3 + 5 - 2
+    patch(real_put)
+
+    assert main(["verify", "s3://shards/coco/train", "--quiet"]) == 0
+    remote = make_loader("s3://shards/coco/train/", batch_size=8, shuffle=False)
+    local = make_loader(str(train_shards), batch_size=8, shuffle=False)
+    _same(_keys_images(remote), _keys_images(local))
+    workers = make_loader("s3://shards/coco/train", batch_size=4, num_workers=2, seed=3)
+    assert sorted(k for k, _, _ in _keys_images(workers)) == sorted(k for k, _, _ in _keys_images(local))
+
+
+def test_missing_bucket_is_a_clear_error(s3, train_shards, capsys):
+    assert main(["upload", str(train_shards), "s3://no-such-bucket/x", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "s3://no-such-bucket/x" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SourceError, match="no-such-bucket"):
+        make_loader("s3://no-such-bucket/x/", batch_size=4)
+
+
+def test_stream_over_http_with_a_dropped_connection(train_shards):
+    with FileServer(root=train_shards.parent) as srv:
+        base = f"{srv.url}/{train_shards.name}/"
+        srv.cut_once[f"/{train_shards.name}/train-000001.tar"] = 150_000
+        remote = make_loader(base, batch_size=8, shuffle=False, retry_backoff=0.01)
+        local = make_loader(str(train_shards), batch_size=8, shuffle=False)
+        _same(_keys_images(remote), _keys_images(local))
+        assert sum(1 for p, _ in srv.requests if p.endswith("train-000001.tar")) >= 2  # reopened after the cut
+        assert main(["verify", base, "--quiet"]) == 0
+
+
+def test_http_missing_shard_names_the_url(tmp_path, train_shards):
+    import shutil
+
+    d = tmp_path / "srv" / "t"
+    shutil.copytree(train_shards, d)
+    (d / "train-000003.tar").unlink()
+    with FileServer(root=tmp_path / "srv") as srv:
+        loader = make_loader(f"{srv.url}/t/", batch_size=8, shuffle=False, retries=1, retry_backoff=0.01)
+        with pytest.raises(LoaderError, match=r"t/train-000003\.tar"):
+            list(loader)

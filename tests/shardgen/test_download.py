@@ -1,0 +1,150 @@
+"""`shardgen download` against a real HTTP server on loopback, and Kaggle with its network layer replaced."""
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from shardgen.cli import main
+from shardgen.coco import find_split, load_split
+from shardgen.download import download_coco, find_kaggle_credentials
+from shardgen.errors import UserError
+
+from ..netutil import FileServer
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def coco_zips(sample_coco) -> dict[str, bytes]:
+    def folder(sub):
+        return {f"{sub}/{p.name}": p.read_bytes() for p in sorted((sample_coco / sub).iterdir())}
+
+    return {
+        "/annotations/annotations_trainval2014.zip": _zip(folder("annotations")),
+        "/zips/train2014.zip": _zip(folder("train2014")),
+        "/zips/val2014.zip": _zip(folder("val2014")),
+    }
+
+
+def _md5s(zips):
+    names = {"/annotations/annotations_trainval2014.zip": "annotations", "/zips/train2014.zip": "train",
+             "/zips/val2014.zip": "val"}
+    return {names[k]: hashlib.md5(v).hexdigest() for k, v in zips.items()}
+
+
+def test_download_resume_extract_build_and_idempotent(tmp_path, coco_zips, tiny_encoder, capsys):
+    root = tmp_path / "coco"
+    with FileServer(coco_zips) as srv:
+        srv.cut_once["/zips/train2014.zip"] = len(coco_zips["/zips/train2014.zip"]) // 3  # connection drops once
+        args = ["download", "--root", str(root), "--base-url", srv.url + "/", "--quiet"]
+        args += [f"--md5={k}={v}" for k, v in _md5s(coco_zips).items()]
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        ranged = [r for p, r in srv.requests if p == "/zips/train2014.zip" and r]
+        assert ranged and 0 < int(ranged[0][6:].rstrip("-")) <= len(coco_zips["/zips/train2014.zip"]) // 3  # resumed
+        assert "train: 48 files" in out and "shardgen build --coco-root" in out
+        n_requests = len(srv.requests)
+        assert main(args) == 0  # everything present: nothing fetched again
+        assert "nothing to do" in capsys.readouterr().out and len(srv.requests) == n_requests
+    images, _ = load_split(find_split(root, "train"))
+    assert len(images) == 48 and not (root / "downloads" / "train2014.zip").exists()
+    assert main(["build", "--coco-root", str(root), "--split", "val", "--out", str(tmp_path / "shards"),
+                 "--text-encoder", str(tiny_encoder), "--quiet"]) == 0
+
+
+def test_wrong_checksum_is_rejected(tmp_path, coco_zips):
+    with FileServer(coco_zips) as srv:
+        with pytest.raises(UserError, match="MD5 .* does not match"):
+            download_coco(tmp_path, splits=("val",), base_url=srv.url, md5={"annotations": "0" * 32},
+                          progress=False)
+    assert not list((tmp_path / "downloads").glob("annotations*"))  # the bad file is not kept
+
+
+def test_zip_with_escaping_member_is_refused(tmp_path):
+    evil = _zip({"annotations/captions_train2014.json": b"{}", "../escaped.txt": b"gotcha"})
+    files = {"/annotations/annotations_trainval2014.zip": evil}
+    with FileServer(files) as srv:
+        with pytest.raises(UserError, match="escapes the target folder"):
+            download_coco(tmp_path / "root", splits=(), base_url=srv.url,
+                          md5={"annotations": hashlib.md5(evil).hexdigest()}, progress=False)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "root" / "annotations").exists()
+
+
+def test_http_error_is_one_line(tmp_path, capsys):
+    with FileServer({}) as srv:
+        code = main(["download", "--root", str(tmp_path), "--base-url", srv.url, "--splits", "val", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "HTTP 404" in err and len(err.strip().splitlines()) == 1
+
+
+# -- Kaggle -----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def kaggle_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def test_kaggle_missing_credentials_says_where(kaggle_home, tmp_path, capsys):
+    assert main(["download", "--source", "kaggle", "--root", str(tmp_path / "k")]) == 2
+    err = capsys.readouterr().err
+    assert "~/.kaggle/kaggle.json" in err and "KAGGLE_USERNAME" in err
+
+
+def test_kaggle_malformed_and_world_readable(kaggle_home):
+    cfg = kaggle_home / ".kaggle" / "kaggle.json"
+    cfg.parent.mkdir()
+    cfg.write_text("{not json")
+    with pytest.raises(UserError, match="malformed"):
+        find_kaggle_credentials()
+    cfg.write_text(json.dumps({"username": "me", "key": "s3cr3t-key"}))
+    os.chmod(cfg, 0o644)
+    warnings = []
+    assert find_kaggle_credentials(warn=warnings.append) == str(cfg)
+    assert "chmod 600" in warnings[0] and "s3cr3t-key" not in warnings[0]
+
+
+def test_kaggle_env_credentials(kaggle_home, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    assert "environment" in find_kaggle_credentials()
+
+
+def test_kaggle_download_calls_the_api(kaggle_home, tmp_path, sample_coco, monkeypatch, capsys):
+    import shutil
+
+    from kaggle.api.kaggle_api_extended import KaggleApi
+
+    cfg = kaggle_home / ".kaggle" / "kaggle.json"
+    cfg.parent.mkdir()
+    cfg.write_text(json.dumps({"username": "me", "key": "s3cr3t-key"}))
+    os.chmod(cfg, 0o600)
+    calls = []
+
+    def fake_download(self, dataset, path=None, force=False, quiet=True, unzip=False, licenses=()):
+        calls.append((dataset, unzip))  # the network layer; lay the files out as the Kaggle dataset does
+        base = Path(path) / "coco2014"
+        shutil.copytree(sample_coco / "val2014", base / "images" / "val2014")
+        shutil.copytree(sample_coco / "annotations", base / "annotations")
+
+    monkeypatch.setattr(KaggleApi, "dataset_download_files", fake_download)
+    root = tmp_path / "k"
+    assert main(["download", "--source", "kaggle", "--root", str(root), "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert calls == [("jeffaudi/coco-2014-dataset-for-yolov3", True)]
+    assert "val: 12 files" in out.out and "s3cr3t-key" not in out.out + out.err
+    assert main(["download", "--source", "kaggle", "--root", str(root), "--quiet"]) == 0 and len(calls) == 1
