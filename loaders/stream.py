@@ -226,7 +226,12 @@ class ShardStream(IterableDataset):
                       hints: list | None = None):
         """Start decoding into one [B, S, S, 3] array; returns (array, futures of per-chunk error lists)."""
         s = self.image_size
-        out = np.empty((len(items), s, s, 3), dtype=np.uint8)
+        if get_worker_info() is not None:
+            # In a DataLoader worker, decode straight into shared memory: the batch then crosses to the main
+            # process without the 9.6 MB copy DataLoader would otherwise make per batch of 64.
+            out = torch.empty((len(items), s, s, 3), dtype=torch.uint8).share_memory_().numpy()
+        else:
+            out = np.empty((len(items), s, s, 3), dtype=np.uint8)
         origins, flips = self._draw_augment(len(items), rng)
         jpegs = [it[2].get("jpg") for it in items]
         hints = hints or [None] * len(items)

@@ -11,7 +11,7 @@ from torchvision import transforms as T
 from loaders import DeviceLoader, LoaderError, Normalize, SourceError, make_loader
 from loaders.coco_dataset import clip_transform
 
-from ..shardgen.helpers import read_all
+from ..shardgen.helpers import read_all, rewrite_member
 
 
 def test_batch_keys_shapes_dtypes(train_shards):
@@ -158,25 +158,13 @@ def test_truncated_shard_skip_policy_keeps_batch_count(tmp_path, train_shards, c
 
 
 def test_pickle_is_never_loaded(tmp_path, train_shards):
+    import io
+
     d = tmp_path / "p"
     shutil.copytree(train_shards, d)
-    import io
-    import tarfile
-
-    shard = d / "train-000000.tar"
-    members = []
-    with tarfile.open(shard) as tar:
-        for m in tar:
-            data = tar.extractfile(m).read()
-            if m.name.endswith(".npy"):
-                buf = io.BytesIO()
-                np.save(buf, np.array([object()], dtype=object), allow_pickle=True)
-                data = buf.getvalue()
-                m.size = len(data)
-            members.append((m, data))
-    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for m, data in members:
-            tar.addfile(m, io.BytesIO(data))
+    buf = io.BytesIO()
+    np.save(buf, np.array([object()], dtype=object), allow_pickle=True)
+    rewrite_member(d / "train-000000.tar", lambda name, data: buf.getvalue() if name.endswith(".npy") else None)
     with pytest.raises(LoaderError, match="bad sample"):
         _keys(make_loader(str(d), batch_size=8, shuffle=False))
 

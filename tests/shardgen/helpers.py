@@ -24,3 +24,20 @@ def read_all(shard_dir: Path) -> list[tuple[str, dict]]:
 def digests(shard_dir: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(shard_dir.iterdir())
             if p.suffix in (".tar", ".json") and not p.name.startswith(".")}
+
+
+def rewrite_member(shard: Path, edit) -> None:
+    """Rewrite a shard in place, replacing each member's bytes with `edit(name, data)` (None keeps it)."""
+    import io
+    import tarfile
+
+    members = []
+    with tarfile.open(shard) as tar:
+        for m in tar:
+            members.append((m, tar.extractfile(m).read()))
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            new = edit(m.name, data)
+            if new is not None:
+                data, m.size = new, len(new)
+            tar.addfile(m, io.BytesIO(data))

@@ -1,12 +1,11 @@
-import io
-import json
 import shutil
-import tarfile
 
 from PIL import Image
 
 from shardgen.cli import main
 from shardgen.verify import verify
+
+from .helpers import read_all, rewrite_member
 
 
 def test_verify_clean(train_shards, capsys):
@@ -27,17 +26,9 @@ def test_verify_catches_truncated_shard(tmp_path, train_shards, capsys):
 def test_verify_catches_edited_sample(tmp_path, train_shards):
     d = tmp_path / "e"
     shutil.copytree(train_shards, d)
-    shard = d / "train-000000.tar"
-    members = []
-    with tarfile.open(shard) as tar:
-        for m in tar:
-            members.append((m, tar.extractfile(m).read()))
-    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for m, data in members:
-            if m.name == members[0][0].name.split(".")[0] + ".txt":
-                data = b"a caption that does not belong here"
-                m.size = len(data)
-            tar.addfile(m, io.BytesIO(data))
+    first = read_all(d)[0][0]
+    rewrite_member(d / "train-000000.tar",
+                   lambda name, data: b"a caption that does not belong here" if name == f"{first}.txt" else None)
     report = verify(str(d))
     assert not report.ok
     assert any("txt is not the first caption" in p for p in report.problems)
