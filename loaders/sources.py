@@ -1,7 +1,7 @@
 """Turn what the user passes to `make_loader` into a list of shard URLs with their sample counts.
 
 Accepted: a shard folder or remote prefix holding `manifest.json` (local, s3://, https://, any fsspec URL), a brace
-pattern (`shards/train-{000000..000082}.tar`), or a list of shard URLs. Counts come from the manifest (or
+pattern (`shards/train-{000000..000082}.tar`, expanded by webdataset, `::` lists too), or a list of shard URLs. Counts come from the manifest (or
 open_clip's `sizes.json`) next to the shards: exact epochs need them, so we never guess.
 """
 
@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
-import braceexpand
+from webdataset.shardlists import expand_urls
 
 from shardgen.schema import EMBED_DIM, MANIFEST_NAME, SIZES_NAME, Manifest, SchemaError
 from shardgen.storage import join, read_text
@@ -46,6 +46,8 @@ def _load_manifest(folder: str, storage_options: dict) -> Manifest | None:
         text = read_text(url, **storage_options)
     except FileNotFoundError:
         return None
+    except PermissionError as exc:
+        raise SourceError(f"{url}: access denied ({exc}); check the storage credentials") from exc
     except OSError as exc:
         raise SourceError(f"{url}: cannot read ({exc})") from exc
     return Manifest.from_json(text, source=url)
@@ -69,8 +71,8 @@ def resolve_source(source, *, storage_options: dict | None = None, embed_dim: in
             _check(manifest, folder, embed_dim)
             return ShardSet([join(folder, s.name) for s in manifest.shards], [s.n_samples for s in manifest.shards],
                             manifest)
-        urls = list(braceexpand.braceexpand(str(source))) if isinstance(source, (str, os.PathLike)) \
-            else [str(u) for u in source]
+        # webdataset's own expansion: braces, `::`-joined lists, WDS_ environment variables
+        urls = expand_urls(str(source)) if isinstance(source, (str, os.PathLike)) else [str(u) for u in source]
     except SchemaError as exc:
         raise SourceError(str(exc)) from exc
     if not urls:

@@ -88,14 +88,14 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         rows = [(text, [(emb["thumbs"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, text in enumerate(queries)]
         written.append(out_dir / "text_to_image.png")
-        retrieval_grid(rows, title="caption → top images").save(written[-1])
+        retrieval_grid(rows, title="caption -> top-5 images (cosine similarity)").save(written[-1])
     if n_images:
         picks = list(range(min(n_images, emb["image"].shape[0])))
         scores, idx = (emb["image"][picks] @ emb["text"].T).topk(k, dim=1)
         rows = [(emb["thumbs"][p], [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, p in enumerate(picks)]
         written.append(out_dir / "image_to_text.png")
-        retrieval_grid(rows, title="image → top captions").save(written[-1])
+        retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)").save(written[-1])
     if unseen is not None:
         files = sorted(p for p in unseen.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[:8]
         tf = clip_transform()
@@ -105,7 +105,7 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         rows = [(Image.open(f), [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, f in enumerate(files)]
         written.append(out_dir / "unseen_images.png")
-        retrieval_grid(rows, title=f"unseen images from {unseen} → top captions").save(written[-1])
+        retrieval_grid(rows, title=f"unseen images from {unseen} -> top-5 captions").save(written[-1])
     return written
 
 

@@ -57,9 +57,17 @@ def _remote_matches(fs, remote: str, *, size: int, md5: str, sha256: str) -> boo
     return h.hexdigest() == sha256
 
 
+_HINTS = {
+    PermissionError: "access denied: check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                     "gcloud auth) and that they may write there",
+    FileNotFoundError: "the bucket (or container) does not exist: create it first",
+}
+
+
 def _error(dest: str, exc: Exception) -> UserError:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
-    return UserError(f"upload to {dest} failed: {code or type(exc).__name__}: {exc}".splitlines()[0])
+    hint = next((h for t, h in _HINTS.items() if isinstance(exc, t)), None)
+    detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return UserError(f"upload to {dest} failed: {detail}" + (f" ({hint})" if hint else ""))
 
 
 def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dict | None = None,

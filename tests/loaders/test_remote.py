@@ -124,3 +124,39 @@ def test_http_missing_shard_names_the_url(tmp_path, train_shards):
         loader = make_loader(f"{srv.url}/t/", batch_size=8, shuffle=False, retries=1, retry_backoff=0.01)
         with pytest.raises(LoaderError, match=r"t/train-000003\.tar"):
             list(loader)
+
+
+def test_bad_credentials_are_a_clear_error(tmp_path, train_shards, monkeypatch, capsys):
+    """A second moto server with authentication on: unknown keys are refused like real S3 refuses them."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import s3fs
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "wrong",
+                     "AWS_SECRET_ACCESS_KEY": "wrong", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        s3fs.S3FileSystem.clear_instance_cache()
+        assert main(["upload", str(train_shards), "s3://bucket/x", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "access denied" in err and "s3://bucket/x" in err and len(err.strip().splitlines()) == 1
+        with pytest.raises(SourceError, match="access denied"):
+            make_loader("s3://bucket/x/", batch_size=4)
+    finally:
+        proc.terminate()
+        proc.wait()
+        s3fs.S3FileSystem.clear_instance_cache()

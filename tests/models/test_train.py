@@ -106,3 +106,27 @@ def test_the_model_learns_recall_well_above_chance(tmp_path, learning_shards):
     assert result["text_to_image_R@5"] > 2.5 * chance
     assert result["image_to_text_R@5"] > 2.5 * chance
     assert json.loads((out / "eval.json").read_text())["n_images"] == 80
+
+
+def test_evaluate_cli_writes_table_json_and_retrieval_plots(tmp_path, train_shards, sample_coco, tiny_encoder,
+                                                            capsys):
+    from PIL import Image
+
+    from models.evaluate import main as evaluate
+
+    run = tmp_path / "run"
+    train(_cfg(train_shards, run, max_steps=1, checkpoint_every=100))
+    unseen = tmp_path / "unseen"
+    unseen.mkdir()
+    for p in sorted((sample_coco / "val2014").glob("*.jpg"))[:3]:
+        Image.open(p).save(unseen / p.name)
+    code = evaluate(["--checkpoint", str(run), "--shards", str(train_shards), "--query", "a red circle",
+                     "--query", "two shapes on grass", "--text-encoder", str(tiny_encoder), "--unseen", str(unseen),
+                     "--show-images", "2"])
+    out = capsys.readouterr().out
+    assert code == 0 and "text → image" in out and "48 images" in out
+    result = json.loads((run / "eval.json").read_text())
+    assert result["n_images"] == 48 and 0 <= result["text_to_image_R@5"] <= 1
+    for name, rows in (("text_to_image.png", 2), ("image_to_text.png", 2), ("unseen_images.png", 3)):
+        with Image.open(run / name) as img:
+            assert img.size[1] > rows * 128  # one row per query, each with thumbnails/captions

@@ -148,3 +148,24 @@ def test_kaggle_download_calls_the_api(kaggle_home, tmp_path, sample_coco, monke
     assert calls == [("jeffaudi/coco-2014-dataset-for-yolov3", True)]
     assert "val: 12 files" in out.out and "s3cr3t-key" not in out.out + out.err
     assert main(["download", "--source", "kaggle", "--root", str(root), "--quiet"]) == 0 and len(calls) == 1
+
+
+@pytest.mark.parametrize("kind", ["absolute", "symlink"])
+def test_zip_with_absolute_or_link_member_is_refused(tmp_path, kind):
+    import stat
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("annotations/captions_train2014.json", b"{}")
+        if kind == "absolute":
+            z.writestr(zipfile.ZipInfo("/etc/shardgen-test"), b"x")
+        else:
+            info = zipfile.ZipInfo("annotations/link")
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            z.writestr(info, "/etc/passwd")
+    data = buf.getvalue()
+    with FileServer({"/annotations/annotations_trainval2014.zip": data}) as srv:
+        with pytest.raises(UserError, match="refusing member"):
+            download_coco(tmp_path / "root", splits=(), base_url=srv.url,
+                          md5={"annotations": hashlib.md5(data).hexdigest()}, progress=False)
+    assert not (tmp_path / "root" / "annotations").exists()
