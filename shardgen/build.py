@@ -15,6 +15,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -136,8 +137,10 @@ def _merge_problems(total: dict, reason: str, name: str) -> None:
         entry["files"].append(name)
 
 
-def build_shards(cfg: BuildConfig) -> BuildReport:
-    """Build the shards for one split. Raises `UserError` on bad input before writing anything."""
+def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = None) -> BuildReport:
+    """Build the shards for one split. Raises `UserError` on bad input before writing anything.
+
+    `on_shard(path)` is called as each shard is finished (e.g. to upload it while the build goes on)."""
     t0 = time.perf_counter()
     log = (lambda msg: print(msg, file=sys.stderr)) if cfg.progress else (lambda msg: None)
     layout = find_split(cfg.coco_root, cfg.split)
@@ -163,7 +166,7 @@ def build_shards(cfg: BuildConfig) -> BuildReport:
 
     config_hash = _config_hash(cfg, records, encoder_fingerprint(cfg.text_encoder))
     journal = _load_journal(out, config_hash)
-    shards = _pack(cfg, records, emb, out, journal, config_hash)
+    shards = _pack(cfg, records, emb, out, journal, config_hash, on_shard)
 
     failures: dict[str, dict] = {}
     conversions: dict[str, dict] = {}
@@ -203,7 +206,8 @@ def build_shards(cfg: BuildConfig) -> BuildReport:
     return BuildReport(out=out, manifest=manifest, seconds=time.perf_counter() - t0, resumed_shards=len(journal))
 
 
-def _pack(cfg: BuildConfig, records, emb, out: Path, journal: list[dict], config_hash: str) -> list[dict]:
+def _pack(cfg: BuildConfig, records, emb, out: Path, journal: list[dict], config_hash: str,
+          on_shard: Callable[[Path], None] | None = None) -> list[dict]:
     """Preprocess and write shards after the journaled ones; returns every shard's journal entry."""
     from tqdm.auto import tqdm
 
@@ -220,6 +224,8 @@ def _pack(cfg: BuildConfig, records, emb, out: Path, journal: list[dict], config
         shards.append({**asdict(info), "input_end": end, "failures": dict(fails), "conversions": dict(convs),
                        "n_captions": sum(len(s.meta["captions"]) for s in samples)})
         write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": config_hash, "shards": shards}))
+        if on_shard is not None:
+            on_shard(out / info.name)
 
     samples: list[Sample] = []
     fails: dict[str, list[str]] = defaultdict(list)

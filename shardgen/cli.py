@@ -27,7 +27,10 @@ def _add_build(sub) -> None:
                                    "the preprocessed JPEG, all captions and their CLIP text embeddings.")
     p.add_argument("--coco-root", required=True, type=Path, help="COCO folder (official zips, Kaggle, any nesting)")
     p.add_argument("--split", required=True, choices=["train", "val"])
-    p.add_argument("--out", required=True, type=Path, help="output folder (one per split)")
+    p.add_argument("--out", required=True, help="output folder (one per split), or s3://... gs://... to build "
+                   "in a local staging folder and upload each shard as it closes")
+    p.add_argument("--staging", type=Path, default=None, help="local folder for --out URLs "
+                   "(default: .shardgen-staging/<bucket_path>)")
     p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER,
                    help=f"HF hub id or local HF-format folder (default: {DEFAULT_TEXT_ENCODER})")
     p.add_argument("--image-size", type=int, default=224, help="shorter side after resize (default: 224)")
@@ -50,19 +53,47 @@ def _add_build(sub) -> None:
 
 def _cmd_build(args) -> int:
     from .build import BuildConfig, build_shards
+    from .storage import is_remote
 
-    cfg = BuildConfig(coco_root=args.coco_root, split=args.split, out=args.out, text_encoder=args.text_encoder,
+    dest = str(args.out)
+    if is_remote(dest):  # build into a local staging folder, upload each shard as it closes, manifest last
+        args.out = args.staging or Path(".shardgen-staging") / dest.split("://", 1)[1].replace("/", "_")
+    cfg = BuildConfig(coco_root=args.coco_root, split=args.split, out=Path(args.out), text_encoder=args.text_encoder,
                       image_size=args.image_size, crop=not args.no_crop, jpeg_quality=args.jpeg_quality,
                       draft=not args.no_draft, samples_per_shard=args.samples_per_shard,
                       max_shard_bytes=args.max_shard_bytes, workers=args.workers,
                       encode_batch_size=args.encode_batch_size, device=args.device, limit=args.limit,
                       embeddings_cache=args.embeddings_cache, dali_index=args.dali_index, progress=not args.quiet)
-    report = build_shards(cfg)
+    if is_remote(dest):
+        report = _build_and_upload(cfg, dest, quiet=args.quiet)
+    else:
+        report = build_shards(cfg)
     print(report.summary())
     for reason, entry in report.manifest.failures.items():
         print(f"  skipped {entry['count']} ({reason}): {', '.join(entry['files'][:5])}"
               + (" ..." if entry["count"] > 5 else ""))
     return 0
+
+
+def _build_and_upload(cfg, dest: str, *, quiet: bool):
+    """MosaicML's pattern: each finished shard starts uploading while the build goes on; indexes go last."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+
+    from .build import build_shards
+    from .upload import upload
+
+    fs, root = fsspec.core.url_to_fs(dest)
+    with ThreadPoolExecutor(2) as pool:
+        pending = []
+        report = build_shards(cfg, on_shard=lambda p: pending.append(
+            pool.submit(fs.put_file, str(p), f"{root.rstrip('/')}/{p.name}")))
+        for f in pending:
+            f.result()
+    rep = upload(cfg.out, dest, progress=not quiet)  # verifies every shard (re-sends any that differ), manifest last
+    print(f"uploaded to {dest}: {len(rep.skipped)} shards verified in place, {len(rep.uploaded)} files sent")
+    return report
 
 
 def _cmd_verify(args) -> int:

@@ -160,3 +160,12 @@ def test_bad_credentials_are_a_clear_error(tmp_path, train_shards, monkeypatch, 
         proc.terminate()
         proc.wait()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_build_straight_to_s3(s3, tmp_path, sample_coco, tiny_encoder, capsys):
+    code = main(["build", "--coco-root", str(sample_coco), "--split", "val", "--out", "s3://shards/built/val",
+                 "--staging", str(tmp_path / "stage"), "--text-encoder", str(tiny_encoder), "--samples-per-shard",
+                 "5", "--quiet"])
+    assert code == 0 and "3 shards verified in place" in capsys.readouterr().out
+    keys = [k for k, _, _ in _keys_images(make_loader("s3://shards/built/val/", batch_size=4, shuffle=False))]
+    assert len(keys) == 12 and main(["verify", "s3://shards/built/val", "--quiet"]) == 0
