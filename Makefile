@@ -15,12 +15,14 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_PINS) 2>&1 | grep -v '^WARNING: Location' || true
-	$(PIP) install -q -e '.[test,fast,s3,kaggle]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -c "import shardgen, loaders, models, torch, webdataset, moto, datasets, wids, open_clip"
-	touch $(STAMP)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (log: $(VENV)/install.log)"
+	@$(PIP) install -q --upgrade pip > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_PINS) >> $(VENV)/install.log 2>&1 \
+		|| (cat $(VENV)/install.log; exit 1)
+	@$(PIP) install -q -e '.[test,fast,s3,kaggle]' >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	$(PY) -c "import shardgen, loaders, models, torch, webdataset, moto, datasets, wids, open_clip, clip_benchmark"
+	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with its test extras
 
