@@ -45,17 +45,29 @@ def _offline_message(name: str) -> str:
             "(for offline tests: `shardgen init-encoder DIR`)")
 
 
-def _from_pretrained(name: str, local_only: bool):
-    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+@contextlib.contextmanager
+def quiet_transformers(progress: bool = False):
+    """Silence transformers' warnings (and, unless `progress`, its per-file progress bars) inside the block."""
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-        model = CLIPTextModelWithProjection.from_pretrained(name, local_files_only=local_only)
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _from_pretrained(name: str, local_only: bool):
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+    with quiet_transformers(progress=not local_only):  # keep download bars, drop "Loading weights" noise
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+        model = CLIPTextModelWithProjection.from_pretrained(name, local_files_only=local_only)
     return tokenizer, model
 
 
@@ -110,14 +122,8 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
         """Token ids per text, truncated like HF (keep 76 tokens + EOS); also returns the truncated indices."""
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # silence "sequence longer than 77": we truncate below
-        try:
+        with quiet_transformers():  # silence "sequence longer than 77": we truncate below
             ids = self.tokenizer(list(texts), truncation=False)["input_ids"]
-        finally:
-            hf_logging.set_verbosity(verbosity)
         truncated = []
         for i, seq in enumerate(ids):
             if len(seq) > CONTEXT_LENGTH:

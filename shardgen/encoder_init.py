@@ -13,7 +13,7 @@ import gzip
 import json
 from pathlib import Path
 
-from models.text import CLIP_VOCAB_SIZE, CONTEXT_LENGTH, RANDOM_INIT_MARKER
+from models.text import CLIP_VOCAB_SIZE, CONTEXT_LENGTH, RANDOM_INIT_MARKER, quiet_transformers
 
 from .errors import UserError
 
@@ -86,6 +86,7 @@ def init_encoder(out_dir: str | Path, *, size: str = "full", seed: int = 0, bpe_
                             **SIZES[size])
     torch.manual_seed(seed)
     model = CLIPTextModelWithProjection(config).eval()
-    model.save_pretrained(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
     (out / RANDOM_INIT_MARKER).write_text(json.dumps({"random_init": True, "size": size, "seed": seed}) + "\n")
     return out
