@@ -30,22 +30,17 @@ def sample_coco(tmp_path_factory) -> Path:
     return make_sample(tmp_path_factory.mktemp("coco") / "coco2014", images=N_TRAIN, val_images=N_VAL, seed=0)
 
 
+def _build(tmp_path_factory, coco: Path, encoder: Path, split: str, per_shard: int) -> Path:
+    from shardgen.build import BuildConfig, build_shards
+
+    out = tmp_path_factory.mktemp("shards") / split
+    build_shards(BuildConfig(coco_root=coco, split=split, out=out, text_encoder=str(encoder),
+                             samples_per_shard=per_shard, workers=1, progress=False))
+    return out
+
+
 @pytest.fixture(scope="session")
 def train_shards(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
     """48 train images in shards of 10 (5 shards, the last one partial)."""
-    from shardgen.build import BuildConfig, build_shards
+    return _build(tmp_path_factory, sample_coco, tiny_encoder, "train", 10)
 
-    out = tmp_path_factory.mktemp("shards") / "train"
-    build_shards(BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=str(tiny_encoder),
-                      samples_per_shard=10, workers=1, progress=False))
-    return out
-
-
-@pytest.fixture(scope="session")
-def val_shards(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
-    from shardgen.build import BuildConfig, build_shards
-
-    out = tmp_path_factory.mktemp("shards") / "val"
-    build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
-                      samples_per_shard=5, workers=1, progress=False))
-    return out
