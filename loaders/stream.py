@@ -109,6 +109,26 @@ class _RateLimitedWarning:
             log.warning("%s (%d skipped so far in this worker)", msg, self.count)
 
 
+class _BufferPool:
+    """Reuses batch arrays nobody holds any more: a fresh 9.6 MB array costs ~2.3 ms of page faults per batch of
+    64 here (~36 µs per image). An array is reused only when no tensor or view of it is alive anywhere (its
+    refcount is back to the pool's own), so batches a caller keeps are never overwritten."""
+
+    def __init__(self, size: int = 6) -> None:
+        self.size, self.arrays = size, []
+
+    def __getstate__(self) -> dict:  # DataLoader workers (spawn) get an empty pool, not megabytes of pixels
+        return {"size": self.size, "arrays": []}
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        for a in self.arrays:
+            if a.shape == shape and sys.getrefcount(a) == 3:  # the list, `a`, and getrefcount's argument
+                return a
+        a = np.empty(shape, dtype=np.uint8)
+        self.arrays = (self.arrays + [a])[-self.size:]
+        return a
+
+
 class ShardStream(IterableDataset):
     """IterableDataset yielding whole batches (use with `DataLoader(batch_size=None)`; `make_loader` does)."""
 
@@ -117,6 +137,7 @@ class ShardStream(IterableDataset):
         self.shards, self.cfg, self.rank, self.world_size = shards, cfg, rank, world_size
         self.epoch = 0
         self.skip_batches = 0
+        self._buffers = _BufferPool()
         pre = shards.manifest.preprocess if shards.manifest else {}
         self.image_size = cfg.image_size or int(pre.get("image_size", 224))
         self.backend = available_backends()[0] if cfg.backend == "auto" else cfg.backend
@@ -231,7 +252,7 @@ class ShardStream(IterableDataset):
             # process without the 9.6 MB copy DataLoader would otherwise make per batch of 64.
             out = torch.empty((len(items), s, s, 3), dtype=torch.uint8).share_memory_().numpy()
         else:
-            out = np.empty((len(items), s, s, 3), dtype=np.uint8)
+            out = self._buffers.get((len(items), s, s, 3))
         origins, flips = self._draw_augment(len(items), rng)
         jpegs = [it[2].get("jpg") for it in items]
         hints = hints or [None] * len(items)
