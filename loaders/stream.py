@@ -22,14 +22,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shardgen.schema import EMBED_DIM
+from shardgen.schema import EMBED_DIM, decode_npy
 from shardgen.storage import is_remote, open_url
+from shardgen.tarstream import TarFormatError, iter_samples
 
 from .decode import DecodeError, available_backends, decode_into
-from .npy import load_npy
 from .plan import Span, batches_per_rank, plan_resampled, plan_worker, rank_samples, worker_batch_sizes
 from .sources import ShardSet, resolve_source
-from .tarstream import TarFormatError, iter_samples
 
 log = logging.getLogger("loaders")
 CAPTION_MODES = ("random", "first", "all")
@@ -288,7 +287,7 @@ class ShardStream(IterableDataset):
         for url, key, fields in items:
             try:
                 meta = json.loads(fields["json"])
-                emb = load_npy(fields["npy"])
+                emb = decode_npy(fields["npy"])
                 captions = meta["captions"]
                 if emb.shape != (len(captions), cfg.embed_dim):
                     raise ValueError(f"embeddings {emb.shape} do not match {len(captions)} captions")

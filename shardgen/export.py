@@ -17,6 +17,7 @@ import webdataset as wds
 
 from .schema import MANIFEST_NAME, Manifest, iter_tar_samples
 from .storage import join, open_url, read_text
+from .tarstream import split_member_name
 from .writer import write_text_atomic
 
 DALI_INDEX_VERSION = "v1.2"
@@ -30,9 +31,7 @@ def dali_index_text(shard: Path) -> str:
         for m in tar:
             if not m.isfile():
                 continue
-            slash = m.name.rfind("/") + 1
-            dot = m.name.find(".", slash)
-            key, ext = m.name[:dot], m.name[dot + 1:]
+            key, ext = split_member_name(m.name)
             if key != last:
                 samples.append([])
                 last = key

@@ -1,4 +1,4 @@
-"""A minimal streaming tar reader for the loader's hot path.
+"""The one tar reader every part of the project uses (loader hot path, verify, show, export).
 
 Measured on 224 px shards: stdlib `tarfile` spends ~75 µs per member (≈300 µs per 4-member sample) building
 TarInfo objects, more than decoding the JPEG (~170 µs). Shards are plain USTAR (our writer) or, from other
@@ -88,13 +88,19 @@ def iter_members(fh) -> Iterator[tuple[str, bytes]]:
         yield name, content
 
 
+def split_member_name(name: str) -> tuple[str, str]:
+    """`dir/000000391895.jpg` → (`dir/000000391895`, `jpg`): the key ends at the base name's first dot, the rule
+    webdataset, wids and DALI share."""
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
+
+
 def iter_samples(fh) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Group consecutive members by key (name up to the first dot of the base name), like webdataset."""
+    """Group consecutive members by key, like webdataset."""
     key, fields = None, {}
     for name, data in iter_members(fh):
-        slash = name.rfind("/") + 1
-        dot = name.find(".", slash)
-        k, ext = (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
+        k, ext = split_member_name(name)
         if k != key:
             if key is not None:
                 yield key, fields
