@@ -5,10 +5,10 @@ from .gpu import CLIP_MEAN, CLIP_STD, DeviceLoader, Normalize, decode_jpegs
 from .indexed import ShardIndexDataset
 from .plan import Span, plan_worker
 from .sources import ShardSet, SourceError, resolve_source
-from .stream import LoaderConfig, LoaderError, ShardLoader, ShardStream, epoch_length, make_loader
+from .stream import LoaderConfig, LoaderError, ShardLoader, ShardStream, make_loader
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "COCOClipDataset", "DeviceLoader", "LoaderConfig", "LoaderError", "Normalize",
     "ShardIndexDataset", "ShardLoader", "ShardSet", "ShardStream", "SourceError", "Span", "clip_transform",
-    "collate_all_captions", "decode_jpegs", "epoch_length", "make_loader", "plan_worker", "resolve_source",
+    "collate_all_captions", "decode_jpegs", "make_loader", "plan_worker", "resolve_source",
 ]

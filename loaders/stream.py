@@ -37,6 +37,13 @@ CAPTION_MODES = ("random", "first", "all")
 class LoaderError(RuntimeError):
     """A shard or sample could not be read; the message names the shard URL and sample key."""
 
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index  # position in the batch being assembled, when the error is about one sample
+
+
+_MAX_REPLACEMENTS = 16  # under on_error="skip", give up filling a batch after this many extra bad samples
+
 
 @dataclass(frozen=True)
 class LoaderConfig:
@@ -284,7 +291,7 @@ class ShardStream(IterableDataset):
         """Everything but the pixels: ids, chosen caption(s) and their embeddings. Raises LoaderError."""
         cfg = self.cfg
         keys, ids, chosen, rows, all_caps, hints = [], [], [], [], [], []
-        for url, key, fields in items:
+        for i, (url, key, fields) in enumerate(items):
             try:
                 meta = json.loads(fields["json"])
                 emb = decode_npy(fields["npy"])
@@ -294,7 +301,7 @@ class ShardStream(IterableDataset):
                 ids.append(int(meta["image_id"]))
                 hints.append((meta.get("height"), meta.get("width")))
             except (KeyError, ValueError, TypeError) as exc:
-                raise LoaderError(f"{url}: {key}: bad sample ({exc})") from exc
+                raise LoaderError(f"{url}: {key}: bad sample ({exc})", index=i) from exc
             keys.append(key)
             if cfg.caption == "all":
                 rows.append(emb)
@@ -323,30 +330,42 @@ class ShardStream(IterableDataset):
 
     def _parse_or_skip(self, items: list, raw: Iterator, warn) -> dict:
         """`_parse`, replacing unparseable samples under on_error='skip' so the batch size stays exact."""
-        while True:
+        for _ in range(len(items) + _MAX_REPLACEMENTS):
             try:
                 return self._parse(items)
             except LoaderError as exc:
                 if self.cfg.on_error == "raise":
                     raise
                 warn(str(exc))
-                bad = next(i for i, it in enumerate(items) if f"{it[0]}: {it[1]}:" in str(exc))
-                items[bad] = next(raw, None) or items[(bad + 1) % len(items)]
+                items[exc.index] = next(raw, None) or items[(exc.index + 1) % len(items)]
+        raise LoaderError(f"no readable samples left to fill a batch from {items[0][0]}")
+
+    def _replacement(self, items: list, i: int, raw: Iterator, warn, rng: np.random.Generator):
+        """The next sample that both parses and decodes, with its pixels (for a sample that failed to decode)."""
+        for _ in range(len(items) + _MAX_REPLACEMENTS):
+            item = next(raw, None) or items[(i + 1) % len(items)]
+            try:
+                self._parse([item])
+            except LoaderError as exc:
+                warn(str(exc))
+                continue
+            pixels, futures = self._start_decode([item], None, rng)
+            errors = futures[0].result()
+            if not errors:
+                return item, pixels[0]
+            warn(f"{item[0]}: {item[1]}: {errors[0][1]}")
+        raise LoaderError(f"no decodable samples left to fill a batch from {items[0][0]}")
 
     def _finish(self, items: list, batch: dict, pixels: np.ndarray, futures: list, raw: Iterator, warn,
                 rng: np.random.Generator) -> dict:
         errors = [e for f in futures for e in f.result()]
-        while errors:  # replace undecodable samples (on_error="skip") so batch sizes stay exact
-            i, exc = errors.pop(0)
-            url, key = items[i][0], items[i][1]
+        for i, exc in errors:  # replace undecodable samples (on_error="skip") so batch sizes stay exact
             if self.cfg.on_error == "raise":
-                raise LoaderError(f"{url}: {key}: {exc}") from exc
-            warn(f"{url}: {key}: {exc}")
-            items[i] = next(raw, None) or items[(i + 1) % len(items)]
-            sub, sub_futures = self._start_decode([items[i]], None, rng)
-            pixels[i] = sub[0]
-            errors += [(i, e) for f in sub_futures for _, e in f.result()]
-            batch = self._parse_or_skip(items, raw, warn)
+                raise LoaderError(f"{items[i][0]}: {items[i][1]}: {exc}") from exc
+            warn(f"{items[i][0]}: {items[i][1]}: {exc}")
+            items[i], pixels[i] = self._replacement(items, i, raw, warn, rng)
+        if errors:
+            batch = self._parse(items)  # every item now parses and decodes
         del batch["_size_hints"]
         batch["image"] = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # [B, 3, S, S] uint8, channels-last strides
         return batch
@@ -372,6 +391,8 @@ class ShardStream(IterableDataset):
         try:
             for n, size in enumerate(sizes):
                 items = [item for _, item in zip(range(size), raw)]
+                if 0 < len(items) < size:  # on_error="skip": replacements used samples this batch was counting on
+                    items += [items[k % len(items)] for k in range(size - len(items))]
                 if n < skip:
                     self._draw_augment(size, rng)
                     continue
@@ -456,9 +477,4 @@ def _as_is(batch: dict) -> dict:
     return batch
 
 
-def epoch_length(n_samples: int, *, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:
-    """Batches per rank per epoch for a dataset of n_samples (what `len(loader)` returns)."""
-    return batches_per_rank(n_samples, world_size=world_size, batch_size=batch_size, drop_last=drop_last)
-
-
-__all__ = ["LoaderConfig", "LoaderError", "ShardLoader", "ShardStream", "epoch_length", "make_loader"]
+__all__ = ["LoaderConfig", "LoaderError", "ShardLoader", "ShardStream", "make_loader"]

@@ -232,3 +232,26 @@ def test_kept_batches_are_never_overwritten(train_shards):
     for _ in range(3):  # recycling still happens when batches are dropped
         list(b["key"] for b in loader)
     assert len(loader.dataset._buffers.arrays) <= loader.dataset._buffers.size
+
+
+@pytest.mark.parametrize("member", ["jpg", "npy"])
+def test_bad_sample_inside_a_good_shard(tmp_path, train_shards, member):
+    """An undecodable JPEG or unparseable npy: `raise` names it; `skip` replaces it, pixels matching metadata."""
+    from io import BytesIO
+
+    d = tmp_path / "bad"
+    shutil.copytree(train_shards, d)
+    truth = dict(read_all(train_shards))
+    bad_key = list(truth)[3]
+    rewrite_member(d / "train-000000.tar", lambda name, data: b"garbage" if name == f"{bad_key}.{member}" else None)
+    with pytest.raises(LoaderError, match=bad_key):
+        _keys(make_loader(str(d), batch_size=4, shuffle=False))
+    loader = make_loader(str(d), batch_size=4, shuffle=False, on_error="skip")
+    batches = list(loader)
+    assert len(batches) == len(loader) and sum(len(b["key"]) for b in batches) == 48
+    for batch in batches:
+        assert bad_key not in batch["key"]
+        for key, img, emb in zip(batch["key"], batch["image"], batch["text_embedding"]):
+            ref = np.asarray(Image.open(BytesIO(truth[key]["jpg"])).convert("RGB"))
+            assert (img.permute(1, 2, 0).int() - torch.from_numpy(ref.copy()).int()).abs().max() <= 1
+            assert any(torch.allclose(emb, torch.from_numpy(r).float()) for r in truth[key]["npy"])
