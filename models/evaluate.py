@@ -17,6 +17,7 @@ from PIL import Image
 
 from loaders import DeviceLoader, make_loader
 from loaders.coco_dataset import clip_transform
+from loaders.gpu import CLIP_MEAN, CLIP_STD
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
@@ -38,34 +39,44 @@ def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_s
     """Image embeddings `[N, 512]`, caption embeddings `[M, 512]`, caption owners `[M]`, captions, thumbnails."""
     loader = make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0)
     images, texts, owners, captions, thumbs = [], [], [], [], []
+    n_images = 0
     for batch in DeviceLoader(loader, device):
         images.append(model(batch["image"]).float().cpu())  # [B, 512]
         mask = batch["caption_mask"].cpu()  # [B, n]
         emb = torch.nn.functional.normalize(batch["text_embeddings"].float().cpu(), dim=-1)  # [B, n, 512]
-        base = sum(len(x) for x in images[:-1])
         for i in range(mask.shape[0]):
             n = int(mask[i].sum())
             texts.append(emb[i, :n])
-            owners += [base + i] * n
+            owners += [n_images + i] * n
             captions += batch["captions"][i]
-        if keep_thumbnails:
+        n_images += mask.shape[0]
+        if keep_thumbnails:  # undo the device normalization for display
             pix = batch["image"].float().cpu()
-            mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-            std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+            mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
             pix = ((pix * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
             thumbs += [Image.fromarray(p).resize((128, 128)) for p in pix]
     return {"image": torch.cat(images), "text": torch.cat(texts), "owner": torch.tensor(owners),
             "captions": captions, "thumbs": thumbs}
 
 
+def score(emb: dict) -> dict:
+    """Recall@1/5/10 both ways plus the set's size and chance level."""
+    n_images = int(emb["image"].shape[0])
+    return {**recall_at_k(emb["image"], emb["text"], emb["owner"]), "n_images": n_images,
+            "n_captions": int(emb["text"].shape[0]), "chance_text_to_image_R@5": min(1.0, 5 / n_images)}
+
+
+def write_result(out_dir: Path, checkpoint: str | Path, shards: str, result: dict) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "eval.json"
+    path.write_text(json.dumps({"checkpoint": str(checkpoint), "shards": shards, **result}, indent=2) + "\n")
+    return path
+
+
 def evaluate_checkpoint(checkpoint: str | Path, shards: str, *, device: str = "cpu", batch_size: int = 64) -> dict:
     model = load_model(checkpoint, device)
-    emb = embed_shards(model, shards, device=torch.device(device), batch_size=batch_size)
-    result = recall_at_k(emb["image"], emb["text"], emb["owner"])
-    result |= {"n_images": int(emb["image"].shape[0]), "n_captions": int(emb["text"].shape[0]),
-               "chance_text_to_image_R@5": min(1.0, 5 / emb["image"].shape[0])}
-    out = Path(checkpoint).parent / "eval.json"
-    out.write_text(json.dumps({"checkpoint": str(checkpoint), "shards": shards, **result}, indent=2) + "\n")
+    result = score(embed_shards(model, shards, device=torch.device(device), batch_size=batch_size))
+    write_result(Path(checkpoint).parent, checkpoint, shards, result)
     return result
 
 
@@ -129,11 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
-    result = recall_at_k(emb["image"], emb["text"], emb["owner"])
-    result |= {"n_images": int(emb["image"].shape[0]), "n_captions": int(emb["text"].shape[0])}
+    result = score(emb)
     out_dir = a.out or ckpt.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval.json").write_text(json.dumps({"checkpoint": str(ckpt), "shards": a.shards, **result}, indent=2))
+    write_result(out_dir, ckpt, a.shards, result)
     print(f"{result['n_images']} images, {result['n_captions']} captions")
     print(format_table(result))
     encoder = a.text_encoder

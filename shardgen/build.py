@@ -14,8 +14,8 @@ import os
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -173,7 +173,7 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
     for reason, names in sorted(report.problems.items()):
         for name in names:
             _merge_problems(failures, reason, name)
-    if cfg.dali_index:  # shards resumed from a run without --dali-index get their index too
+    if cfg.dali_index:  # after packing, so resumed shards (or ones from a run without the flag) get one too
         for entry in shards:
             if not (out / entry["name"]).with_suffix(".idx").is_file():
                 write_dali_index(out / entry["name"])
@@ -213,17 +213,19 @@ def _pack(cfg: BuildConfig, records, emb, out: Path, journal: list[dict], config
 
     shards = list(journal)
     start = journal[-1]["input_end"] if journal else 0
-    for stale in [*out.glob(f"{cfg.split}-*.tar*"), *out.glob(f"{cfg.split}-*.idx*")]:  # shards past the journal are from a killed run: rewrite them
-        if stale.name.replace(".idx", ".tar") not in {e["name"] for e in shards}:
+    kept = {e["name"] for e in shards}
+    for stale in [*out.glob(f"{cfg.split}-*.tar*"), *out.glob(f"{cfg.split}-*.idx*")]:
+        if stale.name.replace(".idx", ".tar") not in kept:  # past the journal: from a killed run, rewritten below
             stale.unlink()
+
+    def save_journal() -> None:
+        write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": config_hash, "shards": shards}))
 
     def flush(samples: list[Sample], end: int, fails: dict, convs: dict) -> None:
         info = write_shard(out / shard_name(cfg.split, len(shards)), samples)
-        if cfg.dali_index:
-            write_dali_index(out / info.name)
         shards.append({**asdict(info), "input_end": end, "failures": dict(fails), "conversions": dict(convs),
                        "n_captions": sum(len(s.meta["captions"]) for s in samples)})
-        write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": config_hash, "shards": shards}))
+        save_journal()
         if on_shard is not None:
             on_shard(out / info.name)
 
@@ -255,7 +257,7 @@ def _pack(cfg: BuildConfig, records, emb, out: Path, journal: list[dict], config
             for reason, names in fails.items():
                 shards[-1]["failures"].setdefault(reason, []).extend(names)
             shards[-1]["input_end"] = len(records)
-            write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": config_hash, "shards": shards}))
+            save_journal()
     bar.close()
     if not shards:
         raise UserError(f"no usable images in {cfg.coco_root} for split {cfg.split} (all failed; see above)")

@@ -38,7 +38,7 @@ def _preprocess_chunk(records: list[CocoImage], opts: ImageOptions) -> list:
     return out
 
 
-def make_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
+def to_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
     meta = {
         "image_id": rec.image_id, "file_name": rec.file_name, "captions": list(rec.captions),
         "width": img.width, "height": img.height, "orig_width": img.orig_width, "orig_height": img.orig_height,
@@ -56,7 +56,7 @@ def iter_samples(records: list[CocoImage], emb: CaptionEmbeddings, *, opts: Imag
             if isinstance(res, BadImage):
                 yield first + j, rec, res, ()
             else:
-                yield first + j, rec, make_sample(rec, res, emb), res.conversions
+                yield first + j, rec, to_sample(rec, res, emb), res.conversions
 
     if workers <= 1:
         for first, recs in chunks:
