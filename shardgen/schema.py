@@ -58,14 +58,15 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int]] = {}
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int, int]] = {}
 
 
-def decode_npy(data: bytes) -> np.ndarray:
-    """Parse a .npy member without pickle (object dtypes are refused, as `np.load(allow_pickle=False)` does).
+def npy_layout(data) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """(dtype, shape, fortran_order, payload offset) of a .npy member, checked against its length; no pickle
+    (object dtypes are refused, as `np.load(allow_pickle=False)` does). Raises ValueError on anything malformed.
 
     `np.load` re-parses the header dict with `ast` for every sample (~55 µs); embeddings share a handful of
-    headers, so parsed headers are cached. Raises ValueError on anything malformed."""
+    headers, so parsed headers are cached."""
     if data[:6] != b"\x93NUMPY":
         raise ValueError("not a .npy file")
     major = data[6]
@@ -84,14 +85,20 @@ def decode_npy(data: bytes) -> np.ndarray:
         dtype = np.dtype(d["descr"])
         if dtype.hasobject:
             raise ValueError("object arrays need pickle; refused")
-        parsed = (dtype, tuple(d["shape"]), bool(d["fortran_order"]), start + hlen)
+        shape = tuple(int(n) for n in d["shape"])
+        parsed = (dtype, shape, bool(d["fortran_order"]), start + hlen, int(np.prod(shape)) * dtype.itemsize)
         if len(_NPY_HEADERS) < 256:
             _NPY_HEADERS[header] = parsed
-    dtype, shape, fortran, offset = parsed
-    count = int(np.prod(shape)) if shape else 1
-    if len(data) - offset != count * dtype.itemsize:
-        raise ValueError(f"npy payload has {len(data) - offset} bytes, header says {count * dtype.itemsize}")
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    dtype, shape, fortran, offset, nbytes = parsed
+    if len(data) - offset != nbytes:
+        raise ValueError(f"npy payload has {len(data) - offset} bytes, header says {nbytes}")
+    return dtype, shape, fortran, offset
+
+
+def decode_npy(data) -> np.ndarray:
+    """A .npy member as an array (a read-only view of `data`); see `npy_layout`."""
+    dtype, shape, fortran, offset = npy_layout(data)
+    arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)) if shape else 1, offset=offset)
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
