@@ -42,9 +42,23 @@ def write_result(name: str, data: dict) -> Path:
     return path
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def rss_tree_mb() -> float:
+    """RSS of this process plus its child processes (DataLoader workers). Shared pages count once per process,
+    so this overstates the total; what matters here is whether it grows."""
+    total, pid = rss_mb(), os.getpid()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            for child in fh.read().split():
+                try:
+                    total += rss_mb(child)
+                except FileNotFoundError:
+                    pass
+    return total
 
 
 def ensure_sample(work: Path, images: int) -> Path:

@@ -35,20 +35,23 @@ def _decode_full(data: bytes, backend: str) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def decode_into(data: bytes, out: np.ndarray, *, backend: str, crop_origin: tuple[float, float] = (0.5, 0.5),
-                flip: bool = False, size_hint: tuple[int, int] | None = None) -> None:
-    """Decode `data` into `out` ([S, S, 3] uint8 view). Crops when the image is larger than S×S.
+def decode_into(data, out: np.ndarray, *, backend: str, crop_origin: tuple[float, float] = (0.5, 0.5),
+                flip: bool = False) -> None:
+    """Decode `data` (bytes-like) into `out` ([S, S, 3] C-contiguous uint8 view). Crops when the image is larger
+    than S×S.
 
-    `crop_origin` in [0, 1]² places the crop window (0.5, 0.5 = center). `size_hint` = (h, w) from the sample's
-    json saves parsing the JPEG header (simplejpeg still checks the buffer size). Raises DecodeError.
+    `crop_origin` in [0, 1]² places the crop window (0.5, 0.5 = center). An image of exactly the output size
+    (the usual case: shards store 224×224) is decoded straight into `out`, without a copy or a header parse.
+    Raises DecodeError.
     """
     size_h, size_w = out.shape[:2]
     try:
         if backend == "simplejpeg" and not flip:
-            h, w = size_hint if size_hint is not None else simplejpeg.decode_jpeg_header(data)[:2]
-            if (h, w) == (size_h, size_w):
-                simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)  # no copy: straight into the batch
-                return
+            try:
+                if simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out).shape == out.shape:
+                    return
+            except ValueError:
+                pass  # larger than `out` (cropped below) or corrupt (fails again below, with the reason)
         pixels = _decode_full(data, backend)
     except (ValueError, OSError, SyntaxError) as exc:
         raise DecodeError(f"JPEG does not decode ({exc})") from exc

@@ -255,3 +255,53 @@ def test_bad_sample_inside_a_good_shard(tmp_path, train_shards, member):
             ref = np.asarray(Image.open(BytesIO(truth[key]["jpg"])).convert("RGB"))
             assert (img.permute(1, 2, 0).int() - torch.from_numpy(ref.copy()).int()).abs().max() <= 1
             assert any(torch.allclose(emb, torch.from_numpy(r).float()) for r in truth[key]["npy"])
+
+
+def _check_against_shards(truth: dict, key: str, image: torch.Tensor, embedding: torch.Tensor | None = None) -> None:
+    from io import BytesIO
+
+    ref = np.asarray(Image.open(BytesIO(truth[key]["jpg"])).convert("RGB"))
+    assert (image.permute(1, 2, 0).int() - torch.from_numpy(ref.copy()).int()).abs().max() <= 1, key
+    if embedding is not None:
+        assert any(torch.allclose(embedding, torch.from_numpy(r).float()) for r in truth[key]["npy"]), key
+
+
+def test_worker_batches_in_shared_slots_are_never_overwritten(train_shards):
+    """With workers, pixels and embeddings travel in reused shared-memory slots (5 per worker here). A slot is
+    reused only when the caller holds no tensor or view of it: a kept image view, a kept embedding view and kept
+    batches (more than there are slots: the fallback path too) all stay intact while later epochs reuse slots."""
+    truth = dict(read_all(train_shards))
+    loader = make_loader(str(train_shards), batch_size=4, num_workers=2, prefetch_factor=1, seed=4)
+    batches = list(loader)  # epoch 0; then only a view of one image of the first batch is kept
+    image_view = (batches[0]["key"][1], batches[0]["image"][1])
+    del batches
+    batches = list(loader)  # epoch 1; only an embedding view of the second batch (the other worker's) is kept
+    emb_view = (batches[1]["key"][2], batches[1]["caption"][2], batches[1]["text_embedding"][2])
+    del batches
+    for _ in range(2):  # epochs 2-3: batches dropped at once, so their slots are reused
+        for b in loader:
+            _check_against_shards(truth, b["key"][0], b["image"][0], b["text_embedding"][0])
+    kept = list(loader)  # epoch 4: 6 batches per worker held at once
+    for batch in kept:
+        for key, img, emb in zip(batch["key"], batch["image"], batch["text_embedding"]):
+            _check_against_shards(truth, key, img, emb)
+    _check_against_shards(truth, *image_view)
+    key, caption, emb = emb_view
+    assert torch.allclose(emb, torch.from_numpy(truth[key]["npy"][truth[key]["meta"]["captions"].index(caption)]).float())
+    ring = loader.dataset._ring
+    del kept, image_view, emb_view, emb, batch, img, b
+    ring.release_unused()
+    assert (ring.state.numpy() != -1).all()  # nothing is held any more: every slot can be reused
+
+
+def test_persistent_workers_follow_set_epoch(train_shards):
+    """Workers live across epochs; the epoch (and resume position) set in the main process reaches them."""
+    ref = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=9, persistent_workers=False)
+    loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=9)
+    for epoch in (0, 3, 1):
+        ref.set_epoch(epoch)
+        loader.set_epoch(epoch)
+        assert _keys(loader) == _keys(ref)
+    loader.set_epoch(3, skip_batches=2)
+    ref.set_epoch(3)
+    assert _keys(loader) == _keys(ref)[8:]
