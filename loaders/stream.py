@@ -1,9 +1,11 @@
 """The streaming loader: shards (local, HTTP, S3, ...) → uint8 image batches + text embeddings, exact epochs.
 
-Each DataLoader worker (or the main process) reads its planned spans of shards (`plan.py`), keeps raw bytes in a
-shuffle buffer, and assembles whole batches itself: JPEGs are decoded by a thread pool straight into one
-preallocated `[B, S, S, 3]` uint8 array, returned as an `[B, 3, S, S]` view (channels-last strides: no CPU copy,
-and the layout convolutions on GPU prefer). Normalization to float is the device's job (`loaders.gpu`).
+Each DataLoader worker (or the main process) reads its planned spans of shards (`plan.py`), parses each sample as
+it is read (id, chosen caption, a view of its embedding row, the JPEG bytes), keeps those in a shuffle buffer, and
+assembles whole batches itself: JPEGs are decoded straight into one reused `[B, S, S, 3]` uint8 array (a
+shared-memory slot in a worker, see `_SlotRing`; by a thread pool in the main process), returned as an
+`[B, 3, S, S]` view (channels-last strides: no CPU copy, and the layout GPU convolutions prefer). Normalization to
+float is the device's job (`loaders.gpu`).
 """
 
 from __future__ import annotations
@@ -44,15 +46,13 @@ def _json_object(data) -> dict:
     if end != len(text) and text[end:].strip() or not isinstance(obj, dict):
         raise ValueError("json member is not one JSON object")
     return obj
+
+
 CAPTION_MODES = ("random", "first", "all")
 
 
 class LoaderError(RuntimeError):
     """A shard or sample could not be read; the message names the shard URL and sample key."""
-
-    def __init__(self, message: str, *, index: int | None = None) -> None:
-        super().__init__(message)
-        self.index = index  # position in the batch being assembled, when the error is about one sample
 
 
 _MAX_REPLACEMENTS = 16  # under on_error="skip", give up filling a batch after this many extra bad samples
@@ -177,7 +177,6 @@ class _SlotRing:
     keeps many batches alive) falls back to a fresh shared tensor, so nothing ever waits on a slot."""
 
     def __init__(self, workers: int, slots: int, shape: tuple[int, ...], embed_dim: int) -> None:
-        self.shape = shape
         self.pixels = torch.empty((workers, slots, *shape), dtype=torch.uint8).share_memory_()
         self.embeddings = torch.empty((workers, slots, shape[0], embed_dim), dtype=torch.float32).share_memory_()
         self.state = torch.zeros((workers, slots), dtype=torch.int64).share_memory_()
@@ -185,8 +184,7 @@ class _SlotRing:
         self._np: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
-        return {"shape": self.shape, "pixels": self.pixels, "embeddings": self.embeddings, "state": self.state,
-                "_views": [], "_np": None}
+        return {"pixels": self.pixels, "embeddings": self.embeddings, "state": self.state, "_views": [], "_np": None}
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """numpy views of (pixels, embeddings, state) in this process (indexing numpy is ~20× cheaper)."""
@@ -497,7 +495,7 @@ class ShardStream(IterableDataset):
             batch["image"] = handle.permute(0, 3, 1, 2)
         else:
             batch["image"] = pixels
-        return batch if get_worker_info() is not None else to_torch(batch, None)
+        return batch if get_worker_info() is not None else _to_torch(batch, None)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -531,7 +529,7 @@ class ShardStream(IterableDataset):
                     continue
                 batch = self._batch(records)
                 if self.cfg.decode == "gpu":
-                    yield batch if info is not None else to_torch(batch, None)
+                    yield batch if info is not None else _to_torch(batch, None)
                     continue
                 pixels, handle = self._batch_array(len(records), generation)
                 job = (records, batch, pixels, handle, self._start_decode(records, pixels, pool, rng))
@@ -549,7 +547,7 @@ class ShardStream(IterableDataset):
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
-def to_torch(batch: dict, ring: _SlotRing | None) -> dict:
+def _to_torch(batch: dict, ring: _SlotRing | None) -> dict:
     """A batch as the caller sees it: numpy fields as tensors, `image` as uint8 [B, 3, S, S] (channels-last
     strides: no CPU copy, and the layout GPU convolutions prefer); a ring slot becomes its shared pixels."""
     slot = batch.pop("_slot", None)
@@ -624,7 +622,7 @@ class ShardLoader:
         for batch in self.dataloader:
             if ds._ring is not None:
                 ds._ring.release_unused()  # every batch, also those that came without a slot
-            batch = to_torch(batch, ds._ring)
+            batch = _to_torch(batch, ds._ring)
             if self.pin_memory:
                 batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             yield batch

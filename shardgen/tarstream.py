@@ -6,9 +6,12 @@ tools, may carry pax/GNU long-name headers; this reader parses exactly those: 51
 verified, regular files yielded as (name, bytes), pax `path`/`size` and GNU `L` long names honoured, other
 entries (directories, links) skipped. Anything malformed raises `TarFormatError` naming the offset.
 
-The stream is read in large chunks; each chunk's headers are walked with a few slices each and their checksums
-verified together with numpy (summing 512 bytes in Python costs ~3 µs a header), so a 4-member sample costs a
-few µs of Python. Members before a bad header are still yielded, then the error is raised.
+The stream is read in 4 MiB windows into a reused buffer (a local file can instead be memory-mapped, its members
+then handed out as zero-copy views). In each window the common case, plain USTAR headers back to back, is found
+and checked with numpy (header positions, sizes, checksums, names for all members at once), so a 4-member sample
+costs a few µs of Python; anything else (pax, GNU long names, directories, damage) goes through an exact
+header-by-header walk, which also names what is wrong. Members before a bad header are still yielded, then the
+error is raised.
 """
 
 from __future__ import annotations
@@ -56,20 +59,31 @@ def _checksum_ok(header: bytes) -> bool:
     return _octal(header[148:156]) == sum(header) - sum(header[148:156]) + 8 * 32
 
 
-def _first_bad_checksum(buf: bytearray, n: int, positions: list[int]) -> int:
+_OCTAL_WEIGHTS = 8 ** np.arange(10, -1, -1, dtype=np.int64)
+
+
+def _checksums_match(hdr: np.ndarray) -> np.ndarray:
+    """For each header of `hdr` ([n, 512] uint8), whether its stored checksum equals the computed one, in one numpy
+    pass (summing 512 bytes in Python costs ~3 µs a header). Callers recheck a mismatch exactly (`_checksum_ok`)."""
+    field = hdr[:, 148:156].astype(np.int64)
+    computed = hdr.sum(axis=1, dtype=np.uint32).astype(np.int64) - field.sum(axis=1) + 8 * 32
+    digits = field[:, :6] - 48
+    if ((field[:, 6] == 0) & (field[:, 7] == 32)).all() and ((digits >= 0) & (digits <= 7)).all():
+        stored = digits @ _OCTAL_WEIGHTS[-6:]  # the usual "%06o\0 "
+    else:
+        stored = np.zeros(len(hdr), dtype=np.int64)
+        for col in field.T:  # octal digits; the terminator (NUL or space) and leading spaces are skipped
+            stored = np.where((col >= 48) & (col <= 55), stored * 8 + col - 48, stored)
+    return stored == computed
+
+
+def _first_bad_checksum(buf, n: int, positions: list[int]) -> int:
     """Index into `positions` (block-aligned header offsets in `buf`) of the first header whose checksum is
-    wrong, or -1. One numpy pass for all headers; a suspect header is rechecked exactly."""
+    wrong, or -1."""
     if not positions:
         return -1
     blocks = np.frombuffer(buf, dtype=np.uint8, count=n // BLOCK * BLOCK).reshape(-1, BLOCK)
-    headers = blocks[np.asarray(positions) // BLOCK]
-    field = headers[:, 148:156].astype(np.int64)
-    computed = headers.sum(axis=1, dtype=np.int64) - field.sum(axis=1) + 8 * 32
-    stored = np.zeros(len(positions), dtype=np.int64)
-    for col in field.T:  # octal digits; the terminator (NUL or space) and leading spaces are skipped
-        digit = (col >= 48) & (col <= 55)
-        stored = np.where(digit, stored * 8 + col - 48, stored)
-    for i in np.flatnonzero(stored != computed):
+    for i in np.flatnonzero(~_checksums_match(blocks[np.asarray(positions) // BLOCK])):
         p = positions[int(i)]
         if not _checksum_ok(bytes(buf[p:p + BLOCK])):
             return int(i)
@@ -147,7 +161,6 @@ def _open_window(fh, zero_copy: bool):
 
 
 _MAGIC = np.frombuffer(b"ustar", dtype=np.uint8)
-_OCTAL_WEIGHTS = 8 ** np.arange(10, -1, -1, dtype=np.int64)
 
 
 def _fast_walk(buf, n: int, copy: bool = True) -> tuple[list[tuple[bytes, bytes]], int, int, bool] | None:
@@ -195,16 +208,7 @@ def _fast_walk(buf, n: int, copy: bool = True) -> tuple[list[tuple[bytes, bytes]
     kind = hdr[:, 156]
     if not (((kind == 48) | (kind == 0)).all() and (hdr[:, 345] == 0).all()):
         return None
-    field = hdr[:, 148:156].astype(np.int64)
-    computed = hdr.sum(axis=1, dtype=np.uint32).astype(np.int64) - field.sum(axis=1) + 8 * 32
-    digits = field[:, :6] - 48
-    if ((field[:, 6] == 0) & (field[:, 7] == 32)).all() and ((digits >= 0) & (digits <= 7)).all():
-        stored = digits @ _OCTAL_WEIGHTS[-6:]  # the usual "%06o\0 "
-    else:
-        stored = np.zeros(full, dtype=np.int64)
-        for col in field.T:  # octal digits; the terminator (NUL or space) and leading spaces are skipped
-            stored = np.where((col >= 48) & (col <= 55), stored * 8 + col - 48, stored)
-    if (stored != computed).any():
+    if not _checksums_match(hdr).all():
         return None
     names = hdr[:, :100]
     is_nul = names == 0
