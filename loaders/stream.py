@@ -582,6 +582,7 @@ class ShardLoader:
 
     def __init__(self, dataset: ShardStream, dataloader: DataLoader, *, pin_memory: bool = False) -> None:
         self.dataset, self.dataloader, self.pin_memory = dataset, dataloader, pin_memory
+        self._no_ring = False
         self._explicit_epoch = False
         self._next_epoch = 0
 
@@ -611,11 +612,15 @@ class ShardLoader:
 
     def _iter_workers(self) -> Iterator[dict]:
         ds, cfg = self.dataset, self.dataset.cfg
-        if ds._ring is None and cfg.decode == "cpu":
+        if ds._ring is None and cfg.decode == "cpu" and not self._no_ring:
             # per worker: the batches DataLoader prefetches, the one being decoded and the next, and the two the
             # caller may still hold (the current batch and, during `next`, the previous one)
-            ds._ring = _SlotRing(cfg.num_workers, cfg.prefetch_factor + 4,
-                                 (cfg.batch_size, ds.image_size, ds.image_size, 3), cfg.embed_dim)
+            try:
+                ds._ring = _SlotRing(cfg.num_workers, cfg.prefetch_factor + 4,
+                                     (cfg.batch_size, ds.image_size, ds.image_size, 3), cfg.embed_dim)
+            except (RuntimeError, OSError) as exc:  # e.g. a container's small /dev/shm
+                self._no_ring = True
+                log.warning("no shared-memory batch slots (%s); workers send each batch in its own segment", exc)
         ds._control[0] += 1  # a new generation: slots of abandoned iterations become free
         if ds._ring is not None:
             ds._ring.release_unused()  # and those of batches the caller dropped since the last one arrived

@@ -333,3 +333,20 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
 
     with pytest.raises(LoaderError, match="boom"):
         list(stream._in_background(broken(iter(range(3))), depth=2))
+
+
+def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, caplog):
+    """If the slots cannot be allocated (a small /dev/shm), workers fall back to one segment per batch."""
+    import loaders.stream as stream
+
+    def no_shm(*args, **kwargs):
+        raise RuntimeError("unable to write to file </torch_1>: No space left on device")
+
+    monkeypatch.setattr(stream, "_SlotRing", no_shm)
+    truth = dict(read_all(train_shards))
+    loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
+    batches = list(loader)
+    assert loader.dataset._ring is None and "no shared-memory batch slots" in caplog.text
+    assert sum(len(b["key"]) for b in batches) == 48
+    for b in batches:
+        _check_against_shards(truth, b["key"][0], b["image"][0], b["text_embedding"][0])
