@@ -98,7 +98,7 @@ def npy_layout(data) -> tuple[np.dtype, tuple[int, ...], bool, int]:
 def decode_npy(data) -> np.ndarray:
     """A .npy member as an array (a read-only view of `data`); see `npy_layout`."""
     dtype, shape, fortran, offset = npy_layout(data)
-    arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)) if shape else 1, offset=offset)
+    arr = np.frombuffer(data, dtype=dtype, count=(len(data) - offset) // dtype.itemsize, offset=offset)  # checked
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
