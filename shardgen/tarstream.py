@@ -21,6 +21,7 @@ import io
 import mmap
 import os
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,9 +99,8 @@ class _Window:
     """A read buffer over a stream, refilled in place."""
 
     def __init__(self, fh) -> None:
-        try:
-            data = _FREE_BUFFERS.pop()
-        except IndexError:
+        data = _FREE_BUFFERS.pop() if _FREE_BUFFERS else None
+        if data is None or len(data) != CHUNK:
             data = bytearray(CHUNK)
         self.fh, self.data, self.n, self.eof = fh, data, 0, False
 
@@ -163,7 +163,7 @@ def _open_window(fh, zero_copy: bool):
 _MAGIC = np.frombuffer(b"ustar", dtype=np.uint8)
 
 
-def _fast_walk(buf, n: int, copy: bool = True) -> tuple[list[tuple[bytes, bytes]], int, int, bool] | None:
+def _fast_walk(buf, n: int, copy: bool = True) -> tuple[_Run, int, int, bool] | None:
     """The walk for the common case, with numpy: plain USTAR headers (our writer's, tarfile's, GNU tar's) chained
     back to back from buf[0]. Returns (members, stop offset, bytes needed to go on, end of archive seen), or None
     for anything else (pax or long-name entries, directories, a bad checksum, odd fields, ...): the exact walk
@@ -212,20 +212,40 @@ def _fast_walk(buf, n: int, copy: bool = True) -> tuple[list[tuple[bytes, bytes]
         return None
     names = hdr[:, :100]
     is_nul = names == 0
-    name_len = np.where(is_nul.any(axis=1), is_nul.argmax(axis=1), 100).tolist()
-    blob = names.tobytes()  # slicing one bytes object beats slicing the buffer per member
+    name_len = np.where(is_nul.any(axis=1), is_nul.argmax(axis=1), 100)
     starts = ((cand[:full] + 1) * BLOCK).tolist()
-    view = memoryview(buf)
-    members = [(blob[i:i + ln], view[p:p + sz])
-               for i, p, ln, sz in zip(range(0, 100 * full, 100), starts, name_len, sizes[:full].tolist())]
-    if copy:
-        members = [(name, bytes(data)) for name, data in members]
-    return members, end * BLOCK, need, stop
+    return _Run(names, name_len, starts, sizes[:full].tolist(), memoryview(buf), copy), end * BLOCK, need, stop
 
 
-def _iter_member_lists(fh, zero_copy: bool = False) -> Iterator[list[tuple[bytes, bytes]]]:
-    """Lists of (raw name, content) for the regular files of the tar stream `fh`, one list per chunk read.
-    With `zero_copy`, a local file is memory-mapped and contents are read-only memoryviews of the map."""
+class _Run(NamedTuple):
+    """Plain USTAR members found by `_fast_walk` in one window, as arrays: per member its 100-byte name field and
+    the name's length, and where its content lies in `view`. `copy`: contents must be copied out (the window's
+    buffer is reused)."""
+
+    names: np.ndarray  # [m, 100] uint8
+    name_len: np.ndarray  # [m]
+    starts: list[int]
+    sizes: list[int]
+    view: memoryview
+    copy: bool
+
+    def contents(self, index: slice = slice(None)) -> list:
+        view = self.view
+        data = [view[p:p + n] for p, n in zip(self.starts[index], self.sizes[index])]
+        return [bytes(d) for d in data] if self.copy else data
+
+    def members(self, lo: int = 0, hi: int | None = None) -> list[tuple[bytes, bytes]]:
+        """Members [lo, hi) as (raw name, content)."""
+        hi = len(self.names) if hi is None else hi
+        blob = self.names[lo:hi].tobytes()  # slicing one bytes object beats slicing the buffer per member
+        names = [blob[i:i + n] for i, n in zip(range(0, 100 * (hi - lo), 100), self.name_len[lo:hi].tolist())]
+        return list(zip(names, self.contents(slice(lo, hi))))
+
+
+def _iter_chunks(fh, zero_copy: bool = False) -> Iterator[_Run | list[tuple[bytes, bytes]]]:
+    """The regular files of the tar stream `fh`, one chunk per window read: a `_Run` (plain USTAR, found with
+    numpy) or a list of (raw name, content). With `zero_copy`, a local file is memory-mapped and contents are
+    read-only memoryviews of the map."""
     window = _open_window(fh, zero_copy)
     try:
         yield from _walk(window, copy=not isinstance(window, _MappedWindow))
@@ -233,7 +253,7 @@ def _iter_member_lists(fh, zero_copy: bool = False) -> Iterator[list[tuple[bytes
         window.release()
 
 
-def _walk(window, copy: bool) -> Iterator[list[tuple[bytes, bytes]]]:
+def _walk(window, copy: bool) -> Iterator[_Run | list[tuple[bytes, bytes]]]:
     window.refill(0, 0)
     if window.n == 0:
         raise TarFormatError("empty file")
@@ -245,9 +265,10 @@ def _walk(window, copy: bool) -> Iterator[list[tuple[bytes, bytes]]]:
         members, owners, headers, stop, error, need = [], [], [], False, None, 0
         fast = _fast_walk(buf, n, copy) if long_name is None and not pax else None
         if fast is not None and (fast[3] or not eof or fast[1] == n):  # else the exact walk says what is wrong
-            members, pos, need, stop = fast
-            if members:
-                yield members
+            run, pos, need, stop = fast
+            if run.starts:
+                yield run
+            del run
             if stop or eof:
                 return
             base += pos
@@ -338,8 +359,8 @@ def _walk(window, copy: bool) -> Iterator[list[tuple[bytes, bytes]]]:
 
 def iter_members(fh) -> Iterator[tuple[str, bytes]]:
     """Yield (member name, content) for each regular file of the tar stream `fh`."""
-    for members in _iter_member_lists(fh):
-        for name, data in members:
+    for chunk in _iter_chunks(fh):
+        for name, data in chunk.members() if isinstance(chunk, _Run) else chunk:
             yield name.decode("utf-8", "surrogateescape"), data
 
 
@@ -351,26 +372,145 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
 
 
+def _split_raw(name: bytes) -> tuple[bytes, bytes]:
+    if 47 in name:  # a "/": the key ends at the first dot of the base name
+        slash = name.rfind(b"/") + 1
+        dot = name.find(b".", slash)
+        return (name, b"") if dot < 0 else (name[:dot], name[dot + 1:])
+    k, _, ext = name.partition(b".")
+    return k, ext
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+Group = tuple[list[str], dict[str, list]]  # keys of consecutive samples, and per extension their contents
+
+
+class _Grouper:
+    """Consecutive members → samples, emitted in groups. A plain run whose samples all have the same extensions
+    becomes one columnar group in a few numpy operations; anything else goes member by member. The last sample
+    of a chunk is held back: it may go on in the next one."""
+
+    def __init__(self) -> None:
+        self.key: bytes | None = None  # the sample being assembled
+        self.fields: dict[str, object] = {}
+
+    def _add(self, name: bytes, data, out: list[Group]) -> None:
+        k, ext = _split_raw(name)
+        if k != self.key:
+            self.flush(out)
+            self.key = k
+        self.fields[_text(ext)] = data
+
+    def flush(self, out: list[Group]) -> None:
+        if self.key is not None:
+            out.append(([_text(self.key)], {e: [d] for e, d in self.fields.items()}))
+        self.key, self.fields = None, {}
+
+    def chunk(self, chunk) -> list[Group]:
+        out: list[Group] = []
+        if not isinstance(chunk, _Run):
+            for name, data in chunk:
+                self._add(name, data, out)
+            return out
+        names = chunk.names
+        m = len(names)
+        dot = (names == 46).argmax(axis=1)  # the first "." (0 when there is none: checked next)
+        if (names[np.arange(m), dot] != 46).any() or (names == 47).any():  # keys without extensions or in folders
+            for name, data in chunk.members():
+                self._add(name, data, out)
+            return out
+        d = int(dot[0])
+        new = np.ones(m, dtype=bool)
+        if (dot == d).all():  # keys of one length: compare the bytes before the dot
+            new[1:] = (names[1:, :d] != names[:-1, :d]).any(axis=1)
+        else:
+            keys = np.where(np.arange(100) < dot[:, None], names, 0)
+            new[1:] = (dot[1:] != dot[:-1]) | (keys[1:] != keys[:-1]).any(axis=1)
+        bounds = np.flatnonzero(new).tolist() + [m]  # sample g: members [bounds[g], bounds[g + 1])
+        blob = names.tobytes()
+        first = 0
+        if self.key is not None and blob[:int(dot[0])] == self.key:  # the held-back sample goes on here
+            for name, data in chunk.members(0, bounds[1]):
+                self._add(name, data, out)
+            first = 1
+        if first < len(bounds) - 1:
+            self.flush(out)
+        last = len(bounds) - 2  # held back
+        if first < last:
+            whole = self._columns(chunk, blob, dot, bounds[first:last + 1])
+            runs = [whole] if whole is not None else self._runs(chunk, blob, dot, bounds[first:last + 1])
+            for lo, hi, group in runs:
+                if group is not None:
+                    out.append(group)
+                else:
+                    for name, data in chunk.members(lo, hi):
+                        self._add(name, data, out)
+                    self.flush(out)
+        if first <= last:
+            for name, data in chunk.members(bounds[last]):
+                self._add(name, data, out)
+        return out
+
+    @staticmethod
+    def _columns(chunk: _Run, blob: bytes, dot: np.ndarray, bounds: list[int]) -> tuple[int, int, Group] | None:
+        """The whole samples starting at `bounds` (member indices; the last one ends the last sample) as
+        (first member, end, group), if all have the same number of members, keys of one length, the same
+        extensions in the same order, none twice; else None."""
+        lo, hi = bounds[0], bounds[-1]
+        e = bounds[1] - lo  # members per sample
+        d = int(dot[lo])
+        if bounds != list(range(lo, hi + 1, e)) or not (dot[lo:hi] == d).all():
+            return None
+        names = chunk.names[lo:hi, d:]  # from the dot on, with the NULs after the name
+        if not (names.reshape(-1, e, names.shape[1]) == names[:e]).all():
+            return None
+        exts = [_text(blob[i * 100 + d + 1:i * 100 + n]) for i, n in zip(range(lo, lo + e),
+                                                                         chunk.name_len[lo:lo + e].tolist())]
+        if len(set(exts)) < e:
+            return None
+        keys = [_text(blob[i * 100:i * 100 + d]) for i in range(lo, hi, e)]
+        return lo, hi, (keys, {x: chunk.contents(slice(lo + j, hi, e)) for j, x in enumerate(exts)})
+
+    def _runs(self, chunk: _Run, blob: bytes, dot: np.ndarray, bounds: list[int]) -> list:
+        """The samples starting at `bounds` split into runs of samples with the same key length and extensions,
+        each as (lo, hi, group) or (lo, hi, None) when it cannot be a group."""
+        lens = chunk.name_len.tolist()
+        signature = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            d = int(dot[lo])
+            signature.append((d, [blob[i * 100 + d + 1:i * 100 + lens[i]] for i in range(lo, hi)]))
+        runs, start = [], 0
+        for g in range(1, len(signature) + 1):
+            if g == len(signature) or signature[g] != signature[start]:
+                run = bounds[start:g + 1]
+                runs.append(self._columns(chunk, blob, dot, run) or (run[0], run[-1], None))
+                start = g
+        return runs
+
+
+def iter_sample_groups(fh, *, zero_copy: bool = False) -> Iterator[Group]:
+    """Samples (consecutive members sharing a key, `split_member_name`'s rule, like webdataset) in groups:
+    (keys, {extension: contents}) where every sample of a group has exactly those extensions. Shards from one
+    writer come as one group per read window, which saves ~5 µs of per-member Python per sample. With
+    `zero_copy`, a local file's contents come as read-only memoryviews of a memory map (the map lives while they
+    do)."""
+    grouper = _Grouper()
+    for chunk in _iter_chunks(fh, zero_copy):
+        yield from grouper.chunk(chunk)
+    tail: list[Group] = []
+    grouper.flush(tail)
+    yield from tail
+
+
 def iter_samples(fh, *, zero_copy: bool = False) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Group consecutive members by key (`split_member_name`'s rule), like webdataset. With `zero_copy`, a local
-    file's contents come as read-only memoryviews of a memory map (no copies; the map lives while they do)."""
-    key, fields = None, {}
-    exts: dict[bytes, str] = {}
-    for members in _iter_member_lists(fh, zero_copy):
-        for name, data in members:
-            if 47 in name:  # a "/": the key ends at the first dot of the base name
-                slash = name.rfind(b"/") + 1
-                dot = name.find(b".", slash)
-                k, ext = (name, b"") if dot < 0 else (name[:dot], name[dot + 1:])
-            else:
-                k, _, ext = name.partition(b".")
-            if k != key:
-                if key is not None:
-                    yield key.decode("utf-8", "surrogateescape"), fields
-                key, fields = k, {}
-            e = exts.get(ext)
-            if e is None:
-                e = exts[ext] = ext.decode("utf-8", "surrogateescape")
-            fields[e] = data
-    if key is not None:
-        yield key.decode("utf-8", "surrogateescape"), fields
+    """(key, {extension: content}) per sample; see `iter_sample_groups`."""
+    for keys, fields in iter_sample_groups(fh, zero_copy=zero_copy):
+        if len(keys) == 1:
+            yield keys[0], {e: c[0] for e, c in fields.items()}
+            continue
+        columns = list(fields.items())
+        for i, key in enumerate(keys):
+            yield key, {e: c[i] for e, c in columns}

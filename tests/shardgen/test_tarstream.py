@@ -118,3 +118,48 @@ def test_corruption_is_detected_on_the_fast_path(tmp_path, zero_copy):
     path.write_bytes(bytes(buf.getvalue()[:40 * 1536 + 700]))  # cut inside member 40's data
     with open(path, "rb") as fh, pytest.raises(TarFormatError, match="truncated"):
         list(iter_samples(fh, zero_copy=zero_copy))
+
+
+def _reference_samples(data: bytes) -> list[tuple[str, dict[str, bytes]]]:
+    from shardgen.tarstream import split_member_name
+
+    samples: list[tuple[str, dict[str, bytes]]] = []
+    for name, content in _reference(data):
+        key, ext = split_member_name(name)
+        if not samples or samples[-1][0] != key:
+            samples.append((key, {}))
+        samples[-1][1][ext] = content
+    return samples
+
+
+@pytest.mark.parametrize("chunk", [1024, 4096, 1 << 22])
+@pytest.mark.parametrize("zero_copy", [False, True])
+@pytest.mark.parametrize("odd", [["000030.jpg", "000030.npy", "31.jpg", "31.json", "0032.jpg", "0032.jpg",
+                                  "000034.jpg", "000034.json", "000034.jpg", "000034.json"],
+                                 ["d/x.y/000033.jpg", "d/x.y/000033.json", "noext"]])
+def test_sample_groups_agree_with_tarfile(tmp_path, monkeypatch, chunk, zero_copy, odd):
+    """Runs of regular samples become columnar groups; irregular ones (a missing or repeated extension, keys of
+    other lengths, a key repeated; folders, no extension) still group exactly like webdataset's rule."""
+    import shardgen.tarstream as ts
+    from shardgen.tarstream import iter_sample_groups
+
+    monkeypatch.setattr(ts, "CHUNK", chunk)
+    rng = np.random.default_rng(1)
+    names = [f"{i:06d}.{e}" for i in range(30) for e in ("jpg", "json", "npy")]
+    names += odd + [f"{i:06d}.{e}" for i in range(35, 60) for e in ("jpg", "json", "npy")]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for name in names:
+            data = rng.bytes(int(rng.integers(0, 1500)))
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    path = tmp_path / "g.tar"
+    path.write_bytes(buf.getvalue())
+    with open(path, "rb") as fh:
+        groups = list(iter_sample_groups(fh, zero_copy=zero_copy))
+    got = [(key, {e: bytes(c[i]) for e, c in fields.items()}) for keys, fields in groups for i, key in enumerate(keys)]
+    assert got == _reference_samples(buf.getvalue())
+    assert all(len(c) == len(keys) for keys, fields in groups for c in fields.values())
+    if chunk == 1 << 22 and "/" not in odd[0]:  # one window: the regular runs come as groups of many samples
+        assert max(len(keys) for keys, _ in groups) >= 24
