@@ -37,10 +37,12 @@ class Normalize(nn.Module):
         return x.contiguous(memory_format=memory_format)
 
 
-def decode_jpegs(jpegs: list[torch.Tensor], *, device: torch.device, size: int | None = None) -> torch.Tensor:
-    """Batched JPEG decode (nvJPEG on CUDA, libjpeg on CPU) → uint8 `[B, 3, S, S]`, center-cropped to `size`."""
+def decode_jpegs(jpegs: list, *, device: torch.device, size: int | None = None) -> torch.Tensor:
+    """Batched JPEG decode (nvJPEG on CUDA, libjpeg on CPU) → uint8 `[B, 3, S, S]`, center-cropped to `size`.
+    `jpegs`: uint8 tensors or bytes-like objects."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    jpegs = [j if isinstance(j, torch.Tensor) else torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
     dev = "cuda" if device.type == "cuda" else "cpu"
     images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=dev)
     if size is not None:

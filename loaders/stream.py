@@ -1,9 +1,9 @@
 """The streaming loader: shards (local, HTTP, S3, ...) → uint8 image batches + text embeddings, exact epochs.
 
-Each DataLoader worker (or the main process) reads its planned spans of shards (`plan.py`), parses each sample as
+Each worker process (or the main process) reads its planned spans of shards (`plan.py`), parses each sample as
 it is read (id, chosen caption, a view of its embedding row, the JPEG bytes), keeps those in a shuffle buffer, and
 assembles whole batches itself: JPEGs are decoded straight into one reused `[B, S, S, 3]` uint8 array (a
-shared-memory slot in a worker, see `_SlotRing`; by a thread pool in the main process), returned as an
+shared-memory slot in a worker process, see `loaders.workers`; by a thread pool in the main process), returned as an
 `[B, 3, S, S]` view (channels-last strides: no CPU copy, and the layout GPU convolutions prefer). Normalization to
 float is the device's job (`loaders.gpu`).
 """
@@ -32,6 +32,7 @@ from shardgen.tarstream import TarFormatError, iter_sample_groups
 from .decode import DecodeError, available_backends, decode_into
 from .plan import Span, batches_per_rank, plan_resampled, plan_worker, rank_samples, worker_batch_sizes
 from .sources import ShardSet, resolve_source
+from .workers import SlotRing, WorkerPool
 
 log = logging.getLogger("loaders")
 _json_scan = json.JSONDecoder().scan_once  # the C scanner without `json.loads`' wrappers (~1.5 µs a sample)
@@ -79,7 +80,7 @@ class LoaderConfig:
     backend: str = "auto"
     pin_memory: bool | None = None
     prefetch_factor: int = 2
-    persistent_workers: bool = True  # keep DataLoader workers between epochs (the epoch reaches them via shared memory)
+    persistent_workers: bool = True  # keep worker processes between epochs
     gil_switch_interval: float | None = 2e-4  # while iterating with decode threads; None = leave Python's default
     embed_dim: int = EMBED_DIM
     retries: int = 3  # remote shards: reopen and continue after transient errors
@@ -164,79 +165,20 @@ class _BufferPool:
         return a
 
 
-class _SlotRing:
-    """Batch arrays in shared memory that DataLoader workers fill and the main process reads, reused.
-
-    Without it each worker batch costs a fresh shared-memory segment: `share_memory_()` of 9.6 MB (batch 64) takes
-    ~7 ms here, and the main process page-faults the new mapping again (~2.3 ms), more than decoding 40 images.
-    Slots are allocated once. `state[w, k]`: 0 free; g > 0 taken by worker w in iteration generation g; -1 held
-    by the main process. A worker takes a slot that is free or left over from an older generation (a batch
-    DataLoader discarded when an iteration was abandoned), decodes into it and sends only its number; the main
-    process wraps it as the batch's `image` and frees it once nothing references that array any more (the
-    `_BufferPool` rule). Each cell is written by one side at a time. A worker that finds no free slot (the caller
-    keeps many batches alive) falls back to a fresh shared tensor, so nothing ever waits on a slot."""
-
-    def __init__(self, workers: int, slots: int, shape: tuple[int, ...], embed_dim: int) -> None:
-        self.pixels = torch.empty((workers, slots, *shape), dtype=torch.uint8).share_memory_()
-        self.embeddings = torch.empty((workers, slots, shape[0], embed_dim), dtype=torch.float32).share_memory_()
-        self.state = torch.zeros((workers, slots), dtype=torch.int64).share_memory_()
-        self._views: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # main process: slots given to the caller
-        self._np: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def __getstate__(self) -> dict:
-        return {"pixels": self.pixels, "embeddings": self.embeddings, "state": self.state, "_views": [], "_np": None}
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """numpy views of (pixels, embeddings, state) in this process (indexing numpy is ~20× cheaper)."""
-        if self._np is None:
-            self._np = (self.pixels.numpy(), self.embeddings.numpy(), self.state.numpy())
-        return self._np
-
-    def acquire(self, worker: int, generation: int) -> tuple[int, np.ndarray, np.ndarray] | None:
-        """Worker side: a free slot of this worker's, marked taken, as (index, pixels [B, S, S, 3], embeddings
-        [B, D])."""
-        pixels, embeddings, state = self.arrays()
-        mine = state[worker]
-        free = np.flatnonzero((mine == 0) | ((mine > 0) & (mine < generation)))
-        if not len(free):
-            return None
-        k = int(free[0])
-        mine[k] = generation
-        return k, pixels[worker, k], embeddings[worker, k]
-
-    def give(self, worker: int, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Main side: the first n images and embeddings of slot k, held until the caller lets go of both."""
-        pixels, embeddings, state = self.arrays()
-        state[worker, k] = -1
-        views = pixels[worker, k, :n], embeddings[worker, k, :n]
-        self._views.append((worker, k, *views))
-        return views
-
-    def release_unused(self) -> None:
-        state = self.arrays()[2]
-        keep = []
-        for item in self._views:
-            # held while anyone besides this list (and getrefcount's argument) refers to either array
-            if sys.getrefcount(item[2]) > 2 or sys.getrefcount(item[3]) > 2:
-                keep.append(item)
-            else:
-                state[item[0], item[1]] = 0
-        self._views = keep
-
-
 class ShardStream(IterableDataset):
     """IterableDataset yielding whole batches (use with `DataLoader(batch_size=None)`; `make_loader` does)."""
 
     def __init__(self, shards: ShardSet, cfg: LoaderConfig, *, rank: int, world_size: int) -> None:
         super().__init__()
         self.shards, self.cfg, self.rank, self.world_size = shards, cfg, rank, world_size
-        # (iteration generation, epoch, skip_batches) in shared memory: persistent DataLoader workers read the
+        # (iteration generation, epoch, skip_batches) in shared memory: DataLoader workers of a caller's own read the
         # epoch set in the main process at the start of each iteration
         self._control = torch.zeros(3, dtype=torch.int64).share_memory_()
         self._epoch = 0  # the epoch being iterated (this process's copy, read once per iteration)
         self._salt = 0  # crc32 of f"{seed}:{epoch}:", set per iteration (random caption choice)
         self._buffers = _BufferPool()
-        self._ring: _SlotRing | None = None  # set by ShardLoader for DataLoader workers
+        self._ring: SlotRing | None = None  # set by ShardLoader for its worker processes
+        self._in_worker: int | None = None  # in a worker process: its index
         pre = shards.manifest.preprocess if shards.manifest else {}
         self.image_size = cfg.image_size or int(pre.get("image_size", 224))
         self.backend = available_backends()[0] if cfg.backend == "auto" else cfg.backend
@@ -424,14 +366,14 @@ class ShardStream(IterableDataset):
     def _batch_array(self, n: int, generation: int) -> tuple[np.ndarray, object]:
         """Where a batch of n images is decoded: ([n, S, S, 3] array, what `_finish` hands on for it)."""
         s = self.image_size
-        info = get_worker_info()
-        if info is None:
+        worker = self._in_worker
+        if worker is None:
             return self._buffers.get((n, s, s, 3)), None
-        # In a DataLoader worker, decode straight into shared memory: a reused slot, else a fresh shared tensor.
-        # Either way the batch crosses to the main process without DataLoader's 9.6 MB copy per batch of 64.
-        slot = self._ring.acquire(info.id, generation) if self._ring is not None else None
+        # In a worker process, decode straight into shared memory: a reused slot, else a fresh shared tensor.
+        # Either way the batch crosses to the main process without a 9.6 MB copy per batch of 64.
+        slot = self._ring.acquire(worker, generation) if self._ring is not None else None
         if slot is not None:
-            return slot[1][:n], (info.id, slot[0], n, slot[2][:n])
+            return slot[1][:n], (worker, slot[0], n, slot[2][:n])
         shared = torch.empty((n, s, s, 3), dtype=torch.uint8).share_memory_()
         return shared.numpy(), shared
 
@@ -473,7 +415,7 @@ class ShardStream(IterableDataset):
         _, keys, ids, captions, rows, _ = zip(*records)
         batch = {"image_id": np.array(ids, dtype=np.int64), "key": list(keys)}
         if self.cfg.decode == "gpu":
-            batch["jpeg"] = [torch.frombuffer(bytearray(r[5]), dtype=torch.uint8) for r in records]
+            batch["jpeg"] = [bytes(r[5]) for r in records]  # tensors in `_to_torch` (not a shm segment each)
         if self.cfg.caption == "all":
             dim = self.cfg.embed_dim
             n_max = max(len(c) for c in captions)
@@ -521,17 +463,27 @@ class ShardStream(IterableDataset):
             batch["image"] = handle.permute(0, 3, 1, 2)
         else:
             batch["image"] = pixels
-        return batch if get_worker_info() is not None else _to_torch(batch, None)
+        return batch if self._in_worker is not None else _to_torch(batch, None)
 
     def __iter__(self) -> Iterator[dict]:
+        """One epoch, in this process (`num_workers=0`) or in a DataLoader worker of the caller's own."""
         info = get_worker_info()
-        # DataLoader takes batch j from worker j % W. Resuming after `skip_batches`, worker w plays the role of
-        # the worker that produced batch skip + w, so the resumed sequence continues exactly.
         if info is not None:
             _freeze_inherited_objects()
-        generation, self._epoch, skip_batches = self._control.tolist()
-        self._salt = zlib.crc32(f"{self.cfg.seed}:{self._epoch}:".encode())
-        worker = ((info.id if info is not None else 0) + skip_batches) % self.n_workers
+            self._in_worker = info.id
+        generation, epoch, skip_batches = self._control.tolist()
+        return self.produce(info.id if info is not None else 0, generation, epoch, skip_batches)
+
+    def produce(self, worker: int, generation: int, epoch: int, skip_batches: int = 0) -> Iterator[dict]:
+        """The batches worker `worker` (0 without workers) yields in `epoch`: batch i of the epoch comes from
+        worker i % W. In a worker process (`_in_worker` set) batches are numpy fields plus a shared-memory slot
+        (`_to_torch` turns them into tensors in the main process); here, tensors.
+
+        Resuming after `skip_batches`, worker w plays the role of the worker that produced batch skip + w, so the
+        resumed sequence continues exactly."""
+        self._epoch = epoch
+        self._salt = zlib.crc32(f"{self.cfg.seed}:{epoch}:".encode())
+        worker = (worker + skip_batches) % self.n_workers
         spans, sizes = self.plan(worker)
         rng = np.random.default_rng([self.cfg.seed, self._epoch, self.rank, worker])
         warn = _RateLimitedWarning()
@@ -555,7 +507,7 @@ class ShardStream(IterableDataset):
                     continue
                 batch = self._batch(records)
                 if self.cfg.decode == "gpu":
-                    yield batch if info is not None else _to_torch(batch, None)
+                    yield batch if self._in_worker is not None else _to_torch(batch, None)
                     continue
                 pixels, handle = self._batch_array(len(records), generation)
                 job = (records, batch, pixels, handle, self._start_decode(records, pixels, pool, rng))
@@ -573,7 +525,7 @@ class ShardStream(IterableDataset):
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _to_torch(batch: dict, ring: _SlotRing | None) -> dict:
+def _to_torch(batch: dict, ring: SlotRing | None) -> dict:
     """A batch as the caller sees it: numpy fields as tensors, `image` as uint8 [B, 3, S, S] (channels-last
     strides: no CPU copy, and the layout GPU convolutions prefer); a ring slot becomes its shared pixels."""
     slot = batch.pop("_slot", None)
@@ -581,6 +533,8 @@ def _to_torch(batch: dict, ring: _SlotRing | None) -> dict:
         batch["image"], embeddings = ring.give(*slot)
         if "text_embedding" not in batch and "text_embeddings" not in batch:
             batch["text_embedding"] = embeddings
+    if "jpeg" in batch:
+        batch["jpeg"] = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in batch["jpeg"]]
     for k in ("image_id", "text_embedding", "text_embeddings", "caption_mask"):
         if isinstance(batch.get(k), np.ndarray):
             batch[k] = torch.from_numpy(batch[k])
@@ -624,10 +578,13 @@ class ShardLoader:
     """What `make_loader` returns: iterate for batches; `len()` batches per epoch; `set_epoch(e)` per epoch.
 
     Without `set_epoch`, each new iteration advances the epoch by itself (so reshuffling never silently stops).
+    With `num_workers > 0`, batches come from worker processes (`loaders.workers`), started on the first
+    iteration and kept (unless `persistent_workers=False`) until `close()` or until the loader is collected.
     """
 
-    def __init__(self, dataset: ShardStream, dataloader: DataLoader, *, pin_memory: bool = False) -> None:
+    def __init__(self, dataset: ShardStream, dataloader: DataLoader | None, *, pin_memory: bool = False) -> None:
         self.dataset, self.dataloader, self.pin_memory = dataset, dataloader, pin_memory
+        self._pool: WorkerPool | None = None
         self._no_ring = False
         self._explicit_epoch = False
         self._next_epoch = 0
@@ -648,39 +605,55 @@ class ShardLoader:
     def samples_per_epoch(self) -> int:
         return self.dataset.samples_per_epoch
 
+    def close(self) -> None:
+        """Stop the worker processes (a later iteration starts new ones)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     def __iter__(self) -> Iterator[dict]:
         if not self._explicit_epoch:
             self.dataset.set_epoch(self._next_epoch)
             self._next_epoch += 1
-        if self.dataloader.num_workers == 0:
+        if self.dataset.cfg.num_workers == 0:
             return iter(self.dataloader)
         return self._iter_workers()
 
     def _iter_workers(self) -> Iterator[dict]:
         ds, cfg = self.dataset, self.dataset.cfg
         if ds._ring is None and cfg.decode == "cpu" and not self._no_ring:
-            # per worker: the batches DataLoader prefetches, the one being decoded and the next, and the two the
+            # per worker: the batches it may run ahead, the one being decoded and the next, and the two the
             # caller may still hold (the current batch and, during `next`, the previous one)
             try:
-                ds._ring = _SlotRing(cfg.num_workers, cfg.prefetch_factor + 4,
-                                     (cfg.batch_size, ds.image_size, ds.image_size, 3), cfg.embed_dim)
+                ds._ring = SlotRing(cfg.num_workers, cfg.prefetch_factor + 4,
+                                    (cfg.batch_size, ds.image_size, ds.image_size, 3), cfg.embed_dim)
             except (RuntimeError, OSError) as exc:  # e.g. a container's small /dev/shm
                 self._no_ring = True
                 log.warning("no shared-memory batch slots (%s); workers send each batch in its own segment", exc)
+        if self._pool is None:
+            self._pool = WorkerPool(ds, cfg.num_workers, prefetch=cfg.prefetch_factor, seed=cfg.seed)
         ds._control[0] += 1  # a new generation: slots of abandoned iterations become free
+        generation, epoch, skip_batches = ds._control.tolist()
         if ds._ring is not None:
             ds._ring.release_unused()  # and those of batches the caller dropped since the last one arrived
-        batches = self._converted(ds._ring)
-        # Pinning copies each batch (9.6 MB for 64 images): a thread does it while the caller trains, as
-        # DataLoader's own pin thread would.
-        yield from _in_background(batches, depth=cfg.prefetch_factor) if self.pin_memory else batches
+        batches = self._converted(ds._ring, self._pool.epoch(generation, epoch, skip_batches))
+        try:
+            # Pinning copies each batch (9.6 MB for 64 images): a thread does it while the caller trains.
+            yield from _in_background(batches, depth=cfg.prefetch_factor) if self.pin_memory else batches
+        finally:
+            batches.close()
+            if not cfg.persistent_workers:
+                self.close()
 
-    def _converted(self, ring: _SlotRing | None) -> Iterator[dict]:
-        for batch in self.dataloader:
-            if ring is not None:
-                ring.release_unused()  # every batch, also those that came without a slot
-            batch = _to_torch(batch, ring)
-            yield _pinned(batch) if self.pin_memory else batch
+    def _converted(self, ring: SlotRing | None, batches: Iterator[dict]) -> Iterator[dict]:
+        try:
+            for batch in batches:
+                if ring is not None:
+                    ring.release_unused()  # every batch, also those that came without a slot
+                batch = _to_torch(batch, ring)
+                yield _pinned(batch) if self.pin_memory else batch
+        finally:
+            batches.close()
 
 
 def _pinned(batch: dict) -> dict:
@@ -735,12 +708,11 @@ def make_loader(source, *, batch_size: int, num_workers: int = 0, shuffle: bool 
     rank, world = _rank_world(cfg)
     dataset = ShardStream(shards, cfg, rank=rank, world_size=world)
     pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
-    extra = ({"prefetch_factor": cfg.prefetch_factor, "persistent_workers": cfg.persistent_workers}
-             if num_workers > 0 else {})
-    # With workers, batches arrive as numpy fields plus a shared-memory slot number; the ShardLoader turns them
-    # into tensors (and pins them) in the main process.
-    dataloader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin and num_workers == 0,
-                            collate_fn=_as_is, **extra)
+    # Without workers, a DataLoader (batch_size=None) only pins; with workers, batches arrive from our worker
+    # processes as numpy fields plus a shared-memory slot number, and the ShardLoader turns them into tensors
+    # (and pins them) in the main process.
+    dataloader = (DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=pin, collate_fn=_as_is)
+                  if num_workers == 0 else None)
     return ShardLoader(dataset, dataloader, pin_memory=pin and num_workers > 0)
 
 

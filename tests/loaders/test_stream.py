@@ -342,7 +342,7 @@ def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, capl
     def no_shm(*args, **kwargs):
         raise RuntimeError("unable to write to file </torch_1>: No space left on device")
 
-    monkeypatch.setattr(stream, "_SlotRing", no_shm)
+    monkeypatch.setattr(stream, "SlotRing", no_shm)
     truth = dict(read_all(train_shards))
     loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
     batches = list(loader)
