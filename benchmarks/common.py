@@ -11,16 +11,6 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def best_of(fn, repeats: int = 2) -> tuple[float, object]:
-    """Best wall time of `repeats` calls (seconds) and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def table(title: str, rows: list[dict]) -> str:
     cols = list(rows[0])
     width = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
