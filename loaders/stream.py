@@ -631,9 +631,12 @@ class ShardLoader:
                 self._no_ring = True
                 log.warning("no shared-memory batch slots (%s); workers send each batch in its own segment", exc)
         if self._pool is None:
-            self._pool = WorkerPool(ds, cfg.num_workers, prefetch=cfg.prefetch_factor, seed=cfg.seed)
-        ds._control[0] += 1  # a new generation: slots of abandoned iterations become free
+            self._pool = WorkerPool(ds, cfg.num_workers, prefetch=cfg.prefetch_factor, seed=cfg.seed,
+                                    guess=cfg.persistent_workers)
         generation, epoch, skip_batches = ds._control.tolist()
+        # a new generation: slots of abandoned iterations become free
+        generation = self._pool.next_generation(generation, epoch, skip_batches)
+        ds._control[0] = generation
         if ds._ring is not None:
             ds._ring.release_unused()  # and those of batches the caller dropped since the last one arrived
         batches = self._converted(ds._ring, self._pool.epoch(generation, epoch, skip_batches))

@@ -42,11 +42,13 @@ class SlotRing:
     Without it each worker batch costs a fresh shared-memory segment: `share_memory_()` of 9.6 MB (batch 64) takes
     ~7 ms here, and the main process page-faults the new mapping again (~2.3 ms), more than decoding 40 images.
     Slots are allocated once. `state[w, k]`: 0 free; g > 0 taken by worker w in iteration generation g; -1 held
-    by the main process. A worker takes a slot that is free or left over from an older generation (a batch
-    never taken because an iteration was abandoned), decodes into it and sends only its number; the main
-    process wraps it as the batch's `image` and frees it once nothing references that array any more (the
-    `_BufferPool` rule). Each cell is written by one side at a time. A worker that finds no free slot (the caller
-    keeps many batches alive) falls back to a fresh shared tensor, so nothing ever waits on a slot."""
+    by the main process. A worker takes a slot that is free or left over from a generation before the previous
+    one (a batch never taken because an iteration was abandoned, or a guessed epoch nobody asked for; the
+    previous generation's last batches may still be on their way while a worker starts the next epoch),
+    decodes into it and sends only its number; the main process wraps it as the batch's `image` and frees it
+    once nothing references that array any more (the `_BufferPool` rule). Each cell is written by one side at a
+    time. A worker that finds no free slot (the caller keeps many batches alive) falls back to a fresh shared
+    tensor, so nothing ever waits on a slot."""
 
     def __init__(self, workers: int, slots: int, shape: tuple[int, ...], embed_dim: int) -> None:
         self.pixels = torch.empty((workers, slots, *shape), dtype=torch.uint8).share_memory_()
@@ -69,7 +71,7 @@ class SlotRing:
         [B, D])."""
         pixels, embeddings, state = self.arrays()
         mine = state[worker]
-        free = np.flatnonzero((mine == 0) | ((mine > 0) & (mine < generation)))
+        free = np.flatnonzero((mine == 0) | ((mine > 0) & (mine < generation - 1)))
         if not len(free):
             return None
         k = int(free[0])
@@ -100,8 +102,17 @@ def _dumps(obj) -> memoryview:
     return ForkingPickler.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # shared tensors travel as handles
 
 
-def _worker_main(dataset, worker: int, seed: int, commands, results) -> None:
-    """A worker process: wait for commands, produce batches while it has credit."""
+def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, guess: bool, commands,
+                 results) -> None:
+    """A worker process: wait for commands, produce batches while it has credit.
+
+    In epoch e, worker w produces what DataLoader's worker (w - e) % W would (`ShardStream.produce`), and the
+    main process starts its round-robin at worker e % W: the same batches in the same order, but the share with
+    one batch more (when the batches do not divide evenly) moves from worker to worker each epoch.
+    Messages carry the run's tag (generation, epoch, skip_batches). Having finished its share of an epoch, a
+    worker goes on with the next one (tag (generation + 1, epoch + 1, 0), up to `prefetch` batches) instead of
+    waiting for the others: the usual next request, which then finds its first batches ready. Any other
+    request replaces that guess."""
     import gc
     import random
 
@@ -114,36 +125,49 @@ def _worker_main(dataset, worker: int, seed: int, commands, results) -> None:
     # here), and the loader's short-lived samples trigger one every few thousand samples. `gc.freeze` exempts
     # them, as the gc docs advise after a fork.
     gc.freeze()
+
+    def start(tag: tuple[int, int, int]) -> Iterator:
+        generation, epoch, skip_batches = tag
+        return dataset.produce((worker - epoch) % workers, generation, epoch, skip_batches)
+
     epoch_batches: Iterator | None = None
-    generation = credit = 0
+    tag: tuple[int, int, int] = (0, 0, 0)
+    credit, guessed = 0, False
     try:
         while True:
             while epoch_batches is None or credit == 0 or commands.poll():
                 msg = commands.recv()
                 if msg is None:
                     return
-                kind, gen = msg[0], msg[1]
+                kind, generation = msg[0], msg[1]
                 if kind == "run":  # ("run", generation, epoch, skip_batches, credit)
+                    if guessed and epoch_batches is not None and tuple(msg[1:4]) == tag:
+                        guessed = False  # the guess was right: go on, with the credit it has left
+                        continue
                     if epoch_batches is not None:
                         epoch_batches.close()
-                    generation, credit = gen, msg[4]
-                    epoch_batches = dataset.produce(worker, gen, msg[2], msg[3])
-                elif gen == generation and kind == "credit":
+                    tag, credit, guessed = tuple(msg[1:4]), msg[4], False
+                    epoch_batches = start(tag)
+                elif generation == tag[0] and kind == "credit":
                     credit += 1
-                elif gen == generation and kind == "halt" and epoch_batches is not None:
+                elif generation == tag[0] and kind == "halt" and epoch_batches is not None:
                     epoch_batches.close()
                     epoch_batches = None
             try:
                 batch = next(epoch_batches)
             except StopIteration:
-                results.send_bytes(_dumps((generation, "end", None)))
+                results.send_bytes(_dumps((tag, "end", None)))
                 epoch_batches = None
+                if guess and not guessed:
+                    tag, credit, guessed = (tag[0] + 1, tag[1] + 1, 0), prefetch, True
+                    epoch_batches = start(tag)
                 continue
             except Exception as exc:  # noqa: BLE001 - handed to the main process, raised there
-                results.send_bytes(_dumps((generation, "error", _describe(exc))))
+                if not guessed:  # a guess's error comes back when that epoch is asked for
+                    results.send_bytes(_dumps((tag, "error", _describe(exc))))
                 epoch_batches = None
                 continue
-            results.send_bytes(_dumps((generation, "batch", batch)))
+            results.send_bytes(_dumps((tag, "batch", batch)))
             credit -= 1
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass  # the main process is stopping (Ctrl-C reaches the whole process group) or gone
@@ -158,17 +182,19 @@ def _describe(exc: BaseException) -> tuple[str, str]:
 
 
 class WorkerPool:
-    """Persistent worker processes; `epoch(...)` yields the epoch's batches in order (batch i from worker i % W)."""
+    """Persistent worker processes; `epoch(...)` yields the epoch's batches in order (batch i of epoch e from
+    worker (i + e) % W)."""
 
-    def __init__(self, dataset, workers: int, *, prefetch: int, seed: int = 0) -> None:
+    def __init__(self, dataset, workers: int, *, prefetch: int, seed: int = 0, guess: bool = True) -> None:
         ctx = multiprocessing.get_context()
         self.prefetch = max(1, prefetch)
+        self.last: tuple[int, int, int] | None = None  # tag of the last epoch run to its end
         self.processes, self.commands, self.results = [], [], []
         for w in range(workers):
             cmd_out, cmd_in = ctx.Pipe(duplex=False)
             res_out, res_in = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker_main, args=(dataset, w, seed, cmd_out, res_in), daemon=True,
-                               name=f"shardloader-worker-{w}")
+            proc = ctx.Process(target=_worker_main, name=f"shardloader-worker-{w}", daemon=True,
+                               args=(dataset, w, workers, seed, self.prefetch, guess, cmd_out, res_in))
             proc.start()
             cmd_out.close()
             res_in.close()
@@ -184,21 +210,30 @@ class WorkerPool:
     def close(self) -> None:
         self._finalizer()
 
+    def next_generation(self, current: int, epoch: int, skip_batches: int) -> int:
+        """The generation for a run of (epoch, skip_batches) after generation `current`: one more when it is the
+        epoch the workers went on with by themselves (their guess, generation current + 1), else three more, so
+        that the slots of an abandoned run (current) and of a wrong guess (current + 1) count as left over."""
+        last = self.last
+        follows = last is not None and last[0] == current and (epoch, skip_batches) == (last[1] + 1, 0)
+        return current + (1 if follows else 3)
+
     def epoch(self, generation: int, epoch: int, skip_batches: int) -> Iterator[dict]:
         """Start every worker on the epoch and yield its batches (numpy fields + slot, see `ShardStream.produce`).
         Closing the iterator early halts the workers."""
+        tag = (generation, epoch, skip_batches)
         for cmd in self.commands:
-            cmd.send(("run", generation, epoch, skip_batches, self.prefetch))
+            cmd.send(("run", *tag, self.prefetch))
         done = [False] * len(self.processes)
-        w = 0
+        w = epoch % len(done)
         try:
             while not all(done):
                 if done[w]:
                     w = (w + 1) % len(done)
                     continue
-                gen, kind, payload = self._receive(w)
-                if gen != generation:
-                    continue  # left over from an abandoned iteration
+                got, kind, payload = self._receive(w)
+                if got != tag:
+                    continue  # left over from an abandoned iteration, or a guess that was not asked for
                 if kind == "end":
                     done[w] = True
                 elif kind == "error":
@@ -212,6 +247,7 @@ class WorkerPool:
                     self.commands[w].send(("credit", generation))  # the worker goes on while the caller trains
                     yield payload
                 w = (w + 1) % len(done)
+            self.last = tag
         finally:
             for w, finished in enumerate(done):
                 if not finished and self.processes[w].is_alive():

@@ -64,3 +64,45 @@ def test_close_and_non_persistent_workers(train_shards):
     assert _keys(loader) == first
     once = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=2, persistent_workers=False)
     assert _keys(once) == first and once._pool is None
+
+
+def test_next_epoch_started_early_never_overwrites_batches_on_their_way(train_shards):
+    """Workers go on with the next epoch as soon as their share of one ends, while their last batches may still be
+    waiting to be taken: those slots must not be reused. A slow caller leaves them waiting; every image is
+    checked. Then an epoch other than the guessed one, and a resume, still come out exactly."""
+    import time
+
+    from .test_stream import _check_against_shards, read_all
+
+    truth = dict(read_all(train_shards))
+    loader = make_loader(str(train_shards), batch_size=4, num_workers=2, prefetch_factor=1, seed=11)
+    ref = make_loader(str(train_shards), batch_size=4, num_workers=2, prefetch_factor=1, seed=11,
+                      persistent_workers=False)  # no guessing
+    for epoch in range(4):
+        keys = []
+        for i, batch in enumerate(loader):
+            if i >= len(loader) - 4:
+                time.sleep(0.1)  # the workers are done with this epoch and start the next one meanwhile
+            for key, image, emb in zip(batch["key"], batch["image"], batch["text_embedding"]):
+                _check_against_shards(truth, key, image, emb)
+            keys += batch["key"]
+        ref.set_epoch(epoch)
+        assert keys == _keys(ref)
+    for epoch, skip in ((7, 0), (8, 2), (9, 0)):  # not the guess; a resume; the guess again
+        loader.set_epoch(epoch, skip_batches=skip)
+        ref.set_epoch(epoch)
+        assert _keys(loader) == _keys(ref)[4 * skip:]
+
+
+def test_worker_rotation_keeps_dataloaders_order(train_shards):
+    """Which worker makes the larger share changes every epoch; the batches and their order stay those a plain
+    DataLoader with as many workers gives over the same dataset."""
+    from torch.utils.data import DataLoader
+
+    loader = make_loader(str(train_shards), batch_size=5, num_workers=2, seed=3)
+    plain = make_loader(str(train_shards), batch_size=5, num_workers=2, seed=3).dataset
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        batches = DataLoader(plain, batch_size=None, num_workers=2)
+        assert _keys(loader) == [k for b in batches for k in b["key"]]
