@@ -29,9 +29,6 @@ import torch.multiprocessing  # noqa: F401 - registers torch's tensor reducers w
 
 log = logging.getLogger("loaders")
 
-_POLL_S = 5.0  # how often a waiting main process checks that the worker it waits for is alive
-
-
 class WorkerError(RuntimeError):
     """A worker process failed or died; the message says which and why."""
 
@@ -222,6 +219,7 @@ class WorkerPool:
         """Start every worker on the epoch and yield its batches (numpy fields + slot, see `ShardStream.produce`).
         Closing the iterator early halts the workers."""
         tag = (generation, epoch, skip_batches)
+        credit = pickle.dumps(("credit", generation))
         for cmd in self.commands:
             cmd.send(("run", *tag, self.prefetch))
         done = [False] * len(self.processes)
@@ -244,7 +242,7 @@ class WorkerPool:
                     raise LoaderError(message) if name == "LoaderError" else WorkerError(
                         f"loader worker {w} failed:\n{message}")
                 else:
-                    self.commands[w].send(("credit", generation))  # the worker goes on while the caller trains
+                    self.commands[w].send_bytes(credit)  # the worker goes on while the caller trains
                     yield payload
                 w = (w + 1) % len(done)
             self.last = tag
@@ -257,10 +255,9 @@ class WorkerPool:
                         pass
 
     def _receive(self, w: int) -> tuple:
+        # Blocking is safe: only the worker holds the write end (this process closed its copy before starting
+        # any other), so a worker that dies ends the read with EOFError.
         conn, proc = self.results[w], self.processes[w]
-        while not conn.poll(_POLL_S):
-            if not proc.is_alive():
-                break
         try:
             return pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
