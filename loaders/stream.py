@@ -295,15 +295,15 @@ class ShardStream(IterableDataset):
     def _records(self, url: str, keys: list[str], fields: dict[str, list], warn) -> list[tuple]:
         """The group's samples parsed (`_record`); under on_error="skip" bad ones are left out, with a warning."""
         none = [None] * len(keys)
-        columns = zip(keys, fields.get("jpg", none), fields.get("json", none), fields.get("npy", none))
+        samples = list(zip(keys, fields.get("jpg", none), fields.get("json", none), fields.get("npy", none)))
         record = self._record
         try:
-            return [record(url, *sample) for sample in columns]
+            return [record(url, *sample) for sample in samples]
         except LoaderError:
             if self.cfg.on_error != "skip":
                 raise
         out = []
-        for sample in zip(keys, fields.get("jpg", none), fields.get("json", none), fields.get("npy", none)):
+        for sample in samples:
             try:
                 out.append(record(url, *sample))
             except LoaderError as exc:
@@ -345,12 +345,15 @@ class ShardStream(IterableDataset):
         initial = max(1, size // 10)
         buf: list = []
         draws: list[float] = []
+        hold = False
         for chunk in chunks:
             out = []
             for item in chunk:
                 buf.append(item)
-                if len(buf) < size and len(buf) % 2:  # filling: one yielded per two read
-                    continue
+                if len(buf) < size:
+                    hold = not hold
+                    if hold:  # filling: one yielded per two read
+                        continue
                 if len(buf) >= initial:
                     if not draws:
                         draws = rng.random(256).tolist()

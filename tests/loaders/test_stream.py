@@ -81,6 +81,20 @@ def test_reshuffle_per_epoch_and_determinism(train_shards):
     assert _keys(c) == e1
 
 
+def test_shuffle_buffer_fills_to_its_size(train_shards):
+    """It starts yielding at a tenth of its size, then reads two samples per sample yielded until it holds
+    `shuffle_buffer` samples; every sample comes out once."""
+    import numpy as np
+
+    ds = make_loader(str(train_shards), batch_size=8, shuffle_buffer=100).dataset
+    chunks = list(ds._iter_shuffled(iter([list(range(600)), list(range(600, 1000))]), np.random.default_rng(0)))
+    # 100 held (99 between yields) from the 190th read on, then one out per one in; the rest comes out at the end
+    assert [len(c) for c in chunks] == [600 - 99, 400, 99]
+    assert sorted(x for c in chunks for x in c) == list(range(1000))
+    small = list(ds._iter_shuffled(iter([list(range(50))]), np.random.default_rng(0)))
+    assert len(small[0]) == 1 + (50 - 10) // 2  # the 10th read, then every second one
+
+
 def test_random_caption_covers_all_captions(train_shards):
     loader = make_loader(str(train_shards), batch_size=16, seed=0)
     chosen: dict[str, set] = {}
