@@ -267,7 +267,8 @@ class ShardStream(IterableDataset):
         """One sample as (url, key, image_id, caption(s), embedding row(s), jpeg bytes). Raises LoaderError.
 
         Parsed as soon as it is read: the caption is chosen from (seed, epoch, key) alone, so only the chosen
-        embedding row travels through the shuffle buffer, as a view of the npy bytes (no copy)."""
+        embedding row travels through the shuffle buffer, as (dtype, a view of its bytes in the npy member): no
+        copy, and a batch's rows become one array with a single join."""
         cfg = self.cfg
         try:
             if jpg is None or meta_json is None or npy is None:
@@ -289,8 +290,10 @@ class ShardStream(IterableDataset):
             return url, key, image_id, captions, np.frombuffer(npy, dtype, n * cfg.embed_dim, offset), jpg
         # crc32(f"{seed}:{epoch}:{key}") continued from the salt's crc
         j = 0 if cfg.caption == "first" or n == 1 else zlib.crc32(key.encode(), self._salt) % n
-        row = np.frombuffer(npy, dtype, cfg.embed_dim, offset + j * cfg.embed_dim * dtype.itemsize)
-        return url, key, image_id, captions[j], row, jpg
+        size = cfg.embed_dim * dtype.itemsize
+        if fortran:
+            npy = npy.tobytes()
+        return url, key, image_id, captions[j], (dtype, memoryview(npy)[offset + j * size:offset + (j + 1) * size]), jpg
 
     def _records(self, url: str, keys: list[str], fields: dict[str, list], warn) -> list[tuple]:
         """The group's samples parsed (`_record`); under on_error="skip" bad ones are left out, with a warning."""
@@ -432,7 +435,12 @@ class ShardStream(IterableDataset):
             batch["caption_mask"] = mask  # [B, n_max]
             batch["captions"] = [list(c) for c in captions]
         else:
-            batch["text_embedding"] = np.stack(rows).astype(np.float32, copy=False)  # [B, 512]
+            dtype = rows[0][0]
+            if all(r[0] == dtype for r in rows):
+                emb = np.frombuffer(b"".join([r[1] for r in rows]), dtype).reshape(len(rows), -1)
+            else:  # shards written with different dtypes
+                emb = np.stack([np.frombuffer(r[1], r[0]) for r in rows])
+            batch["text_embedding"] = emb.astype(np.float32, copy=False)  # [B, 512]
             batch["caption"] = list(captions)
         return batch
 

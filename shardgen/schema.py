@@ -58,7 +58,8 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int, int]] = {}
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int, int]] = {}  # header dict text, or the
+# first 128 bytes of the file when that is exactly magic + version + length + header
 
 
 def npy_layout(data) -> tuple[np.dtype, tuple[int, ...], bool, int]:
@@ -67,6 +68,10 @@ def npy_layout(data) -> tuple[np.dtype, tuple[int, ...], bool, int]:
 
     `np.load` re-parses the header dict with `ast` for every sample (~55 µs); embeddings share a handful of
     headers, so parsed headers are cached."""
+    head = bytes(data[:128])  # the whole header of a version-1 file with a short header dict (ours: 128 bytes)
+    parsed = _NPY_HEADERS.get(head)
+    if parsed is not None and len(data) - parsed[3] == parsed[4]:
+        return parsed[:4]
     if data[:6] != b"\x93NUMPY":
         raise ValueError("not a .npy file")
     major = data[6]
@@ -89,6 +94,8 @@ def npy_layout(data) -> tuple[np.dtype, tuple[int, ...], bool, int]:
         parsed = (dtype, shape, bool(d["fortran_order"]), start + hlen, int(np.prod(shape)) * dtype.itemsize)
         if len(_NPY_HEADERS) < 256:
             _NPY_HEADERS[header] = parsed
+            if start + hlen == 128:  # also by the file's first 128 bytes: one lookup next time
+                _NPY_HEADERS[bytes(data[:128])] = parsed
     dtype, shape, fortran, offset, nbytes = parsed
     if len(data) - offset != nbytes:
         raise ValueError(f"npy payload has {len(data) - offset} bytes, header says {nbytes}")
