@@ -3,31 +3,29 @@ hands batches to the main process through shared memory.
 
 Why not DataLoader's workers: per batch, DataLoader sends an index to a worker through a queue (a feeder thread
 and a pickle on each side), the worker sends the batch back the same way, and the main process wraps every
-`next()` in a profiler scope. Measured here on 2 cores that machinery cost ~5 µs of main-process CPU and ~7 µs
-of worker CPU per image (batch 64), ~7 % of the loader's throughput, for batches whose pixels and embeddings
-already travel in shared memory. Here each worker owns two pipes: commands in (run an epoch, a credit per batch
-taken, halt, stop) and results out (a small pickled message per batch: keys, captions, ids, the slot number).
-Workers are started once (`multiprocessing`'s default context, as DataLoader does) and run ahead of the caller
-by `prefetch` batches; an abandoned epoch's leftovers are recognised by their generation number and dropped.
+`next()` in a profiler scope, for batches whose pixels and embeddings already travel in shared memory. Measured
+here on 2 cores (batch 64): training-process CPU 5.5 → 2.3 µs per image, loader throughput +3 %. And a persistent
+DataLoader worker idles from the end of its share of an epoch until the next epoch is asked for, while the
+worker with the larger share (batches rarely divide evenly) finishes it: ~5 % of one core per 2000-image epoch.
+Here each worker owns two pipes: commands in (run an epoch, a credit per batch taken, halt, stop) and results
+out (a small pickled message per batch: keys, captions, ids, the slot number). Workers are started once
+(`multiprocessing`'s default context, as DataLoader does) and run ahead of the caller by `prefetch` batches; an
+abandoned epoch's leftovers are recognised by their generation number and dropped.
 """
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import pickle
 import sys
 import traceback
 import weakref
 from collections.abc import Iterator
-
 from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import torch
 import torch.multiprocessing  # noqa: F401 - registers torch's tensor reducers with ForkingPickler
-
-log = logging.getLogger("loaders")
 
 class WorkerError(RuntimeError):
     """A worker process failed or died; the message says which and why."""
