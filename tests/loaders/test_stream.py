@@ -133,10 +133,12 @@ def test_loader_plus_device_step_equals_seed_pipeline_on_stored_images(train_sha
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
-def test_gpu_decode_path_falls_back_to_cpu(train_shards):
-    batch = next(iter(make_loader(str(train_shards), batch_size=4, decode="gpu", shuffle=False)))
-    assert "image" not in batch and len(batch["jpeg"]) == 4
-    ref = next(iter(make_loader(str(train_shards), batch_size=4, shuffle=False)))
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gpu_decode_path_falls_back_to_cpu(train_shards, workers):
+    batch = next(iter(make_loader(str(train_shards), batch_size=4, decode="gpu", shuffle=False, num_workers=workers)))
+    assert "image" not in batch and len(batch["jpeg"]) == 4 and batch["jpeg"][0].dtype == torch.uint8
+    ref = next(iter(make_loader(str(train_shards), batch_size=4, shuffle=False, num_workers=workers)))
+    assert batch["key"] == ref["key"]
     out = next(iter(DeviceLoader([batch], "cpu")))["image"]
     expected = Normalize()(ref["image"])
     assert (out - expected).abs().max() < 0.1  # libjpeg vs libjpeg-turbo rounding differs by ≤ 1 level
