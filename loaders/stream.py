@@ -10,7 +10,6 @@ float is the device's job (`loaders.gpu`).
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from shardgen.tarstream import TarFormatError, iter_sample_groups
 from .decode import DecodeError, available_backends, decode_into
 from .plan import Span, batches_per_rank, plan_resampled, plan_worker, rank_samples, worker_batch_sizes
 from .sources import ShardSet, resolve_source
-from .workers import SlotRing, WorkerPool
+from .workers import SlotRing, WorkerPool, freeze_inherited_objects
 
 log = logging.getLogger("loaders")
 _json_scan = json.JSONDecoder().scan_once  # the C scanner without `json.loads`' wrappers (~1.5 µs a sample)
@@ -116,21 +115,6 @@ def _rank_world(cfg: LoaderConfig) -> tuple[int, int]:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not in [0, world_size={world})")
     return rank, world
-
-
-_FROZEN = False
-
-
-def _freeze_inherited_objects() -> None:
-    """In a DataLoader worker (our process), exempt everything inherited from the parent from garbage collection.
-
-    A worker inherits the parent's ~300k objects (torch alone); every full collection walks them all (~160 ms
-    here, and copy-on-write copies of the pages it touches), and the loader's short-lived samples trigger one
-    every few thousand samples: ~10 µs a sample. `gc.freeze` is what the gc docs advise after a fork."""
-    global _FROZEN
-    if not _FROZEN:
-        gc.freeze()
-        _FROZEN = True
 
 
 class _RateLimitedWarning:
@@ -480,7 +464,7 @@ class ShardStream(IterableDataset):
         """One epoch, in this process (`num_workers=0`) or in a DataLoader worker of the caller's own."""
         info = get_worker_info()
         if info is not None:
-            _freeze_inherited_objects()
+            freeze_inherited_objects()
             self._in_worker = info.id
         generation, epoch, skip_batches = self._control.tolist()
         return self.produce(info.id if info is not None else 0, generation, epoch, skip_batches)

@@ -15,6 +15,7 @@ abandoned epoch's leftovers are recognised by their generation number and droppe
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import pickle
 import sys
@@ -93,6 +94,22 @@ class SlotRing:
         self._views = keep
 
 
+_FROZEN = False
+
+
+def freeze_inherited_objects() -> None:
+    """In a worker process (ours, or a DataLoader's), exempt everything inherited from the parent from garbage
+    collection.
+
+    A worker inherits the parent's ~300k objects (torch alone): every full collection walks them all (~160 ms
+    here, and copy-on-write copies of the pages it touches), and the loader's short-lived samples trigger one
+    every few thousand samples: ~10 µs a sample. `gc.freeze` is what the gc docs advise after a fork."""
+    global _FROZEN
+    if not _FROZEN:
+        gc.freeze()
+        _FROZEN = True
+
+
 def _dumps(obj) -> memoryview:
     return ForkingPickler.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # shared tensors travel as handles
 
@@ -108,7 +125,6 @@ def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, g
     worker goes on with the next one (tag (generation + 1, epoch + 1, 0), up to `prefetch` batches) instead of
     waiting for the others: the usual next request, which then finds its first batches ready. Any other
     request replaces that guess."""
-    import gc
     import random
 
     torch.set_num_threads(1)
@@ -116,10 +132,7 @@ def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, g
     torch.manual_seed(seed + worker)
     np.random.seed((seed + worker) % 2**32)
     dataset._in_worker = worker
-    # A worker inherits the parent's ~300k objects (torch alone): every full collection walks them all (~160 ms
-    # here), and the loader's short-lived samples trigger one every few thousand samples. `gc.freeze` exempts
-    # them, as the gc docs advise after a fork.
-    gc.freeze()
+    freeze_inherited_objects()
 
     def start(tag: tuple[int, int, int]) -> Iterator:
         generation, epoch, skip_batches = tag
