@@ -625,6 +625,8 @@ class ShardLoader:
             except (RuntimeError, OSError) as exc:  # e.g. a container's small /dev/shm
                 self._no_ring = True
                 log.warning("no shared-memory batch slots (%s); workers send each batch in its own segment", exc)
+        if self._pool is not None and not self._pool.healthy:  # a worker died (killed, out of memory): start anew
+            self.close()
         if self._pool is None:
             self._pool = WorkerPool(ds, cfg.num_workers, prefetch=cfg.prefetch_factor, seed=cfg.seed,
                                     guess=cfg.persistent_workers)

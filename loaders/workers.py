@@ -126,7 +126,11 @@ def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, g
     waiting for the others: the usual next request, which then finds its first batches ready. Any other
     request replaces that guess."""
     import random
+    import signal
 
+    # Ctrl-C is for the training process (the whole process group gets it): it stops iterating, and these workers
+    # stay usable for the next loop; they end when it closes the pipes or exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     random.seed(seed + worker)
     torch.manual_seed(seed + worker)
@@ -177,8 +181,8 @@ def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, g
                 continue
             results.send_bytes(_dumps((tag, "batch", batch)))
             credit -= 1
-    except (KeyboardInterrupt, EOFError, BrokenPipeError):
-        pass  # the main process is stopping (Ctrl-C reaches the whole process group) or gone
+    except (EOFError, BrokenPipeError):
+        pass  # the main process closed the pipes or is gone
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
@@ -212,8 +216,9 @@ class WorkerPool:
         self._finalizer = weakref.finalize(self, _shutdown, self.processes, self.commands, self.results)
 
     @property
-    def alive(self) -> bool:
-        return self._finalizer.alive
+    def healthy(self) -> bool:
+        """Not closed, and every worker process still running."""
+        return self._finalizer.alive and all(p.is_alive() for p in self.processes)
 
     def close(self) -> None:
         self._finalizer()

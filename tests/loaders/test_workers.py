@@ -36,8 +36,25 @@ def test_a_killed_worker_is_reported_not_waited_for(train_shards):
     with pytest.raises(WorkerError, match="worker 1 .* exited unexpectedly"):
         for _ in it:
             pass
-    loader.close()
-    assert len(_keys(loader)) == 48  # new workers after close
+    assert len(_keys(loader)) == 48  # the next epoch starts new workers
+
+
+def test_ctrl_c_stops_the_loop_not_the_workers(train_shards):
+    """Ctrl-C reaches the whole process group: the training loop stops, the workers ignore it and serve the next
+    loop (as when a notebook cell is interrupted and run again)."""
+    loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
+    ref = _keys(loader)
+    processes = loader._pool.processes
+    loader.set_epoch(0)
+    with pytest.raises(KeyboardInterrupt):
+        for i, _ in enumerate(loader):
+            if i == 1:
+                for p in processes:
+                    os.kill(p.pid, signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+    assert all(p.is_alive() for p in processes)
+    loader.set_epoch(0)
+    assert _keys(loader) == ref and loader._pool.processes == processes
 
 
 def test_early_stop_then_exact_epochs(train_shards):
