@@ -22,7 +22,7 @@ import torch
 
 from models.text import DEFAULT_TEXT_ENCODER
 
-from .coco import CaptionReport, find_split, load_split
+from .coco import find_split, load_split
 from .embeddings import cache_path, encode_captions, encoder_fingerprint, save_cache
 from .errors import UserError
 from .export import write_dali_index
