@@ -367,12 +367,12 @@ def iter_members(fh) -> Iterator[tuple[str, bytes]]:
 def split_member_name(name: str) -> tuple[str, str]:
     """`dir/000000391895.jpg` → (`dir/000000391895`, `jpg`): the key ends at the base name's first dot, the rule
     webdataset, wids and DALI share."""
-    slash = name.rfind("/") + 1
-    dot = name.find(".", slash)
-    return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
+    key, ext = _split_raw(name.encode("utf-8", "surrogateescape"))
+    return _text(key), _text(ext)
 
 
 def _split_raw(name: bytes) -> tuple[bytes, bytes]:
+    """`split_member_name` on a raw member name."""
     if 47 in name:  # a "/": the key ends at the first dot of the base name
         slash = name.rfind(b"/") + 1
         dot = name.find(b".", slash)
