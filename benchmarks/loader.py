@@ -3,7 +3,9 @@
 P1: our loader vs (a) the seed's way (map-style dataset over raw JPEGs, PIL decode + Resize + CenterCrop +
 ToTensor + Normalize, DataLoader with 2 workers) and (b) plain webdataset (`WebDataset(...).map(decode).batched`)
 in a DataLoader with 2 workers. P2: our loader vs its floor, a one-thread loop that only decodes the same stored
-JPEGs to uint8, times the number of cores. Memory: our loader's RSS after each of 3 epochs.
+JPEGs to uint8, times the number of cores; next to it, decoding alone done the way a multi-process loader must
+(`decode_ceiling`), to tell the machine's share of the gap from the loader's. Memory: our loader's RSS after each
+of 3 epochs.
 Methods are measured in interleaved rounds (best round each) so the machine's drift hits all of them alike.
 Our loader is timed as training uses it, EPOCHS consecutive epochs after an untimed one that starts its workers,
 and stopped afterwards, so that its worker processes are gone while the other methods are timed.
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from .common import ensure_encoder, ensure_sample, rss_tree_mb, table, write_result
+from .decode_ceiling import decode_in_processes
 
 BATCH = 64
 ROUNDS = 5
@@ -140,6 +143,10 @@ def run(work: Path, *, images: int = 2000) -> dict:
                "webdataset": (3, lambda r: _timed(lambda: _count(plain_webdataset(urls)))),
                "floor": (ROUNDS, lambda r: _timed(lambda: decode_floor(jpgs))),
                "decode-only threads": (ROUNDS, lambda r: _timed(lambda: decode_floor(jpgs, threads=cores))),
+               "decode-only processes": (ROUNDS, lambda r: decode_in_processes(
+                   urls, processes=cores, mode="bytes, one buffer", passes=EPOCHS, batch=BATCH)),
+               "decode as a loader must": (ROUNDS, lambda r: decode_in_processes(
+                   urls, processes=cores, mode="mapped shards, batch slots", passes=EPOCHS, batch=BATCH)),
                **{name: (ROUNDS, lambda r, ld=ld: streaming(ld, 100 * (r + 1))) for name, ld in loaders.items()}}
     best: dict[str, float] = {}
     for r in range(ROUNDS):
@@ -152,6 +159,7 @@ def run(work: Path, *, images: int = 2000) -> dict:
     best_name = max(ours, key=ours.get)
     floor = best["floor"] * cores
     parallel = best["decode-only threads"]
+    processes, ceiling = best["decode-only processes"], best["decode as a loader must"]
 
     rows = [{"loader": "seed: map-style raw JPEG, PIL + Normalize, 2 workers", "img/s": results["seed"],
              "x seed": 1.0, "x webdataset": results["seed"] / results["webdataset"]},
@@ -160,15 +168,24 @@ def run(work: Path, *, images: int = 2000) -> dict:
     rows += [{"loader": name, "img/s": v, "x seed": v / results["seed"], "x webdataset": v / results["webdataset"]}
              for name, v in ours.items()]
     p2 = {"floor_img_per_s": floor, "ours_img_per_s": ours[best_name], "fraction_of_floor": ours[best_name] / floor,
-          "decode_only_threads_img_per_s": parallel, "fraction_of_decode_only_threads": ours[best_name] / parallel}
+          "decode_only_threads_img_per_s": parallel, "fraction_of_decode_only_threads": ours[best_name] / parallel,
+          "decode_only_processes_img_per_s": processes, "decode_as_loader_must_img_per_s": ceiling,
+          "decode_as_loader_must_fraction_of_floor": ceiling / floor,
+          "fraction_of_decode_as_loader_must": ours[best_name] / ceiling}
     print(table(f"P1 loader throughput: {len(jpgs)} images, batch {BATCH}, uint8 out (best of interleaved rounds: "
                 f"seed 2, webdataset 3, ours {ROUNDS} of {EPOCHS} consecutive epochs)", rows))
     print(table(f"P2 ours vs decode-only floor (1 thread × cores; best of {ROUNDS} interleaved rounds)", [
         {"what": f"floor: decode loop × {cores} cores", "img/s": floor},
         {"what": f"decode-only loop on {cores} threads (measured)", "img/s": parallel},
+        {"what": f"decode-only loop in {cores} processes, bytes in, one buffer out", "img/s": processes},
+        {"what": f"decode-only in {cores} processes, mapped shards in, shared batch slots out", "img/s": ceiling},
+        {"what": "  that / floor (the most any multi-process loader could reach here)",
+         "img/s": p2["decode_as_loader_must_fraction_of_floor"]},
         {"what": f"best ours ({best_name})", "img/s": ours[best_name]},
         {"what": "ours / floor", "img/s": p2["fraction_of_floor"]},
-        {"what": f"ours / decode-only on {cores} threads", "img/s": p2["fraction_of_decode_only_threads"]}]))
+        {"what": f"ours / decode-only on {cores} threads", "img/s": p2["fraction_of_decode_only_threads"]},
+        {"what": "ours / decode as a loader must (what parsing, batching, hand-off cost)",
+         "img/s": p2["fraction_of_decode_as_loader_must"]}]))
 
     loader = make_loader(str(shards), batch_size=BATCH, **variants[best_name])
     rss = []
@@ -178,6 +195,6 @@ def run(work: Path, *, images: int = 2000) -> dict:
     loader.close()
     print(f"memory: RSS (loader process + its workers) after epochs 1-3: {', '.join(f'{r:.0f} MB' for r in rss)}")
     data = {"n_images": len(jpgs), "rows": rows, "p2": p2, "rss_mb_per_epoch": rss, "best": best_name,
-            "rounds": {"seed": 2, "webdataset": 3, "ours": ROUNDS, "floor": ROUNDS}, "ours_epochs_per_round": EPOCHS}
+            "rounds": {"seed": 2, "webdataset": 3, "ours": ROUNDS, "floor": ROUNDS, "decode probes": ROUNDS}, "ours_epochs_per_round": EPOCHS}
     write_result("loader", data)
     return data
