@@ -7,6 +7,7 @@ image/caption grid PNG → stream the shards through ResNet50 + projection head 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -74,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {counts['trainable'] / 1e6:.1f} M trainable parameters, {note}")
     print(f"loader: {n} images/epoch at {load_rate:.0f} img/s (uint8, {loader.dataset.backend} decode)")
     print(f"image batch {tuple(batch['image'].shape)} {batch['image'].dtype} → embeddings "
-          f"{tuple(model(batch['image'][:2]).shape)}; InfoNCE on 2 batches: {', '.join(f'{x:.3f}' for x in losses)}")
+          f"{tuple(model(batch['image'][:2]).shape)}; InfoNCE on 2 batches: {', '.join(f'{x:.3f}' for x in losses)} "
+          f"(untrained: chance is ln {len(batch['image'])} = {math.log(len(batch['image'])):.3f})")
 
     step("summary")
     print(f"shards:  {out / 'shards'} (train, val) with manifest.json, sizes.json, shardindex.json")
     print(f"picture: {out / 'grid.png'}")
     print(f"total:   {time.perf_counter() - t0:.0f} s")
-    print("next:    python -m models.train --train-shards demo_out/shards/train --val-shards demo_out/shards/val "
-          "--out demo_out/run --arch resnet18 --no-pretrained --num-workers 0 --max-steps 20")
+    print(f"next:    python -m models.train --train-shards {out / 'shards' / 'train'} --val-shards "
+          f"{out / 'shards' / 'val'} --out {out / 'run'} --arch resnet18 --no-pretrained --num-workers 0 --max-steps 20")
     return 0
 
 
