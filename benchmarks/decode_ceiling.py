@@ -21,7 +21,8 @@ import torch
 SLOTS = 6  # per process, as the loader's ring: prefetch 2 + the batch being decoded + the caller's
 
 
-def _jpeg_views(urls: list[str]) -> tuple[list, list]:
+def jpeg_views(urls: list[str]) -> tuple[list, list]:
+    """The shards' stored JPEGs as views of memory maps, and the open files behind them."""
     from shardgen.tarstream import iter_sample_groups
 
     views, handles = [], []
@@ -42,9 +43,7 @@ def _child(w: int, processes: int, urls: list[str], mode: str, passes: int, batc
     slots[...] = 1  # fault the shared pages in, as a loader's ring is after its first epoch
     one = np.empty(slots.shape[2:], dtype=np.uint8)
     if mode == "bytes, one buffer":
-        views, handles = _jpeg_views(mine)
-        jpegs = [bytes(v) for v in views]
-        del views, handles
+        jpegs = [bytes(v) for v in jpeg_views(mine)[0]]
     ready.put(w)
     go.wait()
     t0 = time.perf_counter()
@@ -55,7 +54,7 @@ def _child(w: int, processes: int, urls: list[str], mode: str, passes: int, batc
                 simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=one)
             n += len(jpegs)
         else:
-            views, handles = _jpeg_views(mine)
+            views, handles = jpeg_views(mine)
             for i, data in enumerate(views):
                 simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=slots[(i // batch) % SLOTS][i % batch])
             n += len(views)

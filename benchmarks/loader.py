@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .common import ensure_encoder, ensure_sample, rss_tree_mb, table, write_result
-from .decode_ceiling import decode_in_processes
+from .decode_ceiling import decode_in_processes, jpeg_views
 
 BATCH = 64
 ROUNDS = 5
@@ -85,13 +85,7 @@ def plain_webdataset(urls: list[str], workers: int = 2):
 
 
 def stored_jpegs(urls: list[str]) -> list[bytes]:
-    from shardgen.schema import iter_tar_samples
-
-    jpgs = []
-    for url in urls:
-        with open(url, "rb") as fh:
-            jpgs += [fields["jpg"] for _, fields in iter_tar_samples(fh)]
-    return jpgs
+    return [bytes(v) for v in jpeg_views(urls)[0]]
 
 
 def decode_floor(jpgs: list[bytes], threads: int = 1) -> int:
