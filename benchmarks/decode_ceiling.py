@@ -23,7 +23,7 @@ SLOTS = 6  # per process, as the loader's ring: prefetch 2 + the batch being dec
 
 def jpeg_views(urls: list[str]) -> tuple[list, list]:
     """The shards' stored JPEGs as views of memory maps, and the open files behind them."""
-    from shardgen.tarstream import iter_sample_groups
+    from shardgen.format import iter_sample_groups
 
     views, handles = [], []
     for url in urls:

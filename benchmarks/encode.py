@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from models.text import CONTEXT_LENGTH, TextEncoder
-from shardgen.coco import find_split, load_split
+from shardgen.coco import load_split
+from shardgen.format.layout import find_split
+from shardgen.text import CONTEXT_LENGTH, TextEncoder
 
 from .common import ensure_encoder, ensure_sample, table, write_result
 

@@ -15,8 +15,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from shardgen.coco import find_split
-from shardgen.embeddings import load_cache
+from shardgen.format import embeddings_cache_path, load_embeddings_cache
+from shardgen.format.layout import find_split
 
 from .gpu import CLIP_MEAN, CLIP_STD
 
@@ -37,8 +37,8 @@ class COCOClipDataset(Dataset):
     def __init__(self, split: str = "train", transform=None, return_all_captions: bool = False, *,
                  root: str | Path = "coco2014", embeddings: str | Path | None = None) -> None:
         layout = find_split(root, split)
-        path = Path(embeddings) if embeddings is not None else Path(root) / f"{split}_text_embeddings.pt"
-        cache = load_cache(path)
+        path = Path(embeddings) if embeddings is not None else embeddings_cache_path(root, split)
+        cache = load_embeddings_cache(path)
         if cache is None:
             raise FileNotFoundError(f"{path}: no caption embedding cache; create it with `shardgen build "
                                     f"--split {split} --embeddings-cache {path}` (or pass embeddings=...)")

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from shardgen.schema import WIDS_INDEX_NAME, decode_npy
-from shardgen.storage import join
+from shardgen.format import WIDS_INDEX_NAME, decode_npy, join
 
 
 class ShardIndexDataset(Dataset):

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from webdataset.shardlists import expand_urls
 
-from shardgen.schema import EMBED_DIM, MANIFEST_NAME, SIZES_NAME, Manifest, SchemaError
-from shardgen.storage import join, read_text
+from shardgen.format import EMBED_DIM, MANIFEST_NAME, SIZES_NAME, Manifest, SchemaError, join, read_text
 
 
 class SourceError(ValueError):

@@ -24,9 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shardgen.schema import EMBED_DIM, decode_npy, npy_layout
-from shardgen.storage import is_remote, open_url
-from shardgen.tarstream import TarFormatError, iter_sample_groups
+from shardgen.format import EMBED_DIM, TarFormatError, decode_npy, is_remote, iter_sample_groups, npy_layout, open_url
 
 from .decode import DecodeError, available_backends, decode_into
 from .plan import Span, batches_per_rank, plan_resampled, plan_worker, rank_samples, worker_batch_sizes

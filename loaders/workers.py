@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.multiprocessing  # noqa: F401 - registers torch's tensor reducers with ForkingPickler
 
+
 class WorkerError(RuntimeError):
     """A worker process failed or died; the message says which and why."""
 

@@ -1,6 +1,8 @@
 """models: ResNet image tower + projection head trained against frozen CLIP text embeddings; loss and metrics.
 
-Knows nothing about tar files: only `models.train` and `models.evaluate` join it with `loaders`.
+Knows nothing about tar files: only `models.train` and `models.evaluate` join it with `loaders`. The frozen text
+tower lives in `shardgen.text` (the builder encodes captions with it); `models.TextEncoder` is the same class,
+imported on first use.
 """
 
 from .clip import CLIPModel, parameter_counts
@@ -8,7 +10,17 @@ from .head import ProjectionHead
 from .image_encoder import ImageEncoder, WeightsUnavailable
 from .loss import info_nce_loss
 from .metrics import recall_at_k
-from .text import DEFAULT_TEXT_ENCODER, EncoderLoadError, TextEncoder
+
+_TEXT = ("DEFAULT_TEXT_ENCODER", "EncoderLoadError", "TextEncoder")
+
+
+def __getattr__(name: str):
+    if name in _TEXT:
+        import shardgen.text
+
+        return getattr(shardgen.text, name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
+
 
 __all__ = [
     "CLIPModel", "DEFAULT_TEXT_ENCODER", "EncoderLoadError", "ImageEncoder", "ProjectionHead", "TextEncoder",

@@ -91,7 +91,7 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
                 unseen: Path | None, out_dir: Path, device: torch.device, k: int = 5) -> list[Path]:
     written = []
     if queries:
-        from .text import TextEncoder
+        from shardgen.text import TextEncoder
 
         q = TextEncoder(text_encoder, device=device).encode(queries).to(emb["image"].dtype)  # [Q, 512]
         scores, idx = (q @ emb["image"].T).topk(min(k, emb["image"].shape[0]), dim=1)

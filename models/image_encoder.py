@@ -7,11 +7,12 @@ fails within seconds with a one-line message instead of hanging on the download.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from shardgen.format.storage import reachable
 
 ARCHS = {"resnet50": ("resnet50", "ResNet50_Weights", "IMAGENET1K_V2", 2048),
          "resnet18": ("resnet18", "ResNet18_Weights", "IMAGENET1K_V1", 512)}  # resnet18: CPU smoke runs/tests
@@ -21,22 +22,13 @@ class WeightsUnavailable(RuntimeError):
     """ImageNet weights are neither cached nor downloadable; the message says how to proceed."""
 
 
-def _download_reachable(url: str, timeout: float = 3.0) -> bool:
-    host = url.split("/")[2]
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _imagenet_weights(arch: str):
     import torchvision.models as tvm
 
     _, weights_cls, weights_name, _ = ARCHS[arch]
     weights = getattr(getattr(tvm, weights_cls), weights_name)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    if not cached.is_file() and not _download_reachable(weights.url):
+    if not cached.is_file() and not reachable(weights.url):
         raise WeightsUnavailable(
             f"{arch} ImageNet weights are not cached ({cached}) and {weights.url.split('/')[2]} is unreachable: "
             "run once online, copy the file there, pass --weights PATH (a state dict), or --no-pretrained")

@@ -1,16 +1,28 @@
-"""shardgen: MS COCO 2014 → WebDataset tar shards with captions and frozen CLIP text embeddings."""
+"""shardgen: MS COCO 2014 → WebDataset tar shards with captions and frozen CLIP text embeddings.
 
-from .build import BuildConfig, BuildReport, build_shards
-from .coco import CocoImage, find_split, load_split
-from .encoder_init import init_encoder
-from .errors import BadImage, UserError
-from .sample import make_sample
-from .schema import FIELDS, SCHEMA_VERSION, Manifest, ShardInfo, make_key
-from .show import show
-from .verify import VerifyReport, verify
+The public API is re-exported lazily (PEP 562): `import shardgen` and `import shardgen.format` load no torch, so
+the command line answers `--help` at once and the loader's workers do not carry the builder.
+"""
 
-__all__ = [
-    "BadImage", "BuildConfig", "BuildReport", "CocoImage", "FIELDS", "Manifest", "SCHEMA_VERSION", "ShardInfo",
-    "UserError", "VerifyReport", "build_shards", "find_split", "init_encoder", "load_split", "make_key", "make_sample",
-    "show", "verify",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "BuildConfig": "config", "BuildReport": "build", "build_shards": "build",
+    "CocoImage": "coco", "load_split": "coco", "find_split": "format.layout",
+    "init_encoder": "encoder_init", "BadImage": "errors", "UserError": "errors",
+    "make_sample": "sample", "FIELDS": "format", "SCHEMA_VERSION": "format", "Manifest": "format",
+    "ShardInfo": "format", "make_key": "format", "show": "show", "VerifyReport": "verify", "verify": "verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shardgen' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

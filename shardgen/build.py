@@ -10,67 +10,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from models.text import DEFAULT_TEXT_ENCODER
-
-from .coco import find_split, load_split
-from .embeddings import cache_path, encode_captions, encoder_fingerprint, save_cache
+from .coco import load_split
+from .config import BuildConfig
+from .embeddings import encode_captions, encoder_fingerprint, save_cache
 from .errors import UserError
 from .export import write_dali_index
-from .pack import ImageOptions, iter_samples
-from .schema import (EMBED_DIM, EMBED_DTYPE, MANIFEST_NAME, SIZES_NAME, WIDS_INDEX_NAME, Manifest, ShardInfo,
-                     shard_name, sizes_json, wids_index_json)
+from .format import (
+    EMBED_DIM,
+    EMBED_DTYPE,
+    MANIFEST_NAME,
+    SIZES_NAME,
+    WIDS_INDEX_NAME,
+    Manifest,
+    ShardInfo,
+    embeddings_cache_path,
+    shard_name,
+    sizes_json,
+    wids_index_json,
+)
+from .format.layout import find_split
+from .pack import iter_samples
 from .writer import Sample, sha256_file, write_shard, write_text_atomic
 
 JOURNAL_NAME = ".shardgen-journal.json"
 MAX_LISTED_FILES = 1000  # per failure reason in the manifest; counts are always complete
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    coco_root: Path
-    split: str
-    out: Path
-    text_encoder: str = DEFAULT_TEXT_ENCODER
-    image_size: int = 224
-    crop: bool = True
-    jpeg_quality: int = 90
-    draft: bool = True
-    samples_per_shard: int = 1000
-    max_shard_bytes: int = 512 * 1024 * 1024
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    encode_batch_size: int = 256
-    device: str = "auto"
-    limit: int | None = None
-    embeddings_cache: Path | None = None
-    dali_index: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "samples_per_shard", "max_shard_bytes", "workers", "encode_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
-
-    def image_options(self) -> ImageOptions:
-        return ImageOptions(size=self.image_size, crop=self.crop, quality=self.jpeg_quality, draft=self.draft)
-
-    def preprocess_record(self) -> dict:
-        return {"image_size": self.image_size, "resize": "shorter_side_bicubic_antialias",
-                "crop": "center" if self.crop else "none", "jpeg_quality": self.jpeg_quality,
-                "jpeg_baseline": True, "jpeg_draft_decode": self.draft, "color": "RGB"}
 
 
 @dataclass
@@ -155,7 +127,7 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
         _check_out_dir(out, cfg.split)
     log(f"{cfg.split}: {len(records)} images with captions in {layout.images_dir}")
 
-    cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else cache_path(out, cfg.split)
+    cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else embeddings_cache_path(out, cfg.split)
     emb, dirty = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache,
                                  device=_resolve_device(cfg.device), batch_size=cfg.encode_batch_size,
                                  progress=cfg.progress)
@@ -234,7 +206,7 @@ def _pack(cfg: BuildConfig, records, emb, out: Path, journal: list[dict], config
     convs: dict[str, list[str]] = defaultdict(list)
     size = 0
     bar = tqdm(total=len(records), initial=start, desc=f"pack {cfg.split}", unit="img", disable=not cfg.progress)
-    for index, rec, result, notes in iter_samples(records, emb, opts=cfg.image_options(), start=start,
+    for index, rec, result, notes in iter_samples(records, emb, cfg=cfg, start=start,
                                                   workers=cfg.workers):
         bar.update(1)
         if not isinstance(result, Sample):

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.text import DEFAULT_TEXT_ENCODER
+from .config import DEFAULT_TEXT_ENCODER
 
 EPILOG = """examples:
   shardgen sample data/sample --images 200
@@ -53,7 +53,7 @@ def _add_build(sub) -> None:
 
 def _cmd_build(args) -> int:
     from .build import BuildConfig, build_shards
-    from .storage import is_remote
+    from .format import is_remote
 
     dest = str(args.out)
     if is_remote(dest):  # build into a local staging folder, upload each shard as it closes, manifest last
@@ -244,15 +244,12 @@ COMMANDS = {"build": _cmd_build, "verify": _cmd_verify, "show": _cmd_show, "samp
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.text import EncoderLoadError
-
-    from .errors import UserError
-    from .schema import SchemaError
+    from .errors import SchemaError, UserError
 
     args = make_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UserError, EncoderLoadError, SchemaError, ValueError, FileNotFoundError) as exc:
+    except (UserError, SchemaError, ValueError, FileNotFoundError) as exc:
         print(f"shardgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

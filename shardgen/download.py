@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .coco import describe_layout
 from .errors import UserError
+from .format.layout import describe_layout
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org/"
 KAGGLE_DATASET = "jeffaudi/coco-2014-dataset-for-yolov3"

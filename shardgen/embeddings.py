@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from .coco import CocoImage
-
-CACHE_VERSION = 1
+from .format.captions import CACHE_VERSION, load_embeddings_cache
 
 
 @dataclass
@@ -37,10 +36,6 @@ class CaptionEmbeddings:
         return self.embeddings[idx].numpy()
 
 
-def cache_path(out_dir: Path, split: str) -> Path:
-    return Path(out_dir) / f"{split}_text_embeddings.pt"
-
-
 def encoder_fingerprint(name: str) -> str:
     """Identify an encoder: for local dirs include config and weight sizes, so a replaced model invalidates the cache."""
     path = Path(name).expanduser()
@@ -53,16 +48,6 @@ def encoder_fingerprint(name: str) -> str:
             if f.name == "config.json":
                 h.update(f.read_bytes())
     return f"{name}#{h.hexdigest()[:16]}"
-
-
-def load_cache(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - an unreadable cache is only a cache: recompute
-        return None
-    return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else None
 
 
 def save_cache(path: Path, emb: CaptionEmbeddings, images: list[CocoImage], fingerprint: str) -> None:
@@ -88,7 +73,7 @@ def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, 
     """Embeddings for every caption of `images`, from the cache where possible. Returns (embeddings, cache_dirty)."""
     texts = list(dict.fromkeys(c for im in images for c in im.captions))
     fingerprint = encoder_fingerprint(text_encoder)
-    cached = load_cache(cache)
+    cached = load_embeddings_cache(cache)
     known: dict[str, torch.Tensor] = {}
     truncated: set[str] = set()
     random_init = False
@@ -98,7 +83,7 @@ def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, 
         truncated = set(cached["truncated"])
     missing = [t for t in texts if t not in known]
     if missing:
-        from models.text import TextEncoder
+        from shardgen.text import TextEncoder
 
         encoder = TextEncoder(text_encoder, device=device)
         random_init = encoder.random_init

@@ -13,7 +13,7 @@ import gzip
 import json
 from pathlib import Path
 
-from models.text import CLIP_VOCAB_SIZE, CONTEXT_LENGTH, RANDOM_INIT_MARKER, quiet_transformers
+from shardgen.text import CLIP_VOCAB_SIZE, CONTEXT_LENGTH, RANDOM_INIT_MARKER, quiet_transformers
 
 from .errors import UserError
 

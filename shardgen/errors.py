@@ -1,10 +1,17 @@
-"""Exceptions that mean "the user gave us something we cannot use": the CLI prints them as one line, exit 2."""
+"""shardgen's exceptions; the policy they follow is written in `shardgen.format.errors`.
+
+`UserError` (bad input: one line, exit 2) and `SchemaError` (a manifest or shard that does not parse) come from the
+format layer; `BadImage` is a per-image failure that the build counts by reason instead of raising.
+"""
 
 from __future__ import annotations
 
+from .format.errors import FormatError, SchemaError, TarFormatError, UserError
 
-class UserError(Exception):
-    """Bad input or environment (missing file, malformed annotations, offline without a cached model)."""
+
+class EncoderLoadError(UserError):
+    """The text encoder could not be loaded (offline, not a model folder, incomplete tokenizer); the message says
+    what to do."""
 
 
 class BadImage(Exception):
@@ -14,3 +21,6 @@ class BadImage(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+__all__ = ["BadImage", "EncoderLoadError", "FormatError", "SchemaError", "TarFormatError", "UserError"]

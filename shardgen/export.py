@@ -15,9 +15,7 @@ from pathlib import Path
 
 import webdataset as wds
 
-from .schema import MANIFEST_NAME, Manifest, iter_tar_samples
-from .storage import join, open_url, read_text
-from .tarstream import split_member_name
+from .format import MANIFEST_NAME, Manifest, iter_tar_samples, join, open_url, read_text, split_member_name
 from .writer import write_text_atomic
 
 DALI_INDEX_VERSION = "v1.2"

@@ -55,8 +55,7 @@ def resize_and_crop(img: Image.Image, *, size: int, crop: bool) -> Image.Image:
     return img
 
 
-def preprocess_image(path: str | Path, *, size: int = 224, crop: bool = True, quality: int = 90,
-                     draft: bool = True) -> ImageResult:
+def preprocess_image(path: str | Path, *, size: int, crop: bool, quality: int, draft: bool) -> ImageResult:
     """Read `path`, fix mode/orientation, resize/crop, and encode a baseline JPEG. Raises `BadImage`."""
     notes: list[str] = []
     try:

@@ -9,30 +9,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 
 from .coco import CocoImage
+from .config import BuildConfig
 from .embeddings import CaptionEmbeddings
 from .errors import BadImage
+from .format import make_key
 from .images import preprocess_image
-from .schema import make_key
 from .writer import Sample
 
 
-@dataclass(frozen=True)
-class ImageOptions:
-    size: int = 224
-    crop: bool = True
-    quality: int = 90
-    draft: bool = True
-
-
-def _preprocess_chunk(records: list[CocoImage], opts: ImageOptions) -> list:
+def _preprocess_chunk(records: list[CocoImage], cfg: BuildConfig) -> list:
     out = []
     for rec in records:
         try:
-            out.append(preprocess_image(rec.path, size=opts.size, crop=opts.crop, quality=opts.quality,
-                                        draft=opts.draft))
+            out.append(preprocess_image(rec.path, size=cfg.image_size, crop=cfg.crop, quality=cfg.jpeg_quality,
+                                        draft=cfg.draft))
         except BadImage as exc:
             out.append(exc)
     return out
@@ -46,7 +38,7 @@ def to_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
     return Sample(key=make_key(rec.image_id), jpg=img.jpeg, meta=meta, embeddings=emb.rows_for(rec.captions))
 
 
-def iter_samples(records: list[CocoImage], emb: CaptionEmbeddings, *, opts: ImageOptions, start: int = 0,
+def iter_samples(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: BuildConfig, start: int = 0,
                  workers: int = 1, chunk: int = 32) -> Iterator[tuple[int, CocoImage, Sample | BadImage, tuple]]:
     """Yield (index, record, Sample or BadImage, conversions) for records[start:], in order."""
     chunks = [(i, records[i:i + chunk]) for i in range(start, len(records), chunk)]
@@ -60,18 +52,18 @@ def iter_samples(records: list[CocoImage], emb: CaptionEmbeddings, *, opts: Imag
 
     if workers <= 1:
         for first, recs in chunks:
-            yield from emit(first, recs, _preprocess_chunk(recs, opts))
+            yield from emit(first, recs, _preprocess_chunk(recs, cfg))
         return
     with ProcessPoolExecutor(workers) as pool:
         pending: deque = deque()
         todo = iter(chunks)
         for first, recs in todo:  # keep ~4 chunks per worker in flight: bounded memory, busy workers
-            pending.append((first, recs, pool.submit(_preprocess_chunk, recs, opts)))
+            pending.append((first, recs, pool.submit(_preprocess_chunk, recs, cfg)))
             if len(pending) >= 4 * workers:
                 break
         while pending:
             first, recs, fut = pending.popleft()
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append((nxt[0], nxt[1], pool.submit(_preprocess_chunk, nxt[1], opts)))
+                pending.append((nxt[0], nxt[1], pool.submit(_preprocess_chunk, nxt[1], cfg)))
             yield from emit(first, recs, fut.result())

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .schema import MANIFEST_NAME, Manifest, iter_tar_samples
-from .storage import join, open_url, read_text
+from .format import MANIFEST_NAME, Manifest, iter_tar_samples, join, open_url, read_text
 
 CELL = 224
 TEXT_H = 96

@@ -18,7 +18,7 @@ from pathlib import Path
 import fsspec
 
 from .errors import UserError
-from .schema import MANIFEST_NAME, SIZES_NAME, WIDS_INDEX_NAME, Manifest, ShardInfo
+from .format import MANIFEST_NAME, SIZES_NAME, WIDS_INDEX_NAME, Manifest, ShardInfo
 
 
 @dataclass

@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .schema import (EMBED_DIM, FIELDS, MANIFEST_NAME, Manifest, SchemaError, decode_npy, iter_tar_samples,
-                     make_key)
-from .storage import join, read_bytes, read_text
+from .format import (
+    EMBED_DIM,
+    FIELDS,
+    MANIFEST_NAME,
+    Manifest,
+    SchemaError,
+    decode_npy,
+    iter_tar_samples,
+    join,
+    make_key,
+    read_bytes,
+    read_text,
+)
 
 MAX_PROBLEMS_PER_SHARD = 20
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from .schema import FIELDS, ShardInfo, encode_npy
+from .format import FIELDS, ShardInfo, encode_npy
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,16 @@ import torch
 import torch.nn.functional as F
 
 import models.image_encoder as ie
-from models import CLIPModel, ImageEncoder, ProjectionHead, TextEncoder, WeightsUnavailable, info_nce_loss
-from models import parameter_counts, recall_at_k
+from models import (
+    CLIPModel,
+    ImageEncoder,
+    ProjectionHead,
+    TextEncoder,
+    WeightsUnavailable,
+    info_nce_loss,
+    parameter_counts,
+    recall_at_k,
+)
 
 
 def test_shapes_and_parameter_counts():
@@ -26,7 +34,7 @@ def test_shapes_and_parameter_counts():
 
 def test_offline_imagenet_weights_fail_fast(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(ie, "_download_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(ie, "reachable", lambda url, timeout=3.0: False)
     t0 = time.perf_counter()
     with pytest.raises(WeightsUnavailable, match="--no-pretrained"):
         ImageEncoder("resnet50")

@@ -73,7 +73,7 @@ def test_cli_smoke_run_and_offline_weights_error(tmp_path, train_shards, capsys,
     import models.image_encoder as ie
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(ie, "_download_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(ie, "reachable", lambda url, timeout=3.0: False)
     assert main(["--train-shards", str(train_shards), "--out", str(tmp_path / "d"), "--max-steps", "1",
                  "--num-workers", "0", "--quiet"]) == 2
     assert "--no-pretrained" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from shardgen.schema import decode_npy, iter_tar_samples
+from shardgen.format import decode_npy, iter_tar_samples
 
 
 def read_all(shard_dir: Path) -> list[tuple[str, dict]]:

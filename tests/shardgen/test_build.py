@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 import shardgen.build as build_mod
-from models.text import TextEncoder
 from shardgen.build import BuildConfig, build_shards
 from shardgen.cli import main
-from shardgen.coco import find_split, load_split
+from shardgen.coco import load_split
+from shardgen.format.layout import find_split
+from shardgen.text import TextEncoder
 
 from .helpers import digests, read_all
 
@@ -181,9 +182,9 @@ def test_rebuild_reuses_embedding_cache_without_loading_model(tmp_path, train_sh
     out = tmp_path / "cached"
     shutil.copytree(train_shards, out)
     os.remove(out / "manifest.json")
-    import models.text
+    import shardgen.text
 
-    monkeypatch.setattr(models.text.TextEncoder, "__init__", lambda *a, **k: pytest.fail("model was loaded"))
+    monkeypatch.setattr(shardgen.text.TextEncoder, "__init__", lambda *a, **k: pytest.fail("model was loaded"))
     enc = json.loads((train_shards / "manifest.json").read_text())["text_encoder"]["name"]
     build_shards(BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=enc, samples_per_shard=10,
                       workers=1, progress=False))

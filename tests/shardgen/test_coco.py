@@ -3,8 +3,9 @@ import shutil
 
 import pytest
 
-from shardgen.coco import clean_caption, find_split, load_split
+from shardgen.coco import clean_caption, load_split
 from shardgen.errors import UserError
+from shardgen.format.layout import find_split
 
 
 @pytest.mark.parametrize("nesting", ["", "coco2014/", "kaggle/coco2014/images/"])

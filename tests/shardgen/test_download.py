@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from shardgen.cli import main
-from shardgen.coco import find_split, load_split
+from shardgen.coco import load_split
 from shardgen.download import download_coco, find_kaggle_credentials
 from shardgen.errors import UserError
+from shardgen.format.layout import find_split
 
 from ..netutil import FileServer
 

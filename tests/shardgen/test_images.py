@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shardgen.config import BuildConfig
 from shardgen.errors import BadImage
-from shardgen.images import preprocess_image
+from shardgen.images import preprocess_image as _preprocess_image
+
+_BUILD = BuildConfig(coco_root=".", split="train", out=".")  # the build's defaults
+
+
+def preprocess_image(path, **overrides):
+    options = dict(size=_BUILD.image_size, crop=_BUILD.crop, quality=_BUILD.jpeg_quality, draft=_BUILD.draft)
+    return _preprocess_image(path, **{**options, **overrides})
 
 
 def _photo(w=640, h=480, seed=0) -> Image.Image:

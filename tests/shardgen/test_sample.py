@@ -3,7 +3,8 @@ import json
 
 from PIL import Image
 
-from shardgen.coco import find_split, load_split
+from shardgen.coco import load_split
+from shardgen.format.layout import find_split
 from shardgen.sample import make_sample
 
 

@@ -4,8 +4,15 @@ import tarfile
 import numpy as np
 import pytest
 
-from shardgen.schema import decode_npy, encode_npy
-from shardgen.tarstream import TarFormatError, iter_members, iter_samples
+from shardgen.format import TarFormatError, decode_npy, encode_npy, iter_samples
+from shardgen.format.tarwalk import Run, iter_chunks
+
+
+def iter_members(fh):
+    """The member walk under the sample reader, flattened: (name, content) per regular file."""
+    for chunk in iter_chunks(fh):
+        for name, data in chunk.members() if isinstance(chunk, Run) else chunk:
+            yield name.decode("utf-8", "surrogateescape"), data
 
 
 def _tar(names, fmt):
@@ -68,7 +75,7 @@ def _reference(data: bytes) -> list[tuple[str, bytes]]:
 def test_fast_walk_windows_and_zero_copy_agree_with_tarfile(tmp_path, monkeypatch, chunk, zero_copy):
     """Members straddling read windows, a data block that happens to hold the "ustar" magic, and the memory-mapped
     zero-copy path all give tarfile's answer."""
-    import shardgen.tarstream as ts
+    import shardgen.format.tarwalk as ts
 
     monkeypatch.setattr(ts, "CHUNK", chunk)
     rng = np.random.default_rng(0)
@@ -121,7 +128,7 @@ def test_corruption_is_detected_on_the_fast_path(tmp_path, zero_copy):
 
 
 def _reference_samples(data: bytes) -> list[tuple[str, dict[str, bytes]]]:
-    from shardgen.tarstream import split_member_name
+    from shardgen.format import split_member_name
 
     samples: list[tuple[str, dict[str, bytes]]] = []
     for name, content in _reference(data):
@@ -140,8 +147,9 @@ def _reference_samples(data: bytes) -> list[tuple[str, dict[str, bytes]]]:
 def test_sample_groups_agree_with_tarfile(tmp_path, monkeypatch, chunk, zero_copy, odd):
     """Runs of regular samples become columnar groups; irregular ones (a missing or repeated extension, keys of
     other lengths, a key repeated; folders, no extension) still group exactly like webdataset's rule."""
-    import shardgen.tarstream as ts
-    from shardgen.tarstream import iter_sample_groups
+    import shardgen.format.tarwalk as ts
+
+    from shardgen.format import iter_sample_groups
 
     monkeypatch.setattr(ts, "CHUNK", chunk)
     rng = np.random.default_rng(1)

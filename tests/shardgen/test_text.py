@@ -3,8 +3,8 @@ import time
 import pytest
 import torch
 
-import models.text as text
-from models.text import CONTEXT_LENGTH, EncoderLoadError, TextEncoder
+import shardgen.text as text
+from shardgen.text import CONTEXT_LENGTH, EncoderLoadError, TextEncoder
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ so a remote prefix behaves exactly like a local folder.
 from __future__ import annotations
 
 import os
+import socket
 from urllib.parse import urlparse
 
 import fsspec
@@ -40,3 +41,15 @@ def read_text(url: str, **storage_options) -> str:
 def read_bytes(url: str, **storage_options) -> bytes:
     with open_url(url, "rb", **storage_options) as fh:
         return fh.read()
+
+
+def reachable(url: str, *, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to `url`'s host and port opens within `timeout` s: a quick probe before a client
+    that would retry for a long time against a host that cannot be reached (offline machines)."""
+    parts = urlparse(url)
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False

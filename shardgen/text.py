@@ -1,5 +1,6 @@
-"""The frozen CLIP text tower: one loader and one encoder, used by `shardgen` (caption embeddings in the shards)
-and by `models` (on-the-fly queries for qualitative retrieval).
+"""The frozen CLIP text tower: one loader and one encoder, used by `shardgen build` (caption embeddings in the
+shards) and by `models.evaluate` (on-the-fly queries for qualitative retrieval). It lives here, not in `models`,
+so that imports point one way: models → loaders → shardgen.format, and models.evaluate → shardgen.text.
 
 Loading fails fast and says what to do when the hub is unreachable, and refuses the 2-token placeholder tokenizer
 that some transformers versions return offline instead of raising. Encoding is exact and fast: identical captions
@@ -12,31 +13,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
+from .config import DEFAULT_TEXT_ENCODER
+from .errors import EncoderLoadError
+from .format.storage import reachable
+
 CLIP_VOCAB_SIZE = 49408
 CONTEXT_LENGTH = 77
 RANDOM_INIT_MARKER = "shardgen_encoder.json"  # written by `shardgen init-encoder`
 
 
-class EncoderLoadError(RuntimeError):
-    """The text encoder could not be loaded; the message says what to do."""
-
-
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    url = urlparse(endpoint)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout=timeout)
 
 
 def _offline_message(name: str) -> str:
