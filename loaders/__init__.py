@@ -1,14 +1,19 @@
-"""loaders: stream shardgen shards (local, HTTP, S3) into training as uint8 batches, normalized on the device."""
+"""loaders: stream shardgen shards (local, HTTP, S3) into training as uint8 batches, normalized on the device.
+
+The public API; see `loader.py` for how the pieces fit (config → sources → epoch pipeline → workers → façade).
+"""
 
 from .coco_dataset import COCOClipDataset, clip_transform, collate_all_captions
-from .gpu import CLIP_MEAN, CLIP_STD, DeviceLoader, Normalize, decode_jpegs
+from .config import LoaderConfig
+from .device import CLIP_MEAN, CLIP_STD, DeviceLoader, Normalize, decode_jpegs
+from .errors import DecodeError, LoaderError, SourceError, WorkerError
 from .indexed import ShardIndexDataset
-from .plan import Span, plan_worker
-from .sources import ShardSet, SourceError, resolve_source
-from .stream import LoaderConfig, LoaderError, ShardLoader, ShardStream, make_loader
+from .loader import ShardLoader, make_loader
+from .sources import ShardSet, resolve_source
+from .stream import ShardStream
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "COCOClipDataset", "DeviceLoader", "LoaderConfig", "LoaderError", "Normalize",
-    "ShardIndexDataset", "ShardLoader", "ShardSet", "ShardStream", "SourceError", "Span", "clip_transform",
-    "collate_all_captions", "decode_jpegs", "make_loader", "plan_worker", "resolve_source",
+    "CLIP_MEAN", "CLIP_STD", "COCOClipDataset", "DecodeError", "DeviceLoader", "LoaderConfig", "LoaderError",
+    "Normalize", "ShardIndexDataset", "ShardLoader", "ShardSet", "ShardStream", "SourceError", "WorkerError",
+    "clip_transform", "collate_all_captions", "decode_jpegs", "make_loader", "resolve_source",
 ]

@@ -13,16 +13,18 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 
 from shardgen.format import embeddings_cache_path, load_embeddings_cache
 from shardgen.format.layout import find_split
 
-from .gpu import CLIP_MEAN, CLIP_STD
+from .device import CLIP_MEAN, CLIP_STD
 
 
-def clip_transform(size: int = 224) -> T.Compose:
-    """The seed's preprocessing: Resize(224, bicubic) → CenterCrop(224) → ToTensor → Normalize(CLIP mean/std)."""
+def clip_transform(size: int = 224):
+    """The seed's preprocessing: Resize(224, bicubic) → CenterCrop(224) → ToTensor → Normalize(CLIP mean/std)
+    (a torchvision `Compose`; torchvision is imported here, not with the package: it pulls in half of PIL)."""
+    from torchvision import transforms as T
+
     return T.Compose([
         T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
         T.CenterCrop(size),

@@ -19,9 +19,7 @@ except ImportError:  # optional extra `fast`
 
 from PIL import Image
 
-
-class DecodeError(ValueError):
-    pass
+from .errors import DecodeError
 
 
 def available_backends() -> list[str]:

@@ -15,9 +15,7 @@ from webdataset.shardlists import expand_urls
 
 from shardgen.format import EMBED_DIM, MANIFEST_NAME, SIZES_NAME, Manifest, SchemaError, join, read_text
 
-
-class SourceError(ValueError):
-    """The shard source cannot be used (missing manifest, unknown shards, incompatible schema)."""
+from .errors import SourceError
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Worker processes for the streaming loader: each runs `ShardStream.produce` for its share of every epoch and
-hands batches to the main process through shared memory.
+"""Worker processes for the streaming loader: each runs `EpochPipeline.iter_batches` for its share of every epoch
+and hands batches to the main process through shared memory (`slots.SlotRing`).
 
 Why not DataLoader's workers: per batch, DataLoader sends an index to a worker through a queue (a feeder thread
 and a pickle on each side), the worker sends the batch back the same way, and the main process wraps every
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import pickle
-import sys
+import threading
+import time
 import traceback
 import weakref
 from collections.abc import Iterator
@@ -28,72 +30,9 @@ import numpy as np
 import torch
 import torch.multiprocessing  # noqa: F401 - registers torch's tensor reducers with ForkingPickler
 
-
-class WorkerError(RuntimeError):
-    """A worker process failed or died; the message says which and why."""
-
-
-class SlotRing:
-    """Batch arrays in shared memory that worker processes fill and the main process reads, reused.
-
-    Without it each worker batch costs a fresh shared-memory segment: `share_memory_()` of 9.6 MB (batch 64) takes
-    ~7 ms here, and the main process page-faults the new mapping again (~2.3 ms), more than decoding 40 images.
-    Slots are allocated once. `state[w, k]`: 0 free; g > 0 taken by worker w in iteration generation g; -1 held
-    by the main process. A worker takes a slot that is free or left over from a generation before the previous
-    one (a batch never taken because an iteration was abandoned, or a guessed epoch nobody asked for; the
-    previous generation's last batches may still be on their way while a worker starts the next epoch),
-    decodes into it and sends only its number; the main process wraps it as the batch's `image` and frees it
-    once nothing references that array any more (the `_BufferPool` rule). Each cell is written by one side at a
-    time. A worker that finds no free slot (the caller keeps many batches alive) falls back to a fresh shared
-    tensor, so nothing ever waits on a slot."""
-
-    def __init__(self, workers: int, slots: int, shape: tuple[int, ...], embed_dim: int) -> None:
-        self.pixels = torch.empty((workers, slots, *shape), dtype=torch.uint8).share_memory_()
-        self.embeddings = torch.empty((workers, slots, shape[0], embed_dim), dtype=torch.float32).share_memory_()
-        self.state = torch.zeros((workers, slots), dtype=torch.int64).share_memory_()
-        self._views: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # main process: slots given to the caller
-        self._np: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def __getstate__(self) -> dict:
-        return {"pixels": self.pixels, "embeddings": self.embeddings, "state": self.state, "_views": [], "_np": None}
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """numpy views of (pixels, embeddings, state) in this process (indexing numpy is ~20× cheaper)."""
-        if self._np is None:
-            self._np = (self.pixels.numpy(), self.embeddings.numpy(), self.state.numpy())
-        return self._np
-
-    def acquire(self, worker: int, generation: int) -> tuple[int, np.ndarray, np.ndarray] | None:
-        """Worker side: a free slot of this worker's, marked taken, as (index, pixels [B, S, S, 3], embeddings
-        [B, D])."""
-        pixels, embeddings, state = self.arrays()
-        mine = state[worker]
-        free = np.flatnonzero((mine == 0) | ((mine > 0) & (mine < generation - 1)))
-        if not len(free):
-            return None
-        k = int(free[0])
-        mine[k] = generation
-        return k, pixels[worker, k], embeddings[worker, k]
-
-    def give(self, worker: int, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Main side: the first n images and embeddings of slot k, held until the caller lets go of both."""
-        pixels, embeddings, state = self.arrays()
-        state[worker, k] = -1
-        views = pixels[worker, k, :n], embeddings[worker, k, :n]
-        self._views.append((worker, k, *views))
-        return views
-
-    def release_unused(self) -> None:
-        state = self.arrays()[2]
-        keep = []
-        for item in self._views:
-            # held while anyone besides this list (and getrefcount's argument) refers to either array
-            if sys.getrefcount(item[2]) > 2 or sys.getrefcount(item[3]) > 2:
-                keep.append(item)
-            else:
-                state[item[0], item[1]] = 0
-        self._views = keep
-
+from .epoch import EpochPipeline
+from .errors import LoaderError, WorkerError
+from .slots import SharedMemory, SlotRing
 
 _FROZEN = False
 
@@ -115,13 +54,26 @@ def _dumps(obj) -> memoryview:
     return ForkingPickler.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # shared tensors travel as handles
 
 
-def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, guess: bool, commands,
-                 results) -> None:
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this process when its parent is gone (killed, even by SIGKILL: nothing else would tell us). A thread
+    polls the parent pid, as DataLoader's workers do; PR_SET_PDEATHSIG would follow the parent *thread* instead,
+    and kill persistent workers when the thread that started them ends."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, workers: int, seed: int,
+                 prefetch: int, guess: bool, parent: int, commands, results) -> None:
     """A worker process: wait for commands, produce batches while it has credit.
 
-    In epoch e, worker w produces what DataLoader's worker (w - e) % W would (`ShardStream.produce`), and the
-    main process starts its round-robin at worker e % W: the same batches in the same order, but the share with
-    one batch more (when the batches do not divide evenly) moves from worker to worker each epoch.
+    In epoch e, worker w produces what DataLoader's worker (w - e) % W would (`EpochPipeline.iter_batches`), and
+    the main process starts its round-robin at worker e % W: the same batches in the same order, but the share
+    with one batch more (when the batches do not divide evenly) moves from worker to worker each epoch.
     Messages carry the run's tag (generation, epoch, skip_batches). Having finished its share of an epoch, a
     worker goes on with the next one (tag (generation + 1, epoch + 1, 0), up to `prefetch` batches) instead of
     waiting for the others: the usual next request, which then finds its first batches ready. Any other
@@ -132,16 +84,18 @@ def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, g
     # Ctrl-C is for the training process (the whole process group gets it): it stops iterating, and these workers
     # stay usable for the next loop; they end when it closes the pipes or exits.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent)
     torch.set_num_threads(1)
     random.seed(seed + worker)
     torch.manual_seed(seed + worker)
     np.random.seed((seed + worker) % 2**32)
-    dataset._in_worker = worker
     freeze_inherited_objects()
+    memory = SharedMemory(ring, worker)
 
     def start(tag: tuple[int, int, int]) -> Iterator:
         generation, epoch, skip_batches = tag
-        return dataset.produce((worker - epoch) % workers, generation, epoch, skip_batches)
+        return pipeline.iter_batches((worker - epoch) % workers, generation=generation, epoch=epoch,
+                                     skip_batches=skip_batches, memory=memory)
 
     epoch_batches: Iterator | None = None
     tag: tuple[int, int, int] = (0, 0, 0)
@@ -175,9 +129,9 @@ def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, g
                     tag, credit, guessed = (tag[0] + 1, tag[1] + 1, 0), prefetch, True
                     epoch_batches = start(tag)
                 continue
-            except Exception as exc:  # noqa: BLE001 - handed to the main process, raised there
+            except Exception as exc:  # noqa: BLE001 - not handled here: handed to the main process, raised there
                 if not guessed:  # a guess's error comes back when that epoch is asked for
-                    results.send_bytes(_dumps((tag, "error", _describe(exc))))
+                    results.send_bytes(_dumps((tag, "error", _portable(exc, worker))))
                 epoch_batches = None
                 continue
             results.send_bytes(_dumps((tag, "batch", batch)))
@@ -186,19 +140,21 @@ def _worker_main(dataset, worker: int, workers: int, seed: int, prefetch: int, g
         pass  # the main process closed the pipes or is gone
 
 
-def _describe(exc: BaseException) -> tuple[str, str]:
-    from .stream import LoaderError
-
+def _portable(exc: Exception, worker: int) -> Exception:
+    """The exception to raise in the main process: a LoaderError as itself (bad data, the message says where);
+    anything else is a bug in the worker, sent as a WorkerError carrying its traceback."""
     if isinstance(exc, LoaderError):
-        return "LoaderError", str(exc)
-    return type(exc).__name__, "".join(traceback.format_exception(exc)).rstrip()
+        return exc
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    return WorkerError(f"loader worker {worker} failed:\n{trace}")
 
 
 class WorkerPool:
     """Persistent worker processes; `epoch(...)` yields the epoch's batches in order (batch i of epoch e from
     worker (i + e) % W)."""
 
-    def __init__(self, dataset, workers: int, *, prefetch: int, seed: int = 0, guess: bool = True) -> None:
+    def __init__(self, pipeline: EpochPipeline, ring: SlotRing | None, workers: int, *, prefetch: int, seed: int = 0,
+                 guess: bool = True) -> None:
         ctx = multiprocessing.get_context()
         self.prefetch = max(1, prefetch)
         self.last: tuple[int, int, int] | None = None  # tag of the last epoch run to its end
@@ -207,7 +163,8 @@ class WorkerPool:
             cmd_out, cmd_in = ctx.Pipe(duplex=False)
             res_out, res_in = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker_main, name=f"shardloader-worker-{w}", daemon=True,
-                               args=(dataset, w, workers, seed, self.prefetch, guess, cmd_out, res_in))
+                               args=(pipeline, ring, w, workers, seed, self.prefetch, guess, os.getpid(), cmd_out,
+                                     res_in))
             proc.start()
             cmd_out.close()
             res_in.close()
@@ -233,7 +190,7 @@ class WorkerPool:
         return current + (1 if follows else 3)
 
     def epoch(self, generation: int, epoch: int, skip_batches: int) -> Iterator[dict]:
-        """Start every worker on the epoch and yield its batches (numpy fields + slot, see `ShardStream.produce`).
+        """Start every worker on the epoch and yield its batches (numpy fields + slot, see `slots.SharedMemory`).
         Closing the iterator early halts the workers."""
         tag = (generation, epoch, skip_batches)
         credit = pickle.dumps(("credit", generation))
@@ -252,12 +209,8 @@ class WorkerPool:
                 if kind == "end":
                     done[w] = True
                 elif kind == "error":
-                    from .stream import LoaderError
-
-                    name, message = payload
                     done[w] = True
-                    raise LoaderError(message) if name == "LoaderError" else WorkerError(
-                        f"loader worker {w} failed:\n{message}")
+                    raise payload
                 else:
                     self.commands[w].send_bytes(credit)  # the worker goes on while the caller trains
                     yield payload

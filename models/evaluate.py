@@ -16,7 +16,7 @@ from PIL import Image
 
 from loaders import DeviceLoader, make_loader
 from loaders.coco_dataset import clip_transform
-from loaders.gpu import CLIP_MEAN, CLIP_STD
+from loaders import CLIP_MEAN, CLIP_STD
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel

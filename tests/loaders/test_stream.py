@@ -85,12 +85,14 @@ def test_shuffle_buffer_fills_to_its_size(train_shards):
     `shuffle_buffer` samples; every sample comes out once."""
     import numpy as np
 
-    ds = make_loader(str(train_shards), batch_size=8, shuffle_buffer=100).dataset
-    chunks = list(ds._iter_shuffled(iter([list(range(600)), list(range(600, 1000))]), np.random.default_rng(0)))
+    from loaders.shuffle import iter_shuffled
+
+    chunks = list(iter_shuffled(iter([list(range(600)), list(range(600, 1000))]), size=100,
+                                rng=np.random.default_rng(0)))
     # 100 held (99 between yields) from the 190th read on, then one out per one in; the rest comes out at the end
     assert [len(c) for c in chunks] == [600 - 99, 400, 99]
     assert sorted(x for c in chunks for x in c) == list(range(1000))
-    small = list(ds._iter_shuffled(iter([list(range(50))]), np.random.default_rng(0)))
+    small = list(iter_shuffled(iter([list(range(50))]), size=100, rng=np.random.default_rng(0)))
     assert len(small[0]) == 1 + (50 - 10) // 2  # the 10th read, then every second one
 
 
@@ -246,7 +248,8 @@ def test_kept_batches_are_never_overwritten(train_shards):
         assert torch.equal(batch["image"][0], view)
     for _ in range(3):  # recycling still happens when batches are dropped
         list(b["key"] for b in loader)
-    assert len(loader.dataset._buffers.arrays) <= loader.dataset._buffers.size
+    pool = loader.dataset.memory.pool
+    assert len(pool.arrays) <= pool.size
 
 
 @pytest.mark.parametrize("member", ["jpg", "npy"])
@@ -303,7 +306,7 @@ def test_worker_batches_in_shared_slots_are_never_overwritten(train_shards):
     _check_against_shards(truth, *image_view)
     key, caption, emb = emb_view
     assert torch.allclose(emb, torch.from_numpy(truth[key]["npy"][truth[key]["meta"]["captions"].index(caption)]).float())
-    ring = loader.dataset._ring
+    ring = loader.ring
     del kept, image_view, emb_view, emb, batch, img, b
     ring.release_unused()
     assert (ring.state.numpy() != -1).all()  # nothing is held any more: every slot can be reused
@@ -327,10 +330,10 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
     the caller; stopping early stops the thread. (Pinning itself needs CUDA; here it is an identity.)"""
     import threading
 
-    import loaders.stream as stream
+    import loaders.loader as stream
 
     threads = []
-    monkeypatch.setattr(stream, "_pinned", lambda b: threads.append(threading.current_thread().name) or b)
+    monkeypatch.setattr(stream, "pinned", lambda b: threads.append(threading.current_thread().name) or b)
     plain = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=3, pin_memory=False)
     pinned = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=3, pin_memory=True)
     assert _keys(pinned) == _keys(plain) and set(threads) == {"shardloader-pin"}
@@ -347,12 +350,12 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
         raise LoaderError("boom")
 
     with pytest.raises(LoaderError, match="boom"):
-        list(stream._in_background(broken(iter(range(3))), depth=2))
+        list(stream.in_background(broken(iter(range(3))), depth=2))
 
 
 def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, caplog):
     """If the slots cannot be allocated (a small /dev/shm), workers fall back to one segment per batch."""
-    import loaders.stream as stream
+    import loaders.loader as stream
 
     def no_shm(*args, **kwargs):
         raise RuntimeError("unable to write to file </torch_1>: No space left on device")
@@ -361,7 +364,7 @@ def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, capl
     truth = dict(read_all(train_shards))
     loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
     batches = list(loader)
-    assert loader.dataset._ring is None and "no shared-memory batch slots" in caplog.text
+    assert loader.ring is None and "no shared-memory batch slots" in caplog.text
     assert sum(len(b["key"]) for b in batches) == 48
     for b in batches:
         _check_against_shards(truth, b["key"][0], b["image"][0], b["text_embedding"][0])

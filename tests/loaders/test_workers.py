@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from loaders import LoaderError, make_loader
-from loaders.workers import WorkerError
+from loaders import WorkerError
 
 
 def _keys(loader):

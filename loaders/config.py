@@ -1,0 +1,77 @@
+"""`LoaderConfig`: every option of `make_loader`, with its default and its check, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from shardgen.format import EMBED_DIM
+
+from .decode import available_backends
+
+CAPTION_MODES = ("random", "first", "all")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    batch_size: int
+    num_workers: int = 0
+    decode_threads: int | None = None  # default: cores / max(1, num_workers)
+    shuffle: bool = True
+    seed: int = 0
+    caption: str = "random"
+    image_size: int | None = None  # default: the manifest's image size
+    crop: str = "center"  # or "random" (training augmentation, on uint8)
+    flip: bool = False  # random horizontal flip (training augmentation)
+    shuffle_buffer: int = 1000
+    drop_last: bool = False
+    resampled: bool = False
+    rank: int | None = None
+    world_size: int | None = None
+    on_error: str = "raise"
+    decode: str = "cpu"  # "gpu": ship raw JPEG bytes, decode on the device (see loaders.device)
+    backend: str = "auto"
+    pin_memory: bool | None = None
+    prefetch_factor: int = 2
+    persistent_workers: bool = True  # keep worker processes between epochs
+    gil_switch_interval: float | None = 2e-4  # while iterating with decode threads; None = leave Python's default
+    embed_dim: int = EMBED_DIM
+    retries: int = 3  # remote shards: reopen and continue after transient errors
+    retry_backoff: float = 0.5
+    storage_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.caption not in CAPTION_MODES:
+            raise ValueError(f"caption must be one of {CAPTION_MODES}, got {self.caption!r}")
+        if self.crop not in ("center", "random"):
+            raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.decode not in ("cpu", "gpu"):
+            raise ValueError(f"decode must be 'cpu' or 'gpu', got {self.decode!r}")
+        if self.backend not in ("auto", *available_backends()):
+            raise ValueError(f"backend must be 'auto' or one of {available_backends()}, got {self.backend!r}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+
+    @property
+    def workers(self) -> int:
+        """Producers of an epoch's batches: the worker processes, or the main process alone."""
+        return max(1, self.num_workers)
+
+    def rank_world(self) -> tuple[int, int]:
+        """(rank, world size): as configured, else from torch.distributed when initialized, else (0, 1)."""
+        if self.rank is not None or self.world_size is not None:
+            rank, world = self.rank or 0, self.world_size or 1
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            rank, world = 0, 1
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world})")
+        return rank, world
