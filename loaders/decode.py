@@ -33,6 +33,21 @@ def _decode_full(data: bytes, backend: str) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
+MAX_PIXELS_FACTOR = 64  # an image may hold at most 64× the output's pixels (224 px: 3.2 Mpx; COCO: ≤ 0.4 Mpx)
+
+
+def _check_size(data, backend: str, out_pixels: int) -> None:
+    """Refuse, from the header alone, an image that would decode to absurdly many pixels (a crafted header
+    claiming 20000×20000 would otherwise cost 1.2 GB before any check)."""
+    if backend == "simplejpeg":
+        h, w = simplejpeg.decode_jpeg_header(data)[:2]
+    else:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+    if h * w > MAX_PIXELS_FACTOR * out_pixels:
+        raise ValueError(f"image claims {w}×{h} pixels, over {MAX_PIXELS_FACTOR}× the output size")
+
+
 def decode_into(data, out: np.ndarray, *, backend: str, crop_origin: tuple[float, float] = (0.5, 0.5),
                 flip: bool = False) -> None:
     """Decode `data` (bytes-like) into `out` ([S, S, 3] C-contiguous uint8 view). Crops when the image is larger
@@ -50,8 +65,9 @@ def decode_into(data, out: np.ndarray, *, backend: str, crop_origin: tuple[float
                     return
             except ValueError:
                 pass  # larger than `out` (cropped below) or corrupt (fails again below, with the reason)
+        _check_size(data, backend, size_h * size_w)
         pixels = _decode_full(data, backend)
-    except (ValueError, OSError, SyntaxError) as exc:
+    except (ValueError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DecodeError(f"JPEG does not decode ({exc})") from exc
     h, w = pixels.shape[:2]
     if h < size_h or w < size_w:
