@@ -78,6 +78,7 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
     worker goes on with the next one (tag (generation + 1, epoch + 1, 0), up to `prefetch` batches) instead of
     waiting for the others: the usual next request, which then finds its first batches ready. Any other
     request replaces that guess."""
+    # long: one small state machine (commands in, batches out), easier to check whole than split up
     import random
     import signal
 
