@@ -22,13 +22,13 @@ from .names import (
                     shard_name,
 )
 from .npy import decode_npy, encode_npy, npy_layout
-from .storage import is_remote, join, open_url, read_bytes, read_text
+from .storage import access_error, is_remote, join, open_url, read_bytes, read_text, redact
 from .tar import iter_sample_groups, iter_samples, iter_tar_samples, split_member_name
 
 __all__ = [
     "EMBED_DIM", "EMBED_DTYPE", "FIELDS", "FORMAT_NAME", "FormatError", "MANIFEST_NAME", "Manifest",
-    "SCHEMA_VERSION", "SIZES_NAME", "SchemaError", "ShardInfo", "TarFormatError", "UserError", "WIDS_INDEX_NAME",
+    "SCHEMA_VERSION", "SIZES_NAME", "SchemaError", "ShardInfo", "TarFormatError", "UserError", "WIDS_INDEX_NAME", "access_error",
     "decode_npy", "embeddings_cache_path", "encode_npy", "is_remote", "iter_sample_groups", "iter_samples",
-    "iter_tar_samples", "join", "load_embeddings_cache", "make_key", "npy_layout", "open_url", "read_bytes", "read_manifest", "read_text",
+    "iter_tar_samples", "join", "load_embeddings_cache", "make_key", "npy_layout", "open_url", "read_bytes", "read_manifest", "read_text", "redact",
     "shard_name", "sizes_json", "split_member_name", "wids_index_json",
 ]
