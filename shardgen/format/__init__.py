@@ -8,7 +8,7 @@ no torch.
 
 from .captions import embeddings_cache_path, load_embeddings_cache
 from .errors import FormatError, SchemaError, TarFormatError, UserError
-from .manifest import Manifest, ShardInfo, read_manifest, sizes_json, wids_index_json
+from .manifest import Manifest, ShardInfo, load_manifest, read_manifest, sizes_json, wids_index_json
 from .names import (
                     EMBED_DIM,
                     EMBED_DTYPE,
@@ -18,6 +18,7 @@ from .names import (
                     SCHEMA_VERSION,
                     SIZES_NAME,
                     WIDS_INDEX_NAME,
+                    is_shard_name,
                     make_key,
                     shard_name,
 )
@@ -28,7 +29,7 @@ from .tar import iter_sample_groups, iter_samples, iter_tar_samples, split_membe
 __all__ = [
     "EMBED_DIM", "EMBED_DTYPE", "FIELDS", "FORMAT_NAME", "FormatError", "MANIFEST_NAME", "Manifest",
     "SCHEMA_VERSION", "SIZES_NAME", "SchemaError", "ShardInfo", "TarFormatError", "UserError", "WIDS_INDEX_NAME", "access_error",
-    "decode_npy", "embeddings_cache_path", "encode_npy", "is_remote", "iter_sample_groups", "iter_samples",
-    "iter_tar_samples", "join", "load_embeddings_cache", "make_key", "npy_layout", "open_url", "read_bytes", "read_manifest", "read_text", "redact",
+    "decode_npy", "embeddings_cache_path", "encode_npy", "is_remote", "is_shard_name", "iter_sample_groups", "iter_samples",
+    "iter_tar_samples", "join", "load_embeddings_cache", "load_manifest", "make_key", "npy_layout", "open_url", "read_bytes", "read_manifest", "read_text", "redact",
     "shard_name", "sizes_json", "split_member_name", "wids_index_json",
 ]
