@@ -1,6 +1,7 @@
 """The on-disk contract that the shard writer (`shardgen`) and every reader (`loaders`, verify, show, export)
-import: names and constants, the manifest, `.npy` members, the one tar reader, storage (local paths and fsspec
-URLs), the caption embedding cache and the COCO folder layout.
+import: names and constants, the manifest (checked, not trusted), `.npy` members, the rules a sample must follow
+(`record`), the one tar reader, storage (local paths and fsspec URLs, passwords redacted from every message), the
+caption embedding cache and the COCO folder layout.
 
 Imports only the standard library, numpy and fsspec, so `import shardgen.format` (and `shardgen --help`) pull in
 no torch.
