@@ -16,7 +16,14 @@ import pytest
 
 from shardgen.cli import main
 from shardgen.export import export_clip_benchmark
-from shardgen.format import SchemaError, UserError, encode_npy, npy_layout, parse_meta, parse_sample
+from shardgen.format import (
+    SchemaError,
+    UserError,
+    encode_npy,
+    npy_layout,
+    parse_meta,
+    parse_sample,
+)
 from shardgen.show import render_grid, show
 from shardgen.verify import verify
 
