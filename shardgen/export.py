@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import json
 import tarfile
 from pathlib import Path
 
 import webdataset as wds
 
-from .format import MANIFEST_NAME, Manifest, iter_tar_samples, join, open_url, read_text, split_member_name
+from .format import UserError, iter_records, load_manifest, split_member_name
 from .writer import write_text_atomic
 
 DALI_INDEX_VERSION = "v1.2"
@@ -45,8 +44,14 @@ def write_dali_index(shard: Path) -> Path:
 
 def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "test",
                           samples_per_shard: int = 1000) -> dict:
-    """Rewrite a shard set as a CLIP_benchmark retrieval dataset; returns {n_shards, n_samples}."""
-    manifest = Manifest.from_json(read_text(join(source, MANIFEST_NAME)))
+    """Rewrite a shard set as a CLIP_benchmark retrieval dataset; returns {n_shards, n_samples}.
+
+    Every sample is checked by the format's rules (`format.parse_sample`): the first that breaks one stops the
+    export with a `SchemaError` naming its shard and key, before `nshards.txt` is written (so no tool reads a
+    partial export). Bad options and an unreadable source raise `UserError`."""
+    if samples_per_shard < 1:
+        raise UserError(f"samples_per_shard must be at least 1 (got {samples_per_shard})")
+    manifest = load_manifest(source)
     split_dir = Path(out_dir) / split
     split_dir.mkdir(parents=True, exist_ok=True)
     n_shards, n_samples, writer, fh = 0, 0, None, None
@@ -56,18 +61,18 @@ def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "tes
             writer.close()
             fh.close()
 
-    for shard in manifest.shards:
-        with open_url(join(source, shard.name)) as src:
-            for key, fields in iter_tar_samples(src, source=shard.name):
-                if n_samples % samples_per_shard == 0:
-                    close()
-                    fh = open(split_dir / f"{n_shards}.tar", "wb")  # noqa: SIM115 - closed in close()
-                    writer = wds.TarWriter(fh, user="", group="", mtime=0, encoder=False)
-                    n_shards += 1
-                captions = json.loads(fields["json"])["captions"]
-                writer.write({"__key__": key, "jpg": fields["jpg"], "txt": "\n".join(captions).encode()})
-                n_samples += 1
-    close()
+    try:
+        for record in iter_records(source, manifest):
+            if n_samples % samples_per_shard == 0:
+                close()
+                fh = open(split_dir / f"{n_shards}.tar", "wb")  # noqa: SIM115 - closed in close()
+                writer = wds.TarWriter(fh, user="", group="", mtime=0, encoder=False)
+                n_shards += 1
+            writer.write({"__key__": record.key, "jpg": bytes(record.jpg),
+                          "txt": "\n".join(record.meta.captions).encode()})
+            n_samples += 1
+    finally:
+        close()
     (split_dir / "nshards.txt").write_text(f"{n_shards}\n")
     (Path(out_dir) / "dataset_type.txt").write_text("retrieval\n")
     return {"n_shards": n_shards, "n_samples": n_samples}

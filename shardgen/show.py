@@ -7,7 +7,6 @@ captions belong together.
 from __future__ import annotations
 
 import io
-import json
 import textwrap
 from collections import Counter
 from dataclasses import dataclass
@@ -15,11 +14,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .format import MANIFEST_NAME, Manifest, iter_tar_samples, join, open_url, read_text
+from .format import SchemaError, UserError, iter_records, load_manifest
 
 CELL = 224
 TEXT_H = 96
 PAD = 8
+WRAP, LINES = 32, 6  # caption characters per line, lines per caption
+CAPTION_CHARS = WRAP * LINES + 1  # enough to fill the lines and to show that the caption goes on
+MAX_IMAGE_PIXELS = 40_000_000  # far above any preprocessed image; a header claiming more is refused undecoded
 
 
 @dataclass
@@ -44,7 +46,9 @@ def _font(size: int):
 
 
 def render_grid(items: list[tuple[Image.Image, str]], *, columns: int = 4) -> Image.Image:
-    """Images (any size, shown at 224×224) with their wrapped caption below each."""
+    """Images (any size, shown at 224×224) with their wrapped caption below each (at most 6 lines)."""
+    if columns < 1:
+        raise UserError(f"columns must be at least 1 (got {columns})")
     rows = (len(items) + columns - 1) // columns
     grid = Image.new("RGB", (columns * (CELL + PAD) + PAD, rows * (CELL + TEXT_H + PAD) + PAD), "white")
     draw = ImageDraw.Draw(grid)
@@ -53,23 +57,46 @@ def render_grid(items: list[tuple[Image.Image, str]], *, columns: int = 4) -> Im
         x = PAD + (i % columns) * (CELL + PAD)
         y = PAD + (i // columns) * (CELL + TEXT_H + PAD)
         grid.paste(img.convert("RGB").resize((CELL, CELL)), (x, y))
-        lines = textwrap.wrap(caption, width=32)[:6]
+        lines = textwrap.wrap(caption[:CAPTION_CHARS], width=WRAP)[:LINES]  # cut first: wrapping is O(length)
         draw.multiline_text((x, y + CELL + 3), "\n".join(lines), fill="black", font=font, spacing=2)
     return grid
 
 
+def _thumbnail(jpg, where: str) -> Image.Image:
+    """The sample's image decoded at about the grid's cell size. Raises SchemaError naming `where`."""
+    problem = None
+    try:
+        img = Image.open(io.BytesIO(jpg))
+        if img.width * img.height > MAX_IMAGE_PIXELS:  # judged on the header, before any decoding
+            problem = f"image claims {img.width}x{img.height} pixels"
+        else:
+            img.draft("RGB", (CELL, CELL))  # JPEG: decode at a reduced scale
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        problem = f"image does not decode ({exc})"
+    if problem is not None:
+        raise SchemaError(f"{where}: {problem}")
+    return img
+
+
 def show(source: str, out_png: str | Path, *, n: int = 16, columns: int = 4) -> Stats:
-    """Write a grid of the first `n` samples to `out_png` and return statistics for the whole set."""
-    manifest = Manifest.from_json(read_text(join(source, MANIFEST_NAME)))
+    """Write a grid of the first `n` samples to `out_png` and return statistics for the whole set.
+
+    Every sample is checked by the format's rules (`format.parse_sample`); the first that breaks one stops the
+    run with a `SchemaError` naming its shard and key (run `shardgen verify` to list them all). Bad options and
+    an unreadable source raise `UserError`."""
+    if n < 1:
+        raise UserError(f"n must be at least 1 (got {n})")
+    if columns < 1:
+        raise UserError(f"columns must be at least 1 (got {columns})")
+    manifest = load_manifest(source)
     items: list[tuple[Image.Image, str]] = []
     per_image: Counter[int] = Counter()
-    for shard in manifest.shards:
-        with open_url(join(source, shard.name)) as fh:
-            for _, fields in iter_tar_samples(fh, source=shard.name):
-                meta = json.loads(fields["json"])
-                per_image[len(meta["captions"])] += 1
-                if len(items) < n:
-                    items.append((Image.open(io.BytesIO(fields["jpg"])), meta["captions"][0]))
+    for record in iter_records(source, manifest):
+        captions = record.meta.captions
+        per_image[len(captions)] += 1
+        if len(items) < n:
+            items.append((_thumbnail(record.jpg, f"{record.source}: {record.key}"), captions[0]))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     render_grid(items, columns=min(columns, max(1, len(items)))).save(out_png)

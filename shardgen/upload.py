@@ -1,9 +1,11 @@
 """`shardgen upload`: copy a shard folder to any fsspec URL (s3://, gs://, az://, file://, ...), resumably.
 
-Shards go first, in parallel; each one already at the destination with the same size and checksum is skipped,
-so an interrupted upload resumes. What lands is verified (the store's MD5 where it exposes one — S3 ETag of a
-single-part upload, GCS md5Hash — else a re-read checked against the manifest's sha256). `manifest.json`,
-`sizes.json` and `shardindex.json` go last, so a reader never sees an index pointing at missing shards.
+The destination's old `manifest.json`, `sizes.json` and `shardindex.json` are removed first, so a reader never
+sees an index over a mix of old and new shards. Shards go next, in parallel; each one already at the destination
+with the same size and checksum is skipped, so an interrupted upload resumes. What lands is verified (the
+store's MD5 where it exposes one — S3 ETag of a single-part upload, GCS md5Hash — else a re-read checked against
+the manifest's sha256). The indexes go last, the manifest very last, so a reader never sees an index pointing at
+missing shards. Only files inside the source folder are sent, whatever the manifest names.
 The S3 endpoint follows `AWS_ENDPOINT_URL` (MinIO, R2, moto) or `--endpoint-url`.
 """
 
@@ -18,7 +20,14 @@ from pathlib import Path
 import fsspec
 
 from .errors import UserError
-from .format import MANIFEST_NAME, SIZES_NAME, WIDS_INDEX_NAME, Manifest, ShardInfo
+from .format import (
+    MANIFEST_NAME,
+    SIZES_NAME,
+    WIDS_INDEX_NAME,
+    Manifest,
+    ShardInfo,
+    redact,
+)
 
 
 @dataclass
@@ -66,8 +75,31 @@ _HINTS = {
 
 def _error(dest: str, exc: Exception) -> UserError:
     hint = next((h for t, h in _HINTS.items() if isinstance(exc, t)), None)
-    detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return UserError(f"upload to {dest} failed: {detail}" + (f" ({hint})" if hint else ""))
+    detail = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    return UserError(f"upload to {redact(dest)} failed: {detail}" + (f" ({hint})" if hint else ""))
+
+
+def _local_files(src: Path, manifest: Manifest) -> list[tuple[ShardInfo | None, Path]]:
+    """The shards the manifest lists (and their DALI indexes, where present), each checked to be a file inside
+    `src` (the manifest's names are plain base names; a link out of the folder is refused too)."""
+    files: list[tuple[ShardInfo | None, Path]] = [(s, src / s.name) for s in manifest.shards]
+    files += [(None, src / s.name.replace(".tar", ".idx")) for s in manifest.shards
+              if (src / s.name.replace(".tar", ".idx")).is_file()]
+    root = src.resolve()
+    for _, path in files:
+        if not path.resolve().is_relative_to(root):
+            raise UserError(f"{path}: leads outside {src}; refusing to upload it")
+    return files
+
+
+def remove_indexes(fs, root: str) -> None:
+    """Take the old indexes at `root` (on filesystem `fs`) away before any shard there changes: the manifest
+    first, as readers look for it first. Whoever sends shards to a prefix calls this before the first one."""
+    for name in (MANIFEST_NAME, SIZES_NAME, WIDS_INDEX_NAME):
+        try:
+            fs.rm_file(f"{root}/{name}")
+        except FileNotFoundError:
+            pass
 
 
 def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dict | None = None,
@@ -77,18 +109,16 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
 
     src = Path(src)
     try:
-        manifest = Manifest.from_json((src / MANIFEST_NAME).read_text(), source=str(src / MANIFEST_NAME))
+        manifest = Manifest.from_json((src / MANIFEST_NAME).read_bytes(), source=str(src / MANIFEST_NAME))
     except FileNotFoundError:
         raise UserError(f"{src}: no {MANIFEST_NAME}; upload a folder written by `shardgen build`") from None
+    files = _local_files(src, manifest)
     try:
         fs, root = fsspec.core.url_to_fs(dest, **(storage_options or {}))
     except (ImportError, ValueError) as exc:
-        raise UserError(f"{dest}: {exc} (for s3:// install s3fs, for gs:// gcsfs)") from exc
+        raise UserError(f"{redact(dest)}: {exc} (for s3:// install s3fs, for gs:// gcsfs)") from None
     root = root.rstrip("/")
     report = UploadReport()
-    files: list[tuple[ShardInfo | None, Path]] = [(s, src / s.name) for s in manifest.shards]
-    files += [(None, src / s.name.replace(".tar", ".idx")) for s in manifest.shards
-              if (src / s.name.replace(".tar", ".idx")).is_file()]
 
     def one(item: tuple[ShardInfo | None, Path]) -> None:
         shard, path = item
@@ -102,7 +132,7 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
             return
         fs.put_file(str(path), remote)
         if not _remote_matches(fs, remote, size=size, md5=md5, sha256=sha):
-            raise UserError(f"{dest}/{path.name}: what landed differs from the local file (size or checksum)")
+            raise UserError(f"{redact(dest)}/{path.name}: what landed differs from the local file (size or checksum)")
         report.uploaded.append(path.name)
         report.n_bytes += size
 
@@ -110,6 +140,7 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
         protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
         if "file" in protocols or "local" in protocols:
             fs.makedirs(root, exist_ok=True)  # object stores have no folders (and makedirs would create buckets)
+        remove_indexes(fs, root)
         with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(files), unit="file", desc="upload",
                                                                disable=not progress) as bar:
             for _ in pool.map(one, files):

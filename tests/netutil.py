@@ -1,4 +1,5 @@
-"""Loopback servers for network tests: an HTTP server with Range support that can cut a connection once."""
+"""Loopback servers for network tests: an HTTP server with Range support (or without, like `python -m
+http.server`) that can cut a connection once or answer a path with an error status."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 class FileServer:
     """Serves files from a dict {url path: bytes} or a folder; records requests; `cut_once` truncates a response."""
 
-    def __init__(self, files: dict[str, bytes] | None = None, root: Path | None = None) -> None:
-        self.files, self.root = dict(files or {}), root
+    def __init__(self, files: dict[str, bytes] | None = None, root: Path | None = None, *,
+                 ranges: bool = True) -> None:
+        self.files, self.root, self.ranges = dict(files or {}), root, ranges
         self.requests: list[tuple[str, str | None]] = []
         self.cut_once: dict[str, int] = {}  # path → bytes to send before dropping the connection (once)
+        self.status: dict[str, int] = {}  # path → error status to answer with (401, 403, 500, ...)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -22,6 +25,8 @@ class FileServer:
 
             def _body(self):
                 path = self.path.split("?")[0]
+                if path in server.status:
+                    return server.status[path]
                 if path in server.files:
                     return server.files[path]
                 if server.root is not None:
@@ -30,14 +35,20 @@ class FileServer:
                         return f.read_bytes()
                 return None
 
+            def _refuse(self, body) -> bool:
+                if body is None or isinstance(body, int):
+                    self.send_error(body or 404)
+                    return True
+                return False
+
             def do_HEAD(self):  # noqa: N802
                 body = self._body()
-                if body is None:
-                    self.send_error(404)
+                if self._refuse(body):
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("Accept-Ranges", "bytes")
+                if server.ranges:
+                    self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
 
             def do_GET(self):  # noqa: N802
@@ -45,11 +56,10 @@ class FileServer:
                 rng = self.headers.get("Range")
                 server.requests.append((path, rng))
                 body = self._body()
-                if body is None:
-                    self.send_error(404)
+                if self._refuse(body):
                     return
                 start, end = 0, len(body) - 1
-                if rng and rng.startswith("bytes="):
+                if server.ranges and rng and rng.startswith("bytes="):
                     a, _, b = rng[6:].partition("-")
                     start = int(a) if a else len(body) - int(b)
                     end = int(b) if a and b else len(body) - 1
@@ -64,7 +74,8 @@ class FileServer:
                     self.send_response(200)
                 chunk = body[start:end + 1]
                 self.send_header("Content-Length", str(len(chunk)))
-                self.send_header("Accept-Ranges", "bytes")
+                if server.ranges:
+                    self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
                 cut = server.cut_once.pop(path, None)
                 if cut is not None:

@@ -1,6 +1,7 @@
 """The on-disk contract that the shard writer (`shardgen`) and every reader (`loaders`, verify, show, export)
-import: names and constants, the manifest, `.npy` members, the one tar reader, storage (local paths and fsspec
-URLs), the caption embedding cache and the COCO folder layout.
+import: names and constants, the manifest (checked, not trusted), `.npy` members, the rules a sample must follow
+(`record`), the one tar reader, storage (local paths and fsspec URLs, passwords redacted from every message), the
+caption embedding cache and the COCO folder layout.
 
 Imports only the standard library, numpy and fsspec, so `import shardgen.format` (and `shardgen --help`) pull in
 no torch.
@@ -8,7 +9,14 @@ no torch.
 
 from .captions import embeddings_cache_path, load_embeddings_cache
 from .errors import FormatError, SchemaError, TarFormatError, UserError
-from .manifest import Manifest, ShardInfo, read_manifest, sizes_json, wids_index_json
+from .manifest import (
+                    Manifest,
+                    ShardInfo,
+                    load_manifest,
+                    read_manifest,
+                    sizes_json,
+                    wids_index_json,
+)
 from .names import (
                     EMBED_DIM,
                     EMBED_DTYPE,
@@ -18,17 +26,35 @@ from .names import (
                     SCHEMA_VERSION,
                     SIZES_NAME,
                     WIDS_INDEX_NAME,
+                    is_shard_name,
                     make_key,
                     shard_name,
 )
 from .npy import decode_npy, encode_npy, npy_layout
-from .storage import is_remote, join, open_url, read_bytes, read_text
+from .record import (
+                    Record,
+                    SampleMeta,
+                    check_meta,
+                    iter_records,
+                    parse_meta,
+                    parse_sample,
+)
+from .storage import (
+                    access_error,
+                    is_remote,
+                    join,
+                    open_url,
+                    read_bytes,
+                    read_text,
+                    redact,
+)
 from .tar import iter_sample_groups, iter_samples, iter_tar_samples, split_member_name
 
 __all__ = [
-    "EMBED_DIM", "EMBED_DTYPE", "FIELDS", "FORMAT_NAME", "FormatError", "MANIFEST_NAME", "Manifest",
-    "SCHEMA_VERSION", "SIZES_NAME", "SchemaError", "ShardInfo", "TarFormatError", "UserError", "WIDS_INDEX_NAME",
-    "decode_npy", "embeddings_cache_path", "encode_npy", "is_remote", "iter_sample_groups", "iter_samples",
-    "iter_tar_samples", "join", "load_embeddings_cache", "make_key", "npy_layout", "open_url", "read_bytes", "read_manifest", "read_text",
-    "shard_name", "sizes_json", "split_member_name", "wids_index_json",
+    "EMBED_DIM", "EMBED_DTYPE", "FIELDS", "FORMAT_NAME", "MANIFEST_NAME", "SCHEMA_VERSION", "SIZES_NAME",
+    "WIDS_INDEX_NAME", "FormatError", "Manifest", "Record", "SampleMeta", "SchemaError", "ShardInfo",
+    "TarFormatError", "UserError", "access_error", "check_meta", "decode_npy", "embeddings_cache_path", "encode_npy",
+    "is_remote", "is_shard_name", "iter_records", "iter_sample_groups", "iter_samples", "iter_tar_samples", "join",
+    "load_embeddings_cache", "load_manifest", "make_key", "npy_layout", "open_url", "parse_meta", "parse_sample", "read_bytes",
+    "read_manifest", "read_text", "redact", "shard_name", "sizes_json", "split_member_name", "wids_index_json",
 ]

@@ -10,9 +10,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SchemaError
-from .names import EMBED_DIM, EMBED_DTYPE, FIELDS, FORMAT_NAME, MANIFEST_NAME, SCHEMA_VERSION
-from .storage import join, read_text
+from .errors import SchemaError, UserError
+from .names import (
+    EMBED_DIM,
+    EMBED_DTYPE,
+    FIELDS,
+    FORMAT_NAME,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    is_shard_name,
+    is_split_name,
+)
+from .storage import access_error, join, read_bytes, redact
 
 
 @dataclass(frozen=True)
@@ -71,37 +80,74 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "manifest") -> Manifest:
+        """The manifest in `data`, checked: the schema version, a split and shard names a reader can open safely
+        (`names.is_shard_name`: plain base names inside the folder, none twice), counts and sizes that are
+        non-negative integers, sha256 digests. Raises SchemaError naming `source`."""
         try:
-            version = int(data["schema_version"])
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON object expected, got {type(data).__name__}")
+            version = _count(data, "schema_version")
             if version != SCHEMA_VERSION:
                 raise SchemaError(
                     f"{source}: schema_version {version} is not supported (this reader knows {SCHEMA_VERSION}); "
                     "rebuild the shards with this version of shardgen"
                 )
-            dim = int(data.get("embed_dim", EMBED_DIM))
+            split = data["split"]
+            if not is_split_name(split):
+                raise ValueError(f"split {split!r} is not a plain name")
             return cls(
-                split=str(data["split"]),
+                split=split,
                 text_encoder=dict(data["text_encoder"]),
                 preprocess=dict(data["preprocess"]),
-                shards=[ShardInfo(**s) for s in data["shards"]],
+                shards=_shards(data["shards"], split),
                 failures=dict(data.get("failures", {})),
                 conversions=dict(data.get("conversions", {})),
-                n_captions=int(data.get("totals", {}).get("n_captions", 0)),
+                n_captions=_count(data.get("totals", {}), "n_captions", default=0),
                 schema_version=version,
-                embed_dim=dim,
+                embed_dim=_count(data, "embed_dim", default=EMBED_DIM),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SchemaError):
                 raise
-            raise SchemaError(f"{source}: not a valid shardgen manifest ({exc!r})") from exc
+            raise SchemaError(f"{source}: not a valid shardgen manifest ({exc})") from exc
 
     @classmethod
-    def from_json(cls, text: str, *, source: str = "manifest") -> Manifest:
+    def from_json(cls, text: str | bytes, *, source: str = "manifest") -> Manifest:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
             raise SchemaError(f"{source}: not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise SchemaError(f"{source}: not a shardgen manifest (JSON nested too deep)") from None
         return cls.from_dict(data, source=source)
+
+
+def _count(data: dict, key: str, default: int | None = None) -> int:
+    """`data[key]` as a non-negative integer (JSON `true` is no count)."""
+    value = data[key] if default is None else data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} {value!r} is not a non-negative integer")
+    return value
+
+
+def _shards(entries: list, split: str) -> list[ShardInfo]:
+    if not isinstance(entries, list):
+        raise TypeError("shards is not a list")
+    shards, seen = [], set()
+    for entry in entries:
+        if not isinstance(entry, dict) or set(entry) != {"name", "n_samples", "n_bytes", "sha256"}:
+            raise ValueError(f"shard entry {entry!r:.80} needs exactly name, n_samples, n_bytes, sha256")
+        name, sha = entry["name"], entry["sha256"]
+        if not is_shard_name(name, split):
+            raise ValueError(f"shard name {name!r:.80} is not {split}-NNNNNN.tar (a file in the manifest's folder)")
+        if name in seen:
+            raise ValueError(f"shard {name} is listed twice")
+        if not (isinstance(sha, str) and len(sha) == 64 and not sha.strip("0123456789abcdef")):
+            raise ValueError(f"shard {name}: sha256 {sha!r:.80} is not 64 hex digits")
+        seen.add(name)
+        shards.append(ShardInfo(name=name, n_samples=_count(entry, "n_samples"), n_bytes=_count(entry, "n_bytes"),
+                                sha256=sha))
+    return shards
 
 
 def sizes_json(manifest: Manifest) -> str:
@@ -121,7 +167,20 @@ def wids_index_json(manifest: Manifest) -> str:
 
 
 def read_manifest(folder: str, **storage_options) -> Manifest:
-    """The manifest of a shard folder or remote prefix. Raises FileNotFoundError (naming the file) or
-    SchemaError."""
+    """The manifest of a shard folder or remote prefix. Raises FileNotFoundError (naming the file), another
+    OSError when it cannot be read, or SchemaError."""
     url = join(folder, MANIFEST_NAME)
-    return Manifest.from_json(read_text(url, **storage_options), source=url)
+    return Manifest.from_json(read_bytes(url, **storage_options), source=redact(url))
+
+
+def load_manifest(folder: str, **storage_options) -> Manifest:
+    """`read_manifest` for the readers a person runs (show, export): a manifest that is missing or cannot be read
+    (credentials, network) is a `UserError` naming it; one that does not parse stays a `SchemaError`."""
+    url = join(folder, MANIFEST_NAME)
+    try:
+        return read_manifest(folder, **storage_options)
+    except FileNotFoundError:
+        raise UserError(f"{redact(url)}: not found (not a folder written by `shardgen build`, or the build is "
+                        "unfinished)") from None
+    except OSError as exc:
+        raise access_error(url, exc) from None

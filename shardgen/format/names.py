@@ -8,6 +8,8 @@ Shards are named `<split>-NNNNNN.tar`; `manifest.json`, written last, lists them
 
 from __future__ import annotations
 
+import re
+
 SCHEMA_VERSION = 1
 FORMAT_NAME = "coco-clip-webdataset"
 EMBED_DIM = 512
@@ -30,6 +32,22 @@ def make_key(image_id: int) -> str:
     return f"{image_id:012d}"
 
 
+_SPLIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_SHARD_RE = re.compile(r"(?P<split>[A-Za-z0-9][A-Za-z0-9_-]*)-(?P<index>[0-9]{6,})\.tar")
+
+
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
+
+
+def is_split_name(split: str) -> bool:
+    """Whether `split` can name shards: letters, digits, `_` and `-` (so a shard name is a plain base name)."""
+    return isinstance(split, str) and _SPLIT_RE.fullmatch(split) is not None
+
+
+def is_shard_name(name: str, split: str) -> bool:
+    """Whether `name` is a name `shard_name(split, i)` writes: `<split>-NNNNNN.tar`, a plain base name (no
+    folder, no `..`, nothing absolute), so a reader never opens a file outside the dataset's folder."""
+    m = _SHARD_RE.fullmatch(name) if isinstance(name, str) else None
+    return m is not None and m["split"] == split
 

@@ -7,6 +7,7 @@ neither run code nor make a reader allocate more than the member holds.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 
@@ -44,14 +45,8 @@ def npy_layout(data) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     header = bytes(data[start:start + hlen])
     parsed = _NPY_HEADERS.get(header)
     if parsed is None:
-        import ast
-
-        d = ast.literal_eval(header.decode("latin1"))
-        dtype = np.dtype(d["descr"])
-        if dtype.hasobject:
-            raise ValueError("object arrays need pickle; refused")
-        shape = tuple(int(n) for n in d["shape"])
-        parsed = (dtype, shape, bool(d["fortran_order"]), start + hlen, int(np.prod(shape)) * dtype.itemsize)
+        dtype, shape, fortran = _parse_header(header)
+        parsed = (dtype, shape, fortran, start + hlen, math.prod(shape) * dtype.itemsize)
         if len(_NPY_HEADERS) < 256:
             _NPY_HEADERS[header] = parsed
             if start + hlen == 128:  # also by the file's first 128 bytes: one lookup next time
@@ -60,6 +55,28 @@ def npy_layout(data) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     if len(data) - offset != nbytes:
         raise ValueError(f"npy payload has {len(data) - offset} bytes, header says {nbytes}")
     return dtype, shape, fortran, offset
+
+
+def _parse_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """(dtype, shape, fortran_order) from a header dict; raises ValueError("bad .npy header ...") on anything
+    else than the dict `np.save` writes."""
+    import ast
+
+    try:
+        d = ast.literal_eval(header.decode("latin1"))
+        if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
+            raise TypeError("not a dict of descr, fortran_order, shape")
+        dtype = np.dtype(d["descr"])
+        shape = d["shape"]
+        if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
+            raise TypeError(f"shape {shape!r:.40}")
+        if not isinstance(d["fortran_order"], bool):
+            raise TypeError("fortran_order is not a bool")
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as exc:  # literal_eval's and
+        raise ValueError(f"bad .npy header ({type(exc).__name__}: {exc})"[:200]) from None  # np.dtype's errors
+    if dtype.hasobject:
+        raise ValueError("object arrays need pickle; refused")
+    return dtype, shape, d["fortran_order"]
 
 
 def decode_npy(data) -> np.ndarray:

@@ -2,15 +2,42 @@
 
 Both the writer side (`verify`, `upload`) and the reader side (`loaders`) open shards through these functions,
 so a remote prefix behaves exactly like a local folder.
+
+HTTP(S) files are opened as plain sequential streams (one GET, no Range requests): every reader reads a shard
+front to back, and many servers (`python -m http.server` among them) ignore Range, which fsspec's default
+block-wise HTTP file needs past its first 5 MB block. A password in a URL never reaches a message: every error
+raised here names the URL through `redact`.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import socket
 from urllib.parse import urlparse
 
 import fsspec
+
+from .errors import UserError
+
+_NETLOC = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<netloc>[^/?#\s]*)")
+
+
+def _redact_netloc(match: re.Match) -> str:
+    netloc = match["netloc"]
+    if "@" not in netloc:
+        return match[0]
+    userinfo, host = netloc.rsplit("@", 1)
+    user, has_password, _ = userinfo.partition(":")
+    return f"{match['scheme']}{user + ':****' if has_password else '****'}@{host}"
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, or a message holding URLs) with the credentials of every URL hidden, as pip does:
+    `https://user:secret@host/x` → `https://user:****@host/x`; a lone token (`https://token@host`) → `****@host`."""
+    text = str(text)
+    return _NETLOC.sub(_redact_netloc, text) if "@" in text else text
 
 
 def is_remote(url: str) -> bool:
@@ -25,12 +52,85 @@ def join(base: str, name: str) -> str:
     return os.path.join(base, name)
 
 
+def _is_http(url: str) -> bool:
+    return str(url).split("://", 1)[0].lower() in ("http", "https")
+
+
 def open_url(url: str, mode: str = "rb", **storage_options):
-    """Open a local path or fsspec URL; the caller closes it. Errors name the URL."""
+    """Open a local path or fsspec URL; the caller closes it. HTTP(S) URLs open as sequential streams (no Range).
+
+    Raises FileNotFoundError when the file is not there (for HTTP: status 404 or 410), and for HTTP(S)
+    PermissionError when access is refused (401, 403) and ConnectionError when the server cannot be reached or
+    answers with another error. Every message names the URL without its password."""
+    url = str(url)
+    if _is_http(url) and mode == "rb":
+        return _open_http(url, storage_options)
     try:
-        return fsspec.open(str(url), mode, **storage_options).open()
+        return fsspec.open(url, mode, **storage_options).open()
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{url}: not found") from exc
+        raise FileNotFoundError(f"{redact(url)}: not found") from exc
+
+
+def _open_http(url: str, storage_options: dict):
+    import aiohttp  # fsspec's HTTP filesystem is built on it; imported here so local readers never load it
+
+    try:
+        fh = fsspec.open(url, "rb", **{"block_size": 0, **storage_options}).open()  # 0: a streaming file
+    except (OSError, aiohttp.ClientError) as exc:
+        raise _http_error(url, exc) from None  # not chained: the cause's text holds the URL unredacted
+    return _HTTPStream(fh, url, aiohttp.ClientError)
+
+
+class _HTTPStream(io.RawIOBase):
+    """An HTTP body read front to back (fsspec's streaming file), whose failures mid-body (a dropped connection)
+    are ConnectionErrors naming the URL, like the failures to open it."""
+
+    def __init__(self, fh, url: str, client_error: type[Exception]) -> None:
+        super().__init__()
+        self._fh, self._url, self._client_error = fh, url, client_error
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._fh.read(size)
+        except self._client_error as exc:
+            raise ConnectionError(f"{redact(self._url)}: connection lost ({type(exc).__name__}: "
+                                  f"{redact(exc)})") from None
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fh.close()
+        super().close()
+
+
+def _http_error(url: str, exc: Exception) -> OSError:
+    """What an HTTP open failure means. fsspec reports any failure of its size probe as FileNotFoundError, with
+    the real cause (a status, a refused connection) chained."""
+    cause = exc.__cause__ if isinstance(exc, FileNotFoundError) and exc.__cause__ is not None else exc
+    where = redact(url)
+    status = getattr(cause, "status", None)
+    if status in (404, 410) or (cause is exc and isinstance(exc, FileNotFoundError)):
+        return FileNotFoundError(f"{where}: not found (HTTP {status or 404})")
+    if status in (401, 403):
+        return PermissionError(f"{where}: access denied (HTTP {status}); check the credentials")
+    if status is not None:
+        return ConnectionError(f"{where}: HTTP {status} {redact(getattr(cause, 'message', ''))}".rstrip())
+    return ConnectionError(f"{where}: cannot connect ({type(cause).__name__}: {redact(cause)})")
+
+
+def access_error(url: str, exc: OSError) -> UserError:
+    """A storage failure that is the user's to fix (credentials, network, a missing bucket) as one line naming
+    the URL, without its password."""
+    if isinstance(exc, PermissionError):
+        return UserError(f"{redact(url)}: access denied ({redact(exc)}); check the storage credentials")
+    return UserError(f"{redact(url)}: cannot read ({type(exc).__name__}: {redact(exc)})")
 
 
 def read_text(url: str, **storage_options) -> str:

@@ -8,6 +8,7 @@ one dict per sample.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -131,7 +132,7 @@ class _Grouper:
         each as (lo, hi, group) or (lo, hi, None) when it cannot be a group."""
         lens = chunk.name_len.tolist()
         signature = []
-        for lo, hi in zip(bounds, bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             d = int(dot[lo])
             signature.append((d, [blob[i * 100 + d + 1:i * 100 + lens[i]] for i in range(lo, hi)]))
         runs, start = [], 0

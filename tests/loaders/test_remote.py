@@ -10,6 +10,7 @@ from loaders import LoaderError, SourceError, make_loader
 from shardgen.cli import main
 from shardgen.errors import UserError
 from shardgen.upload import upload
+from shardgen.verify import verify
 
 from ..netutil import FileServer
 
@@ -156,6 +157,11 @@ def test_bad_credentials_are_a_clear_error(tmp_path, train_shards, monkeypatch, 
         assert "access denied" in err and "s3://bucket/x" in err and len(err.strip().splitlines()) == 1
         with pytest.raises(SourceError, match="access denied"):
             make_loader("s3://bucket/x/", batch_size=4)
+        with pytest.raises(UserError, match=r"s3://bucket/x/manifest\.json: access denied"):
+            verify("s3://bucket/x")
+        assert main(["verify", "s3://bucket/x", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "access denied" in err and len(err.strip().splitlines()) == 1
     finally:
         proc.terminate()
         proc.wait()
