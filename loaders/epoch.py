@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from shardgen.format import redact
+
 from .batches import Decoder, collate
 from .config import LoaderConfig
 from .errors import LoaderError
@@ -76,11 +78,12 @@ class EpochPipeline:
             before = produced
             for span in spans:
                 url = self.shards.urls[span.shard]
+                shown = redact(url)  # records carry the URL for messages only
                 try:
                     for keys, fields in iter_span(url, span, count=self.shards.counts[span.shard],
                                                   retries=cfg.retries, backoff=cfg.retry_backoff,
                                                   storage_options=cfg.storage_options):
-                        records = parser.parse_group(url, keys, fields, skip)[:quota - produced]
+                        records = parser.parse_group(shown, keys, fields, skip)[:quota - produced]
                         if records:
                             yield records
                             produced += len(records)
@@ -91,7 +94,7 @@ class EpochPipeline:
                         raise
                     skip(f"skipping rest of span: {exc}")
             if produced == before:
-                raise LoaderError(f"no readable samples in {[self.shards.urls[s.shard] for s in spans]}")
+                raise LoaderError(f"no readable samples in {[redact(self.shards.urls[s.shard]) for s in spans]}")
 
     def iter_batches(self, worker: int, *, generation: int, epoch: int, skip_batches: int, memory
                      ) -> Iterator[dict]:

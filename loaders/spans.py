@@ -10,21 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 
-from shardgen.format import FormatError, is_remote, iter_sample_groups, open_url
+from shardgen.format import FormatError, is_remote, iter_sample_groups, open_url, redact
 
 from .errors import LoaderError
 from .plan import Span
 
 log = logging.getLogger("loaders")
-
-
-def _redact(url: str) -> str:
-    """`url` without a password (user:****@host), for messages."""
-    try:
-        from shardgen.format.storage import redact
-    except ImportError:  # older format layer
-        return url
-    return redact(url)
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -62,16 +53,16 @@ def iter_span(url: str, span: Span, *, count: int, retries: int, backoff: float,
                     if i >= span.stop:
                         break
                 if i < span.stop:
-                    raise LoaderError(f"{_redact(url)}: {key or '<start>'}: shard ends after {i} samples; its "
+                    raise LoaderError(f"{redact(url)}: {key or '<start>'}: shard ends after {i} samples; its "
                                       f"manifest says {count}")
                 if span.stop == count and (i > count or next(groups, None) is not None):
-                    raise LoaderError(f"{_redact(url)}: shard holds more samples than the {count} its manifest "
+                    raise LoaderError(f"{redact(url)}: shard holds more samples than the {count} its manifest "
                                       "says")
             return
         except FormatError as exc:  # the bytes are wrong: reading them again will not help
-            raise LoaderError(f"{_redact(url)}: {key or '<start>'}: corrupt or truncated shard ({exc})") from None
+            raise LoaderError(f"{redact(url)}: {key or '<start>'}: corrupt or truncated shard ({exc})") from None
         except _transient_errors() as exc:
             if not remote or attempt >= retries:
-                raise LoaderError(f"{_redact(url)}: {key or '<start>'}: read failed ({_redact(str(exc))})") from exc
-            log.warning("%s: %s; retrying (%d/%d)", _redact(url), _redact(str(exc)), attempt + 1, retries)
+                raise LoaderError(f"{redact(url)}: {key or '<start>'}: read failed ({redact(str(exc))})") from exc
+            log.warning("%s: %s; retrying (%d/%d)", redact(url), redact(str(exc)), attempt + 1, retries)
             time.sleep(backoff * 2 ** attempt)
