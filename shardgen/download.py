@@ -7,7 +7,6 @@ escaping the target folder (`..`, absolute paths, links). Idempotent: what is co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import UserError
+from .format.digest import file_digests
 from .format.layout import describe_layout
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org/"
@@ -42,14 +42,6 @@ COCO_FILES = {  # MD5s as published alongside the official COCO 2014 zips
     "train": RemoteFile("train", "zips/train2014.zip", "0da8c0bd3d6becc4dcb32757491aca88"),
     "val": RemoteFile("val", "zips/val2014.zip", "a3d79f5ed8d289b7a7554ce06a5782b3"),
 }
-
-
-def md5_file(path: Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.md5()  # noqa: S324 - integrity check against published MD5s, not security
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(url: str, dest: Path, *, md5: str | None = None, retries: int = 5, backoff: float = 1.0,
@@ -92,7 +84,7 @@ def fetch(url: str, dest: Path, *, md5: str | None = None, retries: int = 5, bac
     if total is not None and part.stat().st_size != total:
         raise UserError(f"{url}: got {part.stat().st_size} bytes, server said {total}")
     if md5 is not None:
-        got = md5_file(part)
+        (got,) = file_digests(part, "md5")
         if got != md5:
             part.unlink()
             raise UserError(f"{url}: MD5 {got} does not match the expected {md5}; the partial file was removed, "
