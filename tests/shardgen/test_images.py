@@ -12,7 +12,8 @@ _BUILD = BuildConfig(coco_root=".", split="train", out=".")  # the build's defau
 
 
 def preprocess_image(path, **overrides):
-    options = dict(size=_BUILD.image_size, crop=_BUILD.crop, quality=_BUILD.jpeg_quality, draft=_BUILD.draft)
+    options = dict(size=_BUILD.image_size, crop=_BUILD.crop, quality=_BUILD.jpeg_quality, draft=_BUILD.draft,
+                   max_pixels=_BUILD.max_image_pixels)
     return _preprocess_image(path, **{**options, **overrides})
 
 
