@@ -20,7 +20,12 @@ import torch
 from .assembly import assemble_manifest, write_manifest
 from .coco import CocoImage, load_split
 from .config import BuildConfig
-from .embeddings import CaptionEmbeddings, encode_captions, encoder_fingerprint, save_cache
+from .embeddings import (
+    CaptionEmbeddings,
+    encode_captions,
+    encoder_fingerprint,
+    save_cache,
+)
 from .errors import UserError
 from .export import write_dali_index
 from .format import Manifest, embeddings_cache_path, shard_name
