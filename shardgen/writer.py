@@ -61,8 +61,10 @@ def write_shard(path: Path, samples: list[Sample]) -> ShardInfo:
         (sha256,) = file_digests(tmp, "sha256")
         info = ShardInfo(name=path.name, n_samples=len(samples), n_bytes=tmp.stat().st_size, sha256=sha256)
         os.replace(tmp, path)
-    except BaseException:  # a full disk or an interrupt: leave no partial file behind, then re-raise
+    except BaseException as exc:  # a full disk or an interrupt: leave no partial file behind, then re-raise
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file; say which shard it was
         raise
     return info
 
