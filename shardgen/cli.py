@@ -290,6 +290,25 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _add_download(sub) -> None:
+    p = sub.add_parser("download", help="download COCO 2014 (Kaggle or the official zips)",
+                       description="Download COCO 2014 and print the layout found. Official zips resume, retry "
+                                   "and are MD5-checked; extraction refuses members escaping --root and zips "
+                                   "that would expand beyond what COCO's zips hold.")
+    p.add_argument("--root", required=True, type=Path, help="folder to download into")
+    p.add_argument("--source", choices=["coco", "kaggle"], default="coco")
+    p.add_argument("--splits", default="train,val", help="comma list of train,val (coco source)")
+    p.add_argument("--base-url", default=None, help="mirror of images.cocodataset.org (coco source)")
+    p.add_argument("--md5", action="append", default=[], metavar="NAME=HEX",
+                   help="override an expected MD5 (NAME: annotations, train, val), e.g. for a mirror")
+    p.add_argument("--max-extract-bytes", type=parse_byte_size, default=None, metavar="SIZE",
+                   help="refuse a zip that would expand beyond SIZE (default: per zip, about 1.5x what the "
+                        "official COCO 2014 zip holds)")
+    p.add_argument("--workers", type=positive_int, default=3, help="parallel downloads (default: 3)")
+    p.add_argument("--keep-zips", action="store_true", help="keep the zips after extraction")
+    p.add_argument("--quiet", action="store_true")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardgen", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -310,22 +329,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=positive_int, default=16, help="number of samples in the grid (default: 16)")
     p.add_argument("--columns", type=positive_int, default=4)
 
-    p = sub.add_parser("download", help="download COCO 2014 (Kaggle or the official zips)",
-                       description="Download COCO 2014 and print the layout found. Official zips resume, retry "
-                                   "and are MD5-checked; extraction refuses members escaping --root and zips "
-                                   "that would expand beyond what COCO's zips hold.")
-    p.add_argument("--root", required=True, type=Path, help="folder to download into")
-    p.add_argument("--source", choices=["coco", "kaggle"], default="coco")
-    p.add_argument("--splits", default="train,val", help="comma list of train,val (coco source)")
-    p.add_argument("--base-url", default=None, help="mirror of images.cocodataset.org (coco source)")
-    p.add_argument("--md5", action="append", default=[], metavar="NAME=HEX",
-                   help="override an expected MD5 (NAME: annotations, train, val), e.g. for a mirror")
-    p.add_argument("--max-extract-bytes", type=parse_byte_size, default=None, metavar="SIZE",
-                   help="refuse a zip that would expand beyond SIZE (default: per zip, about 1.5x what the "
-                        "official COCO 2014 zip holds)")
-    p.add_argument("--workers", type=positive_int, default=3, help="parallel downloads (default: 3)")
-    p.add_argument("--keep-zips", action="store_true", help="keep the zips after extraction")
-    p.add_argument("--quiet", action="store_true")
+    _add_download(sub)
 
     p = sub.add_parser("upload", help="copy shards to cloud storage (any fsspec URL), manifest last",
                        description="Upload shards in parallel, skip those already there (resume), verify what "
