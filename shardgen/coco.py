@@ -37,8 +37,6 @@ class CocoImage:
     file_name: str
     path: Path
     captions: tuple[str, ...]
-    width: int
-    height: int
 
 
 @dataclass
@@ -130,11 +128,6 @@ def _group_captions(annotations: list, images: dict[int, dict], report: CaptionR
     return by_image
 
 
-def _size(info: dict, key: str) -> int:
-    value = info.get(key)
-    return value if isinstance(value, int) and value > 0 else 0
-
-
 def load_split(layout: SplitLayout) -> tuple[list[CocoImage], CaptionReport]:
     """Read every image and its cleaned captions, sorted by image id; report what was skipped and why."""
     images, annotations = _read_json(layout.annotations)
@@ -149,6 +142,5 @@ def load_split(layout: SplitLayout) -> tuple[list[CocoImage], CaptionReport]:
             report.problems["no_captions"].append(info["file_name"])
             continue
         records.append(CocoImage(image_id=image_id, file_name=info["file_name"],
-                                 path=layout.images_dir / info["file_name"], captions=caps,
-                                 width=_size(info, "width"), height=_size(info, "height")))
+                                 path=layout.images_dir / info["file_name"], captions=caps))
     return records, report

@@ -74,7 +74,7 @@ def _preprocess_chunk(records: list[CocoImage], cfg: BuildConfig) -> list:
     return out
 
 
-def to_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
+def _to_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
     meta = {
         "image_id": rec.image_id, "file_name": rec.file_name, "captions": list(rec.captions),
         "width": img.width, "height": img.height, "orig_width": img.orig_width, "orig_height": img.orig_height,
@@ -92,7 +92,7 @@ def iter_prepared(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: Buil
             if isinstance(res, BadImage):
                 yield Prepared(first + j, rec, res, ())
             else:
-                yield Prepared(first + j, rec, to_sample(rec, res, emb), res.conversions)
+                yield Prepared(first + j, rec, _to_sample(rec, res, emb), res.conversions)
 
     if workers <= 1:
         for first, recs in chunks:

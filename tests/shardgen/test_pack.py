@@ -12,7 +12,7 @@ from shardgen.writer import Sample
 
 
 def _record(i: int) -> CocoImage:
-    return CocoImage(image_id=i, file_name=f"{i}.jpg", path=Path(f"{i}.jpg"), captions=("c",), width=1, height=1)
+    return CocoImage(image_id=i, file_name=f"{i}.jpg", path=Path(f"{i}.jpg"), captions=("c",))
 
 
 def _ok(i: int, jpg_bytes: int = 100, conversions: tuple[str, ...] = ()) -> Prepared:
