@@ -21,7 +21,7 @@ from .format.digest import file_digests
 from .writer import write_text_atomic
 
 JOURNAL_NAME = ".shardgen-journal.json"
-_ENTRY_KEYS = ("name", "n_samples", "n_bytes", "sha256", "input_end", "failures", "conversions", "n_captions")
+_COUNTS = ("n_samples", "n_bytes", "input_end", "n_captions")
 
 
 def config_hash(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: str) -> str:
@@ -36,21 +36,29 @@ def config_hash(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: str
     return h.hexdigest()
 
 
+def _is_tally(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(names, list) and all(isinstance(n, str) for n in names)
+                                           for names in value.values())
+
+
+def _is_entry(entry: object, name: str) -> bool:
+    return (isinstance(entry, dict) and entry.get("name") == name and isinstance(entry.get("sha256"), str)
+            and all(type(entry.get(k)) is int and entry[k] >= 0 for k in _COUNTS)
+            and _is_tally(entry.get("failures")) and _is_tally(entry.get("conversions")))
+
+
 def _read(path: Path, split: str) -> tuple[str, list[dict]] | None:
     """(config hash, shard entries), or None when the file does not hold a journal of `split`'s shards."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("config_hash"), str) \
             or not isinstance(data.get("shards"), list):
         return None
-    shards = data["shards"]
-    for index, entry in enumerate(shards):
-        if not (isinstance(entry, dict) and all(k in entry for k in _ENTRY_KEYS)
-                and entry["name"] == shard_name(split, index)):
-            return None
-    return data["config_hash"], shards
+    if not all(_is_entry(entry, shard_name(split, i)) for i, entry in enumerate(data["shards"])):
+        return None
+    return data["config_hash"], data["shards"]
 
 
 def load_journal(out: Path, split: str, build_hash: str, *, warn: Callable[[str], None]) -> list[dict]:
