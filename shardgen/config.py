@@ -1,16 +1,23 @@
 """`BuildConfig`: every setting of `shardgen build`, with its default and its check, in one place.
 
 The command line takes its defaults from here (never restated by hand), and the module imports no torch, so
-`shardgen --help` answers at once.
+`shardgen --help` answers at once. A bad value raises `ValueError` whose message starts with the field's name
+(the command line turns it into a one-line error naming the option).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
+
+# COCO's largest image is 640×640 (0.4 Mpx). 50 Mpx still admits any camera photo (a 45 Mpx full-frame sensor,
+# an 8K frame) in a COCO-layout folder of one's own, and caps what one image process may decode at ~150 MB of RGB.
+# A header claiming more is counted as `too_large` before anything is decoded.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,7 @@ class BuildConfig:
     draft: bool = True
     samples_per_shard: int = 1000
     max_shard_bytes: int = 512 * 1024 * 1024
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     encode_batch_size: int = 256
     device: str = "auto"
@@ -34,7 +42,8 @@ class BuildConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "samples_per_shard", "max_shard_bytes", "workers", "encode_batch_size"):
+        for name in ("image_size", "samples_per_shard", "max_shard_bytes", "max_image_pixels", "workers",
+                     "encode_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -46,3 +55,13 @@ class BuildConfig:
         return {"image_size": self.image_size, "resize": "shorter_side_bicubic_antialias",
                 "crop": "center" if self.crop else "none", "jpeg_quality": self.jpeg_quality,
                 "jpeg_baseline": True, "jpeg_draft_decode": self.draft, "color": "RGB"}
+
+
+def build_default(name: str) -> Any:
+    """The default of `BuildConfig.<name>` (a factory's value for fields such as `workers`)."""
+    spec = next(f for f in fields(BuildConfig) if f.name == name)
+    if spec.default is not MISSING:
+        return spec.default
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    raise KeyError(f"BuildConfig.{name} has no default")

@@ -1,15 +1,19 @@
 """`shardgen download`: COCO 2014 onto disk, from Kaggle (the seed's way) or the official zips.
 
 Official zips: parallel HTTP downloads with progress bars, resume of partial files (HTTP Range), retries with
-backoff, size check against the server's length and MD5 check where known, then extraction that refuses members
-escaping the target folder (`..`, absolute paths, links). Idempotent: what is complete is not fetched again.
+backoff for transient faults (a dropped connection, a timeout) and none for a host that cannot be resolved or
+refuses the connection (one line with what to try instead), size check against the server's length and MD5 check
+where known, then extraction that refuses members escaping the target folder (`..`, absolute paths, links) and
+zips that would expand beyond what the official zip holds (a zip bomb). Idempotent: what is complete is not
+fetched again; a failed run leaves no empty folders behind.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
 import os
+import socket
 import stat
 import sys
 import time
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import UserError
+from .format.digest import file_digests
 from .format.layout import describe_layout
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org/"
@@ -30,26 +35,49 @@ class RemoteFile:
     name: str  # key: annotations | train | val
     path: str  # relative to the base URL
     md5: str | None
+    max_extract_bytes: int  # what the zip may expand to; the official zip's content with room to spare
 
     @property
     def filename(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
 
+GB = 10**9
 COCO_FILES = {  # MD5s as published alongside the official COCO 2014 zips
+    # ≈ 0.8 GB of JSON (captions, instances, keypoints for train and val)
     "annotations": RemoteFile("annotations", "annotations/annotations_trainval2014.zip",
-                              "0a379cfc70b0e71301e0f377548639bd"),
-    "train": RemoteFile("train", "zips/train2014.zip", "0da8c0bd3d6becc4dcb32757491aca88"),
-    "val": RemoteFile("val", "zips/val2014.zip", "a3d79f5ed8d289b7a7554ce06a5782b3"),
+                              "0a379cfc70b0e71301e0f377548639bd", max_extract_bytes=2 * GB),
+    # 82 783 JPEGs, ≈ 13.5 GB
+    "train": RemoteFile("train", "zips/train2014.zip", "0da8c0bd3d6becc4dcb32757491aca88", max_extract_bytes=20 * GB),
+    # 40 504 JPEGs, ≈ 6.6 GB
+    "val": RemoteFile("val", "zips/val2014.zip", "a3d79f5ed8d289b7a7554ce06a5782b3", max_extract_bytes=10 * GB),
 }
+# JPEGs do not compress (≈1×) and COCO's JSON ≈5×; deflate reaches ≈1000× only on made-up data such as zeros.
+MAX_COMPRESSION_RATIO = 50
+RATIO_EXEMPT_BYTES = 1 << 20  # a small member may compress well (an empty file) without harm
+OFFLINE_HINT = ("check the network, or use a mirror with --base-url URL, or download from Kaggle with "
+                "--source kaggle")
 
 
-def md5_file(path: Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.md5()  # noqa: S324 - integrity check against published MD5s, not security
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why a connection could not even be made (name resolution, refused, no route), found anywhere in the chain
+    of causes that requests/urllib3 wrap it in; None for faults worth retrying (timeouts, dropped connections)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror):
+            return f"cannot resolve the host name ({err.strerror or err})"
+        if isinstance(err, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(err, OSError) and err.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "network unreachable"
+        stack += [err.__cause__, err.__context__, getattr(err, "reason", None)]
+        stack += [a for a in err.args if isinstance(a, BaseException)]
+    return None
 
 
 def fetch(url: str, dest: Path, *, md5: str | None = None, retries: int = 5, backoff: float = 1.0,
@@ -86,13 +114,16 @@ def fetch(url: str, dest: Path, *, md5: str | None = None, retries: int = 5, bac
             break
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 ConnectionError) as exc:
+            reason = unreachable_reason(exc)
+            if reason is not None:  # retrying cannot help: say what can
+                raise UserError(f"{url}: {reason}; {OFFLINE_HINT}") from exc
             if attempt == retries:
                 raise UserError(f"{url}: download failed after {retries + 1} attempts ({exc})") from exc
             time.sleep(backoff * 2 ** attempt)
     if total is not None and part.stat().st_size != total:
         raise UserError(f"{url}: got {part.stat().st_size} bytes, server said {total}")
     if md5 is not None:
-        got = md5_file(part)
+        (got,) = file_digests(part, "md5")
         if got != md5:
             part.unlink()
             raise UserError(f"{url}: MD5 {got} does not match the expected {md5}; the partial file was removed, "
@@ -120,10 +151,25 @@ def _safe_members(archive: zipfile.ZipFile, target: Path) -> list[zipfile.ZipInf
     return members
 
 
-def extract(zip_path: Path, target: Path) -> None:
+def _check_expansion(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], *, max_bytes: int) -> None:
+    """Refuse a zip whose members would expand beyond `max_bytes` in all, or one member beyond what real data
+    compresses to. Extraction never writes more than a member declares, so the declared sizes bound the disk used."""
+    total = sum(info.file_size for info in members)
+    if total > max_bytes:
+        raise UserError(f"{archive.filename}: would expand to {total / GB:.2f} GB, more than the {max_bytes / GB:.2f} "
+                        "GB allowed for it (a zip bomb?); if it is genuine, rerun with --max-extract-bytes SIZE")
+    for info in members:
+        if info.file_size > RATIO_EXEMPT_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(1, info.compress_size):
+            raise UserError(f"{archive.filename}: member {info.filename!r} expands {info.compress_size} bytes to "
+                            f"{info.file_size} (over {MAX_COMPRESSION_RATIO}x; a zip bomb?); refusing to extract")
+
+
+def extract(zip_path: Path, target: Path, *, max_bytes: int) -> None:
+    """Extract every member of `zip_path` under `target`, after checking them all (paths, links, expansion)."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = _safe_members(archive, target)
+            _check_expansion(archive, members, max_bytes=max_bytes)
             for info in members:
                 archive.extract(info, target)
     except zipfile.BadZipFile as exc:
@@ -132,15 +178,18 @@ def extract(zip_path: Path, target: Path) -> None:
 
 def download_coco(root: str | Path, *, splits: tuple[str, ...] = ("train", "val"),
                   base_url: str = DEFAULT_BASE_URL, md5: dict[str, str | None] | None = None, workers: int = 3,
-                  keep_zips: bool = False, progress: bool = True) -> list[str]:
-    """Fetch and extract the annotation zip and the image zips of `splits`; returns what was done."""
+                  keep_zips: bool = False, max_extract_bytes: int | None = None, progress: bool = True) -> list[str]:
+    """Fetch and extract the annotation zip and the image zips of `splits`; returns what was done.
+
+    `max_extract_bytes` replaces each zip's own expansion limit (`RemoteFile.max_extract_bytes`)."""
     root = Path(root)
+    downloads = root / "downloads"
+    created = [d for d in (root, downloads) if not d.exists()]
     root.mkdir(parents=True, exist_ok=True)
     wanted = [COCO_FILES["annotations"]] + [COCO_FILES[s] for s in splits]
     todo = [f for f in wanted if not (root / f".extracted-{f.filename}").is_file()]
     if not todo:
         return []
-    downloads = root / "downloads"
     downloads.mkdir(exist_ok=True)
     base = base_url if base_url.endswith("/") else base_url + "/"
     checks = {f.name: f.md5 for f in todo} | (md5 or {})
@@ -152,11 +201,17 @@ def download_coco(root: str | Path, *, splits: tuple[str, ...] = ("train", "val"
             return dest
         return fetch(base + f.path, dest, md5=checks.get(f.name), position=i, progress=progress)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        zips = list(pool.map(one, enumerate(todo)))
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            zips = list(pool.map(one, enumerate(todo)))
+    except BaseException:  # nothing fetched: leave no empty folders (partial downloads stay, to resume)
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     done = []
     for f, z in zip(todo, zips):
-        extract(z, root)
+        extract(z, root, max_bytes=max_extract_bytes or f.max_extract_bytes)
         (root / f".extracted-{f.filename}").write_text(json.dumps({"file": f.filename, "md5": checks.get(f.name)}))
         if not keep_zips:
             z.unlink()

@@ -63,9 +63,17 @@ def save_cache(path: Path, emb: CaptionEmbeddings, images: list[CocoImage], fing
         "captions": [list(im.captions) for im in images],
         "file_names": [im.file_name for im in images],
     }
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    # Per process, in a folder of its own: torch names the archive's records after the file, so the temporary file
+    # keeps the name `<cache>.tmp` that makes the cache's bytes reproducible.
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.mkdir(exist_ok=True)
+    tmp = staging / f"{path.name}.tmp"
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        staging.rmdir()
 
 
 def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, device: str = "cpu",

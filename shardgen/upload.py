@@ -38,12 +38,11 @@ class UploadReport:
 
 
 def _digests(path: Path) -> tuple[str, str]:
-    md5, sha = hashlib.md5(), hashlib.sha256()  # noqa: S324 - md5 compares with store ETags only
-    with open(path, "rb") as fh:
-        while block := fh.read(8 << 20):
-            md5.update(block)
-            sha.update(block)
-    return md5.hexdigest(), sha.hexdigest()
+    """(md5, sha256) of a local file in one read; md5 compares with store ETags only."""
+    from .format.digest import file_digests
+
+    md5, sha256 = file_digests(path, "md5", "sha256")
+    return md5, sha256
 
 
 def _remote_matches(fs, remote: str, *, size: int, md5: str, sha256: str) -> bool:

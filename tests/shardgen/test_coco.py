@@ -68,3 +68,63 @@ def test_kaggle_layout_from_sample(tmp_path, sample_coco):
     shutil.copytree(sample_coco / "annotations", dest / "annotations")
     images, _ = load_split(find_split(tmp_path, "val"))
     assert len(images) == 12 and all(im.path.is_file() for im in images)
+
+
+def _write(tmp_path, images, annotations):
+    (tmp_path / "train2014").mkdir(exist_ok=True)
+    (tmp_path / "annotations").mkdir(exist_ok=True)
+    (tmp_path / "annotations" / "captions_train2014.json").write_text(
+        json.dumps({"images": images, "annotations": annotations}))
+    return find_split(tmp_path, "train")
+
+
+@pytest.mark.parametrize("bad_id", ["abc", -5, 2**70, 1.5, True, None, [1]])
+def test_bad_image_ids_are_counted_not_fatal(tmp_path, bad_id):
+    layout = _write(tmp_path, [{"id": bad_id, "file_name": "bad.jpg"}, {"id": 1, "file_name": "a.jpg"}],
+                    [{"id": 1, "image_id": 1, "caption": "fine"}, {"id": 2, "image_id": bad_id, "caption": "x"}])
+    images, report = load_split(layout)
+    assert [im.file_name for im in images] == ["a.jpg"]
+    assert report.problems["bad_image_id"] == ["bad.jpg"]
+    assert report.problems["malformed_annotation"] == ["2"]  # its caption points at an id that cannot be a key
+
+
+@pytest.mark.parametrize("name", ["../a.jpg", "sub/../../a.jpg", "/etc/passwd", "..\\a.jpg", "C:\\a.jpg",
+                                  "C:a.jpg", "\\\\server\\share\\a.jpg", "a\x00.jpg"])
+def test_file_names_leaving_the_image_folder_are_refused(tmp_path, name):
+    layout = _write(tmp_path, [{"id": 1, "file_name": name}, {"id": 2, "file_name": "ok.jpg"}],
+                    [{"id": 1, "image_id": 1, "caption": "x"}, {"id": 2, "image_id": 2, "caption": "y"}])
+    images, report = load_split(layout)
+    assert [im.file_name for im in images] == ["ok.jpg"] and report.problems["unsafe_file_name"] == [name]
+    assert all(im.path.resolve().is_relative_to(layout.images_dir.resolve()) for im in images)
+
+
+@pytest.mark.parametrize("file_name", [None, 7, "", "   ", ["a.jpg"]])
+def test_missing_file_names_are_counted(tmp_path, file_name):
+    info = {"id": 1} if file_name is None else {"id": 1, "file_name": file_name}
+    images, report = load_split(_write(tmp_path, [info], [{"id": 1, "image_id": 1, "caption": "x"}]))
+    assert images == [] and report.problems["bad_file_name"] == ["image 1"]
+
+
+def test_captions_that_are_not_text_are_counted_not_stringified(tmp_path):
+    junk = [42, None, ["a", "list"], {"a": "dict"}, 1.5, False]
+    anns = [{"id": 1, "image_id": 1, "caption": "a real caption"}]
+    anns += [{"id": 10 + i, "image_id": 1, "caption": c} for i, c in enumerate(junk)]
+    anns += [{"id": 30, "caption": "no image id"}, "not an object", {"id": 31, "image_id": 1}]
+    images, report = load_split(_write(tmp_path, [{"id": 1, "file_name": "a.jpg"}], anns))
+    assert images[0].captions == ("a real caption",)
+    assert report.problems["caption_not_text"] == ["a.jpg"] * (len(junk) + 1)  # + the one without a caption
+    assert len(report.problems["malformed_annotation"]) == 2
+
+
+def test_two_images_with_one_id_are_refused(tmp_path):
+    layout = _write(tmp_path, [{"id": 3, "file_name": "a.jpg"}, {"id": 3, "file_name": "b.jpg"}], [])
+    with pytest.raises(UserError, match=r"image id 3 is given twice \(a.jpg and b.jpg\)"):
+        load_split(layout)
+
+
+def test_deeply_nested_annotations_are_a_user_error(tmp_path):
+    (tmp_path / "train2014").mkdir()
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "captions_train2014.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(UserError, match="captions_train2014.json"):
+        load_split(find_split(tmp_path, "train"))

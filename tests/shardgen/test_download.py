@@ -170,3 +170,76 @@ def test_zip_with_absolute_or_link_member_is_refused(tmp_path, kind):
             download_coco(tmp_path / "root", splits=(), base_url=srv.url,
                           md5={"annotations": hashlib.md5(data).hexdigest()}, progress=False)
     assert not (tmp_path / "root" / "annotations").exists()
+
+
+# -- hostile zips and unreachable hosts ------------------------------------------------------------------------
+def _deflated(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _served_annotations(data: bytes):
+    return FileServer({"/annotations/annotations_trainval2014.zip": data})
+
+
+def test_zip_bomb_is_refused_before_extraction(tmp_path):
+    bomb = _deflated({"annotations/captions_train2014.json": b"{}", "annotations/zeros.bin": bytes(64 << 20)})
+    assert len(bomb) < 200_000  # 64 MiB of zeros in a small zip
+    with _served_annotations(bomb) as srv, pytest.raises(UserError, match="zeros.bin.*a zip bomb"):
+        download_coco(tmp_path / "root", splits=(), base_url=srv.url, md5={"annotations": hashlib.md5(bomb).hexdigest()},
+                      progress=False)
+    assert not (tmp_path / "root" / "annotations").exists()  # nothing extracted, not even the small member
+    assert (tmp_path / "root" / "downloads" / "annotations_trainval2014.zip").is_file()  # kept to inspect
+
+
+def test_expansion_limit_can_be_passed_in(tmp_path, coco_zips, capsys):
+    data = coco_zips["/annotations/annotations_trainval2014.zip"]
+    args = ["download", "--root", str(tmp_path / "root"), "--splits", "", "--quiet",
+            f"--md5=annotations={hashlib.md5(data).hexdigest()}"]
+    with _served_annotations(data) as srv:
+        assert main([*args, "--base-url", srv.url, "--max-extract-bytes", "1KiB"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--max-extract-bytes" in err and "zip bomb" in err
+        assert not (tmp_path / "root" / "annotations").exists()
+        assert main([*args, "--base-url", srv.url, "--max-extract-bytes", "10MiB"]) == 0
+    assert (tmp_path / "root" / "annotations" / "captions_val2014.json").is_file()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refused_connection_fails_fast_with_a_hint_and_leaves_nothing(tmp_path, capsys):
+    import time
+
+    root = tmp_path / "coco"
+    t0 = time.perf_counter()
+    code = main(["download", "--root", str(root), "--base-url", f"http://127.0.0.1:{_closed_port()}/", "--quiet"])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "connection refused" in err and "--base-url" in err and "--source kaggle" in err
+    assert elapsed < 5  # no retries with backoff (those took 31 s)
+    assert not root.exists()
+
+
+def test_unresolvable_host_fails_fast(tmp_path, monkeypatch, capsys):
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    root = tmp_path / "coco"
+    root.mkdir()  # the user's folder stays; only what the download made goes
+    assert main(["download", "--root", str(root), "--splits", "val", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resolve the host name" in err and "images.cocodataset.org" in err and "--source kaggle" in err
+    assert root.is_dir() and not (root / "downloads").exists()

@@ -12,7 +12,8 @@ _BUILD = BuildConfig(coco_root=".", split="train", out=".")  # the build's defau
 
 
 def preprocess_image(path, **overrides):
-    options = dict(size=_BUILD.image_size, crop=_BUILD.crop, quality=_BUILD.jpeg_quality, draft=_BUILD.draft)
+    options = {"size": _BUILD.image_size, "crop": _BUILD.crop, "quality": _BUILD.jpeg_quality, "draft": _BUILD.draft,
+               "max_pixels": _BUILD.max_image_pixels}
     return _preprocess_image(path, **{**options, **overrides})
 
 
@@ -104,3 +105,88 @@ def test_not_an_image_and_missing_file(tmp_path):
     with pytest.raises(BadImage) as err:
         preprocess_image(tmp_path / "nope.jpg")
     assert err.value.reason == "missing_file"
+
+
+def _claiming(width: int, height: int, **save) -> bytes:
+    """A real 16×16 JPEG whose frame header claims width×height (libjpeg would fill the rest with grey)."""
+    import struct
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, "JPEG", quality=50, **save)
+    data = bytearray(buf.getvalue())
+    sof = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+def test_header_over_the_pixel_limit_is_too_large_without_decoding(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded before the size check"))
+    messages = []
+    for side in (12000, 14000):  # under and over PIL's own hard cap (2 × 89.5 Mpx)
+        p = tmp_path / f"bomb{side}.jpg"
+        p.write_bytes(_claiming(side, side))
+        assert p.stat().st_size < 1000
+        with pytest.raises(BadImage) as err:
+            preprocess_image(p)
+        assert err.value.reason == "too_large"
+        messages.append(str(err.value))
+    assert "12000×12000 is 144.0 Mpx, over the 50 Mpx limit" in messages[0]
+
+
+def test_pixel_limit_is_the_callers(tmp_path):
+    p = tmp_path / "a.jpg"
+    _photo().save(p)
+    assert preprocess_image(p, max_pixels=640 * 480).width == 224
+    with pytest.raises(BadImage) as err:
+        preprocess_image(p, max_pixels=640 * 480 - 1)
+    assert err.value.reason == "too_large"
+
+
+def test_png_header_claiming_a_huge_image_is_too_large(tmp_path):
+    import struct
+    import zlib
+
+    p = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(p)
+    data = bytearray(p.read_bytes())
+    struct.pack_into(">II", data, 16, 30000, 30000)  # IHDR width, height
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    p.write_bytes(bytes(data))
+    with pytest.raises(BadImage) as err:
+        preprocess_image(p)
+    assert err.value.reason == "too_large"
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_too_short_for_its_header_is_corrupt_not_grey(tmp_path, progressive):
+    p = tmp_path / "a.jpg"
+    p.write_bytes(_claiming(2000, 2000, progressive=progressive))  # 4 Mpx: under the limit, but ~700 bytes
+    with pytest.raises(BadImage) as err:
+        preprocess_image(p)
+    assert err.value.reason == "corrupt_image" and "cannot hold" in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "optimized", "gray", "444", "flat_q1"])
+def test_real_jpegs_are_above_the_size_floor(tmp_path, kind):
+    from shardgen.images import min_jpeg_bytes
+
+    img = Image.new("RGB", (640, 480), (50, 60, 70)) if kind == "flat_q1" else _photo()
+    options = {"baseline": {}, "progressive": {"progressive": True}, "optimized": {"optimize": True},
+               "gray": {}, "444": {"subsampling": 0}, "flat_q1": {"quality": 1, "optimize": True}}[kind]
+    buf = io.BytesIO()
+    (img.convert("L") if kind == "gray" else img).save(buf, "JPEG", **options)
+    data = buf.getvalue()
+    assert 0 < min_jpeg_bytes(data) <= len(data)
+    p = tmp_path / "a.jpg"
+    p.write_bytes(data)
+    assert preprocess_image(p).width == 224
+
+
+def test_formats_that_would_run_programs_are_not_opened(tmp_path):
+    p = tmp_path / "a.jpg"
+    p.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")  # EPS runs Ghostscript
+    with pytest.raises(BadImage) as err:
+        preprocess_image(p)
+    assert err.value.reason == "corrupt_image"
