@@ -72,22 +72,29 @@ class RecordParser:
             captions = meta["captions"]
             image_id = meta["image_id"]
             dtype, shape, fortran, offset = npy_layout(npy)
-            if type(captions) is not list or not captions or not all(type(c) is str for c in captions):
+            n = len(captions) if type(captions) is list else 0
+            if not n:
                 raise ValueError("captions must be a non-empty list of strings")
             if type(image_id) is not int or not 0 <= image_id <= _INT64_MAX:
                 raise ValueError(f"image_id must be an int in [0, 2**63), got {str(image_id)[:30]}")
-            n = len(captions)
             if shape != (n, dim):
                 raise ValueError(f"embeddings {shape} do not match {n} captions of dim {dim}")
+            if self.caption == "all":
+                if not all(type(c) is str for c in captions):
+                    raise ValueError("captions must be a non-empty list of strings")
+                j = -1
+            else:  # only the chosen caption travels: only its type matters
+                j = 0 if self.caption == "first" or n == 1 else zlib.crc32(key.encode(), self.salt) % n
+                if type(captions[j]) is not str:
+                    raise ValueError("captions must be a non-empty list of strings")
         except (KeyError, ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise LoaderError(f"{url}: {key}: bad sample ({str(exc)[:200]})") from None
         if fortran:  # never written by shardgen; allowed by the format
             rows = np.ascontiguousarray(decode_npy(npy))
             dtype, offset, npy = rows.dtype, 0, rows.tobytes()
-        if self.caption == "all":
+        if j < 0:
             return _new_record(Record, (url, key, image_id, captions, np.frombuffer(npy, dtype, n * dim, offset),
                                         jpg))
-        j = 0 if self.caption == "first" or n == 1 else zlib.crc32(key.encode(), self.salt) % n
         size = dim * dtype.itemsize
         row = (dtype, memoryview(npy)[offset + j * size:offset + (j + 1) * size])
         return _new_record(Record, (url, key, image_id, captions[j], row, jpg))
