@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from loaders import DeviceLoader, make_loader
+from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, make_loader
 from loaders.coco_dataset import clip_transform
-from loaders import CLIP_MEAN, CLIP_STD
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel

@@ -6,8 +6,7 @@ import signal
 
 import pytest
 
-from loaders import LoaderError, make_loader
-from loaders import WorkerError
+from loaders import LoaderError, WorkerError, make_loader
 
 
 def _keys(loader):

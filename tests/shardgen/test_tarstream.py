@@ -148,7 +148,6 @@ def test_sample_groups_agree_with_tarfile(tmp_path, monkeypatch, chunk, zero_cop
     """Runs of regular samples become columnar groups; irregular ones (a missing or repeated extension, keys of
     other lengths, a key repeated; folders, no extension) still group exactly like webdataset's rule."""
     import shardgen.format.tarwalk as ts
-
     from shardgen.format import iter_sample_groups
 
     monkeypatch.setattr(ts, "CHUNK", chunk)
