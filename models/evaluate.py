@@ -20,13 +20,14 @@ from loaders.gpu import CLIP_MEAN, CLIP_STD
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
+from .errors import UserError
 from .image_encoder import ImageEncoder
 from .metrics import recall_at_k
 from .plots import retrieval_grid
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> CLIPModel:
-    state = load_checkpoint(checkpoint)
+    state, _ = load_checkpoint(checkpoint)
     model = CLIPModel(ImageEncoder(state["config"]["arch"], pretrained=False))
     model.load_state_dict(state["model"])
     return model.to(device).eval()
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(ckpt, a.device)
         emb = embed_shards(model, a.shards, device=torch.device(a.device), batch_size=a.batch_size,
                            keep_thumbnails=True)
-    except (FileNotFoundError, ValueError) as exc:
+    except (UserError, FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
     result = score(emb)
