@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 import models.train as train_module
-from models.evaluate import evaluate_checkpoint
+from models.evaluate import evaluate_checkpoint, results_path
 from models.train import TrainConfig, main, train
 
 
@@ -125,7 +125,7 @@ def test_the_model_learns_recall_well_above_chance(tmp_path, learning_shards):
           f"chance {chance:.3f}")
     assert result["text_to_image_R@5"] > 2.5 * chance
     assert result["image_to_text_R@5"] > 2.5 * chance
-    assert json.loads((out / "eval.json").read_text())["n_images"] == 80
+    assert json.loads(results_path(out, str(learning_shards["val"])).read_text())["n_images"] == 80
 
 
 def test_evaluate_cli_writes_table_json_and_retrieval_plots(tmp_path, train_shards, sample_coco, tiny_encoder,
@@ -145,8 +145,8 @@ def test_evaluate_cli_writes_table_json_and_retrieval_plots(tmp_path, train_shar
                      "--show-images", "2"])
     out = capsys.readouterr().out
     assert code == 0 and "text → image" in out and "48 images" in out
-    result = json.loads((run / "eval.json").read_text())
-    assert result["n_images"] == 48 and 0 <= result["text_to_image_R@5"] <= 1
+    result = json.loads(results_path(run, str(train_shards)).read_text())
+    assert result["n_images"] == 48 and 0 <= result["text_to_image_R@5"] <= 1 and result["step"] == 1
     for name, rows in (("text_to_image.png", 2), ("image_to_text.png", 2), ("unseen_images.png", 3)):
         with Image.open(run / name) as img:
             assert img.size[1] > rows * 128  # one row per query, each with thumbnails/captions
