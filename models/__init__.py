@@ -6,8 +6,9 @@ imported on first use.
 """
 
 from .clip import CLIPModel, parameter_counts
+from .errors import CheckpointError, UserError, WeightsUnavailable
 from .head import ProjectionHead
-from .image_encoder import ImageEncoder, WeightsUnavailable
+from .image_encoder import ImageEncoder
 from .loss import info_nce_loss
 from .metrics import recall_at_k
 
@@ -23,6 +24,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CLIPModel", "DEFAULT_TEXT_ENCODER", "EncoderLoadError", "ImageEncoder", "ProjectionHead", "TextEncoder",
-    "WeightsUnavailable", "info_nce_loss", "parameter_counts", "recall_at_k",
+    "DEFAULT_TEXT_ENCODER", "CLIPModel", "CheckpointError", "EncoderLoadError", "ImageEncoder", "ProjectionHead",
+    "TextEncoder", "UserError", "WeightsUnavailable", "info_nce_loss", "parameter_counts", "recall_at_k",
 ]

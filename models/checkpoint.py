@@ -1,28 +1,214 @@
 """Checkpoints: everything needed to continue a run exactly (model, optimizer, schedule, scaler, loader position).
 
-Written atomically (`.tmp` then rename); `latest.pt` always points at a complete file.
+Loading never runs code: files are read with `torch.load(weights_only=True)` (tensors and plain containers only), so
+a checkpoint whose pickle would call something is refused. What `models.train` saves fits that: the config as a
+plain dict, the RNG state as a tensor, the optimizer/scheduler/scaler state dicts.
+
+Writing is atomic (`.tmp` then rename). A run folder holds `step-XXXXXXXX.pt` every `--checkpoint-every` steps and at
+the end (the last `keep` of them are kept) and `latest.pt`, a hard link to the newest one (a copy where links are
+not supported), so `latest.pt` is always a complete file and costs no extra disk. Resuming from a folder whose
+`latest.pt` is unreadable falls back to the newest readable `step-*.pt`, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
+import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError, UnsafeCheckpoint
 
-def save_checkpoint(path: Path, state: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+log = logging.getLogger(__name__)
+
+LATEST = "latest.pt"
+STEP_FILE = re.compile(r"step-(\d{8})\.pt")
+REQUIRED = ("model", "config", "step")  # what evaluation needs; resuming needs TRAINING_KEYS too
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "loader", "rng")
+
+
+def step_file_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def load_plain(path: Path, *, what: str = "checkpoint") -> object:
+    """`torch.load` that unpickles tensors and plain containers only. Raises CheckpointError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # the safe unpickler met something other than tensors and plain data
+        reason = str(exc).split("WeightsUnpickler error: ")[-1].strip().split(". ")[0].splitlines()[0]
+        raise UnsafeCheckpoint(f"{path}: refused to load this {what}: it holds more than tensors and plain data "
+                               f"(code to run, or damage: {reason})") from exc
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:  # torch's zip reader, a short pickle
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable {what} (truncated or corrupt: {detail})") from exc
+
+
+def read_checkpoint(path: Path) -> dict:
+    """One checkpoint file, checked to be what `models.train` writes. Raises CheckpointError."""
+    state = load_plain(path)
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
+        raise CheckpointError(f"{path}: not a models.train checkpoint (expected the keys {', '.join(REQUIRED)})")
+    if not isinstance(state["config"], dict) or "arch" not in state["config"]:
+        raise CheckpointError(f"{path}: not a models.train checkpoint (its config names no arch)")
+    return state
+
+
+def step_files(folder: Path) -> list[Path]:
+    """The folder's `step-*.pt` files, newest step first."""
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_FILE.fullmatch(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, Path]:
+    """(state, the file it came from) for a checkpoint file or a run folder (its `latest.pt`, or else its newest
+    readable `step-*.pt`). Raises CheckpointError: no such checkpoint, unreadable, unsafe, not ours."""
+    path = Path(path)
+    if path.is_file():
+        return read_checkpoint(path), path
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint (give a checkpoint file or a training --out folder)")
+    candidates = ([path / LATEST] if (path / LATEST).is_file() else []) + step_files(path)
+    if not candidates:
+        raise CheckpointError(f"{path}: no checkpoint in this folder (no {LATEST} or step-*.pt)")
+    first_error = None
+    for candidate in candidates:
+        try:
+            state = read_checkpoint(candidate)
+        except UnsafeCheckpoint:  # a crafted file is a reason to stop, not to look further
+            raise
+        except CheckpointError as exc:
+            first_error = first_error or exc
+            continue
+        if first_error is not None:
+            log.warning("%s; using %s instead", first_error, candidate)
+        return state, candidate
+    raise first_error
+
+
+@dataclass
+class Position:
+    """Where a run is: optimizer steps done, and the loader's place as (epoch, samples this rank consumed in it).
+
+    Kept in samples, not batches, so a resume with another batch size can continue at the same place."""
+
+    step: int = 0
+    epoch: int = 0
+    samples: int = 0
+
+    def advance(self, batch_size: int, *, samples_per_epoch: int) -> None:
+        """One optimizer step on `batch_size` samples; an epoch consumed in full moves on to the next."""
+        self.step += 1
+        self.samples += batch_size
+        if self.samples >= samples_per_epoch:
+            self.epoch, self.samples = self.epoch + 1, 0
+
+
+@dataclass(frozen=True)
+class LoaderLayout:
+    """What decides the order of an epoch's samples on one rank: the seed and world size, and with more than one
+    loader worker the batch size and worker count too (each worker reads its own stretch of the rank's samples)."""
+
+    seed: int
+    world_size: int
+    batch_size: int
+    num_workers: int
+
+    def as_dict(self) -> dict:
+        return {"seed": self.seed, "world_size": self.world_size, "batch_size": self.batch_size,
+                "num_workers": self.num_workers}
+
+    def order_key(self) -> tuple:
+        workers = max(1, self.num_workers)
+        return (self.seed, self.world_size) + ((self.batch_size, workers) if workers > 1 else ())
+
+
+def loader_state(pos: Position, layout: LoaderLayout) -> dict:
+    """The checkpoint's "loader" entry."""
+    return {"epoch": pos.epoch, "samples": pos.samples, **layout.as_dict()}
+
+
+def resume_position(state: dict, path: Path, layout: LoaderLayout) -> Position:
+    """Where a run with `layout` continues from checkpoint `state` (read from `path`). Raises CheckpointError when
+    it cannot continue exactly: mid-epoch, the samples consumed must be a whole number of the new batches and the
+    epoch's order must not have changed (at an epoch boundary anything goes)."""
+    saved, config = state["loader"], state["config"]
+    if "samples" in saved:
+        samples = int(saved["samples"])
+        was = LoaderLayout(int(saved["seed"]), int(saved["world_size"]), int(saved["batch_size"]),
+                           int(saved["num_workers"]))
+    else:  # written before positions were kept in samples (and before the world size was recorded)
+        samples = int(saved["batches_done"]) * int(config["batch_size"])
+        was = LoaderLayout(int(config["seed"]), layout.world_size, int(config["batch_size"]),
+                           int(config["num_workers"]))
+    pos = Position(step=int(state["step"]), epoch=int(saved["epoch"]), samples=samples)
+    if samples == 0:
+        return pos
+    where = f"{path}: saved after {samples} samples of epoch {pos.epoch}"
+    if layout.order_key() != was.order_key():
+        raise CheckpointError(
+            f"{where} read as seed {was.seed}, {was.world_size} process(es), --batch-size {was.batch_size}, "
+            f"--num-workers {was.num_workers}; this run's order of that epoch differs (seed {layout.seed}, "
+            f"{layout.world_size} process(es), --batch-size {layout.batch_size}, --num-workers {layout.num_workers}): "
+            "resume with the run's settings, or from a checkpoint at an epoch boundary")
+    if samples % layout.batch_size:
+        raise CheckpointError(f"{where}; --batch-size {layout.batch_size} does not divide {samples}: use a batch "
+                              f"size that does (e.g. the run's {was.batch_size})")
+    return pos
+
+
+class CheckpointWriter:
+    """Writes `step-XXXXXXXX.pt` + `latest.pt` into a run folder and keeps the newest `keep` step files."""
+
+    def __init__(self, folder: Path, *, keep: int) -> None:
+        self.folder, self.keep = folder, keep
+        self.saved_step: int | None = None  # the step of the last save
+
+    def save(self, state: dict, *, step: int) -> Path:
+        """Write the state of `step`; returns the path of `latest.pt`."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        latest = self.folder / LATEST
+        if self.keep == 0:
+            _write_atomic(state, latest)
+        else:
+            step_path = _write_atomic(state, self.folder / step_file_name(step))
+            _link_atomic(step_path, latest)
+        self._prune(step)
+        self.saved_step = step
+        return latest
+
+    def _prune(self, step: int) -> None:
+        """Keep the `keep` newest step files up to `step`. Files of later steps belong to a run this one replaced
+        (it resumed from an earlier checkpoint) and are removed too."""
+        files = step_files(self.folder)
+        current = [p for p in files if int(STEP_FILE.fullmatch(p.name).group(1)) <= step]
+        for old in set(files) - set(current[:self.keep]):
+            old.unlink()
+
+
+def _write_atomic(state: dict, path: Path) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "latest.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _link_atomic(source: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+
+
+def save_checkpoint(path: Path, state: dict) -> Path:
+    """Write one checkpoint file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write_atomic(state, path)

@@ -1,41 +1,89 @@
 """`python -m models.evaluate`: Recall@K on a val shard set (COCO protocol, all captions) + qualitative plots.
 
 Text embeddings come from the shards (the frozen tower's, precomputed); free-text queries are encoded on the fly
-with the same frozen text encoder. Results are written as JSON next to the checkpoint and printed as a table.
+with the same frozen text encoder, the one the shards' manifest names unless `--text-encoder` is given. Results go
+to `--out` (default: the checkpoint's folder) as `eval-<shards>-<hash>.json`, named by the shard set evaluated (its
+folder name and a hash of its full path or URL), so evaluating other shards never overwrites a run's results.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from PIL import Image
 
-from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, make_loader
+from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, LoaderError, make_loader
 from loaders.coco_dataset import clip_transform
+from shardgen.format import Manifest, is_remote, read_manifest
+from shardgen.format.errors import FormatError
+from shardgen.format.errors import UserError as FormatUserError
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
+from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ImageEncoder
 from .metrics import recall_at_k
 from .plots import retrieval_grid
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> CLIPModel:
-    state = load_checkpoint(checkpoint)
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str  # a checkpoint file, or a training --out folder (its latest.pt)
+    shards: str
+    device: str = "auto"
+    batch_size: int = 64
+    queries: tuple[str, ...] = ()
+    text_encoder: str | None = None  # for queries; default: the one the manifest names
+    show_images: int = 4
+    unseen: str | None = None
+    out: str | None = None  # default: the checkpoint's folder
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.show_images < 0:
+            raise ValueError(f"show_images must be >= 0, got {self.show_images}")
+
+
+class LoadedModel(NamedTuple):
+    model: CLIPModel
+    path: Path  # the checkpoint file read
+    step: int
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """The trained model of a checkpoint file or run folder, in eval mode. Raises CheckpointError."""
+    state, path = load_checkpoint(checkpoint)
     model = CLIPModel(ImageEncoder(state["config"]["arch"], pretrained=False))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: does not fit its own --arch {state['config']['arch']} "
+                              f"({str(exc).splitlines()[0]})") from exc
+    return LoadedModel(model.to(device).eval(), path, int(state["step"]))
+
+
+def open_shards(shards: str, *, batch_size: int):
+    try:
+        return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0)
+    except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
+        raise ShardSourceError(f"--shards {shards}: {exc}") from exc
 
 
 @torch.no_grad()
 def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_size: int = 64,
                  keep_thumbnails: bool = False) -> dict:
     """Image embeddings `[N, 512]`, caption embeddings `[M, 512]`, caption owners `[M]`, captions, thumbnails."""
-    loader = make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0)
+    loader = open_shards(shards, batch_size=batch_size)
     images, texts, owners, captions, thumbs = [], [], [], [], []
     n_images = 0
     for batch in DeviceLoader(loader, device):
@@ -64,17 +112,36 @@ def score(emb: dict) -> dict:
             "n_captions": int(emb["text"].shape[0]), "chance_text_to_image_R@5": min(1.0, 5 / n_images)}
 
 
-def write_result(out_dir: Path, checkpoint: str | Path, shards: str, result: dict) -> Path:
+def shards_label(shards: str) -> str:
+    """A file-name-safe name for a shard source: its last path component and a hash of the whole resolved source,
+    so two shard sets never share a results file (`/data/coco/val/` → `val-3f2a1c`)."""
+    source = str(shards) if is_remote(str(shards)) else str(Path(shards).resolve())
+    last = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
+    last = re.sub(r"[^A-Za-z0-9._-]+", "_", last).strip("._") or "shards"
+    return f"{last}-{hashlib.sha256(source.encode()).hexdigest()[:6]}"
+
+
+def results_path(out_dir: Path, shards: str) -> Path:
+    return out_dir / f"eval-{shards_label(shards)}.json"
+
+
+def write_result(out_dir: Path, model: LoadedModel, shards: str, result: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "eval.json"
-    path.write_text(json.dumps({"checkpoint": str(checkpoint), "shards": shards, **result}, indent=2) + "\n")
+    path = results_path(out_dir, shards)
+    record = {"checkpoint": str(model.path), "step": model.step, "shards": str(shards), **result}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
     return path
 
 
-def evaluate_checkpoint(checkpoint: str | Path, shards: str, *, device: str = "cpu", batch_size: int = 64) -> dict:
-    model = load_model(checkpoint, device)
-    result = score(embed_shards(model, shards, device=torch.device(device), batch_size=batch_size))
-    write_result(Path(checkpoint).parent, checkpoint, shards, result)
+def evaluate_checkpoint(checkpoint: str | Path, shards: str, *, device: str = "cpu", batch_size: int = 64,
+                        out: str | Path | None = None) -> dict:
+    """Recall@K of a checkpoint on a shard set, written to `out` (default: the checkpoint's folder) as
+    `eval-<shards>-<hash>.json` (`results_path`); returns the results."""
+    loaded = load_model(checkpoint, device)
+    result = score(embed_shards(loaded.model, shards, device=torch.device(device), batch_size=batch_size))
+    write_result(Path(out) if out else loaded.path.parent, loaded, shards, result)
     return result
 
 
@@ -83,6 +150,34 @@ def format_table(result: dict) -> str:
     for d, label in (("text_to_image", "text → image"), ("image_to_text", "image → text")):
         lines.append(f"{label:<15}" + "".join(f"{100 * result[f'{d}_R@{k}']:6.2f}  " for k in (1, 5, 10)))
     return "\n".join(lines)
+
+
+def manifest_or_none(shards: str) -> Manifest | None:
+    """The shards' manifest, or None for a source without one next to it (a brace pattern, a list of URLs)."""
+    try:
+        return read_manifest(shards)
+    except FileNotFoundError:
+        return None
+
+
+def locate_text_encoder(manifest: Manifest, shards: str) -> str:
+    """The encoder the manifest names, as a path that works from here or a hub id. A relative path (recorded as
+    given to the builder) is tried as given, then against the shard folder and each folder above it."""
+    info = manifest.text_encoder
+    name = str(info.get("path") or info.get("name") or "")
+    recorded = Path(name).expanduser()
+    tries = [recorded]
+    if not recorded.is_absolute() and not is_remote(shards):
+        folder = Path(shards).resolve()
+        tries += [base / recorded for base in (folder, *folder.parents)]
+    for candidate in tries:
+        if candidate.is_dir():
+            return str(candidate)
+    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and "path" not in info
+    if hub_id:
+        return name
+    raise UserError(f"the shards' manifest names the text encoder {name!r}, a local path that is not a folder from "
+                    f"here, from {shards} or the folders above it: pass --text-encoder PATH")
 
 
 @torch.no_grad()
@@ -118,39 +213,70 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__)
-    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a training --out folder")
-    p.add_argument("--shards", required=True, help="val shard folder/URL")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--query", action="append", default=[], help="free-text query (repeatable)")
-    p.add_argument("--text-encoder", default=None, help="for --query (default: the one named in the manifest)")
-    p.add_argument("--show-images", type=int, default=4, help="image → caption rows in the plot")
-    p.add_argument("--unseen", type=Path, default=None, help="folder of arbitrary images to caption-retrieve")
-    p.add_argument("--out", type=Path, default=None, help="folder for plots (default: next to the checkpoint)")
-    a = p.parse_args(argv)
-    ckpt = Path(a.checkpoint) / "latest.pt" if Path(a.checkpoint).is_dir() else Path(a.checkpoint)
-    try:
-        model = load_model(ckpt, a.device)
-        emb = embed_shards(model, a.shards, device=torch.device(a.device), batch_size=a.batch_size,
-                           keep_thumbnails=True)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
+def run(cfg: EvalConfig) -> int:
+    """The CLI's work: Recall@K table and results file, then the retrieval plots."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    unseen = Path(cfg.unseen) if cfg.unseen else None
+    if unseen is not None and not unseen.is_dir():
+        raise UserError(f"--unseen {unseen}: not a folder")
+    loaded = load_model(cfg.checkpoint, device)
+    manifest = manifest_or_none(cfg.shards)
+    encoder = cfg.text_encoder
+    if cfg.queries and encoder is None:
+        if manifest is None:
+            raise UserError(f"--query needs --text-encoder: {cfg.shards} has no manifest.json naming the encoder")
+        encoder = locate_text_encoder(manifest, cfg.shards)
+    emb = embed_shards(loaded.model, cfg.shards, device=device, batch_size=cfg.batch_size, keep_thumbnails=True)
     result = score(emb)
-    out_dir = a.out or ckpt.parent
-    write_result(out_dir, ckpt, a.shards, result)
-    print(f"{result['n_images']} images, {result['n_captions']} captions")
+    out_dir = Path(cfg.out) if cfg.out else loaded.path.parent
+    print(f"{loaded.path} (step {loaded.step}) on {cfg.shards}: {result['n_images']} images, "
+          f"{result['n_captions']} captions")
     print(format_table(result))
-    encoder = a.text_encoder
-    if a.query and encoder is None:
-        manifest = json.loads(Path(a.shards, "manifest.json").read_text()) if Path(a.shards).is_dir() else {}
-        encoder = manifest.get("text_encoder", {}).get("name")
-    for path in qualitative(model, emb, queries=a.query, text_encoder=encoder, n_images=a.show_images,
-                            unseen=a.unseen, out_dir=out_dir, device=torch.device(a.device)):
+    if manifest is not None and manifest.text_encoder.get("random_init"):
+        print("note: these shards' text embeddings come from a random-init text tower: the numbers and pictures "
+              "check the wiring, not what the model understands")
+    print(f"wrote {write_result(out_dir, loaded, cfg.shards, result)}")
+    for path in qualitative(loaded.model, emb, queries=list(cfg.queries), text_encoder=encoder,
+                            n_images=cfg.show_images, unseen=unseen, out_dir=out_dir, device=device):
         print(f"wrote {path}")
     return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    d = EvalConfig(checkpoint="", shards="")
+    p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a training --out folder (its latest.pt)")
+    p.add_argument("--shards", required=True, help="val shard folder/URL")
+    p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per forward pass")
+    p.add_argument("--query", action="append", default=list(d.queries), help="free-text query (repeatable)")
+    p.add_argument("--text-encoder", default=d.text_encoder,
+                   help="for --query (default: the one named in the shards' manifest)")
+    p.add_argument("--show-images", type=int, default=d.show_images, help="image → caption rows in the plot")
+    p.add_argument("--unseen", default=d.unseen, help="folder of arbitrary images to caption-retrieve")
+    p.add_argument("--out", default=d.out, help="folder for results and plots (default: the checkpoint's folder)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The CLI. Exit codes: 0 done, 1 bad data in the shards, 2 bad input."""
+    a = make_parser().parse_args(argv)
+    try:
+        cfg = EvalConfig(checkpoint=a.checkpoint, shards=a.shards, device=a.device, batch_size=a.batch_size,
+                         queries=tuple(a.query), text_encoder=a.text_encoder, show_images=a.show_images,
+                         unseen=a.unseen, out=a.out)
+    except ValueError as exc:  # EvalConfig's checks
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(cfg)
+    except (UserError, FormatUserError) as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    except (LoaderError, FormatError) as exc:  # a shard or manifest that does not parse: the message names it
+        print(f"evaluate: error: bad data: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,12 +14,10 @@ from torch import nn
 
 from shardgen.format.storage import reachable
 
+from .errors import UserError, WeightsUnavailable
+
 ARCHS = {"resnet50": ("resnet50", "ResNet50_Weights", "IMAGENET1K_V2", 2048),
          "resnet18": ("resnet18", "ResNet18_Weights", "IMAGENET1K_V1", 512)}  # resnet18: CPU smoke runs/tests
-
-
-class WeightsUnavailable(RuntimeError):
-    """ImageNet weights are neither cached nor downloadable; the message says how to proceed."""
 
 
 def _imagenet_weights(arch: str):
@@ -35,6 +33,19 @@ def _imagenet_weights(arch: str):
     return weights
 
 
+def _local_weights(path: str) -> dict:
+    """A trunk state dict from a local file (plain or under "state_dict"), loaded without unpickling code."""
+    from .checkpoint import load_plain
+
+    if not Path(path).is_file():
+        raise UserError(f"--weights {path}: no such file")
+    state = load_plain(Path(path), what="weights file")
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise UserError(f"--weights {path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
 class ImageEncoder(nn.Module):
     """ResNet trunk → pooled features `[B, out_dim]` (2048 for resnet50)."""
 
@@ -48,8 +59,12 @@ class ImageEncoder(nn.Module):
         weights = _imagenet_weights(arch) if pretrained and weights_path is None else None
         trunk = getattr(tvm, name)(weights=weights)
         if weights_path is not None:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            trunk.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+            state = _local_weights(weights_path)
+            try:
+                trunk.load_state_dict(state)
+            except RuntimeError as exc:  # missing/unexpected keys, shape mismatches
+                raise UserError(f"--weights {weights_path}: does not fit {arch} "
+                                f"({str(exc).splitlines()[0]})") from exc
         trunk.fc = nn.Identity()
         self.trunk, self.arch, self.out_dim = trunk, arch, out_dim
 

@@ -7,6 +7,12 @@ import math
 import torch
 
 
+def clipped_warmup(warmup_steps: int, total_steps: int) -> int:
+    """Warmup steps for a run of `total_steps`: at most a tenth of the run (at least one step when asked for any),
+    so a short run still spends most of its steps at a useful learning rate."""
+    return min(warmup_steps, max(1, total_steps // 10))
+
+
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int,
                        min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:

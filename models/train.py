@@ -2,7 +2,10 @@
 
 Reads shards through `loaders.make_loader` + `loaders.DeviceLoader` (uint8 to the device, normalized there). AdamW
 with separate learning rates for trunk and head, warmup + cosine, bf16 autocast and channels-last on CUDA,
-gradient clipping, DDP under `torchrun`, checkpoints with the loader position so `--resume` continues exactly.
+gradient clipping, DDP under `torchrun`. `--max-steps` wins over `--epochs`. The run folder (`--out`) holds
+`params.json` (the resolved configuration), `metrics.jsonl`, `train.log`, the last `--keep-checkpoints` step
+checkpoints and `latest.pt`; a checkpoint stores the loader position in samples, so `--resume` continues exactly.
+Ctrl-C writes a checkpoint at the current step and exits with 130.
 """
 
 from __future__ import annotations
@@ -11,245 +14,275 @@ import argparse
 import json
 import os
 import sys
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from loaders import DeviceLoader, make_loader
+from loaders import DeviceLoader, LoaderError, make_loader
+from shardgen.format import MANIFEST_NAME
+from shardgen.format.errors import UserError as FormatUserError
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .clip import CLIPModel, parameter_counts
-from .image_encoder import ImageEncoder, WeightsUnavailable
-from .loss import info_nce_loss
-from .schedule import cosine_with_warmup
+from .checkpoint import (
+    LATEST,
+    TRAINING_KEYS,
+    CheckpointWriter,
+    LoaderLayout,
+    Position,
+    load_checkpoint,
+    resume_position,
+    step_files,
+)
+from .clip import parameter_counts
+from .config import RunPlan, TrainConfig, plan_run
+from .distributed import DistEnv, setup_distributed, teardown_distributed
+from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
+from .image_encoder import ARCHS
+from .metrics_log import MetricsLog, RunLog, Throughput
+from .step import Run, StepStats, build_run, interrupts_deferred, train_step
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    train_shards: str
-    out: str
-    val_shards: str | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr_head: float = 1e-3
-    lr_trunk: float = 1e-4
-    weight_decay: float = 0.1
-    warmup_steps: int = 500
-    grad_clip: float = 1.0
-    arch: str = "resnet50"
-    pretrained: bool = True
-    weights: str | None = None
-    num_workers: int = 4
-    decode_threads: int | None = None
-    crop: str = "center"
-    flip: bool = False
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
-    max_steps: int | None = None
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    resume: str | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        for name in ("lr_head", "lr_trunk"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+__all__ = ["TrainConfig", "main", "train"]
 
 
-def setup_distributed(device: str) -> tuple[int, int, torch.device]:
-    """Initialize DDP when launched by torchrun (WORLD_SIZE > 1); returns (rank, world, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu" if device == "auto" else device)
+def resume(run: Run, cfg: TrainConfig, layout: LoaderLayout, plan: RunPlan) -> tuple[Position, Path]:
+    """Restore `run` from `--resume`; returns where to continue and the file used. Raises CheckpointError."""
+    state, path = load_checkpoint(cfg.resume)
+    if state["config"]["arch"] != cfg.arch:
+        raise CheckpointError(f"{path}: trained with --arch {state['config']['arch']}, this run asks for --arch "
+                              f"{cfg.arch}: pass --arch {state['config']['arch']} to continue it")
+    missing = [k for k in TRAINING_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: holds no {', '.join(missing)} state, so training cannot continue from it")
+    pos = resume_position(state, path, layout)
+    run.load_state_dict(state, path)
+    if pos.samples >= plan.samples_per_epoch:  # the epoch is over for the new batch size (drop_last)
+        pos.epoch, pos.samples = pos.epoch + 1, 0
+    return pos, path
 
 
-def make_optimizer(model: CLIPModel, cfg: TrainConfig) -> torch.optim.AdamW:
-    """Trunk and head get their own learning rates; no weight decay on biases, norms and the temperature."""
-    groups: dict[str, list] = {"trunk_decay": [], "trunk_no_decay": [], "head_decay": [], "head_no_decay": []}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        part = "trunk" if name.startswith("image_encoder.") else "head"
-        decay = p.ndim >= 2 and name != "logit_scale"
-        groups[f"{part}_{'decay' if decay else 'no_decay'}"].append(p)
-    return torch.optim.AdamW([
-        {"params": groups["trunk_decay"], "lr": cfg.lr_trunk, "weight_decay": cfg.weight_decay},
-        {"params": groups["trunk_no_decay"], "lr": cfg.lr_trunk, "weight_decay": 0.0},
-        {"params": groups["head_decay"], "lr": cfg.lr_head, "weight_decay": cfg.weight_decay},
-        {"params": groups["head_no_decay"], "lr": cfg.lr_head, "weight_decay": 0.0},
-    ], betas=(0.9, 0.98), eps=1e-6)
+def open_loader(cfg: TrainConfig):
+    try:
+        return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
+                           decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True)
+    except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
+        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {exc}{_subfolder_hint(cfg.train_shards)}") \
+            from exc
+
+
+def _subfolder_hint(source: str) -> str:
+    """Given the parent of `train/` and `val/`, name them."""
+    folder = Path(source)
+    subs = sorted(d.name for d in folder.iterdir() if (d / MANIFEST_NAME).is_file()) if folder.is_dir() else []
+    return f" (this folder holds the shard folders {', '.join(subs)}: pick one)" if subs else ""
+
+
+def check_fresh_out(out: Path) -> None:
+    """A run without --resume must not mix its checkpoints and metrics into another run's folder."""
+    if out.is_dir() and ((out / LATEST).is_file() or step_files(out)):
+        raise UserError(f"--out {out} already holds a run's checkpoints: pass --resume {out} to continue it, "
+                        "or choose another --out")
+
+
+def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resumed_from: Path | None) -> None:
+    """`params.json`: the configuration and what it resolved to on these shards and machines."""
+    params = {"config": asdict(cfg), "total_steps": plan.total_steps, "limit": plan.limit,
+              "warmup_steps": plan.warmup_steps, "steps_per_epoch": plan.steps_per_epoch,
+              "samples_per_epoch": plan.samples_per_epoch * env.world, "world_size": env.world,
+              "device": str(env.device), "resumed_from": str(resumed_from) if resumed_from else None}
+    tmp = out / "params.json.tmp"
+    tmp.write_text(json.dumps(params, indent=2) + "\n")
+    os.replace(tmp, out / "params.json")
+
+
+def start_line(cfg: TrainConfig, plan: RunPlan, run: Run, env: DistEnv) -> str:
+    warmup = f"warmup {plan.warmup_steps} steps"
+    if plan.warmup_steps < cfg.warmup_steps:
+        warmup += f" (--warmup-steps {cfg.warmup_steps} clipped to a tenth of the run)"
+    millions = parameter_counts(run.model)["trainable"] / 1e6
+    return (f"train: {plan.total_steps} steps ({plan.limit}), {plan.samples_per_epoch * env.world} samples/epoch, "
+            f"{warmup}, {millions:.1f} M trainable parameters, device {env.device}, world {env.world}")
+
+
+class Loop(NamedTuple):
+    """What the loop reads and writes besides the model state."""
+
+    loader: object  # loaders.ShardLoader: set_epoch(epoch, skip_batches)
+    data: DeviceLoader
+    plan: RunPlan
+    metrics: MetricsLog | None  # rank 0 only
+    save: Callable[[Position], Path | None]
+
+
+def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
+    """Train from `pos` until `plan.total_steps`; returns the last loss. `pos` advances in place."""
+    from tqdm.auto import tqdm
+
+    plan, stats = loop.plan, None
+    autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=cfg.amp and env.device.type == "cuda")
+    bar = tqdm(total=plan.total_steps, initial=pos.step, desc="train", unit="step",
+               disable=not (cfg.progress and env.is_main))
+    meter = Throughput()
+    while pos.step < plan.total_steps:
+        epoch = pos.epoch
+        loop.loader.set_epoch(epoch, skip_batches=pos.samples // cfg.batch_size)
+        for batch in loop.data:
+            with interrupts_deferred():  # a step, its log record and its checkpoint happen together or not at all
+                stats = train_step(run, batch, autocast=autocast, grad_clip=cfg.grad_clip)
+                pos.advance(cfg.batch_size, samples_per_epoch=plan.samples_per_epoch)
+                meter.add(cfg.batch_size * env.world)
+                bar.update(1)
+                if pos.step % cfg.log_every == 0 or pos.step == plan.total_steps:
+                    log_step(loop.metrics, bar, stats, step=pos.step, epoch=epoch, run=run, rate=meter.read())
+                if pos.step % cfg.checkpoint_every == 0:
+                    loop.save(pos)
+            if pos.step >= plan.total_steps:
+                break
+        if pos.epoch == epoch and pos.step < plan.total_steps:
+            raise RuntimeError(f"the loader ended epoch {epoch} after {pos.samples} of {plan.samples_per_epoch} "
+                               "samples")
+    bar.close()
+    return stats.loss if stats else float("nan")
+
+
+def log_step(metrics: MetricsLog | None, bar, stats: StepStats, *, step: int, epoch: int, run: Run,
+             rate: float) -> None:
+    bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{stats.lr_head:.2e}", sps=f"{rate:.0f}")
+    if metrics:
+        metrics.write({"step": step, "epoch": epoch, **stats._asdict(), "logit_scale": run.model.scale().item(),
+                       "samples_per_s": rate})
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run training; returns a summary (steps, last loss, checkpoint path, eval results if val shards given)."""
+    """Run training; returns a summary (steps, last loss, checkpoint path, eval results if val shards given).
+
+    Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C."""
     torch.manual_seed(cfg.seed)
-    rank, world, device = setup_distributed(cfg.device)
     out = Path(cfg.out)
-    loader = make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
-                         decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True)
-    channels_last = cfg.channels_last and device.type == "cuda"
-    data = DeviceLoader(loader, device, channels_last=channels_last)
-    model = CLIPModel(ImageEncoder(cfg.arch, pretrained=cfg.pretrained, weights_path=cfg.weights)).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = len(loader)
-    total = min(cfg.max_steps or 10**12, cfg.epochs * steps_per_epoch)
-    scheduler = cosine_with_warmup(optimizer, warmup_steps=min(cfg.warmup_steps, total // 10 + 1), total_steps=total)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for checkpoint parity
-    step, epoch, skip = 0, 0, 0
-    if cfg.resume:
-        state = load_checkpoint(cfg.resume)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch, skip = state["step"], state["loader"]["epoch"], state["loader"]["batches_done"]
-        torch.set_rng_state(state["rng"])
-    ddp = DistributedDataParallel(model) if world > 1 else model
+    if not cfg.resume:
+        check_fresh_out(out)
+    env = setup_distributed(cfg.device)
+    loader = open_loader(cfg)
+    plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
+    layout = LoaderLayout(cfg.seed, env.world, cfg.batch_size, cfg.num_workers)
+    run = build_run(cfg, plan, env)
+    pos, resumed_from = resume(run, cfg, layout, plan) if cfg.resume else (Position(), None)
+    run.ddp = DistributedDataParallel(run.model) if env.world > 1 else run.model
     out.mkdir(parents=True, exist_ok=True)
-    log_file = open(out / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115 - closed below
-    if rank == 0:
-        counts = parameter_counts(model)
-        print(f"train: {loader.samples_per_epoch * world} samples/epoch, {steps_per_epoch} steps/epoch, "
-              f"{total} steps, {counts['trainable'] / 1e6:.1f} M trainable parameters, device {device}, "
-              f"world {world}", file=sys.stderr)
+    log = RunLog(out / "train.log" if env.is_main else None)
+    writer = CheckpointWriter(out, keep=cfg.keep_checkpoints) if env.is_main else None
+    metrics = MetricsLog(out / "metrics.jsonl", start_step=pos.step) if env.is_main else None
+    if env.is_main:
+        write_params(out, cfg, plan, env, resumed_from)
+        log.say(start_line(cfg, plan, run, env))
+        if resumed_from:
+            log.say(f"train: resumed from step {pos.step} (epoch {pos.epoch}, sample {pos.samples}) of {resumed_from}")
 
-    def checkpoint(batches_done: int, ep: int) -> Path | None:
-        if rank != 0:
-            return None
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                 "loader": {"epoch": ep, "batches_done": batches_done, "seed": cfg.seed},
-                 "rng": torch.get_rng_state(), "config": asdict(cfg)}
-        save_checkpoint(out / f"step-{step:08d}.pt", state)
-        return save_checkpoint(out / "latest.pt", state)
+    def save(at: Position) -> Path | None:
+        return writer.save(run.state_dict(at, cfg, layout), step=at.step) if writer else None
 
-    from tqdm.auto import tqdm
-
-    last_loss = float("nan")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (cfg.progress and rank == 0))
-    t_last, n_last = time.perf_counter(), 0
-    batches_done = skip
-    while step < total:
-        loader.set_epoch(epoch, skip_batches=skip)
-        batches_done = skip
-        for batch in data:
-            model.train()
-            with autocast:
-                image_emb = ddp(batch["image"])  # [B, 512]
-            text_emb = torch.nn.functional.normalize(batch["text_embedding"], dim=-1)  # [B, 512]
-            loss = info_nce_loss(image_emb.float(), text_emb, model.scale())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step, batches_done, last_loss = step + 1, batches_done + 1, loss.item()
-            n_last += batch["image"].shape[0] * world
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == total:
-                rate = n_last / (time.perf_counter() - t_last)
-                t_last, n_last = time.perf_counter(), 0
-                lrs = scheduler.get_last_lr()
-                record = {"step": step, "epoch": epoch, "loss": last_loss, "lr_trunk": lrs[0], "lr_head": lrs[2],
-                          "logit_scale": model.scale().item(), "grad_norm": float(grad_norm), "samples_per_s": rate}
-                bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lrs[2]:.2e}", sps=f"{rate:.0f}")
-                if log_file:
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-            if step % cfg.checkpoint_every == 0:
-                checkpoint(batches_done, epoch)
-            if step >= total:
-                break
-        if batches_done >= steps_per_epoch:  # epoch complete: the next one starts from its first batch
-            epoch, skip, batches_done = epoch + 1, 0, 0
-            checkpoint(0, epoch)
-        else:
-            skip = batches_done
-    bar.close()
-    ckpt = checkpoint(batches_done, epoch)
-    if log_file:
-        log_file.close()
-    summary = {"steps": step, "last_loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
-    if cfg.val_shards and rank == 0:
+    data = DeviceLoader(loader, env.device, channels_last=cfg.channels_last and env.device.type == "cuda")
+    try:
+        last_loss = run_steps(run, pos, Loop(loader, data, plan, metrics, save), cfg=cfg, env=env)
+    except KeyboardInterrupt:
+        with interrupts_deferred():
+            ckpt = save(pos)
+        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None) from None
+    finally:
+        if metrics:
+            metrics.close()
+    ckpt = None
+    if writer:  # the end of the run, unless the last step was just saved
+        ckpt = save(pos) if writer.saved_step != pos.step else out / LATEST
+    summary = {"steps": pos.step, "last_loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
+    if cfg.val_shards and env.is_main:
         from .evaluate import evaluate_checkpoint
 
-        summary["eval"] = evaluate_checkpoint(out / "latest.pt", cfg.val_shards, device=str(device))
+        summary["eval"] = evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))
     if dist.is_initialized():
         dist.barrier()
     return summary
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option; the description kept as written."""
+
+
 def make_parser() -> argparse.ArgumentParser:
     d = TrainConfig(train_shards="", out="")
-    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--train-shards", required=True, help="shard folder/URL with manifest.json (or brace pattern)")
-    p.add_argument("--val-shards", default=None, help="evaluate Recall@K on these shards at the end")
-    p.add_argument("--out", required=True, help="folder for checkpoints, metrics.jsonl and eval results")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per GPU")
-    p.add_argument("--lr-head", type=float, default=d.lr_head)
-    p.add_argument("--lr-trunk", type=float, default=d.lr_trunk)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    p.add_argument("--arch", choices=["resnet50", "resnet18"], default=d.arch,
-                   help="resnet18 only for CPU smoke runs and tests")
+    p.add_argument("--val-shards", default=d.val_shards, help="evaluate Recall@K on these shards at the end")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, params.json, metrics.jsonl, eval results")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the shards (unless --max-steps)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps,
+                   help="stop after N optimizer steps; wins over --epochs (training continues across epochs)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (per GPU)")
+    p.add_argument("--lr-head", type=float, default=d.lr_head, help="peak learning rate of the projection head")
+    p.add_argument("--lr-trunk", type=float, default=d.lr_trunk, help="peak learning rate of the ResNet trunk")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW, on weights only")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="linear warmup, clipped to a tenth of the run")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm")
+    p.add_argument("--arch", choices=list(ARCHS), default=d.arch, help="resnet18 only for CPU smoke runs and tests")
     p.add_argument("--no-pretrained", action="store_true", help="random-init trunk (no ImageNet weights)")
-    p.add_argument("--weights", default=None, help="local ImageNet state dict for the trunk (offline)")
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
-    p.add_argument("--decode-threads", type=int, default=None)
+    p.add_argument("--weights", default=d.weights, help="local ImageNet state dict for the trunk (offline)")
+    p.add_argument("--num-workers", type=int, default=d.num_workers, help="loader worker processes")
+    p.add_argument("--decode-threads", type=int, default=d.decode_threads,
+                   help="JPEG decode threads per worker (default: CPUs / workers)")
     p.add_argument("--random-crop", action="store_true", help="random crop + flip (needs --no-crop shards)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--no-amp", action="store_true")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (smoke runs)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--resume", default=None, help="checkpoint file or the --out folder (uses latest.pt)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=d.seed, help="model init, shuffling and augmentation")
+    p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="write step-N.pt every N steps (and at the end, and on Ctrl-C)")
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
+                   help="step checkpoints kept besides latest.pt (0: latest.pt only)")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="metrics.jsonl record every N steps")
+    p.add_argument("--resume", default=d.resume, help="checkpoint file or a run's --out folder (its latest.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(train_shards=a.train_shards, val_shards=a.val_shards, out=a.out, epochs=a.epochs,
+                       batch_size=a.batch_size, lr_head=a.lr_head, lr_trunk=a.lr_trunk, weight_decay=a.weight_decay,
+                       warmup_steps=a.warmup_steps, grad_clip=a.grad_clip, arch=a.arch, pretrained=not a.no_pretrained,
+                       weights=a.weights, num_workers=a.num_workers, decode_threads=a.decode_threads,
+                       crop="random" if a.random_crop else "center", flip=a.random_crop, seed=a.seed, device=a.device,
+                       amp=not a.no_amp, max_steps=a.max_steps, checkpoint_every=a.checkpoint_every,
+                       keep_checkpoints=a.keep_checkpoints, log_every=a.log_every, resume=a.resume,
+                       progress=not a.quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The CLI. Exit codes: 0 done, 1 bad data in the shards, 2 bad input, 130 interrupted (checkpoint written)."""
     a = make_parser().parse_args(argv)
-    cfg = TrainConfig(train_shards=a.train_shards, val_shards=a.val_shards, out=a.out, epochs=a.epochs,
-                      batch_size=a.batch_size, lr_head=a.lr_head, lr_trunk=a.lr_trunk, weight_decay=a.weight_decay,
-                      warmup_steps=a.warmup_steps, grad_clip=a.grad_clip, arch=a.arch, pretrained=not a.no_pretrained,
-                      weights=a.weights, num_workers=a.num_workers, decode_threads=a.decode_threads,
-                      crop="random" if a.random_crop else "center", flip=a.random_crop, seed=a.seed, device=a.device,
-                      amp=not a.no_amp, max_steps=a.max_steps, checkpoint_every=a.checkpoint_every,
-                      log_every=a.log_every, resume=a.resume, progress=not a.quiet)
     try:
-        summary = train(cfg)
-    except (WeightsUnavailable, FileNotFoundError, ValueError) as exc:
+        cfg = config_from_args(a)
+    except ValueError as exc:  # TrainConfig's checks
         print(f"train: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        summary = train(cfg)
+    except (UserError, FormatUserError) as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+    except LoaderError as exc:  # names the shard and sample
+        print(f"train: error: bad data: {exc}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as exc:
+        where = f"; checkpoint {exc.checkpoint}; resume with --resume {cfg.out}" if exc.checkpoint else ""
+        print(f"train: interrupted at step {exc.step}{where}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("train: interrupted while setting up; nothing was saved", file=sys.stderr)
+        return 130
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        teardown_distributed()
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -1,15 +1,18 @@
-"""Training end to end on CPU: resume exactness, a real 2-process DDP step, and proof that the model learns."""
+"""Training end to end on CPU: resume exactness, a real 2-process DDP step, proof that the model learns, and the
+run's shape as a user sees it (steps asked = steps done, checkpoints kept, Ctrl-C, resume with another batch)."""
 
 import json
 import os
 import shutil
+import signal
 import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from models.evaluate import evaluate_checkpoint
+import models.train as train_module
+from models.evaluate import evaluate_checkpoint, results_path
 from models.train import TrainConfig, main, train
 
 
@@ -19,19 +22,36 @@ def _cfg(shards, out, **kw):
     return TrainConfig(**{**base, **kw})
 
 
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def _losses(out):
-    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    records = _records(out)
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps)), f"duplicate steps in metrics.jsonl: {steps}"
+    return {r["step"]: r["loss"] for r in records}
 
 
-def test_resume_gives_the_same_next_steps(tmp_path, train_shards):
+def _step_of(checkpoint):
+    return torch.load(checkpoint, weights_only=True)["step"]
+
+
+def _cli(shards, out, *extra):
+    return ["--train-shards", str(shards), "--out", str(out), "--arch", "resnet18", "--no-pretrained",
+            "--batch-size", "8", "--num-workers", "0", "--decode-threads", "1", "--log-every", "1", "--quiet",
+            *map(str, extra)]
+
+
+def test_resume_gives_the_same_next_steps(tmp_path, small_shards):
     a = tmp_path / "a"
-    train(_cfg(train_shards, a, max_steps=8, checkpoint_every=2))
+    train(_cfg(small_shards, a, max_steps=8, checkpoint_every=2, keep_checkpoints=4))
     full = _losses(a)
     assert len(full) == 8 and (a / "step-00000004.pt").is_file() and (a / "latest.pt").is_file()
     b = tmp_path / "b"
     b.mkdir()
     shutil.copy(a / "step-00000004.pt", b / "start.pt")
-    summary = train(_cfg(train_shards, b, max_steps=8, checkpoint_every=2, resume=str(b / "start.pt")))
+    summary = train(_cfg(small_shards, b, max_steps=8, checkpoint_every=2, resume=str(b / "start.pt")))
     resumed = _losses(b)
     assert summary["steps"] == 8 and sorted(resumed) == [5, 6, 7, 8]  # crosses the epoch boundary (6 steps)
     for step in resumed:
@@ -51,7 +71,7 @@ def _ddp_worker(rank, world, port, shards, out):
     summary = train(_cfg(shards, out, max_steps=2, device="cpu", checkpoint_every=100))
     from models.train import dist
 
-    checksum = sum(p.sum().item() for p in torch.load(f"{out}/latest.pt", weights_only=False)["model"].values()
+    checksum = sum(p.sum().item() for p in torch.load(f"{out}/latest.pt", weights_only=True)["model"].values()
                    if torch.is_tensor(p) and p.is_floating_point()) if rank == 0 else None
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump({"steps": summary["steps"], "checksum": checksum}, fh)
@@ -75,7 +95,7 @@ def test_cli_smoke_run_and_offline_weights_error(tmp_path, train_shards, capsys,
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(ie, "reachable", lambda url, timeout=3.0: False)
     assert main(["--train-shards", str(train_shards), "--out", str(tmp_path / "d"), "--max-steps", "1",
-                 "--num-workers", "0", "--quiet"]) == 2
+                 "--batch-size", "8", "--num-workers", "0", "--quiet"]) == 2
     assert "--no-pretrained" in capsys.readouterr().err
 
 
@@ -105,7 +125,7 @@ def test_the_model_learns_recall_well_above_chance(tmp_path, learning_shards):
           f"chance {chance:.3f}")
     assert result["text_to_image_R@5"] > 2.5 * chance
     assert result["image_to_text_R@5"] > 2.5 * chance
-    assert json.loads((out / "eval.json").read_text())["n_images"] == 80
+    assert json.loads(results_path(out, str(learning_shards["val"])).read_text())["n_images"] == 80
 
 
 def test_evaluate_cli_writes_table_json_and_retrieval_plots(tmp_path, train_shards, sample_coco, tiny_encoder,
@@ -125,8 +145,136 @@ def test_evaluate_cli_writes_table_json_and_retrieval_plots(tmp_path, train_shar
                      "--show-images", "2"])
     out = capsys.readouterr().out
     assert code == 0 and "text → image" in out and "48 images" in out
-    result = json.loads((run / "eval.json").read_text())
-    assert result["n_images"] == 48 and 0 <= result["text_to_image_R@5"] <= 1
+    result = json.loads(results_path(run, str(train_shards)).read_text())
+    assert result["n_images"] == 48 and 0 <= result["text_to_image_R@5"] <= 1 and result["step"] == 1
     for name, rows in (("text_to_image.png", 2), ("image_to_text.png", 2), ("unseen_images.png", 3)):
         with Image.open(run / name) as img:
             assert img.size[1] > rows * 128  # one row per query, each with thumbnails/captions
+
+
+def test_max_steps_wins_over_epochs_and_k_checkpoints_are_kept(tmp_path, small_shards, capsys):
+    out = tmp_path / "smoke"
+    assert main(_cli(small_shards, out, "--epochs", 1, "--max-steps", 20, "--checkpoint-every", 6,
+                     "--keep-checkpoints", 2, "--warmup-steps", 500)) == 0
+    err = capsys.readouterr().err
+    records = {r["step"]: r for r in _records(out)}
+    assert sorted(records) == list(range(1, 21))  # 20 steps asked, 20 done: across 4 epochs of 6 steps
+    assert records[6]["epoch"] == 0 and records[7]["epoch"] == 1 and records[20]["epoch"] == 3
+    assert sorted(p.name for p in out.glob("*.pt")) == ["latest.pt", "step-00000018.pt", "step-00000020.pt"]
+    assert _step_of(out / "latest.pt") == 20
+    # warmup clipped to a tenth of the run: the first step runs at half the rate, the second at the full rate
+    assert records[1]["lr_head"] == pytest.approx(0.5e-3) and records[2]["lr_head"] == pytest.approx(1e-3)
+    params = json.loads((out / "params.json").read_text())
+    assert params["total_steps"] == 20 and params["warmup_steps"] == 2 and params["config"]["max_steps"] == 20
+    assert "train: 20 steps (--max-steps 20" in err and "--warmup-steps 500 clipped" in err
+    assert "train: 20 steps" in (out / "train.log").read_text()
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert f"(default: {TrainConfig.batch_size})" in text and "(default: resnet50)" in text
+
+
+def _interrupt_at(monkeypatch, k, *, signal_during=False):
+    """Ctrl-C at step k+1: raised before it (a hook) or delivered as SIGINT while it runs."""
+    real, calls = train_module.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == k + 1:
+            if not signal_during:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step)
+    return real
+
+
+def test_ctrl_c_checkpoints_the_current_step_and_resume_logs_no_step_twice(tmp_path, small_shards, capsys,
+                                                                          monkeypatch):
+    out = tmp_path / "run"
+    real = _interrupt_at(monkeypatch, 5)
+    args = _cli(small_shards, out, "--max-steps", 9, "--checkpoint-every", 4, "--keep-checkpoints", 5)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"train: interrupted at step 5; checkpoint {out / 'latest.pt'}; resume with --resume {out}" in err
+    assert "Traceback" not in err and _step_of(out / "latest.pt") == 5
+    monkeypatch.setattr(train_module, "train_step", real)
+    assert main(args + ["--resume", str(out)]) == 0
+    assert "resumed from step 5 (epoch 0, sample 40)" in capsys.readouterr().err
+    first = _losses(out)
+    assert sorted(first) == list(range(1, 10))
+    # from an older checkpoint: the records of steps 5..9 are dropped and written again, once
+    assert main(args + ["--resume", str(out / "step-00000004.pt")]) == 0
+    again = _losses(out)
+    assert sorted(again) == list(range(1, 10))
+    assert again == pytest.approx(first, abs=1e-5)
+
+
+def test_sigint_during_a_step_lands_after_it(tmp_path, small_shards, capsys, monkeypatch):
+    _interrupt_at(monkeypatch, 2, signal_during=True)
+    out = tmp_path / "run"
+    assert main(_cli(small_shards, out, "--max-steps", 6)) == 130
+    assert "interrupted at step 3;" in capsys.readouterr().err
+    assert _step_of(out / "latest.pt") == 3 and sorted(_losses(out)) == [1, 2, 3]
+
+
+def test_resume_with_another_batch_size_continues_exactly_or_is_refused(tmp_path, small_shards, capsys,
+                                                                        monkeypatch):
+    real, seen = train_module.train_step, []
+
+    def recording(run, batch, **kwargs):
+        seen.extend(batch["image_id"].tolist())
+        return real(run, batch, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", recording)
+    assert main(_cli(small_shards, tmp_path / "full", "--max-steps", 6)) == 0  # one epoch, batches of 8
+    epoch0 = list(seen)
+    part = tmp_path / "part"
+    assert main(_cli(small_shards, part, "--max-steps", 3)) == 0  # 24 samples of epoch 0
+    capsys.readouterr()
+    before = (part / "latest.pt").stat().st_mtime_ns
+    assert main(_cli(small_shards, part, "--max-steps", 5, "--batch-size", 16, "--resume", part)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "saved after 24 samples of epoch 0; --batch-size 16 does not divide 24" in err
+    assert (part / "latest.pt").stat().st_mtime_ns == before
+    seen.clear()
+    assert main(_cli(small_shards, part, "--max-steps", 5, "--batch-size", 12, "--resume", part)) == 0
+    assert "resumed from step 3 (epoch 0, sample 24)" in capsys.readouterr().err
+    assert seen == epoch0[24:48]  # the rest of the epoch, exactly, in batches of 12
+
+
+def test_resume_errors_are_one_line(tmp_path, small_shards, capsys):
+    run = tmp_path / "run"
+    assert main(_cli(small_shards, run, "--max-steps", 1)) == 0
+    capsys.readouterr()
+    cases = [
+        (["--arch", "resnet50", "--resume", run], "trained with --arch resnet18, this run asks for --arch resnet50"),
+        (["--resume", tmp_path / "nothere"], "nothere: no such checkpoint"),
+        ([], "already holds a run's checkpoints: pass --resume"),
+    ]
+    for extra, message in cases:
+        assert main(_cli(small_shards, run, "--max-steps", 2, *extra)) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err
+    (run / "latest.pt").write_bytes(b"PK\x03\x04")  # a hard link: the step file is damaged too
+    assert main(_cli(small_shards, run, "--max-steps", 2, "--resume", run / "latest.pt")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "latest.pt: not a readable checkpoint (truncated or corrupt" in err and "\n" not in err
+
+
+def test_resume_from_a_crafted_checkpoint_is_refused(tmp_path, small_shards, capsys):
+    target = tmp_path / "created-by-the-pickle"
+
+    class Touch:
+        def __reduce__(self):
+            return __import__("pathlib").Path.touch, (target,)
+
+    torch.save({"model": Touch(), "config": {"arch": "resnet18"}, "step": 1}, tmp_path / "evil.pt")
+    assert main(_cli(small_shards, tmp_path / "run", "--max-steps", 1, "--resume", tmp_path / "evil.pt")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "evil.pt: refused to load" in err and "\n" not in err and not target.exists()

@@ -1,0 +1,82 @@
+"""`TrainConfig`, the one place training's settings and defaults live (the CLI reads them from here), and
+`plan_run`, which resolves the run's length on the shards at hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .errors import ShardSourceError
+from .image_encoder import ARCHS
+from .schedule import clipped_warmup
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train_shards: str
+    out: str
+    val_shards: str | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    lr_head: float = 1e-3
+    lr_trunk: float = 1e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    arch: str = "resnet50"
+    pretrained: bool = True
+    weights: str | None = None
+    num_workers: int = 4
+    decode_threads: int | None = None
+    crop: str = "center"
+    flip: bool = False
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    max_steps: int | None = None
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "keep_checkpoints", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        for name in ("lr_head", "lr_trunk"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
+
+
+class RunPlan(NamedTuple):
+    """The run's length, resolved from the config and the shards."""
+
+    total_steps: int
+    warmup_steps: int
+    steps_per_epoch: int
+    samples_per_epoch: int  # this rank's
+    limit: str  # which of --max-steps / --epochs decides total_steps, for the start line
+
+
+def plan_run(cfg: TrainConfig, *, steps_per_epoch: int, samples_per_epoch: int) -> RunPlan:
+    """`--max-steps` wins over `--epochs`: training continues across epochs until it is reached."""
+    if steps_per_epoch < 1:
+        raise ShardSourceError(f"--train-shards {cfg.train_shards}: fewer samples per process than one batch of "
+                               f"--batch-size {cfg.batch_size}")
+    if cfg.max_steps is not None:
+        total = cfg.max_steps
+        limit = f"--max-steps {total}, {total / steps_per_epoch:.1f} epochs of {steps_per_epoch} steps"
+    else:
+        total = cfg.epochs * steps_per_epoch
+        limit = f"--epochs {cfg.epochs} × {steps_per_epoch} steps"
+    return RunPlan(total, clipped_warmup(cfg.warmup_steps, total), steps_per_epoch, samples_per_epoch, limit)

@@ -1,0 +1,122 @@
+"""One training step and what it updates: the model, the optimizer (two learning rates), the schedule and the
+scaler, held together as `Run` so a checkpoint can save and restore them; plus the guard that makes a Ctrl-C land
+between steps, never inside one.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from .checkpoint import LoaderLayout, Position, loader_state
+from .clip import CLIPModel
+from .config import RunPlan, TrainConfig
+from .distributed import DistEnv
+from .errors import CheckpointError
+from .image_encoder import ImageEncoder
+from .loss import info_nce_loss
+from .schedule import cosine_with_warmup
+
+
+def make_optimizer(model: CLIPModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """Trunk and head get their own learning rates; no weight decay on biases, norms and the temperature."""
+    groups: dict[str, list] = {"trunk_decay": [], "trunk_no_decay": [], "head_decay": [], "head_no_decay": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "trunk" if name.startswith("image_encoder.") else "head"
+        decay = p.ndim >= 2 and name != "logit_scale"
+        groups[f"{part}_{'decay' if decay else 'no_decay'}"].append(p)
+    return torch.optim.AdamW([
+        {"params": groups["trunk_decay"], "lr": cfg.lr_trunk, "weight_decay": cfg.weight_decay},
+        {"params": groups["trunk_no_decay"], "lr": cfg.lr_trunk, "weight_decay": 0.0},
+        {"params": groups["head_decay"], "lr": cfg.lr_head, "weight_decay": cfg.weight_decay},
+        {"params": groups["head_no_decay"], "lr": cfg.lr_head, "weight_decay": 0.0},
+    ], betas=(0.9, 0.98), eps=1e-6)
+
+
+@dataclass
+class Run:
+    """What a checkpoint holds besides the position: the model (and its DDP wrapper), optimizer, schedule, scaler."""
+
+    model: CLIPModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ddp: torch.nn.Module | None = None  # set once the state is restored; the model itself in one process
+
+    def state_dict(self, pos: Position, cfg: TrainConfig, layout: LoaderLayout) -> dict:
+        """Tensors and plain data only, so it loads with `weights_only=True`."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": pos.step,
+                "loader": loader_state(pos, layout), "rng": torch.get_rng_state(), "config": asdict(cfg)}
+
+    def load_state_dict(self, state: dict, path: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:  # shapes or parameter groups that do not match
+            raise CheckpointError(f"{path}: does not fit this model ({str(exc).splitlines()[0]})") from exc
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+
+
+def build_run(cfg: TrainConfig, plan: RunPlan, env: DistEnv) -> Run:
+    """A new run's model, optimizer, schedule and scaler. One that resumes skips the ImageNet weights (and the
+    network): the checkpoint overwrites every weight."""
+    pretrained = cfg.pretrained and cfg.resume is None
+    model = CLIPModel(ImageEncoder(cfg.arch, pretrained=pretrained, weights_path=None if cfg.resume else cfg.weights))
+    model = model.to(env.device)
+    if cfg.channels_last and env.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = cosine_with_warmup(optimizer, warmup_steps=plan.warmup_steps, total_steps=plan.total_steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for checkpoint parity
+    return Run(model, optimizer, scheduler, scaler)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C inside the block is raised when the block ends, so a checkpoint never holds half an optimizer step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+class StepStats(NamedTuple):
+    loss: float
+    grad_norm: float
+    lr_trunk: float  # the rates this step used
+    lr_head: float
+
+
+def train_step(run: Run, batch: dict, *, autocast: torch.autocast, grad_clip: float) -> StepStats:
+    """One optimizer step on one batch: forward, symmetric InfoNCE, backward, clip, step, schedule."""
+    run.model.train()
+    with autocast:
+        image_emb = run.ddp(batch["image"])  # [B, 512]
+    text_emb = torch.nn.functional.normalize(batch["text_embedding"], dim=-1)  # [B, 512]
+    loss = info_nce_loss(image_emb.float(), text_emb, run.model.scale())
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip)
+    lrs = run.scheduler.get_last_lr()
+    run.optimizer.step()
+    run.scheduler.step()
+    return StepStats(loss.item(), float(grad_norm), lrs[0], lrs[2])

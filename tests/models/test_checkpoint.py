@@ -1,0 +1,144 @@
+"""Checkpoints: nothing inside one runs, a bad file is named (or skipped for the newest good one), retention keeps
+K + latest, and a resume continues exactly or says why it cannot."""
+
+import logging
+import pathlib
+
+import pytest
+import torch
+
+from models.checkpoint import (
+    CheckpointWriter,
+    LoaderLayout,
+    Position,
+    load_checkpoint,
+    loader_state,
+    resume_position,
+)
+from models.errors import CheckpointError, UnsafeCheckpoint
+from models.metrics_log import MetricsLog
+
+
+class _Touch:
+    """Unpickling this calls `Path.touch(target)`: what a hostile checkpoint could do."""
+
+    def __init__(self, target: pathlib.Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.target,)
+
+
+def _state(step: int, **extra) -> dict:
+    return {"model": {"w": torch.full((2,), float(step))}, "config": {"arch": "resnet18"}, "step": step, **extra}
+
+
+def _crafted(path: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    torch.save(_state(1, payload=_Touch(target)), path)
+    return path
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    target = tmp_path / "created-by-the-pickle"
+    evil = _crafted(tmp_path / "evil.pt", target)
+    with pytest.raises(UnsafeCheckpoint, match="refused to load"):
+        load_checkpoint(evil)
+    run = tmp_path / "run"  # as a run folder's latest.pt, next to a good step file: refused, no fallback
+    CheckpointWriter(run, keep=2).save(_state(1), step=1)
+    (run / "latest.pt").unlink()
+    _crafted(run / "latest.pt", target)
+    with pytest.raises(UnsafeCheckpoint):
+        load_checkpoint(run)
+    assert not target.exists()
+    torch.load(evil, weights_only=False)  # the payload is live: loading it the old way creates the file
+    assert target.exists()
+
+
+def test_crafted_weights_file_is_refused(tmp_path):
+    from models import ImageEncoder
+
+    target = tmp_path / "created-by-the-pickle"
+    torch.save({"conv1.weight": _Touch(target)}, tmp_path / "w.pth")
+    with pytest.raises(UnsafeCheckpoint, match="weights file"):
+        ImageEncoder("resnet18", weights_path=str(tmp_path / "w.pth"))
+    assert not target.exists()
+
+
+def test_truncated_latest_falls_back_to_the_newest_good_step_file(tmp_path, caplog):
+    run = tmp_path / "run"
+    writer = CheckpointWriter(run, keep=3)
+    for step in (1, 2, 3):
+        writer.save(_state(step), step=step)
+    data = (run / "latest.pt").read_bytes()
+    (run / "latest.pt").unlink()  # a new file: the hard-linked step-00000003.pt stays intact
+    (run / "latest.pt").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        state, path = load_checkpoint(run)
+    assert state["step"] == 3 and path.name == "step-00000003.pt"
+    assert "latest.pt" in caplog.text and "truncated or corrupt" in caplog.text
+    with pytest.raises(CheckpointError, match=r"latest\.pt: not a readable checkpoint \(truncated or corrupt"):
+        load_checkpoint(run / "latest.pt")  # named explicitly: no fallback, the file is named
+    for p in run.glob("step-*.pt"):
+        p.write_bytes(data[:100])
+    with pytest.raises(CheckpointError, match="latest.pt"):  # nothing readable: the first failure is reported
+        load_checkpoint(run)
+
+
+def test_missing_checkpoints_say_so(tmp_path):
+    with pytest.raises(CheckpointError, match="nothere: no such checkpoint"):
+        load_checkpoint(tmp_path / "nothere")
+    with pytest.raises(CheckpointError, match="no checkpoint in this folder"):
+        load_checkpoint(tmp_path)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a models.train checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_writer_keeps_the_last_k_step_files_and_latest(tmp_path):
+    writer = CheckpointWriter(tmp_path, keep=2)
+    for step in range(1, 8):
+        writer.save(_state(step), step=step)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "step-00000006.pt", "step-00000007.pt"]
+    assert torch.load(tmp_path / "latest.pt", weights_only=True)["step"] == 7
+    writer.save(_state(3), step=3)  # a run resumed from step 3 replaces the later ones
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "step-00000003.pt"]
+    only_latest = CheckpointWriter(tmp_path / "k0", keep=0)
+    for step in (1, 2):
+        only_latest.save(_state(step), step=step)
+    assert [p.name for p in (tmp_path / "k0").iterdir()] == ["latest.pt"]
+
+
+def _saved(pos: Position, layout: LoaderLayout) -> dict:
+    return _state(pos.step, loader=loader_state(pos, layout))
+
+
+def test_resume_position_in_samples_continues_or_refuses(tmp_path):
+    run = LoaderLayout(seed=0, world_size=1, batch_size=8, num_workers=0)
+    state = _saved(Position(step=3, epoch=1, samples=24), run)
+    path = tmp_path / "latest.pt"
+    same_order = LoaderLayout(seed=0, world_size=1, batch_size=12, num_workers=1)  # one stream: order unchanged
+    assert resume_position(state, path, same_order) == Position(step=3, epoch=1, samples=24)
+    with pytest.raises(CheckpointError, match="--batch-size 16 does not divide 24"):
+        resume_position(state, path, LoaderLayout(seed=0, world_size=1, batch_size=16, num_workers=0))
+    for other in (LoaderLayout(0, 1, 8, 2), LoaderLayout(0, 2, 8, 0), LoaderLayout(1, 1, 8, 0)):
+        with pytest.raises(CheckpointError, match="order of that epoch differs"):
+            resume_position(state, path, other)
+    with_workers = _saved(Position(step=3, epoch=1, samples=24), LoaderLayout(0, 1, 8, 4))
+    with pytest.raises(CheckpointError, match="--num-workers 4"):  # 4 workers: the batch size shapes the order
+        resume_position(with_workers, path, LoaderLayout(0, 1, 12, 4))
+    at_boundary = _saved(Position(step=6, epoch=2, samples=0), run)
+    assert resume_position(at_boundary, path, LoaderLayout(5, 2, 16, 4)) == Position(step=6, epoch=2, samples=0)
+    legacy = _state(3, loader={"epoch": 1, "batches_done": 3, "seed": 0})
+    legacy["config"].update(batch_size=8, seed=0, num_workers=0)
+    assert resume_position(legacy, path, same_order) == Position(step=3, epoch=1, samples=24)
+
+
+def test_metrics_log_keeps_only_records_up_to_the_start_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(f'{{"step": {s}, "loss": 1.0}}\n' for s in range(1, 7)) + '{"step": 7, "lo')
+    log = MetricsLog(path, start_step=4)
+    log.write({"step": 5, "loss": 0.5})
+    log.close()
+    import json
+
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]

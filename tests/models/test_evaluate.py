@@ -1,0 +1,86 @@
+"""`models.evaluate` as a user meets it: results named by what was evaluated, the manifest's text encoder found
+from another directory, and one-line errors for a missing or crafted checkpoint."""
+
+import json
+import pathlib
+import shutil
+
+import pytest
+import torch
+
+from models.evaluate import main as evaluate
+from models.evaluate import results_path
+from models.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, small_shards) -> pathlib.Path:
+    run = tmp_path_factory.mktemp("eval") / "run"
+    train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, batch_size=8,
+                      num_workers=0, decode_threads=1, max_steps=1, progress=False))
+    return run
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_results_are_named_by_the_shards_and_go_to_out(tmp_path, tiny_run, small_shards, train_shards, capsys):
+    assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(small_shards), "--show-images", "0"]) == 0
+    own = results_path(tiny_run, str(small_shards))
+    assert json.loads(own.read_text())["shards"] == str(small_shards)
+    before = own.read_text()
+    # other shards whose folder has the same name ("train"): a file of their own, the run's stays as it was
+    assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(train_shards), "--show-images", "0"]) == 0
+    other = results_path(tiny_run, str(train_shards))
+    assert other != own and own.read_text() == before and json.loads(other.read_text())["n_images"] == 48
+    out = tmp_path / "elsewhere"
+    assert evaluate(["--checkpoint", str(tiny_run / "latest.pt"), "--shards", str(small_shards), "--out", str(out),
+                     "--show-images", "1"]) == 0
+    assert results_path(out, str(small_shards)).is_file() and (out / "image_to_text.png").is_file()
+    assert f"wrote {results_path(out, str(small_shards))}" in capsys.readouterr().out
+
+
+def test_query_finds_a_relative_encoder_path_from_another_directory(tmp_path, tiny_run, small_shards, tiny_encoder,
+                                                                    monkeypatch, capsys):
+    project = tmp_path / "project"  # where the builder ran, with `--text-encoder enc --out shards/val`
+    shutil.copytree(tiny_encoder, project / "enc")
+    shards = project / "shards" / "val"
+    shutil.copytree(small_shards, shards)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    manifest["text_encoder"]["name"] = "enc"
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    args = ["--checkpoint", str(tiny_run), "--shards", str(shards), "--query", "a red circle", "--show-images", "0",
+            "--out", str(tmp_path / "out")]
+    assert evaluate(args) == 0
+    assert (tmp_path / "out" / "text_to_image.png").is_file()
+    assert "random-init text tower" in capsys.readouterr().out
+    shutil.rmtree(project / "enc")
+    assert evaluate(args) == 2
+    err = _one_line_error(capsys)
+    assert "'enc', a local path that is not a folder" in err and "--text-encoder PATH" in err
+
+
+def test_missing_and_crafted_checkpoints_are_one_line_errors(tmp_path, small_shards, capsys):
+    assert evaluate(["--checkpoint", str(tmp_path / "nothere"), "--shards", str(small_shards)]) == 2
+    err = _one_line_error(capsys)
+    assert "nothere: no such checkpoint" in err and "resume" not in err
+
+    class Touch:
+        def __reduce__(self):
+            return pathlib.Path.touch, (tmp_path / "created-by-the-pickle",)
+
+    torch.save({"model": Touch(), "config": {"arch": "resnet18"}, "step": 1}, tmp_path / "evil.pt")
+    assert evaluate(["--checkpoint", str(tmp_path / "evil.pt"), "--shards", str(small_shards)]) == 2
+    assert "refused to load" in _one_line_error(capsys)
+    assert not (tmp_path / "created-by-the-pickle").exists()
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        evaluate(["--help"])
+    assert "(default: 64)" in " ".join(capsys.readouterr().out.split())
