@@ -26,8 +26,12 @@ def digests(shard_dir: Path) -> dict[str, str]:
             if p.suffix in (".tar", ".json") and not p.name.startswith(".")}
 
 
+DROP = object()  # returned by an edit: leave the member out
+
+
 def rewrite_member(shard: Path, edit) -> None:
-    """Rewrite a shard in place, replacing each member's bytes with `edit(name, data)` (None keeps it)."""
+    """Rewrite a shard in place, replacing each member's bytes with `edit(name, data)` (None keeps it, DROP
+    leaves it out)."""
     import io
     import tarfile
 
@@ -38,6 +42,8 @@ def rewrite_member(shard: Path, edit) -> None:
     with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
         for m, data in members:
             new = edit(m.name, data)
+            if new is DROP:
+                continue
             if new is not None:
                 data, m.size = new, len(new)
             tar.addfile(m, io.BytesIO(data))

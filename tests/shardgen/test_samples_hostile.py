@@ -5,10 +5,8 @@ options are `UserError`s, checked before anything is read; a 20 MB caption is dr
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import tarfile
 import time
 
 import numpy as np
@@ -27,7 +25,7 @@ from shardgen.format import (
 from shardgen.show import render_grid, show
 from shardgen.verify import verify
 
-from .helpers import read_all, rewrite_member
+from .helpers import DROP, read_all, rewrite_member
 
 
 def _npy_with_bad_header(data: bytes) -> bytes:
@@ -65,20 +63,15 @@ def _hostile_copy(train_shards, where, case: str) -> str:
     """A copy of the shard set whose first sample is made hostile (the manifest is left as it was)."""
     shutil.copytree(train_shards, where)
     key = read_all(where)[0][0]
-    shard = where / "train-000000.tar"
-    members = []
-    with tarfile.open(shard) as tar:
-        for m in tar:
-            members.append((m, tar.extractfile(m).read()))
-    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for m, data in members:
-            name_key, ext = m.name.split(".", 1)
-            change = HOSTILE[case].get(ext, data) if name_key == key else data
-            if change is None:
-                continue  # the member is left out
-            data = change(data) if callable(change) else change
-            m.size = len(data)
-            tar.addfile(m, io.BytesIO(data))
+
+    def edit(name: str, data: bytes):
+        name_key, ext = name.split(".", 1)
+        change = HOSTILE[case].get(ext, data) if name_key == key else data
+        if change is None:
+            return DROP  # the member is left out
+        return change(data) if callable(change) else change
+
+    rewrite_member(where / "train-000000.tar", edit)
     return key
 
 
