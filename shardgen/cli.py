@@ -163,9 +163,11 @@ def _build_and_upload(cfg, dest: str, *, quiet: bool):
     import fsspec
 
     from .build import build_shards
-    from .upload import upload
+    from .format import with_timeouts
+    from .upload import remove_indexes, upload
 
-    fs, root = fsspec.core.url_to_fs(dest)
+    fs, root = fsspec.core.url_to_fs(dest, **with_timeouts(dest))
+    remove_indexes(fs, root.rstrip("/"))  # readers never see an old manifest over the new build's shards
     with ThreadPoolExecutor(2) as pool:
         pending = []
         report = build_shards(cfg, on_shard=lambda p: pending.append(

@@ -27,6 +27,7 @@ from .format import (
     Manifest,
     ShardInfo,
     redact,
+    with_timeouts,
 )
 
 
@@ -113,7 +114,7 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
         raise UserError(f"{src}: no {MANIFEST_NAME}; upload a folder written by `shardgen build`") from None
     files = _local_files(src, manifest)
     try:
-        fs, root = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+        fs, root = fsspec.core.url_to_fs(dest, **with_timeouts(dest, storage_options))
     except (ImportError, ValueError) as exc:
         raise UserError(f"{redact(dest)}: {exc} (for s3:// install s3fs, for gs:// gcsfs)") from None
     root = root.rstrip("/")

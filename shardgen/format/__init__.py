@@ -47,6 +47,7 @@ from .storage import (
                     read_bytes,
                     read_text,
                     redact,
+                    with_timeouts,
 )
 from .tar import iter_sample_groups, iter_samples, iter_tar_samples, split_member_name
 
@@ -57,4 +58,5 @@ __all__ = [
     "is_remote", "is_shard_name", "iter_records", "iter_sample_groups", "iter_samples", "iter_tar_samples", "join",
     "load_embeddings_cache", "load_manifest", "make_key", "npy_layout", "open_url", "parse_meta", "parse_sample", "read_bytes",
     "read_manifest", "read_text", "redact", "shard_name", "sizes_json", "split_member_name", "wids_index_json",
+    "with_timeouts",
 ]

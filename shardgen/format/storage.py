@@ -7,6 +7,10 @@ HTTP(S) files are opened as plain sequential streams (one GET, no Range requests
 front to back, and many servers (`python -m http.server` among them) ignore Range, which fsspec's default
 block-wise HTTP file needs past its first 5 MB block. A password in a URL never reaches a message: every error
 raised here names the URL through `redact`.
+
+Remote reads carry connect/read timeouts (`with_timeouts`), so a frozen server fails an attempt within about a
+minute instead of stalling for the clients' defaults (s3fs × botocore retries: ~7 minutes per attempt); the
+loader then warns and retries, or raises.
 """
 
 from __future__ import annotations
@@ -52,6 +56,32 @@ def join(base: str, name: str) -> str:
     return os.path.join(base, name)
 
 
+CONNECT_TIMEOUT_S = 10.0  # seconds to open a connection
+READ_TIMEOUT_S = 15.0  # seconds without a byte on an open connection
+S3_READ_RETRIES = 2  # s3fs's tries per call when reading (its default, 5, makes a frozen endpoint take minutes)
+
+
+def with_timeouts(url: str, storage_options: dict | None = None) -> dict:
+    """`storage_options` for `url` with connect/read timeouts added where the caller set none. S3: botocore's
+    own retries off (s3fs retries a timed-out call itself; `open_url` allows it `S3_READ_RETRIES` tries), so a
+    frozen endpoint fails a read attempt in about a minute. HTTP(S): aiohttp's socket timeouts instead of its 5-minute total. Options the caller gave
+    win, key by key."""
+    opts = dict(storage_options or {})
+    scheme = str(url).split("://", 1)[0].lower() if "://" in str(url) else ""
+    if scheme in ("s3", "s3a"):
+        config = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
+                  "retries": {"max_attempts": 1}}
+        opts["config_kwargs"] = {**config, **opts.get("config_kwargs", {})}
+    elif scheme in ("http", "https"):
+        import aiohttp
+
+        client = dict(opts.get("client_kwargs", {}))
+        client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
+                                                           sock_read=READ_TIMEOUT_S))
+        opts["client_kwargs"] = client
+    return opts
+
+
 def _is_http(url: str) -> bool:
     return str(url).split("://", 1)[0].lower() in ("http", "https")
 
@@ -63,12 +93,20 @@ def open_url(url: str, mode: str = "rb", **storage_options):
     PermissionError when access is refused (401, 403) and ConnectionError when the server cannot be reached or
     answers with another error. Every message names the URL without its password."""
     url = str(url)
+    storage_options = with_timeouts(url, storage_options)
     if _is_http(url) and mode == "rb":
         return _open_http(url, storage_options)
     try:
-        return fsspec.open(url, mode, **storage_options).open()
+        opener = fsspec.open(url, mode, **storage_options)
+        if "r" in mode and "s3" in _protocols(opener.fs):  # readers retry themselves (the loader: with a warning)
+            opener.fs.retries = min(getattr(opener.fs, "retries", S3_READ_RETRIES), S3_READ_RETRIES)
+        return opener.open()
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{redact(url)}: not found") from exc
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
 
 
 def _open_http(url: str, storage_options: dict):
