@@ -150,6 +150,6 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
             report.uploaded.append(name)
     except UserError:
         raise
-    except Exception as exc:  # noqa: BLE001 - botocore/gcsfs/aiohttp errors: one line naming the URL
+    except Exception as exc:
         raise _error(dest, exc) from exc
     return report

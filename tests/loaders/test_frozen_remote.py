@@ -13,7 +13,7 @@ import pytest
 from loaders import LoaderError
 from loaders.plan import Span
 from loaders.spans import iter_span
-from shardgen.format import UserError, open_url, storage, with_timeouts
+from shardgen.format import UserError, storage, with_timeouts
 
 
 @pytest.fixture
