@@ -36,14 +36,19 @@ def retrieval_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_ima
     t2i_rank = torch.zeros(n_texts, dtype=torch.long, device=device)
     i2t_rank = torch.empty(n_images, dtype=torch.long, device=device)
     for start in range(0, n_images, chunk):
-        sims = image_emb[start:start + chunk] @ text_emb.T  # [c, M]
-        rows = torch.arange(start, start + sims.shape[0], device=device)
-        own = owner[None, :] == rows[:, None]  # [c, M]: caption j belongs to image start + i
-        # text→image: images of this chunk that are not caption j's own and score at least as high as its own
-        t2i_rank += ((sims >= positive[None, :] - TIE_TOLERANCE) & ~own).sum(0)
-        # image→text: captions of other images scoring at least as high as this image's best caption
-        best = sims.masked_fill(~own, float("-inf")).amax(1)  # [c]
-        i2t_rank[start:start + sims.shape[0]] = ((sims >= best[:, None] - TIE_TOLERANCE) & ~own).sum(1)
+        stop = min(start + chunk, n_images)
+        sims = image_emb[start:stop] @ text_emb.T  # [c, M]
+        caps = ((owner >= start) & (owner < stop)).nonzero().squeeze(1)  # [m] captions of this chunk's images
+        rows = owner[caps] - start  # [m]
+        own = sims[rows, caps]  # [m] their scores with their own image, as the comparisons below see them
+        # text→image: images scoring at least as high as the caption's own, less the own image itself
+        t2i_rank += (sims >= positive[None, :] - TIE_TOLERANCE).sum(0)
+        t2i_rank[caps] -= (own >= positive[caps] - TIE_TOLERANCE).long()
+        # image→text: captions scoring at least as high as the image's best own caption, less its own captions
+        best = torch.full((stop - start,), float("-inf"), device=device).scatter_reduce(0, rows, own, "amax")
+        above = (sims >= best[:, None] - TIE_TOLERANCE).sum(1)  # [c]
+        own_above = torch.zeros_like(above).scatter_add(0, rows, (own >= best[rows] - TIE_TOLERANCE).long())
+        i2t_rank[start:stop] = above - own_above
     return i2t_rank, t2i_rank
 
 
