@@ -99,9 +99,9 @@ class Manifest:
             split = data["split"]
             if not is_split_name(split):
                 raise ValueError(f"split {split!r} is not a plain name")
-            source = data.get("source")
-            if source is not None and not isinstance(source, dict):
-                raise TypeError(f"source is a {type(source).__name__}, not an object")
+            origin = data.get("source")
+            if origin is not None and not isinstance(origin, dict):
+                raise TypeError(f"source is a {type(origin).__name__}, not an object")
             return cls(
                 split=split,
                 text_encoder=dict(data["text_encoder"]),
@@ -112,7 +112,7 @@ class Manifest:
                 n_captions=_count(data.get("totals", {}), "n_captions", default=0),
                 schema_version=version,
                 embed_dim=_count(data, "embed_dim", default=EMBED_DIM),
-                source=source,
+                source=origin,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SchemaError):
