@@ -1,4 +1,10 @@
-"""`python -m models.evaluate`: Recall@K on a val shard set (COCO protocol, all captions) + qualitative plots.
+"""`python -m models.evaluate`: Recall@K on a val shard set + qualitative plots.
+
+Protocols (`--protocol`): `all` (default) ranks every image of the shards against all their captions; `5k` the
+first 5000 images with all their captions and `1k` the mean over five folds of 1000 of them (images 0-999,
+1000-1999, ... in shard order, i.e. COCO id order). Published COCO retrieval figures use Karpathy's 5k test split,
+so build it for them: `shardgen build --karpathy dataset_coco.json --split test`. Recall@K is computed in chunks
+(`metrics`), never holding the whole similarity matrix, and its time is reported.
 
 Text embeddings come from the shards (the frozen tower's, precomputed); free-text queries are encoded on the fly
 with the same frozen text encoder, the one the shards' manifest names unless `--text-encoder` is given. Results go
@@ -14,6 +20,7 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -31,8 +38,24 @@ from .checkpoint import load_checkpoint
 from .clip import CLIPModel
 from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ImageEncoder
-from .metrics import recall_at_k
+from .metrics import recall_at_k, recall_at_k_folds
 from .plots import retrieval_grid
+
+
+class Protocol(NamedTuple):
+    """Which images Recall@K ranks: the first `n_images` (None: all) in `n_folds` equal folds, averaged."""
+
+    name: str
+    n_images: int | None
+    n_folds: int
+    about: str
+
+
+PROTOCOLS = {
+    "all": Protocol("all", None, 1, "every image of the shards, all their captions"),
+    "5k": Protocol("5k", 5000, 1, "the first 5000 images (Karpathy's test split), all their captions"),
+    "1k": Protocol("1k", 5000, 5, "mean over 5 folds of 1000 images (Karpathy's test split, in order)"),
+}
 
 
 @dataclass(frozen=True)
@@ -46,8 +69,11 @@ class EvalConfig:
     show_images: int = 4
     unseen: str | None = None
     out: str | None = None  # default: the checkpoint's folder
+    protocol: str = "all"
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.show_images < 0:
@@ -81,8 +107,9 @@ def open_shards(shards: str, *, batch_size: int):
 
 @torch.no_grad()
 def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_size: int = 64,
-                 keep_thumbnails: bool = False) -> dict:
-    """Image embeddings `[N, 512]`, caption embeddings `[M, 512]`, caption owners `[M]`, captions, thumbnails."""
+                 keep_thumbnails: int | None = 0) -> dict:
+    """Image embeddings `[N, 512]`, caption embeddings `[M, 512]`, caption owners `[M]`, captions, and thumbnails
+    of the first `keep_thumbnails` images (None: of every image, 128 × 128 px: ~2 GB for COCO val2014's 40k)."""
     loader = open_shards(shards, batch_size=batch_size)
     images, texts, owners, captions, thumbs = [], [], [], [], []
     n_images = 0
@@ -96,7 +123,7 @@ def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_s
             owners += [n_images + i] * n
             captions += batch["captions"][i]
         n_images += mask.shape[0]
-        if keep_thumbnails:  # undo the device normalization for display
+        if keep_thumbnails is None or len(thumbs) < keep_thumbnails:  # undo the device normalization for display
             pix = batch["image"].float().cpu()
             mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
             pix = ((pix * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
@@ -105,11 +132,31 @@ def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_s
             "captions": captions, "thumbs": thumbs}
 
 
-def score(emb: dict) -> dict:
-    """Recall@1/5/10 both ways plus the set's size and chance level."""
-    n_images = int(emb["image"].shape[0])
-    return {**recall_at_k(emb["image"], emb["text"], emb["owner"]), "n_images": n_images,
-            "n_captions": int(emb["text"].shape[0]), "chance_text_to_image_R@5": min(1.0, 5 / n_images)}
+def check_protocol(protocol: Protocol, have: int) -> int:
+    """The number of images `protocol` ranks out of `have`; UserError when the shards hold too few."""
+    if protocol.n_images is not None and protocol.n_images > have:
+        raise UserError(f"--protocol {protocol.name} ranks the first {protocol.n_images} images, these shards hold "
+                        f"{have}; build Karpathy's test split for it: shardgen build --karpathy dataset_coco.json "
+                        "--split test")
+    return have if protocol.n_images is None else protocol.n_images
+
+
+def score(emb: dict, protocol: Protocol = PROTOCOLS["all"]) -> dict:
+    """Recall@1/5/10 both ways under `protocol`, the images and captions ranked, chance level and the seconds the
+    ranking took; `folds` holds each fold's figures when there are several."""
+    n_images = check_protocol(protocol, int(emb["image"].shape[0]))
+    t0 = time.perf_counter()
+    if protocol.n_images is None:
+        recall, folds = recall_at_k(emb["image"], emb["text"], emb["owner"]), []
+    else:
+        recall, folds = recall_at_k_folds(emb["image"], emb["text"], emb["owner"], n_images=n_images,
+                                          n_folds=protocol.n_folds)
+    seconds = time.perf_counter() - t0
+    fold_images = n_images // protocol.n_folds
+    return {"protocol": protocol.name, "protocol_about": protocol.about, **recall, "n_images": n_images,
+            "n_captions": int((emb["owner"] < n_images).sum()), "n_folds": protocol.n_folds,
+            "fold_images": fold_images, "chance_text_to_image_R@5": min(1.0, 5 / fold_images),
+            "recall_seconds": round(seconds, 3), **({"folds": folds} if len(folds) > 1 else {})}
 
 
 def shards_label(shards: str) -> str:
@@ -121,13 +168,14 @@ def shards_label(shards: str) -> str:
     return f"{last}-{hashlib.sha256(source.encode()).hexdigest()[:6]}"
 
 
-def results_path(out_dir: Path, shards: str) -> Path:
-    return out_dir / f"eval-{shards_label(shards)}.json"
+def results_path(out_dir: Path, shards: str, protocol: str = "all") -> Path:
+    """`eval-<shards>.json` for the whole-split protocol, `eval-<shards>-<protocol>.json` for 5k and 1k."""
+    return out_dir / f"eval-{shards_label(shards)}{'' if protocol == 'all' else f'-{protocol}'}.json"
 
 
 def write_result(out_dir: Path, model: LoadedModel, shards: str, result: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = results_path(out_dir, shards)
+    path = results_path(out_dir, shards, result["protocol"])
     record = {"checkpoint": str(model.path), "step": model.step, "shards": str(shards), **result}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -136,20 +184,27 @@ def write_result(out_dir: Path, model: LoadedModel, shards: str, result: dict) -
 
 
 def evaluate_checkpoint(checkpoint: str | Path, shards: str, *, device: str = "cpu", batch_size: int = 64,
-                        out: str | Path | None = None) -> dict:
-    """Recall@K of a checkpoint on a shard set, written to `out` (default: the checkpoint's folder) as
-    `eval-<shards>-<hash>.json` (`results_path`); returns the results."""
+                        out: str | Path | None = None, protocol: str = "all") -> dict:
+    """Recall@K of a checkpoint on a shard set under `protocol` (a `PROTOCOLS` key), written to `out` (default: the
+    checkpoint's folder) as `eval-<shards>-<hash>[-<protocol>].json` (`results_path`); returns the results."""
     loaded = load_model(checkpoint, device)
-    result = score(embed_shards(loaded.model, shards, device=torch.device(device), batch_size=batch_size))
+    result = score(embed_shards(loaded.model, shards, device=torch.device(device), batch_size=batch_size),
+                   PROTOCOLS[protocol])
     write_result(Path(out) if out else loaded.path.parent, loaded, shards, result)
     return result
 
 
 def format_table(result: dict) -> str:
-    lines = ["direction        R@1     R@5     R@10"]
+    lines = [f"protocol {result['protocol']}: {result['protocol_about']}", "direction        R@1     R@5     R@10"]
     for d, label in (("text_to_image", "text → image"), ("image_to_text", "image → text")):
         lines.append(f"{label:<15}" + "".join(f"{100 * result[f'{d}_R@{k}']:6.2f}  " for k in (1, 5, 10)))
     return "\n".join(lines)
+
+
+def is_karpathy_test(manifest: Manifest | None, n_images: int) -> bool:
+    """Whether the shards are a whole Karpathy test split, the set published 5k and 1k figures use."""
+    source = manifest.source if manifest is not None else None
+    return bool(source and source.get("split_file") and source.get("split") == "test" and n_images == 5000)
 
 
 def manifest_or_none(shards: str) -> Manifest | None:
@@ -226,12 +281,19 @@ def run(cfg: EvalConfig) -> int:
         if manifest is None:
             raise UserError(f"--query needs --text-encoder: {cfg.shards} has no manifest.json naming the encoder")
         encoder = locate_text_encoder(manifest, cfg.shards)
-    emb = embed_shards(loaded.model, cfg.shards, device=device, batch_size=cfg.batch_size, keep_thumbnails=True)
-    result = score(emb)
+    protocol = PROTOCOLS[cfg.protocol]
+    if manifest is not None:
+        check_protocol(protocol, manifest.n_samples)  # before any work
+    thumbs = None if cfg.queries else cfg.show_images  # a query may pick any image; else only the rows shown
+    emb = embed_shards(loaded.model, cfg.shards, device=device, batch_size=cfg.batch_size, keep_thumbnails=thumbs)
+    result = score(emb, protocol)
     out_dir = Path(cfg.out) if cfg.out else loaded.path.parent
     print(f"{loaded.path} (step {loaded.step}) on {cfg.shards}: {result['n_images']} images, "
-          f"{result['n_captions']} captions")
+          f"{result['n_captions']} captions ranked in {result['recall_seconds']:.1f} s")
     print(format_table(result))
+    if protocol.n_images is not None and not is_karpathy_test(manifest, emb["image"].shape[0]):
+        print(f"note: these shards are not Karpathy's 5000-image test split, so the {protocol.name} figures do not "
+              "compare with published ones (build it: shardgen build --karpathy dataset_coco.json --split test)")
     if manifest is not None and manifest.text_encoder.get("random_init"):
         print("note: these shards' text embeddings come from a random-init text tower: the numbers and pictures "
               "check the wiring, not what the model understands")
@@ -256,6 +318,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-images", type=int, default=d.show_images, help="image → caption rows in the plot")
     p.add_argument("--unseen", default=d.unseen, help="folder of arbitrary images to caption-retrieve")
     p.add_argument("--out", default=d.out, help="folder for results and plots (default: the checkpoint's folder)")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default=d.protocol,
+                   help="all = every image of the shards; 5k = the first 5000 images (Karpathy's test split), "
+                        "all their captions; 1k = mean over 5 folds of 1000 of them")
     return p
 
 
@@ -265,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = EvalConfig(checkpoint=a.checkpoint, shards=a.shards, device=a.device, batch_size=a.batch_size,
                          queries=tuple(a.query), text_encoder=a.text_encoder, show_images=a.show_images,
-                         unseen=a.unseen, out=a.out)
+                         unseen=a.unseen, out=a.out, protocol=a.protocol)
     except ValueError as exc:  # EvalConfig's checks
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .coco import CocoImage
 from .config import BuildConfig
@@ -60,11 +61,14 @@ def tally_problems(caption_problems: Mapping[str, list[str]], shards: Sequence[d
 
 
 def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_problems: Mapping[str, list[str]],
-                      records: Sequence[CocoImage], emb: CaptionEmbeddings) -> Manifest:
-    """The manifest of a finished build from its journal entries (one per shard, in order)."""
+                      records: Sequence[CocoImage], emb: CaptionEmbeddings,
+                      source: dict[str, Any] | None = None) -> Manifest:
+    """The manifest of a finished build from its journal entries (one per shard, in order); `source` says where a
+    split other than COCO 2014's own came from (COCO 2017, a Karpathy split file and its sha256)."""
     failures, conversions = tally_problems(caption_problems, shards, records, emb)
     return Manifest(
-        split=cfg.split,
+        split=cfg.dataset_split,
+        source=source,
         text_encoder={"name": cfg.text_encoder, "random_init": emb.random_init,
                       "semantic": not emb.random_init, "output": "text_embeds (projected, EOS-pooled)",
                       "embed_dim": EMBED_DIM, "dtype": EMBED_DTYPE, "l2_normalized": True},

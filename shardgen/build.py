@@ -1,6 +1,7 @@
-"""`shardgen build`: one COCO split → contiguous tar shards + manifest, resumable and byte-reproducible.
+"""`shardgen build`: one COCO split (2014, 2017 or a Karpathy split) → contiguous tar shards + manifest, resumable
+and byte-reproducible.
 
-`build_shards` reads like a table of contents: read captions (`coco`), check and lock the output folder
+`build_shards` reads like a table of contents: read captions (`coco` or `karpathy`), check and lock the output folder
 (`outdir`), embed captions once (`embeddings`, cached), preprocess images on N processes in input order and roll
 shards over by count or size (`pack`), write each shard (`writer`) and journal it (`journal`), then assemble the
 manifest and write the indexes, manifest last (`assembly`). A killed build rerun with the same config resumes after
@@ -14,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from .assembly import assemble_manifest, write_manifest
-from .coco import CocoImage, load_split
+from .coco import CaptionReport, CocoImage, load_split
 from .config import BuildConfig
 from .embeddings import (
     CaptionEmbeddings,
@@ -29,8 +31,9 @@ from .embeddings import (
 from .errors import UserError
 from .export import write_dali_index
 from .format import Manifest, embeddings_cache_path, shard_name
-from .format.layout import find_split
+from .format.layout import SPLIT_FOLDERS, find_split
 from .journal import JOURNAL_NAME, config_hash, load_journal, save_journal
+from .karpathy import load_karpathy
 from .outdir import check_out_dir, locked_out_dir, user_write_errors
 from .pack import iter_prepared, iter_shard_batches
 from .writer import write_shard
@@ -55,6 +58,31 @@ class BuildReport:
                                                                if self.resumed_shards else ""))
 
 
+class SplitInput(NamedTuple):
+    """What a build reads: the split's images and captions, what was skipped, and where they came from."""
+
+    records: list[CocoImage]
+    report: CaptionReport
+    source: dict[str, Any] | None  # the manifest's `source`; None for COCO 2014's own train/val (as always)
+    captions_file: Path
+    images: str  # the image folder(s), for the log
+
+
+def read_input(cfg: BuildConfig) -> SplitInput:
+    """The split's images, sorted by id: a COCO split (2014 or 2017) from its captions file, or a Karpathy split
+    from its split file with the images from the 2014 folders. Raises UserError on bad input."""
+    if cfg.karpathy is not None:
+        kp = load_karpathy(cfg.karpathy, cfg.coco_root, cfg.split)
+        folders = sorted({str(r.path.parent) for r in kp.records})
+        return SplitInput(kp.records, kp.report, kp.source, Path(cfg.karpathy), " and ".join(folders) or "-")
+    layout = find_split(cfg.coco_root, cfg.split)
+    records, report = load_split(layout)
+    year = SPLIT_FOLDERS[cfg.split][-4:]
+    source = None if year == "2014" else {"dataset": f"coco{year}", "split": cfg.split,
+                                          "captions": layout.annotations.name}
+    return SplitInput(records, report, source, layout.annotations, str(layout.images_dir))
+
+
 def _resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
@@ -70,18 +98,17 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
     t0 = time.perf_counter()
     log = _stderr("") if cfg.progress else (lambda msg: None)
     warn = _stderr("shardgen build: warning: ")
-    layout = find_split(cfg.coco_root, cfg.split)
-    records, caption_report = load_split(layout)
-    records = records[: cfg.limit] if cfg.limit else records
+    split = read_input(cfg)
+    records = split.records[: cfg.limit] if cfg.limit else split.records
     if not records:
-        raise UserError(f"{layout.annotations}: no images with usable captions")
+        raise UserError(f"{split.captions_file}: no images with usable captions")
     out = Path(cfg.out)
-    check_out_dir(out, cfg.split)
+    check_out_dir(out, cfg.dataset_split)
     with locked_out_dir(out):
-        log(f"{cfg.split}: {len(records)} images with captions in {layout.images_dir}")
+        log(f"{cfg.dataset_split}: {len(records)} images with captions in {split.images}")
         emb = _embed_captions(cfg, records, out)
         build_hash = config_hash(cfg, records, encoder_fingerprint(cfg.text_encoder))
-        journal = load_journal(out, cfg.split, build_hash, warn=warn)
+        journal = load_journal(out, cfg.dataset_split, build_hash, warn=warn)
         with user_write_errors(out):
             shards = _write_shards(cfg, records, emb, out, journal=journal, build_hash=build_hash,
                                    on_shard=on_shard)
@@ -89,15 +116,15 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
                 for entry in shards:
                     if not (out / entry["name"]).with_suffix(".idx").is_file():
                         write_dali_index(out / entry["name"])
-            manifest = assemble_manifest(cfg, shards=shards, caption_problems=caption_report.problems,
-                                         records=records, emb=emb)
+            manifest = assemble_manifest(cfg, shards=shards, caption_problems=split.report.problems,
+                                         records=records, emb=emb, source=split.source)
             write_manifest(out, manifest)
     return BuildReport(out=out, manifest=manifest, seconds=time.perf_counter() - t0, resumed_shards=len(journal))
 
 
 def _embed_captions(cfg: BuildConfig, records: list[CocoImage], out: Path) -> CaptionEmbeddings:
     """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew."""
-    cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else embeddings_cache_path(out, cfg.split)
+    cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else embeddings_cache_path(out, cfg.dataset_split)
     emb, dirty = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache,
                                  device=_resolve_device(cfg.device), batch_size=cfg.encode_batch_size,
                                  progress=cfg.progress)
@@ -123,13 +150,13 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
     shards = list(journal)
     unplaced: dict[str, list[str]] = {}  # failures when not one image made it into a shard
     start = journal[-1]["input_end"] if journal else 0
-    _remove_unjournaled(out, cfg.split, kept={e["name"] for e in shards})
+    _remove_unjournaled(out, cfg.dataset_split, kept={e["name"] for e in shards})
     prepared = tqdm(iter_prepared(records, emb, cfg=cfg, start=start, workers=cfg.workers), total=len(records),
-                    initial=start, desc=f"pack {cfg.split}", unit="img", disable=not cfg.progress)
+                    initial=start, desc=f"pack {cfg.dataset_split}", unit="img", disable=not cfg.progress)
     for batch in iter_shard_batches(prepared, samples_per_shard=cfg.samples_per_shard,
                                     max_shard_bytes=cfg.max_shard_bytes, input_end=len(records)):
         if batch.samples:
-            info = write_shard(out / shard_name(cfg.split, len(shards)), batch.samples)
+            info = write_shard(out / shard_name(cfg.dataset_split, len(shards)), batch.samples)
             shards.append({**asdict(info), "input_end": batch.input_end, "failures": batch.failures,
                            "conversions": batch.conversions,
                            "n_captions": sum(len(s.meta["captions"]) for s in batch.samples)})
@@ -145,5 +172,6 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
             on_shard(out / shards[-1]["name"])
     if not shards:
         counts = ", ".join(f"{len(names)} {reason}" for reason, names in sorted(unplaced.items()))
-        raise UserError(f"no usable images in {cfg.coco_root} for split {cfg.split}: every image failed ({counts})")
+        raise UserError(f"no usable images in {cfg.coco_root} for split {cfg.dataset_split}: every image failed "
+                        f"({counts})")
     return shards

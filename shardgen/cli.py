@@ -13,49 +13,20 @@ import argparse
 import os
 import re
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from .config import BuildConfig, build_default
+from .cli_build import add_build, cmd_build, parse_byte_size, positive_int
+from .cli_build import build_config as _build_config  # noqa: F401 - tests call it by this name
 
 PACKAGE = "coco-clip-shards"
 EPILOG = """examples:
   shardgen sample data/sample --images 200
   shardgen init-encoder models/clip-random --size full
   shardgen build --coco-root data/sample --split train --out shards/train --text-encoder models/clip-random
+  shardgen build --coco-root data/coco --karpathy data/dataset_coco.json --split test --out shards/karpathy_test
   shardgen verify shards/train
   shardgen show shards/train --out grid.png --n 16
 """
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_byte_size(text: str) -> int:
-    """`512MiB`, `1GB`, `1.5 GiB`, `536870912` → bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", text)
-    unit = match and match.group(2).lower()
-    if not match or unit not in _UNITS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 536870912, 512MiB, 1GB)")
-    return int(float(match.group(1)) * _UNITS[unit]) if "." in match.group(1) else int(match.group(1)) * _UNITS[unit]
-
-
-def format_byte_size(n: int) -> str:
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
-        if n >= _UNITS[unit.lower()] and n % _UNITS[unit.lower()] == 0:
-            return f"{n // _UNITS[unit.lower()]} {unit}"
-    return f"{n} bytes"
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -75,108 +46,6 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"{parser.prog} {package_version()}")
         parser.exit()
-
-
-def _add_build(sub) -> None:
-    p = sub.add_parser("build", help="COCO split → tar shards + manifest",
-                       description="Turn one COCO 2014 split into WebDataset tar shards: one sample per image with "
-                                   "the preprocessed JPEG, all captions and their CLIP text embeddings.")
-    d = build_default
-    p.add_argument("--coco-root", dest="coco_root", required=True, type=Path,
-                   help="COCO folder (official zips, Kaggle, any nesting)")
-    p.add_argument("--split", required=True, choices=["train", "val"])
-    p.add_argument("--out", required=True, help="output folder (one per split), or s3://... gs://... to build "
-                   "in a local staging folder and upload each shard as it closes")
-    p.add_argument("--staging", type=Path, default=None, help="local folder for --out URLs "
-                   "(default: .shardgen-staging/<bucket_path>)")
-    p.add_argument("--text-encoder", dest="text_encoder", default=d("text_encoder"),
-                   help="HF hub id or local HF-format folder (default: %(default)s)")
-    p.add_argument("--image-size", dest="image_size", type=int, default=d("image_size"),
-                   help="shorter side after resize (default: %(default)s)")
-    p.add_argument("--no-crop", dest="crop", action="store_false", default=d("crop"),
-                   help="keep the aspect ratio (shorter side = --image-size) for random crops at train time")
-    p.add_argument("--jpeg-quality", dest="jpeg_quality", type=int, default=d("jpeg_quality"),
-                   help="JPEG quality of stored images (default: %(default)s)")
-    p.add_argument("--no-draft", dest="draft", action="store_false", default=d("draft"),
-                   help="decode JPEGs at full size (slower, slightly sharper)")
-    p.add_argument("--samples-per-shard", dest="samples_per_shard", type=int, default=d("samples_per_shard"),
-                   help="samples per shard (default: %(default)s)")
-    p.add_argument("--max-shard-bytes", dest="max_shard_bytes", type=parse_byte_size, default=d("max_shard_bytes"),
-                   metavar="SIZE", help="start a new shard before one would exceed this, e.g. 512MiB or 1GB "
-                   f"(default: {format_byte_size(d('max_shard_bytes'))})")
-    p.add_argument("--max-image-pixels", dest="max_image_pixels", type=int, default=d("max_image_pixels"),
-                   metavar="N", help="count images whose header claims more pixels as too_large, before decoding "
-                   f"(default: {d('max_image_pixels'):_}; COCO's largest is 409_600)")
-    p.add_argument("--workers", type=int, default=d("workers"), help="image processes (default: all cores, "
-                   "%(default)s here)")
-    p.add_argument("--encode-batch-size", dest="encode_batch_size", type=int, default=d("encode_batch_size"),
-                   help="captions per text-encoder batch (default: %(default)s)")
-    p.add_argument("--device", default=d("device"), help="text encoder device: auto, cpu, cuda, cuda:1 ... "
-                   "(default: %(default)s)")
-    p.add_argument("--limit", type=int, default=d("limit"), help="only the first N images (smoke tests)")
-    p.add_argument("--embeddings-cache", dest="embeddings_cache", type=Path, default=d("embeddings_cache"),
-                   help="caption embedding cache file (default: OUT/<split>_text_embeddings.pt)")
-    p.add_argument("--dali-index", dest="dali_index", action="store_true", default=d("dali_index"),
-                   help="also write DALI v1.2 .idx files next to the shards")
-    p.add_argument("--quiet", dest="progress", action="store_false", default=d("progress"),
-                   help="no progress bars")
-
-
-def _build_config(args: argparse.Namespace, out: Path) -> BuildConfig:
-    """The BuildConfig the options ask for; a value it refuses is the user's to fix (one line naming the option)."""
-    from .errors import UserError
-
-    values = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
-    try:
-        return BuildConfig(**{**values, "out": out})
-    except ValueError as exc:  # BuildConfig's messages start with the field name
-        message = str(exc)
-        name = message.split(" ", 1)[0]
-        raise UserError(f"--{name.replace('_', '-')} {message.split(' ', 1)[1]}" if name in values else message) \
-            from None
-
-
-def _cmd_build(args) -> int:
-    from .build import build_shards
-    from .format import is_remote
-
-    dest = str(args.out)
-    out = Path(args.out)
-    if is_remote(dest):  # build into a local staging folder, upload each shard as it closes, manifest last
-        out = args.staging or Path(".shardgen-staging") / dest.split("://", 1)[1].replace("/", "_")
-    cfg = _build_config(args, out)
-    if is_remote(dest):
-        report = _build_and_upload(cfg, dest, quiet=not cfg.progress)
-    else:
-        report = build_shards(cfg)
-    print(report.summary())
-    for reason, entry in report.manifest.failures.items():
-        print(f"  skipped {entry['count']} ({reason}): {', '.join(entry['files'][:5])}"
-              + (" ..." if entry["count"] > 5 else ""))
-    return 0
-
-
-def _build_and_upload(cfg, dest: str, *, quiet: bool):
-    """MosaicML's pattern: each finished shard starts uploading while the build goes on; indexes go last."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import fsspec
-
-    from .build import build_shards
-    from .format import with_timeouts
-    from .upload import remove_indexes, upload
-
-    fs, root = fsspec.core.url_to_fs(dest, **with_timeouts(dest))
-    remove_indexes(fs, root.rstrip("/"))  # readers never see an old manifest over the new build's shards
-    with ThreadPoolExecutor(2) as pool:
-        pending = []
-        report = build_shards(cfg, on_shard=lambda p: pending.append(
-            pool.submit(fs.put_file, str(p), f"{root.rstrip('/')}/{p.name}")))
-        for f in pending:
-            f.result()
-    rep = upload(cfg.out, dest, progress=not quiet)  # verifies every shard (re-sends any that differ), manifest last
-    print(f"uploaded to {dest}: {len(rep.skipped)} shards verified in place, {len(rep.uploaded)} files sent")
-    return report
 
 
 def _cmd_verify(args) -> int:
@@ -214,11 +83,21 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_sample(args) -> int:
+    from .errors import UserError
     from .sample import make_sample
 
+    if args.karpathy and args.year != 2014:
+        raise UserError("--karpathy describes COCO 2014's images: use it without --year 2017")
     out = make_sample(args.out_dir, images=args.images, val_images=args.val_images, seed=args.seed,
-                      workers=args.workers, progress=not args.quiet)
-    print(f"wrote a COCO-2014-layout sample to {out} ({args.images} train images)")
+                      workers=args.workers, progress=not args.quiet, year=args.year)
+    print(f"wrote a COCO-{args.year}-layout sample to {out} ({args.images} train images)")
+    if args.karpathy:
+        from .karpathy import write_karpathy_file
+
+        n_val = max(1, args.images // 5) if args.val_images is None else args.val_images
+        path = write_karpathy_file(out, out / "dataset_coco.json", val=n_val // 4, test=n_val // 4)
+        print(f"wrote a Karpathy-format split file {path} (val2014: {n_val // 4} val, {n_val // 4} test, "
+              f"{n_val - 2 * (n_val // 4)} restval)")
     return 0
 
 
@@ -314,11 +193,11 @@ def _add_download(sub) -> None:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardgen", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Make WebDataset shards of MS COCO 2014 for CLIP fine-tuning: images + captions + "
-                    "frozen CLIP text embeddings, verified and reproducible.")
+        description="Make WebDataset shards of MS COCO (2014, 2017, Karpathy's splits) for CLIP fine-tuning: images "
+                    "+ captions + frozen CLIP text embeddings, verified and reproducible.")
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_build(sub)
+    add_build(sub)
 
     p = sub.add_parser("verify", help="check shards against their manifest (exit 1 on problems)",
                        description="Recount and checksum every shard, decode every image, check every embedding.")
@@ -355,6 +234,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=positive_int, default=None, help="val images (default: images/5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
+    p.add_argument("--year", type=int, choices=[2014, 2017], default=2014,
+                   help="folder and file naming: 2014 (train2014/COCO_train2014_*.jpg) or 2017 (train2017/*.jpg)")
+    p.add_argument("--karpathy", action="store_true",
+                   help="also write dataset_coco.json, a Karpathy-format split file of the sample (val2014: a "
+                        "quarter val, a quarter test, the rest restval)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("init-encoder", help="write a random-init CLIP text encoder + real CLIP tokenizer",
@@ -368,7 +252,7 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"build": _cmd_build, "verify": _cmd_verify, "show": _cmd_show, "sample": _cmd_sample,
+COMMANDS = {"build": cmd_build, "verify": _cmd_verify, "show": _cmd_show, "sample": _cmd_sample,
             "init-encoder": _cmd_init_encoder, "export": _cmd_export, "download": _cmd_download,
             "upload": _cmd_upload}
 

@@ -1,6 +1,6 @@
-"""COCO 2014 captions: read a split's annotations into a plain, sorted list of `CocoImage` records (the folder
-is found by `format.layout`); everything downstream (encoding, packing) is a pure function of that list and the
-build config.
+"""COCO captions (2014 and 2017 share the format): read a split's annotations into a plain, sorted list of
+`CocoImage` records (the folder is found by `format.layout`); everything downstream (encoding, packing) is a pure
+function of that list and the build config.
 
 Every record is checked, because one bad record must neither crash a build nor slip into the shards:
 
@@ -64,11 +64,12 @@ def _read_json(annotations: Path) -> tuple[list, list]:
     return data["images"], data["annotations"]
 
 
-def _valid_id(value: object) -> bool:
+def valid_id(value: object) -> bool:
+    """A COCO image id the sample key can hold: a whole number (not a bool) in 0..MAX_IMAGE_ID."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_IMAGE_ID
 
 
-def _safe_relative(name: str) -> bool:
+def safe_relative(name: str) -> bool:
     """A path that stays inside the folder it is joined to, on POSIX and on Windows alike."""
     if not name or "\x00" in name:
         return False
@@ -82,21 +83,21 @@ def _index_images(images: list, annotations: Path, report: CaptionReport) -> dic
     """Image id → image record, for every well-formed image; the rest counted by reason."""
     seen: dict[int, object] = {}
     for info in images:
-        if isinstance(info, dict) and _valid_id(info.get("id")):
+        if isinstance(info, dict) and valid_id(info.get("id")):
             if info["id"] in seen:
                 raise UserError(f"{annotations}: image id {info['id']} is given twice ({seen[info['id']]} and "
                                 f"{info.get('file_name')}); every image needs its own id")
             seen[info["id"]] = info.get("file_name")
     by_id: dict[int, dict] = {}
     for info in images:
-        if not isinstance(info, dict) or not _valid_id(info.get("id")):
+        if not isinstance(info, dict) or not valid_id(info.get("id")):
             label = info.get("file_name", info.get("id", "?")) if isinstance(info, dict) else repr(info)[:80]
             report.problems["bad_image_id"].append(str(label))
             continue
         name = info.get("file_name")
         if not isinstance(name, str) or not name.strip():
             report.problems["bad_file_name"].append(f"image {info['id']}")
-        elif not _safe_relative(name):
+        elif not safe_relative(name):
             report.problems["unsafe_file_name"].append(name)
         else:
             by_id[info["id"]] = info
@@ -107,7 +108,7 @@ def _group_captions(annotations: list, images: dict[int, dict], report: CaptionR
     """Image id → [(annotation id, cleaned caption)], every unusable annotation counted by reason."""
     by_image: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for ann in annotations:
-        if not isinstance(ann, dict) or not _valid_id(ann.get("image_id")):
+        if not isinstance(ann, dict) or not valid_id(ann.get("image_id")):
             label = ann.get("id", "?") if isinstance(ann, dict) else repr(ann)[:80]
             report.problems["malformed_annotation"].append(str(label))
             continue

@@ -19,6 +19,11 @@ DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
 # A header claiming more is counted as `too_large` before anything is decoded.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
+# Karpathy's split file (`dataset_coco.json`) tags every COCO 2014 image train, restval, val or test; a --split
+# with --karpathy picks one tag or, for the common 113k training set, train+restval.
+KARPATHY_SPLITS = {"train": ("train",), "restval": ("restval",), "train+restval": ("train", "restval"),
+                   "val": ("val",), "test": ("test",)}
+
 
 @dataclass(frozen=True)
 class BuildConfig:
@@ -37,6 +42,7 @@ class BuildConfig:
     encode_batch_size: int = 256
     device: str = "auto"
     limit: int | None = None
+    karpathy: Path | None = None  # Karpathy's dataset_coco.json: --split is one of its splits, images from 2014
     embeddings_cache: Path | None = None
     dali_index: bool = False
     progress: bool = True
@@ -50,6 +56,20 @@ class BuildConfig:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.karpathy is None and self.split in ("restval", "train+restval", "test"):
+            raise ValueError(f"split {self.split!r} is one of Karpathy's splits: it needs the split file "
+                             "(--karpathy dataset_coco.json)")
+        if self.karpathy is not None and self.split not in KARPATHY_SPLITS:
+            raise ValueError(f"split must be one of {', '.join(KARPATHY_SPLITS)} with a Karpathy split file, "
+                             f"got {self.split!r}")
+
+    @property
+    def dataset_split(self) -> str:
+        """The name the shards, manifest and caption cache carry: the split (`train`, `val2017`), or for a
+        Karpathy split `karpathy_<split>` (`karpathy_test`, `karpathy_train_restval`)."""
+        if self.karpathy is None:
+            return self.split
+        return "karpathy_" + self.split.replace("+", "_")
 
     def preprocess_record(self) -> dict:
         return {"image_size": self.image_size, "resize": "shorter_side_bicubic_antialias",

@@ -1,9 +1,11 @@
-"""`shardgen sample`: a small, deterministic COCO-2014-layout dataset whose captions truly describe the images.
+"""`shardgen sample`: a small, deterministic COCO-layout dataset (2014, or 2017's naming) whose captions truly
+describe the images.
 
 Each image is a 640×480 scene of coloured shapes over a textured background. Texture and sensor-like noise make
 the JPEGs cost what photographs cost (≈100–250 KB at quality 90), so build and loader benchmarks see realistic
 bytes. Captions name the shapes, colours, sizes, positions and background, 5 per image with a few 6s and 7s as in
-real COCO, and include COCO's quirks (capitals, trailing blanks and newlines) that the build must clean.
+real COCO, and include COCO's quirks (capitals, trailing blanks and newlines) that the build must clean. The 2017
+layout holds the same images and captions under 2017's names (`train2017/000000123456.jpg`).
 """
 
 from __future__ import annotations
@@ -106,23 +108,30 @@ def _n_captions(index: int) -> int:
     return 7 if index % 23 == 5 else 6 if index % 9 == 4 else 5
 
 
+def file_name_for(split: str, image_id: int, year: int) -> str:
+    """COCO's image file name: `COCO_train2014_000000123456.jpg` (2014) or `000000123456.jpg` (2017)."""
+    return f"COCO_{split}2014_{image_id:012d}.jpg" if year == 2014 else f"{image_id:012d}.jpg"
+
+
 def _make_one(args: tuple[int, int, str, str]) -> dict:
-    index, image_id, split, images_dir = args
-    rng = np.random.default_rng([image_id, 2014])
+    index, image_id, file_name, images_dir = args
+    rng = np.random.default_rng([image_id, 2014])  # the same picture in either year's layout
     background, things = _scene(rng)
-    file_name = f"COCO_{split}2014_{image_id:012d}.jpg"
     _render(background, things, rng).save(Path(images_dir) / file_name, quality=90)
     return {"image_id": image_id, "file_name": file_name,
             "captions": _captions(background, things, _n_captions(index), rng)}
 
 
 def make_sample(out_dir: str | Path, *, images: int = 200, val_images: int | None = None, seed: int = 0,
-                workers: int = 1, progress: bool = False) -> Path:
-    """Write `train2014/`, `val2014/` and `annotations/captions_{split}2014.json` under out_dir."""
+                workers: int = 1, progress: bool = False, year: int = 2014) -> Path:
+    """Write `train<year>/`, `val<year>/` and `annotations/captions_{split}<year>.json` under out_dir (year 2014
+    or 2017)."""
     from tqdm.auto import tqdm
 
     if images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
+    if year not in (2014, 2017):
+        raise ValueError(f"year must be 2014 or 2017, got {year}")
     val_images = max(1, images // 5) if val_images is None else val_images
     out = Path(out_dir)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
@@ -131,9 +140,10 @@ def make_sample(out_dir: str | Path, *, images: int = 200, val_images: int | Non
     ids = np.sort(rng.choice(np.arange(1, 600_000), size=images + val_images, replace=False))
     id_split = rng.permutation(len(ids))
     for split, chosen in (("train", np.sort(ids[id_split[:images]])), ("val", np.sort(ids[id_split[images:]]))):
-        images_dir = out / f"{split}2014"
+        images_dir = out / f"{split}{year}"
         images_dir.mkdir(exist_ok=True)
-        jobs = [(i, int(image_id), split, str(images_dir)) for i, image_id in enumerate(chosen)]
+        jobs = [(i, int(image_id), file_name_for(split, int(image_id), year), str(images_dir))
+                for i, image_id in enumerate(chosen)]
         bar = dict(total=len(jobs), desc=f"sample {split}", unit="img", disable=not progress)
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
@@ -141,7 +151,7 @@ def make_sample(out_dir: str | Path, *, images: int = 200, val_images: int | Non
         else:
             made = [_make_one(j) for j in tqdm(jobs, **bar)]
         annotations = {
-            "info": {"description": "shardgen synthetic COCO-2014-layout sample", "version": "1.0"},
+            "info": {"description": f"shardgen synthetic COCO-{year}-layout sample", "version": "1.0"},
             "licenses": [],
             "images": [{"id": m["image_id"], "file_name": m["file_name"], "width": WIDTH, "height": HEIGHT}
                        for m in made],
@@ -152,5 +162,5 @@ def make_sample(out_dir: str | Path, *, images: int = 200, val_images: int | Non
             for cap in m["captions"]:
                 annotations["annotations"].append({"id": ann_id, "image_id": m["image_id"], "caption": cap})
                 ann_id += 1
-        (out / "annotations" / f"captions_{split}2014.json").write_text(json.dumps(annotations))
+        (out / "annotations" / f"captions_{split}{year}.json").write_text(json.dumps(annotations))
     return out

@@ -45,6 +45,9 @@ class Manifest:
     n_captions: int = 0
     schema_version: int = SCHEMA_VERSION
     embed_dim: int = EMBED_DIM
+    # Where the split came from when it is not COCO 2014's own train/val: {"dataset": "coco2017", ...} or a
+    # Karpathy split file's name and sha256. Optional: absent in manifests of COCO 2014 builds.
+    source: dict[str, Any] | None = None
 
     @property
     def n_samples(self) -> int:
@@ -59,6 +62,7 @@ class Manifest:
             "format": FORMAT_NAME,
             "schema_version": self.schema_version,
             "split": self.split,
+            **({"source": self.source} if self.source is not None else {}),
             "fields": list(FIELDS),
             "embed_dim": self.embed_dim,
             "embed_dtype": EMBED_DTYPE,
@@ -95,6 +99,9 @@ class Manifest:
             split = data["split"]
             if not is_split_name(split):
                 raise ValueError(f"split {split!r} is not a plain name")
+            origin = data.get("source")
+            if origin is not None and not isinstance(origin, dict):
+                raise TypeError(f"source is a {type(origin).__name__}, not an object")
             return cls(
                 split=split,
                 text_encoder=dict(data["text_encoder"]),
@@ -105,6 +112,7 @@ class Manifest:
                 n_captions=_count(data.get("totals", {}), "n_captions", default=0),
                 schema_version=version,
                 embed_dim=_count(data, "embed_dim", default=EMBED_DIM),
+                source=origin,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SchemaError):
@@ -160,7 +168,7 @@ def wids_index_json(manifest: Manifest) -> str:
     index = {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
-        "name": f"coco2014-{manifest.split}",
+        "name": f"{(manifest.source or {}).get('dataset', 'coco2014')}-{manifest.split}",
         "shardlist": [{"url": s.name, "nsamples": s.n_samples} for s in manifest.shards],
     }
     return json.dumps(index, indent=2) + "\n"

@@ -84,3 +84,39 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         evaluate(["--help"])
     assert "(default: 64)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_protocol_needing_more_images_than_the_shards_hold_is_one_line_before_any_work(tiny_run, small_shards,
+                                                                                       capsys, monkeypatch):
+    import models.evaluate as ev
+
+    monkeypatch.setattr(ev, "embed_shards", None)  # reaching it would be a TypeError, not exit 2
+    assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(small_shards), "--protocol", "5k"]) == 2
+    err = _one_line_error(capsys)
+    assert "--protocol 5k ranks the first 5000 images, these shards hold 48" in err and "--karpathy" in err
+
+
+def test_1k_protocol_is_the_mean_of_its_folds_and_named_in_table_and_json(tmp_path, tiny_run, small_shards,
+                                                                          monkeypatch, capsys):
+    import models.evaluate as ev
+    from models.metrics import recall_at_k
+
+    # the protocol's shape at the sample's size: the first 40 of 48 images in 5 folds of 8
+    monkeypatch.setitem(ev.PROTOCOLS, "1k", ev.Protocol("1k", 40, 5, "mean over 5 folds of 8 images"))
+    assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(small_shards), "--protocol", "1k",
+                     "--show-images", "0", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "protocol 1k: mean over 5 folds of 8 images" in out and "not Karpathy's 5000-image test split" in out
+    result = json.loads(results_path(tmp_path, str(small_shards), "1k").read_text())
+    assert not results_path(tmp_path, str(small_shards)).exists()  # the whole-split results keep their own file
+    assert (result["protocol"], result["n_images"], result["n_folds"], result["fold_images"]) == ("1k", 40, 5, 8)
+    assert result["recall_seconds"] >= 0 and len(result["folds"]) == 5
+    loaded = ev.load_model(tiny_run)
+    emb = ev.embed_shards(loaded.model, str(small_shards), device=torch.device("cpu"))
+    assert result["n_captions"] == int((emb["owner"] < 40).sum())
+    for f, fold in enumerate(result["folds"]):
+        mine = (emb["owner"] >= 8 * f) & (emb["owner"] < 8 * f + 8)
+        assert fold == pytest.approx(recall_at_k(emb["image"][8 * f:8 * f + 8], emb["text"][mine],
+                                                 emb["owner"][mine] - 8 * f))
+    for key in ("text_to_image_R@1", "image_to_text_R@5"):
+        assert result[key] == pytest.approx(sum(fold[key] for fold in result["folds"]) / 5)
