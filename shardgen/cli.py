@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from .cli_build import add_build, cmd_build, parse_byte_size, positive_int
-from .cli_build import build_config as _build_config  # noqa: F401 - tests call it by this name
 
 PACKAGE = "coco-clip-shards"
 EPILOG = """examples:
