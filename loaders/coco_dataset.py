@@ -3,13 +3,20 @@ caption embeddings from the `<split>_text_embeddings.pt` cache that `shardgen bu
 
 This is the slow path the shards replace (full-size JPEG decode per sample), kept for users with code written
 against the notebook and as the baseline in `make bench`.
+
+At COCO scale the dataset stays cheap to copy into DataLoader workers: the ~630 MB embedding table is
+memory-mapped from the cache file (one copy in the page cache, shared by every worker), and captions, file names
+and caption rows live in a few numpy arrays rather than ~500k Python objects, whose reference counts would make
+each forked worker copy the pages they sit on.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -33,6 +40,25 @@ def clip_transform(size: int = 224):
     ])
 
 
+class PackedStrings(Sequence):
+    """A read-only list of strings stored as one UTF-8 buffer and offsets (two numpy arrays, no Python objects)."""
+
+    def __init__(self, strings: Sequence[str]) -> None:
+        encoded = [s.encode("utf-8") for s in strings]
+        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self.offsets[1:])
+        self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        return self.data[self.offsets[index]:self.offsets[index + 1]].tobytes().decode("utf-8")
+
+
 class COCOClipDataset(Dataset):
     """`dataset[i]` → {image, text_embedding, caption, image_id} (or text_embeddings/captions for all captions)."""
 
@@ -40,7 +66,7 @@ class COCOClipDataset(Dataset):
                  root: str | Path = "coco2014", embeddings: str | Path | None = None) -> None:
         layout = find_split(root, split)
         path = Path(embeddings) if embeddings is not None else embeddings_cache_path(root, split)
-        cache = load_embeddings_cache(path)
+        cache = load_embeddings_cache(path, mmap=True)
         if cache is None:
             raise FileNotFoundError(f"{path}: no caption embedding cache; create it with `shardgen build "
                                     f"--split {split} --embeddings-cache {path}` (or pass embeddings=...)")
@@ -48,27 +74,31 @@ class COCOClipDataset(Dataset):
         self.transform = transform if transform is not None else clip_transform()
         self.return_all_captions = return_all_captions
         row = {t: i for i, t in enumerate(cache["texts"])}
-        self.embeddings = cache["embeddings"]  # [U, 512] float16
-        self.image_ids = [int(i) for i in cache["image_ids"]]
-        self.file_names = list(cache["file_names"])
-        self.captions = [list(c) for c in cache["captions"]]
-        self.rows = [[row[c] for c in caps] for caps in self.captions]
+        self.embeddings = cache["embeddings"]  # [U, 512] float16, memory-mapped from the cache file
+        self.image_ids = cache["image_ids"].numpy().copy()  # [N] int64
+        self._file_names = PackedStrings(cache["file_names"])
+        self._captions = PackedStrings([c for caps in cache["captions"] for c in caps])  # every image's, in order
+        self._rows = np.array([row[c] for caps in cache["captions"] for c in caps], dtype=np.int64)  # [M] table row
+        self._first = np.zeros(len(cache["captions"]) + 1, dtype=np.int64)  # image i: captions first[i]:first[i+1]
+        np.cumsum([len(caps) for caps in cache["captions"]], out=self._first[1:])
         self.random_init = bool(cache.get("random_init", False))
+        del cache, row  # the Python lists go now; only the arrays above and the mapped table stay
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> dict:
-        with Image.open(self.images_dir / self.file_names[index]) as img:
+        with Image.open(self.images_dir / self._file_names[index]) as img:
             image = self.transform(img.convert("RGB"))
-        item = {"image": image, "image_id": self.image_ids[index]}
+        item = {"image": image, "image_id": int(self.image_ids[index])}
+        lo, hi = int(self._first[index]), int(self._first[index + 1])
         if self.return_all_captions:
-            item["text_embeddings"] = self.embeddings[self.rows[index]].float()  # [n_captions, 512]
-            item["captions"] = list(self.captions[index])
+            item["text_embeddings"] = self.embeddings[torch.from_numpy(self._rows[lo:hi])].float()  # [n_captions, 512]
+            item["captions"] = [self._captions[j] for j in range(lo, hi)]
         else:
-            j = random.randrange(len(self.rows[index]))  # a new random caption on every access
-            item["text_embedding"] = self.embeddings[self.rows[index][j]].float()  # [512]
-            item["caption"] = self.captions[index][j]
+            j = random.randrange(lo, hi)  # a new random caption on every access
+            item["text_embedding"] = self.embeddings[int(self._rows[j])].float()  # [512]
+            item["caption"] = self._captions[j]
         return item
 
 
