@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -45,3 +47,45 @@ def test_random_access_through_wids_index(train_shards, tmp_path):
         item = ds[i]
         assert item["key"] == truth[i][0] and item["captions"] == truth[i][1]["meta"]["captions"]
         assert item["image"].shape == (3, 224, 224)
+
+
+def _mapped_files() -> set[str]:
+    with open("/proc/self/maps") as fh:
+        return {line.split(maxsplit=5)[5].strip() for line in fh if len(line.split(maxsplit=5)) == 6}
+
+
+class _MapProbe(torch.utils.data.Dataset):
+    """Reports, from inside a DataLoader worker, whether the cache file is mapped there and the table reads right."""
+
+    def __init__(self, ds: COCOClipDataset, cache: str) -> None:
+        self.ds, self.cache = ds, cache
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> dict:
+        total = self.ds.embeddings.float().sum()  # touches every row of the table
+        return {"mapped": self.cache in _mapped_files(), "sum": total}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc (Linux)")
+def test_embedding_table_is_memory_mapped_in_workers(sample_coco, train_shards):
+    cache = str((train_shards / "train_text_embeddings.pt").resolve())
+    ds = COCOClipDataset("train", root=sample_coco, embeddings=cache)
+    assert cache in _mapped_files()  # the table is the file's pages, not a copy read into memory
+    loader = DataLoader(_MapProbe(ds, cache), batch_size=1, num_workers=2)
+    out = list(loader)
+    assert all(bool(b["mapped"]) for b in out)
+    assert all(torch.allclose(b["sum"][0], ds.embeddings.float().sum()) for b in out)  # workers sum on 1 thread
+
+
+def test_old_cache_without_mapping_support_still_reads(sample_coco, train_shards, tmp_path):
+    """A cache written the way every version so far wrote it (torch.save zip, v1 keys) reads, rows intact."""
+    data = torch.load(train_shards / "train_text_embeddings.pt", weights_only=True)
+    old = tmp_path / "old.pt"
+    torch.save(data, old)
+    ds = COCOClipDataset("train", root=sample_coco, embeddings=old, return_all_captions=True)
+    item = ds[5]
+    rows = [data["texts"].index(c) for c in data["captions"][5]]
+    assert item["captions"] == data["captions"][5]
+    assert torch.equal(item["text_embeddings"], data["embeddings"][rows].float())
