@@ -6,6 +6,11 @@ the JPEGs cost what photographs cost (≈100–250 KB at quality 90), so build a
 bytes. Captions name the shapes, colours, sizes, positions and background, 5 per image with a few 6s and 7s as in
 real COCO, and include COCO's quirks (capitals, trailing blanks and newlines) that the build must clean. The 2017
 layout holds the same images and captions under 2017's names (`train2017/000000123456.jpg`).
+
+`coco_like=True` rehearses real COCO 2014 at scale: image sizes drawn from COCO's common sizes (landscape, portrait,
+square), caption counts in COCO's proportions (5, with a 6th for ~0.3% of images and a 7th for a few), and every
+caption unique (it names its photo), as COCO's 616,767 captions nearly all are, so caption dedup and the cache see
+COCO's sizes. The default keeps the original fixed-size set, byte for byte.
 """
 
 from __future__ import annotations
@@ -81,16 +86,24 @@ def _captions(background: str, things: list[Thing], n: int, rng: np.random.Gener
     return caps
 
 
-def _render(background: str, things: list[Thing], rng: np.random.Generator) -> Image.Image:
+# COCO 2014's most common image sizes (w, h) and roughly how often they occur; the mean is close to COCO's.
+COCO_SIZES = ((640, 480), (640, 427), (480, 640), (640, 640), (500, 375), (427, 640), (612, 612))
+COCO_SIZE_P = (0.45, 0.25, 0.12, 0.05, 0.05, 0.05, 0.03)
+COCO_EXTRA_CAPTION_P = (0.0028, 0.0002)  # a 6th caption, a 7th: 616,767 captions for 123,287 images
+
+
+def _render(background: str, things: list[Thing], rng: np.random.Generator,
+            size: tuple[int, int] = (WIDTH, HEIGHT)) -> Image.Image:
+    width, height = size
     top, bottom = (np.array(c, dtype=np.float32) for c in BACKGROUNDS[background])
-    t = np.linspace(0.0, 1.0, HEIGHT, dtype=np.float32)[:, None, None]
-    img = top * (1 - t) + bottom * t + np.zeros((1, WIDTH, 3), np.float32)  # [H, W, 3] vertical gradient
+    t = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    img = top * (1 - t) + bottom * t + np.zeros((1, width, 3), np.float32)  # [H, W, 3] vertical gradient
     blobs = np.clip(rng.normal(128, 14, size=(6, 8, 3)), 0, 255).astype(np.uint8)  # low-frequency texture
-    img += np.asarray(Image.fromarray(blobs).resize((WIDTH, HEIGHT), Image.BICUBIC), dtype=np.float32) - 128.0
+    img += np.asarray(Image.fromarray(blobs).resize((width, height), Image.BICUBIC), dtype=np.float32) - 128.0
     canvas = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     for th in things:
-        cx, cy, r = COLUMNS[th.column] * WIDTH, ROWS[th.row] * HEIGHT, SIZES[th.size] / 2
+        cx, cy, r = COLUMNS[th.column] * width, ROWS[th.row] * height, SIZES[th.size] / 2
         box = (cx - r, cy - r, cx + r, cy + r)
         fill = COLORS[th.color]
         if th.shape == "circle":
@@ -113,19 +126,30 @@ def file_name_for(split: str, image_id: int, year: int) -> str:
     return f"COCO_{split}2014_{image_id:012d}.jpg" if year == 2014 else f"{image_id:012d}.jpg"
 
 
-def _make_one(args: tuple[int, int, str, str]) -> dict:
-    index, image_id, file_name, images_dir = args
+def _coco_like(image_id: int) -> tuple[tuple[int, int], int]:
+    """(image size, caption count) for `coco_like` sets, from a stream of their own (the scene's stays as it was)."""
+    rng = np.random.default_rng([image_id, 2015])
+    size = COCO_SIZES[int(rng.choice(len(COCO_SIZES), p=COCO_SIZE_P))]
+    u = rng.random()
+    return size, 7 if u < COCO_EXTRA_CAPTION_P[1] else 6 if u < sum(COCO_EXTRA_CAPTION_P) else 5
+
+
+def _make_one(args: tuple[int, int, str, str, bool]) -> dict:
+    index, image_id, file_name, images_dir, coco_like = args
     rng = np.random.default_rng([image_id, 2014])  # the same picture in either year's layout
     background, things = _scene(rng)
-    _render(background, things, rng).save(Path(images_dir) / file_name, quality=90)
-    return {"image_id": image_id, "file_name": file_name,
-            "captions": _captions(background, things, _n_captions(index), rng)}
+    size, n_captions = _coco_like(image_id) if coco_like else ((WIDTH, HEIGHT), _n_captions(index))
+    _render(background, things, rng, size).save(Path(images_dir) / file_name, quality=90)
+    captions = _captions(background, things, n_captions, rng)
+    if coco_like:  # unique like COCO's: the photo's number (after any trailing blank or newline, which stays)
+        captions = [f"{c.rstrip()}, photo {image_id}{c[len(c.rstrip()):]}" for c in captions]
+    return {"image_id": image_id, "file_name": file_name, "captions": captions, "width": size[0], "height": size[1]}
 
 
 def make_sample(out_dir: str | Path, *, images: int = 200, val_images: int | None = None, seed: int = 0,
-                workers: int = 1, progress: bool = False, year: int = 2014) -> Path:
+                workers: int = 1, progress: bool = False, year: int = 2014, coco_like: bool = False) -> Path:
     """Write `train<year>/`, `val<year>/` and `annotations/captions_{split}<year>.json` under out_dir (year 2014
-    or 2017)."""
+    or 2017; `coco_like`: COCO's image sizes, caption counts and unique captions, see the module docstring)."""
     from tqdm.auto import tqdm
 
     if images < 1:
@@ -142,7 +166,7 @@ def make_sample(out_dir: str | Path, *, images: int = 200, val_images: int | Non
     for split, chosen in (("train", np.sort(ids[id_split[:images]])), ("val", np.sort(ids[id_split[images:]]))):
         images_dir = out / f"{split}{year}"
         images_dir.mkdir(exist_ok=True)
-        jobs = [(i, int(image_id), file_name_for(split, int(image_id), year), str(images_dir))
+        jobs = [(i, int(image_id), file_name_for(split, int(image_id), year), str(images_dir), coco_like)
                 for i, image_id in enumerate(chosen)]
         bar = dict(total=len(jobs), desc=f"sample {split}", unit="img", disable=not progress)
         if workers > 1:
@@ -153,7 +177,7 @@ def make_sample(out_dir: str | Path, *, images: int = 200, val_images: int | Non
         annotations = {
             "info": {"description": f"shardgen synthetic COCO-{year}-layout sample", "version": "1.0"},
             "licenses": [],
-            "images": [{"id": m["image_id"], "file_name": m["file_name"], "width": WIDTH, "height": HEIGHT}
+            "images": [{"id": m["image_id"], "file_name": m["file_name"], "width": m["width"], "height": m["height"]}
                        for m in made],
             "annotations": [],
         }
