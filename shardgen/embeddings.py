@@ -103,9 +103,10 @@ def _chunk_key(fingerprint: str, texts: list[str], *, device: str, batch_size: i
 
 
 def _load_chunk(path: Path, rows: int) -> np.ndarray | None:
-    """A finished chunk `[rows, 512]` float16, or None when it is missing or not whole (it is encoded again)."""
+    """A finished chunk `[rows, 512]` float16 (memory-mapped: a resume holds no second copy), or None when it is
+    missing or not whole (it is encoded again)."""
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
     return arr if arr.dtype == np.float16 and arr.shape == (rows, EMBED_DIM) else None
@@ -151,7 +152,7 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
             folder.mkdir(parents=True, exist_ok=True)
             _save_chunk(folder / f"chunk-{s // chunk:06d}.npy", arr)
             bar.update(len(idx))
-        out[torch.tensor(idx, dtype=torch.long)] = torch.from_numpy(arr)
+        out[torch.tensor(idx, dtype=torch.long)] = torch.from_numpy(np.array(arr))  # [len(idx), 512], one chunk copied
     bar.close()
     return out, {texts[i] for i in cut}, encoder.random_init
 
