@@ -14,6 +14,7 @@ holds them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -86,7 +87,13 @@ def save_cache(path: Path, emb: CaptionEmbeddings, images: list[CocoImage], fing
     staging.mkdir(exist_ok=True)
     tmp = staging / f"{path.name}.tmp"
     try:
-        torch.save(data, tmp)
+        try:
+            torch.save(data, tmp)
+        except RuntimeError as exc:  # torch's archive writer reports a failed write (a full disk) this way
+            needed = emb.embeddings.numel() * emb.embeddings.element_size() + sum(map(len, emb.texts))
+            if shutil.disk_usage(staging).free >= needed:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -242,6 +242,26 @@ def test_full_disk_is_one_line_and_a_rerun_resumes(tmp_path, sample_coco, tiny_e
     assert digests(out) == digests(val_ref)
 
 
+def test_full_disk_while_saving_the_caption_cache_is_one_line(tmp_path, sample_coco, tiny_encoder, capsys,
+                                                               monkeypatch):
+    """torch's archive writer reports a failed write as a RuntimeError ("unexpected pos"): on a full disk that is
+    the user's to fix, one line; with space left it stays a bug's traceback."""
+    import shardgen.embeddings as embeddings
+
+    def save_on_a_full_disk(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(embeddings.torch, "save", save_on_a_full_disk)
+    monkeypatch.setattr(embeddings.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 100))
+    cache = tmp_path / "cache" / "val_text_embeddings.pt"
+    assert main(build_argv(sample_coco, tmp_path / "out", tiny_encoder, "--embeddings-cache", str(cache))) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "No space left on device" in line and "val_text_embeddings.pt" in line and "free some space" in line
+    monkeypatch.setattr(embeddings.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        main(build_argv(sample_coco, tmp_path / "out2", tiny_encoder, "--embeddings-cache", str(cache)))
+
+
 def test_read_only_out_is_refused_before_encoding(tmp_path, sample_coco, tiny_encoder, capsys, monkeypatch,
                                                   no_encoding):
     out = tmp_path / "ro"
