@@ -44,7 +44,7 @@ def _rest(shards, state, *, world, **options):
 
 def test_state_dict_round_trip_and_exact_continuation(train_shards):
     """Plain data (JSON and weights_only torch.load); the same layout continues exactly as if uninterrupted."""
-    opts = dict(batch_size=4, num_workers=2, seed=5, crop="random", flip=True)
+    opts = {"batch_size": 4, "num_workers": 2, "seed": 5, "crop": "random", "flip": True}
     full = make_loader(str(train_shards), **opts)
     full.set_epoch(3)
     ref = list(full)
@@ -81,7 +81,7 @@ def test_state_dict_round_trip_and_exact_continuation(train_shards):
 ])
 def test_another_layout_reads_each_unseen_sample_once(train_shards, first, second):
     (w1, nw1, b1), (w2, nw2, b2) = first, second
-    aug = dict(crop="random", flip=True)  # augmentation draws must not move the shuffle order
+    aug = {"crop": "random", "flip": True}  # augmentation draws must not move the shuffle order
     seen, state = _interrupted(train_shards, world=w1, k=2, batch_size=b1, num_workers=nw1, **aug)
     rest = _rest(train_shards, state, world=w2, batch_size=b2, num_workers=nw2, **aug)
     assert not set(seen) & set(rest)
