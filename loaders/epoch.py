@@ -19,7 +19,17 @@ from shardgen.format import redact
 from .batches import Decoder, collate
 from .config import LoaderConfig
 from .errors import LoaderError
-from .plan import Span, batches_per_rank, plan_resampled, plan_worker, rank_samples, worker_batch_sizes
+from .plan import (
+    Layout,
+    Span,
+    batches_per_rank,
+    plan_remainder,
+    plan_resampled,
+    plan_worker,
+    rank_samples,
+    shuffle_rng,
+    worker_batch_sizes,
+)
 from .records import Record, RecordParser
 from .shuffle import Taker, iter_shuffled
 from .sources import ShardSet
@@ -50,15 +60,26 @@ class EpochPipeline:
                  backend: str) -> None:
         self.shards, self.cfg, self.rank, self.world_size = shards, cfg, rank, world_size
         self.image_size, self.backend = image_size, backend
+        self.remaining: np.ndarray | None = None  # a resumed epoch's stream positions not yet seen (loaders.state)
+
+    @property
+    def layout(self) -> Layout:
+        cfg = self.cfg
+        return Layout(self.world_size, cfg.workers, cfg.batch_size, cfg.drop_last,
+                      cfg.shuffle_buffer if cfg.shuffle else 0)
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (identical on every rank)."""
         return batches_per_rank(self.shards.n_samples, world_size=self.world_size, batch_size=self.cfg.batch_size,
                                 drop_last=self.cfg.drop_last)
 
-    def plan(self, worker: int, epoch: int) -> tuple[list[Span], list[int]]:
-        """The spans producer `worker` reads in `epoch`, and the sizes of the batches it makes of them."""
+    def plan(self, worker: int, epoch: int, *, resumed: bool = False) -> tuple[list[Span], list[int]]:
+        """The spans producer `worker` reads in `epoch` (`resumed`: in what is left of it, `self.remaining`), and
+        the sizes of the batches it makes of them."""
         cfg = self.cfg
+        if resumed and self.remaining is not None:
+            return plan_remainder(self.shards.counts, self.remaining, self.layout, rank=self.rank, worker=worker,
+                                  seed=cfg.seed, epoch=epoch, shuffle=cfg.shuffle)
         if not cfg.resampled:
             return plan_worker(self.shards.counts, rank=self.rank, world_size=self.world_size, worker=worker,
                                num_workers=cfg.workers, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
@@ -80,9 +101,9 @@ class EpochPipeline:
                 url = self.shards.urls[span.shard]
                 shown = redact(url)  # records carry the URL for messages only
                 try:
-                    for keys, fields in iter_span(url, span, count=self.shards.counts[span.shard],
-                                                  retries=cfg.retries, backoff=cfg.retry_backoff,
-                                                  storage_options=cfg.storage_options):
+                    groups = iter_span(url, span, count=self.shards.counts[span.shard], retries=cfg.retries,
+                                       backoff=cfg.retry_backoff, storage_options=cfg.storage_options)
+                    for keys, fields in (_without_skipped(groups, span) if span.skip else groups):
                         records = parser.parse_group(shown, keys, fields, skip)[:quota - produced]
                         if records:
                             yield records
@@ -96,19 +117,22 @@ class EpochPipeline:
             if produced == before:
                 raise LoaderError(f"no readable samples in {[redact(self.shards.urls[s.shard]) for s in spans]}")
 
-    def iter_batches(self, worker: int, *, generation: int, epoch: int, skip_batches: int, memory
-                     ) -> Iterator[dict]:
-        """The batches producer `worker` (0 without workers) yields in `epoch`, into `memory` (`slots`).
-        Resuming after `skip_batches`, producer w plays the role of the one that produced batch skip + w, so the
-        resumed sequence continues exactly; skipped batches are read but not decoded."""
+    def iter_batches(self, worker: int, *, generation: int, epoch: int, skip_batches: int, memory,
+                     resumed: bool = False) -> Iterator[dict]:
+        """The batches producer `worker` (0 without workers) yields in `epoch` (`resumed`: in its rest, see
+        `plan`), into `memory` (`slots`). Resuming after `skip_batches`, producer w plays the role of the one that
+        produced batch skip + w, so the resumed sequence continues exactly; skipped batches are read but not
+        decoded. The shuffle buffer and the augmentation draw from generators of their own: the buffer's order
+        is then a function of the plan alone, which `loaders.state` replays."""
         cfg, workers = self.cfg, self.cfg.workers
         worker = (worker + skip_batches) % workers
-        spans, sizes = self.plan(worker, epoch)
-        rng = np.random.default_rng([cfg.seed, epoch, self.rank, worker])
+        spans, sizes = self.plan(worker, epoch, resumed=resumed)
+        rng = np.random.default_rng([cfg.seed, epoch, self.rank, worker, 0xA06])  # augmentation
         skip = SkipCounter() if cfg.on_error == "skip" else None
         parser = RecordParser(caption=cfg.caption, embed_dim=cfg.embed_dim, seed=cfg.seed, epoch=epoch)
-        size = cfg.shuffle_buffer if cfg.shuffle else 0
-        raw = Taker(iter_shuffled(self.iter_records(spans, sum(sizes), parser, skip), size=size, rng=rng))
+        records = self.iter_records(spans, sum(sizes), parser, skip)
+        raw = Taker(iter_shuffled(records, size=self.layout.shuffle_buffer,
+                                  rng=shuffle_rng(cfg.seed, epoch, self.rank, worker)))
         threads = cfg.decode_threads or Decoder.default_threads(workers)
         decoder = Decoder(backend=self.backend, crop=cfg.crop, flip=cfg.flip, gil_switch_interval=cfg.gil_switch_interval,
                           threads=threads if cfg.decode == "cpu" else 1)
@@ -169,3 +193,16 @@ class EpochPipeline:
                 return rec, pixels[0]
             skip(LoaderError(f"{rec.url}: {rec.key}: {errors[0][1]}"))
         raise LoaderError(f"no decodable samples left to fill a batch from {records[0].url}")
+
+
+def _without_skipped(groups: Iterator[tuple[list[str], dict[str, list]]], span: Span
+                     ) -> Iterator[tuple[list[str], dict[str, list]]]:
+    """The groups of `span`'s samples without those in `span.skip` (seen before a resume), unparsed."""
+    index = span.start
+    for keys, fields in groups:
+        kept = [j for j in range(len(keys)) if index + j not in span.skip]
+        index += len(keys)
+        if len(kept) == len(keys):
+            yield keys, fields
+        elif kept:
+            yield [keys[j] for j in kept], {ext: [c[j] for j in kept] for ext, c in fields.items()}

@@ -1,5 +1,5 @@
 """The public façade: `make_loader(source, batch_size=..., ...)` → `ShardLoader`, an iterable of batches with
-`len()`, `set_epoch(epoch, skip_batches)` and `close()`.
+`len()`, `set_epoch(epoch, skip_batches)`, `state_dict()` / `load_state_dict()` (`loaders.state`) and `close()`.
 
 Without workers the main process runs the epoch pipeline itself (a DataLoader with `batch_size=None` only pins);
 with `num_workers > 0` batches come from our worker processes (`loaders.workers`) as numpy fields plus a slot
@@ -18,8 +18,10 @@ from torch.utils.data import DataLoader
 
 from .batches import to_torch
 from .config import LoaderConfig
+from .plan import rank_batches
 from .slots import SlotRing
 from .sources import resolve_source
+from .state import EpochState, Segment, parse_state, plan_resume
 from .stream import ShardStream
 from .workers import WorkerPool
 
@@ -32,6 +34,9 @@ class ShardLoader:
     Without `set_epoch`, each new iteration advances the epoch by itself (so reshuffling never silently stops).
     With `num_workers > 0`, batches come from worker processes, started on the first iteration and kept (unless
     `persistent_workers=False`) until `close()` or until the loader is collected.
+
+    `state_dict()` says where the epoch stands in samples consumed by all ranks together; `load_state_dict()`
+    continues there, also with another world size, number of workers or batch size (`loaders.state`).
     """
 
     def __init__(self, dataset: ShardStream, *, pin_memory: bool = False) -> None:
@@ -42,13 +47,56 @@ class ShardLoader:
         self._no_ring = False
         self._explicit_epoch = False
         self._next_epoch = 0
+        self._history: tuple[Segment, ...] = ()  # the epoch's segments before the one being read
+        self._base = 0  # samples (all ranks) that segment consumed before the current pass
+        self._yielded = self._batches = 0  # samples and batches this rank yielded in the current pass
+        self._loaded = False  # load_state_dict chose the next pass
         self._dataloader = (DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=pin_memory,
                                        collate_fn=_as_is) if self.cfg.num_workers == 0 else None)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Like `DistributedSampler.set_epoch`; `skip_batches` resumes mid-epoch exactly."""
         self._explicit_epoch = True
+        self._loaded = False
         self.dataset.set_epoch(epoch, skip_batches)
+        self._history, self._base = (), self.dataset.world_size * skip_batches * self.cfg.batch_size
+        self._yielded = self._batches = 0
+
+    def state_dict(self, *, batches: int | None = None) -> dict:
+        """Where the epoch stands (plain data, for a checkpoint): epoch, seed, samples consumed by all ranks
+        together, and the layouts that consumed them. `batches`: how many batches of the current pass the caller
+        has used, when fewer than the loader handed out (a device prefetcher holds the next one)."""
+        n = self._yielded
+        if batches is not None:
+            if not 0 <= batches <= self._batches:
+                raise ValueError(f"batches={batches}: this pass has handed out {self._batches}")
+            n = self._yielded if batches == self._batches else batches * self.cfg.batch_size
+        segment = Segment(self.dataset.pipeline.layout, self._base + self.dataset.world_size * n)
+        shards = self.dataset.shards
+        return EpochState(self.epoch, self.cfg.seed, self.cfg.shuffle, self.cfg.resampled, shards.n_samples,
+                          len(shards.urls), (*self._history, segment)).as_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where `state_dict()` was taken: the next iteration yields the samples of that epoch not yet
+        consumed by any rank, each once (the rank padding as in any epoch), then epochs go on as usual. Raises
+        ValueError when that is not possible (other shards; mid-epoch, another seed)."""
+        cfg, shards = self.cfg, self.dataset.shards
+        resume = plan_resume(parse_state(state), layout=self.dataset.pipeline.layout, seed=cfg.seed,
+                             shuffle=cfg.shuffle, resampled=cfg.resampled, n_samples=shards.n_samples,
+                             n_shards=len(shards.urls))
+        if resume.stream is not None:
+            self.close()  # running workers were started without the remaining stream
+        self.dataset.resume(resume.epoch, resume.stream, resume.skip_batches)
+        self._history, self._base = resume.history, resume.base
+        self._yielded = self._batches = 0
+        self._loaded, self._next_epoch = True, resume.epoch + 1
+
+    @property
+    def batches_in_pass(self) -> int:
+        """Batches the next pass yields: `len(self)` for a whole epoch, fewer for the rest of one."""
+        remaining = self.dataset.pipeline.remaining if int(self.dataset.control[3]) else None
+        total = len(self) if remaining is None else rank_batches(len(remaining), self.dataset.pipeline.layout)
+        return max(0, total - self.dataset.skip_batches)
 
     @property
     def epoch(self) -> int:
@@ -68,12 +116,22 @@ class ShardLoader:
             self._pool = None
 
     def __iter__(self) -> Iterator[dict]:
-        if not self._explicit_epoch:
-            self.dataset.set_epoch(self._next_epoch)
+        if self._loaded:  # the pass load_state_dict chose
+            self._loaded = False
+        elif not self._explicit_epoch:
+            self.set_epoch(self._next_epoch)
+            self._explicit_epoch = False
             self._next_epoch += 1
+        self._yielded = self._batches = 0
         if self._dataloader is not None:
-            return iter(self._dataloader)
+            return self._counted(iter(self._dataloader))
         return self._iter_workers()
+
+    def _counted(self, batches: Iterator[dict]) -> Iterator[dict]:
+        for batch in batches:
+            self._batches += 1
+            self._yielded += len(batch["key"])
+            yield batch
 
     def _start_workers(self) -> WorkerPool:
         cfg, size = self.cfg, self.dataset.image_size
@@ -95,17 +153,19 @@ class ShardLoader:
         if self._pool is None:
             self._pool = self._start_workers()
         control = self.dataset.control
-        generation, epoch, skip_batches = control.tolist()
+        generation, epoch, skip_batches, resumed = control.tolist()
         # a new generation: slots of abandoned iterations become free
-        generation = self._pool.next_generation(generation, epoch, skip_batches)
+        generation = self._pool.next_generation(generation, epoch, skip_batches, resumed)
         control[0] = generation
         if self.ring is not None:
             self.ring.release_unused()  # and those of batches the caller dropped since the last one arrived
-        batches = self._converted(self._pool.epoch(generation, epoch, skip_batches))
+        batches = self._converted(self._pool.epoch(generation, epoch, skip_batches, resumed))
+        # Pinning copies each batch (9.6 MB for 64 images): a thread does it while the caller trains.
+        source = in_background(batches, depth=self.cfg.prefetch_factor) if self.pin_memory else batches
         try:
-            # Pinning copies each batch (9.6 MB for 64 images): a thread does it while the caller trains.
-            yield from in_background(batches, depth=self.cfg.prefetch_factor) if self.pin_memory else batches
+            yield from self._counted(source)
         finally:
+            source.close()
             batches.close()
             if not self.cfg.persistent_workers:
                 self.close()

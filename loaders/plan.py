@@ -8,26 +8,48 @@ epoch covers every sample exactly once plus that padding. Inside a rank, worker 
 rank's range whose length is the total size of the batches the DataLoader will take from it (batches go
 round-robin over workers), so the rank's batch count does not depend on the number of workers. Boundaries may
 fall inside a shard: a worker then skips the shard's first samples without decoding them.
+
+A resumed epoch (`loaders.state`) is planned the same way over a shorter stream: the positions of the epoch's
+stream not yet seen, in stream order. Which positions a past layout saw is replayed from the plan alone — its
+shares, its batch sizes and the order its shuffle buffers gave out — without reading a byte, because the shuffle
+draws from a generator of its own (`shuffle_rng`), whose sequence depends only on the number of samples.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .shuffle import iter_shuffled
+
 
 @dataclass(frozen=True)
 class Span:
-    """Samples [start, stop) of shard `shard` (an index into the shard list)."""
+    """Samples [start, stop) of shard `shard` (an index into the shard list), but those in `skip` (in a resumed
+    epoch: samples already seen, read past without parsing)."""
 
     shard: int
     start: int
     stop: int
+    skip: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return self.stop - self.start - len(self.skip)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What cuts an epoch's stream into batches: ranks, producers per rank (workers, at least 1), batch size,
+    drop_last, and the shuffle buffer's size (0: no shuffling)."""
+
+    world_size: int
+    workers: int
+    batch_size: int
+    drop_last: bool = False
+    shuffle_buffer: int = 0
 
 
 def rank_samples(n_total: int, *, world_size: int, drop_last: bool = False) -> int:
@@ -76,6 +98,15 @@ def _positions_to_spans(order: list[int], counts: list[int], start: int, length:
     return spans
 
 
+def worker_share(n_total: int, layout: Layout, *, rank: int, worker: int) -> tuple[int, list[int]]:
+    """(first stream position, batch sizes) of producer `worker` of `rank` in a stream of `n_total` positions; its
+    positions are the next sum(sizes), modulo n_total (the last rank's padding wraps to the stream's start)."""
+    n_rank = rank_samples(n_total, world_size=layout.world_size, drop_last=layout.drop_last)
+    sizes = [worker_batch_sizes(n_rank, batch_size=layout.batch_size, num_workers=layout.workers, worker=w,
+                                drop_last=layout.drop_last) for w in range(layout.workers)]
+    return rank * n_rank + sum(sum(s) for s in sizes[:worker]), sizes[worker]
+
+
 def plan_worker(counts: list[int], *, rank: int, world_size: int, worker: int, num_workers: int,
                 batch_size: int, seed: int, epoch: int, shuffle: bool = True,
                 drop_last: bool = False) -> tuple[list[Span], list[int]]:
@@ -83,12 +114,74 @@ def plan_worker(counts: list[int], *, rank: int, world_size: int, worker: int, n
     n_total = sum(counts)
     if n_total == 0:
         return [], []
-    n_rank = rank_samples(n_total, world_size=world_size, drop_last=drop_last)
-    sizes = [worker_batch_sizes(n_rank, batch_size=batch_size, num_workers=num_workers, worker=w,
-                                drop_last=drop_last) for w in range(num_workers)]
-    start = rank * n_rank + sum(sum(s) for s in sizes[:worker])
+    layout = Layout(world_size, num_workers, batch_size, drop_last)
+    start, sizes = worker_share(n_total, layout, rank=rank, worker=worker)
     order = shard_order(len(counts), seed=seed, epoch=epoch, shuffle=shuffle)
-    return _positions_to_spans(order, counts, start, sum(sizes[worker])), sizes[worker]
+    return _positions_to_spans(order, counts, start, sum(sizes)), sizes
+
+
+def shuffle_rng(seed: int, epoch: int, rank: int, worker: int) -> np.random.Generator:
+    """The generator of producer `worker`'s shuffle buffer, and of nothing else (so a plan can be replayed)."""
+    return np.random.default_rng([seed, epoch, rank, worker])
+
+
+def rank_batches(n_total: int, layout: Layout) -> int:
+    """Batches each rank yields over a stream of `n_total` positions."""
+    return batches_per_rank(n_total, world_size=layout.world_size, batch_size=layout.batch_size,
+                            drop_last=layout.drop_last)
+
+
+def rank_used(n_total: int, layout: Layout) -> int:
+    """Samples each rank yields over a stream of `n_total` positions (drop_last: whole batches only)."""
+    n_rank = rank_samples(n_total, world_size=layout.world_size, drop_last=layout.drop_last)
+    return n_rank // layout.batch_size * layout.batch_size if layout.drop_last else n_rank
+
+
+def seen_positions(stream: np.ndarray, layout: Layout, *, rank_batches_done: int, seed: int, epoch: int
+                   ) -> np.ndarray:
+    """The positions of `stream` (an epoch's stream positions, in order) that every rank of `layout` consumed in
+    its first `rank_batches_done` batches: replays each producer's shuffle buffer over its share."""
+    seen = []
+    for rank in range(layout.world_size):
+        for worker in range(layout.workers):
+            start, sizes = worker_share(len(stream), layout, rank=rank, worker=worker)
+            done = sum(sizes[:len(range(worker, rank_batches_done, layout.workers))])
+            if done:
+                share = stream[(start + np.arange(sum(sizes))) % len(stream)].tolist()
+                rng = shuffle_rng(seed, epoch, rank, worker)
+                order = itertools.chain.from_iterable(iter_shuffled(iter([share]), size=layout.shuffle_buffer,
+                                                                    rng=rng))
+                seen.append(np.fromiter(itertools.islice(order, done), dtype=np.int64, count=done))
+    return np.unique(np.concatenate(seen)) if seen else np.zeros(0, dtype=np.int64)
+
+
+def plan_remainder(counts: list[int], stream: np.ndarray, layout: Layout, *, rank: int, worker: int, seed: int,
+                   epoch: int, shuffle: bool) -> tuple[list[Span], list[int]]:
+    """`plan_worker` for a resumed epoch: the share of producer `worker` of `rank` in `stream`, the positions of
+    the epoch's stream not yet seen (in order), as spans whose gaps are skipped."""
+    if not len(stream):
+        return [], []
+    start, sizes = worker_share(len(stream), layout, rank=rank, worker=worker)
+    positions = stream[(start + np.arange(sum(sizes))) % len(stream)]
+    order = shard_order(len(counts), seed=seed, epoch=epoch, shuffle=shuffle)
+    return _stream_spans(order, counts, positions), sizes
+
+
+def _stream_spans(order: list[int], counts: list[int], positions: np.ndarray) -> list[Span]:
+    """Spans reading exactly `positions` (stream positions of the shards in `order`), in that order."""
+    if not len(positions):
+        return []
+    offsets = np.cumsum([0] + [counts[s] for s in order])
+    k = np.searchsorted(offsets, positions, side="right") - 1  # index into order
+    inner = positions - offsets[k]
+    breaks = np.flatnonzero((np.diff(k) != 0) | (np.diff(positions) <= 0)) + 1  # another shard, or a wrap
+    spans = []
+    for piece in np.split(np.arange(len(positions)), breaks):
+        kept = inner[piece].tolist()
+        lo, hi = kept[0], kept[-1] + 1
+        skip = frozenset(range(lo, hi)).difference(kept) if hi - lo > len(kept) else frozenset()
+        spans.append(Span(order[int(k[piece[0]])], lo, hi, skip))
+    return spans
 
 
 def plan_resampled(counts: list[int], *, n_samples: int, rng: np.random.Generator) -> list[Span]:

@@ -74,8 +74,8 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
     In epoch e, worker w produces what DataLoader's worker (w - e) % W would (`EpochPipeline.iter_batches`), and
     the main process starts its round-robin at worker e % W: the same batches in the same order, but the share
     with one batch more (when the batches do not divide evenly) moves from worker to worker each epoch.
-    Messages carry the run's tag (generation, epoch, skip_batches). Having finished its share of an epoch, a
-    worker goes on with the next one (tag (generation + 1, epoch + 1, 0), up to `prefetch` batches) instead of
+    Messages carry the run's tag (generation, epoch, skip_batches, resumed). Having finished its share of an epoch,
+    a worker goes on with the next one (tag (generation + 1, epoch + 1, 0, 0), up to `prefetch` batches) instead of
     waiting for the others: the usual next request, which then finds its first batches ready. Any other
     request replaces that guess."""
     # long: one small state machine (commands in, batches out), easier to check whole than split up
@@ -93,13 +93,13 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
     freeze_inherited_objects()
     memory = SharedMemory(ring, worker)
 
-    def start(tag: tuple[int, int, int]) -> Iterator:
-        generation, epoch, skip_batches = tag
+    def start(tag: tuple[int, int, int, int]) -> Iterator:
+        generation, epoch, skip_batches, resumed = tag
         return pipeline.iter_batches((worker - epoch) % workers, generation=generation, epoch=epoch,
-                                     skip_batches=skip_batches, memory=memory)
+                                     skip_batches=skip_batches, memory=memory, resumed=bool(resumed))
 
     epoch_batches: Iterator | None = None
-    tag: tuple[int, int, int] = (0, 0, 0)
+    tag: tuple[int, int, int, int] = (0, 0, 0, 0)
     credit, guessed = 0, False
     try:
         while True:
@@ -108,13 +108,13 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
                 if msg is None:
                     return
                 kind, generation = msg[0], msg[1]
-                if kind == "run":  # ("run", generation, epoch, skip_batches, credit)
-                    if guessed and epoch_batches is not None and tuple(msg[1:4]) == tag:
+                if kind == "run":  # ("run", generation, epoch, skip_batches, resumed, credit)
+                    if guessed and epoch_batches is not None and tuple(msg[1:5]) == tag:
                         guessed = False  # the guess was right: go on, with the credit it has left
                         continue
                     if epoch_batches is not None:
                         epoch_batches.close()
-                    tag, credit, guessed = tuple(msg[1:4]), msg[4], False
+                    tag, credit, guessed = tuple(msg[1:5]), msg[5], False
                     epoch_batches = start(tag)
                 elif generation == tag[0] and kind == "credit":
                     credit += 1
@@ -127,7 +127,7 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
                 results.send_bytes(_dumps((tag, "end", None)))
                 epoch_batches = None
                 if guess and not guessed:
-                    tag, credit, guessed = (tag[0] + 1, tag[1] + 1, 0), prefetch, True
+                    tag, credit, guessed = (tag[0] + 1, tag[1] + 1, 0, 0), prefetch, True
                     epoch_batches = start(tag)
                 continue
             except Exception as exc:  # noqa: BLE001 - not handled here: handed to the main process, raised there
@@ -158,7 +158,7 @@ class WorkerPool:
                  guess: bool = True) -> None:
         ctx = multiprocessing.get_context()
         self.prefetch = max(1, prefetch)
-        self.last: tuple[int, int, int] | None = None  # tag of the last epoch run to its end
+        self.last: tuple[int, int, int, int] | None = None  # tag of the last epoch run to its end
         self.processes, self.commands, self.results = [], [], []
         for w in range(workers):
             cmd_out, cmd_in = ctx.Pipe(duplex=False)
@@ -182,18 +182,19 @@ class WorkerPool:
     def close(self) -> None:
         self._finalizer()
 
-    def next_generation(self, current: int, epoch: int, skip_batches: int) -> int:
-        """The generation for a run of (epoch, skip_batches) after generation `current`: one more when it is the
-        epoch the workers went on with by themselves (their guess, generation current + 1), else three more, so
-        that the slots of an abandoned run (current) and of a wrong guess (current + 1) count as left over."""
+    def next_generation(self, current: int, epoch: int, skip_batches: int, resumed: int = 0) -> int:
+        """The generation for a run of (epoch, skip_batches, resumed) after generation `current`: one more when it
+        is the epoch the workers went on with by themselves (their guess, generation current + 1), else three
+        more, so that the slots of an abandoned run (current) and of a wrong guess (current + 1) count as left
+        over."""
         last = self.last
-        follows = last is not None and last[0] == current and (epoch, skip_batches) == (last[1] + 1, 0)
+        follows = last is not None and last[0] == current and (epoch, skip_batches, resumed) == (last[1] + 1, 0, 0)
         return current + (1 if follows else 3)
 
-    def epoch(self, generation: int, epoch: int, skip_batches: int) -> Iterator[dict]:
+    def epoch(self, generation: int, epoch: int, skip_batches: int, resumed: int = 0) -> Iterator[dict]:
         """Start every worker on the epoch and yield its batches (numpy fields + slot, see `slots.SharedMemory`).
         Closing the iterator early halts the workers."""
-        tag = (generation, epoch, skip_batches)
+        tag = (generation, epoch, skip_batches, resumed)
         credit = pickle.dumps(("credit", generation))
         for cmd in self.commands:
             cmd.send(("run", *tag, self.prefetch))

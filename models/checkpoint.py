@@ -93,73 +93,46 @@ def load_checkpoint(path: str | Path) -> tuple[dict, Path]:
 
 @dataclass
 class Position:
-    """Where a run is: optimizer steps done, and the loader's place as (epoch, samples this rank consumed in it).
-
-    Kept in samples, not batches, so a resume with another batch size can continue at the same place."""
+    """Where a run is: optimizer steps done, the epoch being read, and the batches of the loader's current pass
+    over it used so far (the loader's state dict says where that pass began, in samples of all ranks)."""
 
     step: int = 0
     epoch: int = 0
-    samples: int = 0
+    batches: int = 0
 
-    def advance(self, batch_size: int, *, samples_per_epoch: int) -> None:
-        """One optimizer step on `batch_size` samples; an epoch consumed in full moves on to the next."""
+    def advance(self) -> None:
+        """One optimizer step on one batch."""
         self.step += 1
-        self.samples += batch_size
-        if self.samples >= samples_per_epoch:
-            self.epoch, self.samples = self.epoch + 1, 0
+        self.batches += 1
+
+    def next_epoch(self) -> None:
+        self.epoch, self.batches = self.epoch + 1, 0
 
 
-@dataclass(frozen=True)
-class LoaderLayout:
-    """What decides the order of an epoch's samples on one rank: the seed and world size, and with more than one
-    loader worker the batch size and worker count too (each worker reads its own stretch of the rank's samples)."""
-
-    seed: int
-    world_size: int
-    batch_size: int
-    num_workers: int
-
-    def as_dict(self) -> dict:
-        return {"seed": self.seed, "world_size": self.world_size, "batch_size": self.batch_size,
-                "num_workers": self.num_workers}
-
-    def order_key(self) -> tuple:
-        workers = max(1, self.num_workers)
-        return (self.seed, self.world_size) + ((self.batch_size, workers) if workers > 1 else ())
-
-
-def loader_state(pos: Position, layout: LoaderLayout) -> dict:
-    """The checkpoint's "loader" entry."""
-    return {"epoch": pos.epoch, "samples": pos.samples, **layout.as_dict()}
-
-
-def resume_position(state: dict, path: Path, layout: LoaderLayout) -> Position:
-    """Where a run with `layout` continues from checkpoint `state` (read from `path`). Raises CheckpointError when
-    it cannot continue exactly: mid-epoch, the samples consumed must be a whole number of the new batches and the
-    epoch's order must not have changed (at an epoch boundary anything goes)."""
+def legacy_loader_state(state: dict, *, world_size: int, n_samples: int, n_shards: int, shuffle_buffer: int
+                        ) -> dict:
+    """The checkpoint's "loader" entry as a loader state dict (`loaders.ShardLoader.state_dict`). Checkpoints
+    written before the loader had one hold (epoch, samples per rank, seed, world size, batch size, workers), or
+    older still (epoch, batches_done) with the rest in the config; those runs read the same shards
+    (`n_samples` in `n_shards`) with drop_last and the loader's default `shuffle_buffer`. Raises CheckpointError."""
     saved, config = state["loader"], state["config"]
-    if "samples" in saved:
-        samples = int(saved["samples"])
-        was = LoaderLayout(int(saved["seed"]), int(saved["world_size"]), int(saved["batch_size"]),
-                           int(saved["num_workers"]))
-    else:  # written before positions were kept in samples (and before the world size was recorded)
-        samples = int(saved["batches_done"]) * int(config["batch_size"])
-        was = LoaderLayout(int(config["seed"]), layout.world_size, int(config["batch_size"]),
-                           int(config["num_workers"]))
-    pos = Position(step=int(state["step"]), epoch=int(saved["epoch"]), samples=samples)
-    if samples == 0:
-        return pos
-    where = f"{path}: saved after {samples} samples of epoch {pos.epoch}"
-    if layout.order_key() != was.order_key():
-        raise CheckpointError(
-            f"{where} read as seed {was.seed}, {was.world_size} process(es), --batch-size {was.batch_size}, "
-            f"--num-workers {was.num_workers}; this run's order of that epoch differs (seed {layout.seed}, "
-            f"{layout.world_size} process(es), --batch-size {layout.batch_size}, --num-workers {layout.num_workers}): "
-            "resume with the run's settings, or from a checkpoint at an epoch boundary")
-    if samples % layout.batch_size:
-        raise CheckpointError(f"{where}; --batch-size {layout.batch_size} does not divide {samples}: use a batch "
-                              f"size that does (e.g. the run's {was.batch_size})")
-    return pos
+    if isinstance(saved, dict) and "segments" in saved:
+        return saved
+    try:
+        if "samples" in saved:
+            samples, world = int(saved["samples"]), int(saved["world_size"])
+            seed, batch, workers = int(saved["seed"]), int(saved["batch_size"]), int(saved["num_workers"])
+        else:
+            samples = int(saved["batches_done"]) * int(config["batch_size"])
+            world, seed, batch, workers = (world_size, int(config["seed"]), int(config["batch_size"]),
+                                           int(config["num_workers"]))
+        epoch = int(saved["epoch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"its loader position is unreadable ({type(exc).__name__}: {exc})") from None
+    segment = {"world_size": world, "workers": max(1, workers), "batch_size": batch, "drop_last": True,
+               "shuffle_buffer": shuffle_buffer, "samples": samples * world}
+    return {"epoch": epoch, "seed": seed, "shuffle": True, "resampled": False, "n_samples": n_samples,
+            "n_shards": n_shards, "segments": [segment]}
 
 
 class CheckpointWriter:

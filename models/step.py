@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from .checkpoint import LoaderLayout, Position, loader_state
+from .checkpoint import Position
 from .clip import CLIPModel
 from .config import RunPlan, TrainConfig
 from .distributed import DistEnv
@@ -52,11 +52,11 @@ class Run:
     scaler: torch.amp.GradScaler
     ddp: torch.nn.Module | None = None  # set once the state is restored; the model itself in one process
 
-    def state_dict(self, pos: Position, cfg: TrainConfig, layout: LoaderLayout) -> dict:
+    def state_dict(self, pos: Position, cfg: TrainConfig, loader_state: dict) -> dict:
         """Tensors and plain data only, so it loads with `weights_only=True`."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": pos.step,
-                "loader": loader_state(pos, layout), "rng": torch.get_rng_state(), "config": asdict(cfg)}
+                "loader": loader_state, "rng": torch.get_rng_state(), "config": asdict(cfg)}
 
     def load_state_dict(self, state: dict, path: Path) -> None:
         try:

@@ -4,7 +4,8 @@ Reads shards through `loaders.make_loader` + `loaders.DeviceLoader` (uint8 to th
 with separate learning rates for trunk and head, warmup + cosine, bf16 autocast and channels-last on CUDA,
 gradient clipping, DDP under `torchrun`. `--max-steps` wins over `--epochs`. The run folder (`--out`) holds
 `params.json` (the resolved configuration), `metrics.jsonl`, `train.log`, the last `--keep-checkpoints` step
-checkpoints and `latest.pt`; a checkpoint stores the loader position in samples, so `--resume` continues exactly.
+checkpoints and `latest.pt`; a checkpoint stores the loader's state dict (the epoch's position in samples of all
+ranks), so `--resume` continues exactly, also with another `--nproc_per_node`, `--batch-size` or `--num-workers`.
 Ctrl-C writes a checkpoint at the current step and exits with 130.
 """
 
@@ -31,10 +32,9 @@ from .checkpoint import (
     LATEST,
     TRAINING_KEYS,
     CheckpointWriter,
-    LoaderLayout,
     Position,
+    legacy_loader_state,
     load_checkpoint,
-    resume_position,
     step_files,
 )
 from .clip import parameter_counts
@@ -48,8 +48,8 @@ from .step import Run, StepStats, build_run, interrupts_deferred, train_step
 __all__ = ["TrainConfig", "main", "train"]
 
 
-def resume(run: Run, cfg: TrainConfig, layout: LoaderLayout, plan: RunPlan) -> tuple[Position, Path]:
-    """Restore `run` from `--resume`; returns where to continue and the file used. Raises CheckpointError."""
+def read_resume(cfg: TrainConfig) -> tuple[dict, Path]:
+    """The `--resume` checkpoint, checked to fit this run, and its file. Raises CheckpointError."""
     state, path = load_checkpoint(cfg.resume)
     if state["config"]["arch"] != cfg.arch:
         raise CheckpointError(f"{path}: trained with --arch {state['config']['arch']}, this run asks for --arch "
@@ -57,11 +57,39 @@ def resume(run: Run, cfg: TrainConfig, layout: LoaderLayout, plan: RunPlan) -> t
     missing = [k for k in TRAINING_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path}: holds no {', '.join(missing)} state, so training cannot continue from it")
-    pos = resume_position(state, path, layout)
-    run.load_state_dict(state, path)
-    if pos.samples >= plan.samples_per_epoch:  # the epoch is over for the new batch size (drop_last)
-        pos.epoch, pos.samples = pos.epoch + 1, 0
-    return pos, path
+    return state, path
+
+
+def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Position, str]:
+    """Put `loader` where checkpoint `state` left its epoch (any world size, batch size, workers); returns the
+    run's position and a line saying where it resumed and what changed. Raises CheckpointError."""
+    shards = loader.dataset.shards
+    try:
+        saved = legacy_loader_state(state, world_size=env.world, n_samples=shards.n_samples,
+                                    n_shards=len(shards.urls), shuffle_buffer=loader.cfg.shuffle_buffer)
+        loader.load_state_dict(saved)
+    except ValueError as exc:  # the loader's checks: other shards, another seed mid-epoch, a malformed entry
+        raise CheckpointError(f"{path}: cannot continue its epoch: {exc}") from None
+    step = int(state["step"])
+    line = f"resumed from step {step} (epoch {saved['epoch']}, sample {saved['samples']}) of {path}"
+    if loader.epoch != saved["epoch"]:
+        line += f"; epoch {saved['epoch']} was complete"
+    else:
+        was, now = saved["segments"][-1], (env.world, loader.cfg.batch_size, loader.cfg.workers)
+        if (was["world_size"], was["batch_size"], was["workers"]) != now:
+            line += (f"; was {was['world_size']} rank(s) × batch {was['batch_size']} × {was['workers']} loader "
+                     f"worker(s), now {now[0]} × {now[1]} × {now[2]}: the epoch's {loader.batches_in_pass} "
+                     "remaining batches hold exactly the samples not seen yet")
+    return Position(step=step, epoch=loader.epoch), line
+
+
+def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunPlan:
+    """With --epochs, the run ends after that many epochs whatever batch size or world size each part used:
+    the steps done, the rest of the current epoch, and the epochs after it."""
+    if cfg.max_steps is not None:
+        return plan
+    left = loader.batches_in_pass + max(0, cfg.epochs - pos.epoch - 1) * plan.steps_per_epoch
+    return plan._replace(total_steps=pos.step + left if pos.epoch < cfg.epochs else pos.step)
 
 
 def open_loader(cfg: TrainConfig):
@@ -110,7 +138,7 @@ def start_line(cfg: TrainConfig, plan: RunPlan, run: Run, env: DistEnv) -> str:
 class Loop(NamedTuple):
     """What the loop reads and writes besides the model state."""
 
-    loader: object  # loaders.ShardLoader: set_epoch(epoch, skip_batches)
+    loader: object  # loaders.ShardLoader: set_epoch, batches_in_pass, state_dict
     data: DeviceLoader
     plan: RunPlan
     metrics: MetricsLog | None  # rank 0 only
@@ -127,12 +155,11 @@ def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: Dis
                disable=not (cfg.progress and env.is_main))
     meter = Throughput()
     while pos.step < plan.total_steps:
-        epoch = pos.epoch
-        loop.loader.set_epoch(epoch, skip_batches=pos.samples // cfg.batch_size)
+        epoch, expected = pos.epoch, loop.loader.batches_in_pass  # the loader is at `epoch` (set or resumed)
         for batch in loop.data:
             with interrupts_deferred():  # a step, its log record and its checkpoint happen together or not at all
                 stats = train_step(run, batch, autocast=autocast, grad_clip=cfg.grad_clip)
-                pos.advance(cfg.batch_size, samples_per_epoch=plan.samples_per_epoch)
+                pos.advance()
                 meter.add(cfg.batch_size * env.world)
                 bar.update(1)
                 if pos.step % cfg.log_every == 0 or pos.step == plan.total_steps:
@@ -141,9 +168,11 @@ def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: Dis
                     loop.save(pos)
             if pos.step >= plan.total_steps:
                 break
-        if pos.epoch == epoch and pos.step < plan.total_steps:
-            raise RuntimeError(f"the loader ended epoch {epoch} after {pos.samples} of {plan.samples_per_epoch} "
-                               "samples")
+        else:
+            if pos.batches != expected:
+                raise RuntimeError(f"the loader ended epoch {epoch} after {pos.batches} of {expected} batches")
+            pos.next_epoch()
+            loop.loader.set_epoch(pos.epoch)
     bar.close()
     return stats.loss if stats else float("nan")
 
@@ -167,9 +196,16 @@ def train(cfg: TrainConfig) -> dict:
     env = setup_distributed(cfg.device)
     loader = open_loader(cfg)
     plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
-    layout = LoaderLayout(cfg.seed, env.world, cfg.batch_size, cfg.num_workers)
+    state, resumed_from = read_resume(cfg) if cfg.resume else (None, None)
+    if state is not None:
+        pos, resumed_line = resume_loader(loader, state, resumed_from, env)
+        plan = resumed_plan(plan, cfg, pos, loader)
+    else:
+        pos, resumed_line = Position(), ""
+        loader.set_epoch(0)
     run = build_run(cfg, plan, env)
-    pos, resumed_from = resume(run, cfg, layout, plan) if cfg.resume else (Position(), None)
+    if state is not None:
+        run.load_state_dict(state, resumed_from)
     run.ddp = DistributedDataParallel(run.model) if env.world > 1 else run.model
     out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out / "train.log" if env.is_main else None)
@@ -178,11 +214,14 @@ def train(cfg: TrainConfig) -> dict:
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
         log.say(start_line(cfg, plan, run, env))
-        if resumed_from:
-            log.say(f"train: resumed from step {pos.step} (epoch {pos.epoch}, sample {pos.samples}) of {resumed_from}")
+        if resumed_line:
+            log.say(f"train: {resumed_line}")
 
     def save(at: Position) -> Path | None:
-        return writer.save(run.state_dict(at, cfg, layout), step=at.step) if writer else None
+        if writer is None:
+            return None
+        # `at.batches` of the pass: on CUDA the device loader holds one batch more than the steps used
+        return writer.save(run.state_dict(at, cfg, loader.state_dict(batches=at.batches)), step=at.step)
 
     data = DeviceLoader(loader, env.device, channels_last=cfg.channels_last and env.device.type == "cuda")
     try:

@@ -220,16 +220,27 @@ def test_random_crop_and_flip_on_uint8(tmp_path, sample_coco, tiny_encoder):
     assert batch["image"].shape == (4, 3, 96, 96) and batch["image"].dtype == torch.uint8
 
 
-def test_skip_batches_resumes_exactly(train_shards):
-    full = make_loader(str(train_shards), batch_size=4, num_workers=2, crop="random", seed=2)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_skip_batches_resumes_exactly(train_shards, threads):
+    """Skipped batches replay the augmentation draws: the rest is the same keys and pixels, with a random crop
+    that really moves (192 of 224 px), decoding inline or on 2 threads (batch n+1 decodes while n is sent)."""
+    opts = {"batch_size": 4, "num_workers": 2, "crop": "random", "flip": True, "image_size": 192, "seed": 2,
+            "decode_threads": threads}
+    full = make_loader(str(train_shards), **opts)
     full.set_epoch(1)
     batches = list(full)
-    resumed = make_loader(str(train_shards), batch_size=4, num_workers=2, crop="random", seed=2)
+    resumed = make_loader(str(train_shards), **opts)
     resumed.set_epoch(1, skip_batches=5)
     rest = list(resumed)
     assert len(rest) == len(batches) - 5
     for a, b in zip(batches[5:], rest):
         assert a["key"] == b["key"] and torch.equal(a["image"], b["image"])
+    center = make_loader(str(train_shards), **{**opts, "crop": "center", "flip": False})
+    center.set_epoch(1)
+    plain = {k: img for b in center for k, img in zip(b["key"], b["image"])}
+    assert sum(not torch.equal(img, plain[k]) for b in rest for k, img in zip(b["key"], b["image"])) > 20
+    for loader in (full, resumed, center):
+        loader.close()
 
 
 def test_kept_batches_are_never_overwritten(train_shards):

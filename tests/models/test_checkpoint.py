@@ -1,5 +1,5 @@
 """Checkpoints: nothing inside one runs, a bad file is named (or skipped for the newest good one), retention keeps
-K + latest, and a resume continues exactly or says why it cannot."""
+K + latest, and positions written before the loader had a state dict are converted to one."""
 
 import logging
 import pathlib
@@ -7,14 +7,7 @@ import pathlib
 import pytest
 import torch
 
-from models.checkpoint import (
-    CheckpointWriter,
-    LoaderLayout,
-    Position,
-    load_checkpoint,
-    loader_state,
-    resume_position,
-)
+from models.checkpoint import CheckpointWriter, Position, legacy_loader_state, load_checkpoint
 from models.errors import CheckpointError, UnsafeCheckpoint
 from models.metrics_log import MetricsLog
 
@@ -108,29 +101,28 @@ def test_writer_keeps_the_last_k_step_files_and_latest(tmp_path):
     assert [p.name for p in (tmp_path / "k0").iterdir()] == ["latest.pt"]
 
 
-def _saved(pos: Position, layout: LoaderLayout) -> dict:
-    return _state(pos.step, loader=loader_state(pos, layout))
-
-
-def test_resume_position_in_samples_continues_or_refuses(tmp_path):
-    run = LoaderLayout(seed=0, world_size=1, batch_size=8, num_workers=0)
-    state = _saved(Position(step=3, epoch=1, samples=24), run)
-    path = tmp_path / "latest.pt"
-    same_order = LoaderLayout(seed=0, world_size=1, batch_size=12, num_workers=1)  # one stream: order unchanged
-    assert resume_position(state, path, same_order) == Position(step=3, epoch=1, samples=24)
-    with pytest.raises(CheckpointError, match="--batch-size 16 does not divide 24"):
-        resume_position(state, path, LoaderLayout(seed=0, world_size=1, batch_size=16, num_workers=0))
-    for other in (LoaderLayout(0, 1, 8, 2), LoaderLayout(0, 2, 8, 0), LoaderLayout(1, 1, 8, 0)):
-        with pytest.raises(CheckpointError, match="order of that epoch differs"):
-            resume_position(state, path, other)
-    with_workers = _saved(Position(step=3, epoch=1, samples=24), LoaderLayout(0, 1, 8, 4))
-    with pytest.raises(CheckpointError, match="--num-workers 4"):  # 4 workers: the batch size shapes the order
-        resume_position(with_workers, path, LoaderLayout(0, 1, 12, 4))
-    at_boundary = _saved(Position(step=6, epoch=2, samples=0), run)
-    assert resume_position(at_boundary, path, LoaderLayout(5, 2, 16, 4)) == Position(step=6, epoch=2, samples=0)
-    legacy = _state(3, loader={"epoch": 1, "batches_done": 3, "seed": 0})
-    legacy["config"].update(batch_size=8, seed=0, num_workers=0)
-    assert resume_position(legacy, path, same_order) == Position(step=3, epoch=1, samples=24)
+def test_positions_of_older_checkpoints_become_loader_state_dicts():
+    """A loader state dict passes through; the positions written before it (samples per rank with the layout,
+    or batches done with the layout in the config) become one segment of all ranks' samples."""
+    current = {"epoch": 1, "segments": []}
+    assert legacy_loader_state(_state(3, loader=current), world_size=2, n_samples=48, n_shards=5,
+                               shuffle_buffer=1000) is current
+    per_rank = _state(3, loader={"epoch": 1, "samples": 24, "seed": 0, "world_size": 2, "batch_size": 8,
+                                 "num_workers": 0})
+    batches = _state(3, loader={"epoch": 1, "batches_done": 3, "seed": 0})
+    batches["config"].update(batch_size=8, seed=0, num_workers=0)
+    for state, world in ((per_rank, 2), (batches, 1)):
+        converted = legacy_loader_state(state, world_size=world, n_samples=48, n_shards=5, shuffle_buffer=1000)
+        assert converted["epoch"] == 1 and converted["n_samples"] == 48 and converted["seed"] == 0
+        assert converted["segments"] == [{"world_size": world, "workers": 1, "batch_size": 8, "drop_last": True,
+                                          "shuffle_buffer": 1000, "samples": 24 * world}]
+    with pytest.raises(CheckpointError, match="loader position is unreadable"):
+        legacy_loader_state(_state(3, loader={"epoch": 1}), world_size=1, n_samples=48, n_shards=5,
+                            shuffle_buffer=1000)
+    pos = Position(step=5, epoch=0, batches=5)
+    pos.advance()
+    pos.next_epoch()
+    assert pos == Position(step=6, epoch=1, batches=0)
 
 
 def test_metrics_log_keeps_only_records_up_to_the_start_step(tmp_path):

@@ -1,5 +1,5 @@
 """Training end to end on CPU: resume exactness, a real 2-process DDP step, proof that the model learns, and the
-run's shape as a user sees it (steps asked = steps done, checkpoints kept, Ctrl-C, resume with another batch)."""
+run's shape as a user sees it (steps asked = steps done, checkpoints kept, Ctrl-C, resume with another batch size)."""
 
 import json
 import os
@@ -223,29 +223,29 @@ def test_sigint_during_a_step_lands_after_it(tmp_path, small_shards, capsys, mon
     assert _step_of(out / "latest.pt") == 3 and sorted(_losses(out)) == [1, 2, 3]
 
 
-def test_resume_with_another_batch_size_continues_exactly_or_is_refused(tmp_path, small_shards, capsys,
-                                                                        monkeypatch):
-    real, seen = train_module.train_step, []
-
-    def recording(run, batch, **kwargs):
-        seen.extend(batch["image_id"].tolist())
-        return real(run, batch, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_step", recording)
-    assert main(_cli(small_shards, tmp_path / "full", "--max-steps", 6)) == 0  # one epoch, batches of 8
-    epoch0 = list(seen)
-    part = tmp_path / "part"
-    assert main(_cli(small_shards, part, "--max-steps", 3)) == 0  # 24 samples of epoch 0
-    capsys.readouterr()
-    before = (part / "latest.pt").stat().st_mtime_ns
-    assert main(_cli(small_shards, part, "--max-steps", 5, "--batch-size", 16, "--resume", part)) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "saved after 24 samples of epoch 0; --batch-size 16 does not divide 24" in err
-    assert (part / "latest.pt").stat().st_mtime_ns == before
+def test_resume_with_another_batch_size_reads_the_rest_of_the_epoch_and_ends_on_time(tmp_path, small_shards,
+                                                                                  capsys, monkeypatch):
+    """Interrupted after 3 steps of 8 in a 2-epoch run and resumed with batches of 16: the rest of epoch 0 is the
+    24 samples not seen yet (one batch of 16; drop_last leaves 8), epoch 1 has 3 steps, the run ends after them."""
+    real, seen = _interrupt_at(monkeypatch, 3), []
+    out = tmp_path / "run"
+    assert main(_cli(small_shards, out, "--epochs", 2)) == 130
+    monkeypatch.setattr(train_module, "train_step", lambda run, batch, **kw: seen.append(batch["image_id"].tolist())
+                        or real(run, batch, **kw))
+    main(_cli(small_shards, tmp_path / "full", "--max-steps", 3))  # the same first 3 steps, recorded
+    first = [i for b in seen for i in b]
     seen.clear()
-    assert main(_cli(small_shards, part, "--max-steps", 5, "--batch-size", 12, "--resume", part)) == 0
-    assert "resumed from step 3 (epoch 0, sample 24)" in capsys.readouterr().err
-    assert seen == epoch0[24:48]  # the rest of the epoch, exactly, in batches of 12
+    capsys.readouterr()
+    assert main(_cli(small_shards, out, "--epochs", 2, "--batch-size", 16, "--resume", out)) == 0
+    err = capsys.readouterr().err
+    assert ("resumed from step 3 (epoch 0, sample 24)" in err and "was 1 rank(s) × batch 8 × 1 loader worker(s), "
+            "now 1 × 16 × 1: the epoch's 1 remaining batches" in err)
+    assert [len(b) for b in seen] == [16] * 4 and sorted(_losses(out)) == list(range(1, 8))
+    rest = seen[0]
+    assert not set(first) & set(rest) and len(set(first + rest)) == 40  # the epoch's other samples, once
+    assert len(set(seen[1] + seen[2] + seen[3])) == 48  # then the whole of epoch 1
+    loader_state = torch.load(out / "latest.pt", weights_only=True)["loader"]
+    assert loader_state["epoch"] == 1 and loader_state["samples"] == 48
 
 
 def test_resume_errors_are_one_line(tmp_path, small_shards, capsys):
