@@ -246,7 +246,7 @@ def test_full_disk_while_saving_the_caption_cache_is_one_line(tmp_path, sample_c
                                                                monkeypatch):
     """torch's archive writer reports a failed write as a RuntimeError ("unexpected pos"): on a full disk that is
     the user's to fix, one line; with space left it stays a bug's traceback."""
-    import shardgen.embeddings as embeddings
+    from shardgen import embeddings
 
     def save_on_a_full_disk(obj, f, *args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
