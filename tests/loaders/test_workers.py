@@ -1,5 +1,6 @@
 """The loader's worker processes: errors and deaths reach the caller, early stops, close, non-persistent mode."""
 
+import gc
 import os
 import shutil
 import signal
@@ -41,6 +42,9 @@ def test_a_killed_worker_is_reported_not_waited_for(train_shards):
 def test_ctrl_c_stops_the_loop_not_the_workers(train_shards):
     """Ctrl-C reaches the whole process group: the training loop stops, the workers ignore it and serve the next
     loop (as when a notebook cell is interrupted and run again)."""
+    # Loaders earlier tests left in reference cycles are shut down by the garbage collector; a KeyboardInterrupt
+    # raised inside such a finalizer is swallowed by Python ("Exception ignored in ..."): collect them first.
+    gc.collect()
     loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
     ref = _keys(loader)
     processes = loader._pool.processes
