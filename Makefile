@@ -9,7 +9,7 @@ DEMO_DIR ?= demo_out
 BENCH_DIR ?= bench_out
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test bench clean
+.PHONY: help install demo test bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test: $(STAMP)  ## run the test suite (CPU, offline)
 
 bench: $(STAMP)  ## run the benchmarks; tables on stdout, JSON in benchmarks/results/
 	$(PY) -m benchmarks.run --work $(BENCH_DIR)
+
+gpu-check: $(STAMP)  ## on a CUDA machine: CUDA tests, P6 step rates, GPU decode, captions (≤ 8 min; docs/gpu.md)
+	$(PY) -m benchmarks.gpu_check --work $(BENCH_DIR)/gpu
 
 clean:  ## remove demo/bench outputs (keeps .venv)
 	rm -rf $(DEMO_DIR) $(BENCH_DIR) .pytest_cache

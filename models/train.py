@@ -76,7 +76,8 @@ def resume(run: Run, cfg: TrainConfig, layout: LoaderLayout, plan: RunPlan) -> t
 
 def open_loader(cfg: TrainConfig):
     try:
-        return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
+        workers = 0 if cfg.synthetic else cfg.num_workers  # --synthetic reads the manifest only
+        return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=workers, seed=cfg.seed,
                            decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
                            decode=cfg.decode)
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
@@ -224,6 +225,7 @@ def train(cfg: TrainConfig) -> dict:
             ckpt = save(pos)
         raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None) from None
     finally:
+        source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
             metrics.close()
     ckpt = None

@@ -137,7 +137,9 @@ def _resume_across(tmp_path, shards, first: str, then: str, device: str = "cpu",
     summary = train(_cfg(shards, out, precision=then, device=device, max_steps=2 * steps, resume=str(out)))
     records = _records(out)
     assert summary["steps"] == 2 * steps and [r["step"] for r in records] == list(range(1, 2 * steps + 1))
-    assert all(0 < r["loss"] < 10 and r["grad_norm"] < float("inf") for r in records[steps:])
+    assert all(0 < r["loss"] < 10 for r in records[steps:])
+    if then != "fp16":  # fp16 may skip a step whose scaled gradients overflow (grad_norm inf) while it finds its scale
+        assert all(r["grad_norm"] < float("inf") for r in records[steps:])
     log = (out / "train.log").read_text().splitlines()
     assert [line.split("precision ")[1].split(",")[0] for line in log if "precision " in line] == [first, then]
     return records
