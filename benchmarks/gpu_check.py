@@ -68,6 +68,7 @@ TOY_SIZES = Sizes(images=24, image_size=32, arch="resnet18", batch=8, steps=4, w
 ESTIMATES = {"data": 120, "p6-synthetic": 45, "p6-cpu-decode": 60, "p6-gpu-decode": 60, "tests": 90, "decode": 30,
              "captions": 60, "compile": 150}
 PARTS = tuple(ESTIMATES)
+P6_GOAL = 0.95  # of the synthetic step rate
 NEEDS_CUDA = {"tests": "no CUDA: every CUDA-only test would skip",
               "compile": "no CUDA: inductor takes minutes on a CPU (test_step.py covers --compile)"}
 
@@ -304,8 +305,13 @@ def write_results(path: Path, results: dict) -> None:
 
 
 def machine(device: torch.device) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=False).stdout.strip() or None
+    except OSError:  # no git on the machine
+        commit = None
     info = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "torch": torch.__version__, "device": str(device)}
+            "torch": torch.__version__, "device": str(device), "commit": commit}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2 ** 30, 1), cuda=torch.version.cuda,
@@ -349,6 +355,16 @@ def summary_rows(parts: dict, *, cuda: bool) -> list[dict]:
     return rows
 
 
+def p6_summary(parts: dict) -> dict:
+    """The loader's step rates as fractions of the synthetic ceiling, against the goal."""
+    rates = {name: parts[name]["result"]["steps_per_s"] for name in ("p6-synthetic", "p6-cpu-decode", "p6-gpu-decode")
+             if parts.get(name, {}).get("status") == "ok"}
+    if "p6-synthetic" not in rates:
+        return {"goal": P6_GOAL}
+    ratios = {name: rate / rates["p6-synthetic"] for name, rate in rates.items() if name != "p6-synthetic"}
+    return {"goal": P6_GOAL, "ratio_to_synthetic": ratios, "met": {n: r >= P6_GOAL for n, r in ratios.items()}}
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -377,10 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu-check: no GPU found (torch.cuda.is_available() is False): running every part on the CPU at toy "
               f"sizes; results in {path}", file=sys.stderr)
     check = Check(a.work.resolve(), sizes, device, os.cpu_count() or 1, start + a.budget_s, toy)
-    results = {"machine": machine(device), "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cuda": cuda, "toy": toy,
+    results = {"machine": {}, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cuda": cuda, "toy": toy,
                "sizes": sizes._asdict(), "budget_s": a.budget_s, "parts": {}}
     chosen = set(a.only or PARTS)
-    data = run_part(check, "data", lambda: ensure_shards(check), results, path)
+    data = run_part(check, "data", lambda: ensure_shards(check), results, path) if chosen - {"tests"} else None
+    results["machine"] = machine(device)  # after the data part's process pools: this initializes CUDA here
     options = p6_options(check)
     for name in PARTS[1:]:
         if name not in chosen:
@@ -396,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             name, lambda name=name: train_run(check, name, data["shards"], *options[name]))
         run_part(check, name, fn, results, path)
     results["total_s"] = round(time.monotonic() - start, 1)
+    results["p6"] = p6_summary(results["parts"])
     results["rows"] = summary_rows(results["parts"], cuda=cuda)
     write_results(path, results)
     where = results["machine"].get("gpu", "CPU, toy sizes")
