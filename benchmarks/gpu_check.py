@@ -311,7 +311,9 @@ def machine(device: torch.device) -> dict:
     except OSError:  # no git on the machine
         commit = None
     info = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "torch": torch.__version__, "device": str(device), "commit": commit}
+            "torch": torch.__version__, "device": str(device), "commit": commit,
+            "dev_shm_gb": round(shutil.disk_usage("/dev/shm").total / 2 ** 30, 1)  # the loader's batch slots live here
+            if os.path.isdir("/dev/shm") else None}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2 ** 30, 1), cuda=torch.version.cuda,
@@ -373,7 +375,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="wall-clock budget; a part starts only if its estimated time is left (default: %(default)s)")
     p.add_argument("--results", type=Path, default=None,
                    help="results JSON (default: benchmarks/results/gpu.json on CUDA, <work>/gpu.json without)")
-    p.add_argument("--only", choices=PARTS, action="append", help="run only these parts (repeatable; data always)")
+    p.add_argument("--only", choices=PARTS, action="append", help="run only these parts (repeatable; data is built when a part needs it)")
     p.add_argument("--toy", action="store_true", help="toy sizes even on a GPU (a quick smoke run)")
     p.add_argument("--images", type=int, default=None, help="sample images (default: 20000 on CUDA, 24 on CPU)")
     return p
