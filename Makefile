@@ -9,10 +9,10 @@ DEMO_DIR ?= demo_out
 BENCH_DIR ?= bench_out
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test bench scale clean
+.PHONY: help install demo test bench scale gpu-check clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: $(STAMP)  ## run the benchmarks; tables on stdout, JSON in benchmarks/res
 
 scale: $(STAMP)  ## COCO-size rehearsal, every stage timed (IMAGES=2000; default: full COCO 2014, hours)
 	$(PY) -m benchmarks.scale --work $(BENCH_DIR)/scale $(if $(IMAGES),--images $(IMAGES))
+
+gpu-check: $(STAMP)  ## on a CUDA machine: CUDA tests, P6 step rates, GPU decode, captions (≤ 8 min; docs/gpu.md)
+	$(PY) -m benchmarks.gpu_check --work $(BENCH_DIR)/gpu
 
 clean:  ## remove demo/bench outputs (keeps .venv)
 	rm -rf $(DEMO_DIR) $(BENCH_DIR) .pytest_cache

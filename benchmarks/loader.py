@@ -4,8 +4,9 @@ P1: our loader vs (a) the seed's way (map-style dataset over raw JPEGs, PIL deco
 ToTensor + Normalize, DataLoader with 2 workers) and (b) plain webdataset (`WebDataset(...).map(decode).batched`)
 in a DataLoader with 2 workers. P2: our loader vs its floor, a one-thread loop that only decodes the same stored
 JPEGs to uint8, times the number of cores; next to it, decoding alone done the way a multi-process loader must
-(`decode_ceiling`), to tell the machine's share of the gap from the loader's. Memory: our loader's RSS after each
-of 3 epochs.
+(`decode_ceiling`), to tell the machine's share of the gap from the loader's. Scaling with cores: our loader with
+1 and 2 worker processes of one decode thread each, and their ratio. Memory: our loader's RSS after each of 3
+epochs.
 Methods are measured in interleaved rounds (best round each) so the machine's drift hits all of them alike.
 Our loader is timed as training uses it, EPOCHS consecutive epochs after an untimed one that starts its workers,
 and stopped afterwards, so that its worker processes are gone while the other methods are timed.
@@ -126,6 +127,9 @@ def run(work: Path, *, images: int = 2000) -> dict:
 
     variants = {f"ours: 0 workers, {cores} decode threads": dict(num_workers=0, decode_threads=cores),
                 f"ours: {cores} workers, 1 decode thread": dict(num_workers=cores, decode_threads=1)}
+    # scaling with cores: 1 and 2 worker processes of one decode thread each (one of them may be the row above)
+    scaling = {w: f"ours: {w} worker{'s' if w > 1 else ''}, 1 decode thread" for w in (1, 2)}
+    variants.update({name: {"num_workers": w, "decode_threads": 1} for w, name in scaling.items()})
     loaders = {name: make_loader(str(shards), batch_size=BATCH, **opts) for name, opts in variants.items()}
     for loader in loaders.values():
         streaming(loader, 0)  # warm-up: page cache, imports, thread pools
@@ -181,6 +185,12 @@ def run(work: Path, *, images: int = 2000) -> dict:
         {"what": "ours / decode as a loader must (what parsing, batching, hand-off cost)",
          "img/s": p2["fraction_of_decode_as_loader_must"]}]))
 
+    worker_scaling = {"1_worker_img_per_s": ours[scaling[1]], "2_workers_img_per_s": ours[scaling[2]],
+                      "ratio": ours[scaling[2]] / ours[scaling[1]], "cores": cores}
+    print(table(f"loader scaling with cores: worker processes of 1 decode thread each, {cores} cores", [
+        {"workers": 1, "img/s": worker_scaling["1_worker_img_per_s"], "x 1 worker": 1.0},
+        {"workers": 2, "img/s": worker_scaling["2_workers_img_per_s"], "x 1 worker": worker_scaling["ratio"]}]))
+
     loader = make_loader(str(shards), batch_size=BATCH, **variants[best_name])
     rss = []
     for _ in range(3):
@@ -188,7 +198,8 @@ def run(work: Path, *, images: int = 2000) -> dict:
         rss.append(rss_tree_mb())
     loader.close()
     print(f"memory: RSS (loader process + its workers) after epochs 1-3: {', '.join(f'{r:.0f} MB' for r in rss)}")
-    data = {"n_images": len(jpgs), "rows": rows, "p2": p2, "rss_mb_per_epoch": rss, "best": best_name,
+    data = {"n_images": len(jpgs), "rows": rows, "p2": p2, "worker_scaling": worker_scaling, "rss_mb_per_epoch": rss,
+            "best": best_name,
             "rounds": {"seed": 2, "webdataset": 3, "ours": ROUNDS, "floor": ROUNDS, "decode probes": ROUNDS}, "ours_epochs_per_round": EPOCHS}
     write_result("loader", data)
     return data

@@ -11,6 +11,8 @@ from .errors import ShardSourceError
 from .image_encoder import ARCHS
 from .schedule import clipped_warmup
 
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -33,8 +35,11 @@ class TrainConfig:
     flip: bool = False
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    precision: str = "auto"  # auto: bf16 on GPUs with native bf16, else fp16 (+ loss scaling); fp32 on the CPU
     channels_last: bool = True
+    compile: bool = False  # torch.compile the image tower
+    synthetic: bool = False  # batches made once on the device: the step rate without data loading
+    decode: str = "cpu"  # "gpu": the loader ships JPEG bytes, decoded on the device (nvJPEG)
     max_steps: int | None = None
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
@@ -54,6 +59,10 @@ class TrainConfig:
         for name in ("lr_head", "lr_trunk"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.decode not in ("cpu", "gpu"):
+            raise ValueError(f"decode must be 'cpu' or 'gpu', got {self.decode!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
 

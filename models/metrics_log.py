@@ -1,5 +1,5 @@
 """A training run's logs: `metrics.jsonl` (one JSON record per logged step) and `train.log` (the lines printed at
-start, resume and end), plus the samples/s meter the records carry.
+start, resume and end), plus the meter behind the records' samples/s and data-wait share.
 
 A run that starts at step N (0 for a fresh run, the checkpoint's step on resume) keeps only the records up to N:
 later ones belong to steps it is about to redo, so no step appears twice.
@@ -11,7 +11,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+T = TypeVar("T")
 
 
 class MetricsLog:
@@ -57,17 +61,47 @@ class RunLog:
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
+class Reading(NamedTuple):
+    samples_per_s: float
+    data_wait: float  # share of the wall time the loop waited for its next batch, 0..1
+
+
 class Throughput:
-    """Samples per second since the previous reading."""
+    """Samples per second and the data-wait share since the previous reading.
+
+    The wait is the host's wall time inside `next()` on the batch iterator (`timed` wraps it); the rest is the
+    step. Both are wall time between batch arrivals, measured without a device sync: on CUDA the step only queues
+    work, and the host is held back once the device's queue is full, so a GPU that is the bottleneck shows a wait
+    near 0, and a loader that is the bottleneck shows the share of the time the GPU had nothing queued. The share
+    can overstate the GPU's idle time by the work still queued when the wait began (at most a step or two).
+    """
 
     def __init__(self) -> None:
-        self.t0, self.n = time.perf_counter(), 0
+        self.t0, self.n, self.waited = time.perf_counter(), 0, 0.0
 
     def add(self, n: int) -> None:
         self.n += n
 
-    def read(self) -> float:
+    def timed(self, batches: Iterable[T]) -> Iterator[T]:
+        """Yield from `batches`, adding the time spent waiting for each to the data wait."""
+        it = iter(batches)
+        try:
+            while True:
+                t = time.perf_counter()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                self.waited += time.perf_counter() - t
+                yield batch
+        finally:  # the caller stopped early: stop the source too (a loader's epoch, its prefetch)
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def read(self) -> Reading:
         now = time.perf_counter()
-        rate = self.n / max(now - self.t0, 1e-9)
-        self.t0, self.n = now, 0
-        return rate
+        elapsed = max(now - self.t0, 1e-9)
+        reading = Reading(self.n / elapsed, min(1.0, self.waited / elapsed))
+        self.t0, self.n, self.waited = now, 0, 0.0
+        return reading

@@ -1,6 +1,10 @@
 """One training step and what it updates: the model, the optimizer (two learning rates), the schedule and the
-scaler, held together as `Run` so a checkpoint can save and restore them; plus the guard that makes a Ctrl-C land
-between steps, never inside one.
+scaler, held together as `Run` so a checkpoint can save and restore them; the precision a step computes in; plus
+the guard that makes a Ctrl-C land between steps, never inside one.
+
+A step never waits for the device: it returns its loss and gradient norm as device tensors, and the caller reads
+them (one host sync) only on the steps it logs. AdamW is the fused kernel, which also takes fp16 loss scaling's
+inf/nan check on the device (`GradScaler` with another optimizer reads it on the host every step).
 """
 
 from __future__ import annotations
@@ -19,10 +23,29 @@ from .checkpoint import Position
 from .clip import CLIPModel
 from .config import RunPlan, TrainConfig
 from .distributed import DistEnv
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
 from .image_encoder import ImageEncoder
 from .loss import info_nce_loss
 from .schedule import cosine_with_warmup
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """`--precision` on this device: "auto" is bf16 on GPUs with native bf16 (Ampere and later), fp16 with loss
+    scaling on older ones (T4, V100), fp32 on the CPU. Raises UserError for fp16 off CUDA."""
+    if choice == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    if choice == "fp16" and device.type != "cuda":
+        raise UserError(f"--precision fp16 needs a CUDA device (it trains with loss scaling), not {device}: "
+                        "use bf16 or fp32")
+    return choice
+
+
+def make_autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The forward pass's autocast for a resolved precision (disabled for fp32)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def make_optimizer(model: CLIPModel, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -39,7 +62,7 @@ def make_optimizer(model: CLIPModel, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": groups["trunk_no_decay"], "lr": cfg.lr_trunk, "weight_decay": 0.0},
         {"params": groups["head_decay"], "lr": cfg.lr_head, "weight_decay": cfg.weight_decay},
         {"params": groups["head_no_decay"], "lr": cfg.lr_head, "weight_decay": 0.0},
-    ], betas=(0.9, 0.98), eps=1e-6)
+    ], betas=(0.9, 0.98), eps=1e-6, fused=next(model.parameters()).device.type in ("cuda", "cpu"))
 
 
 @dataclass
@@ -49,7 +72,8 @@ class Run:
     model: CLIPModel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
+    scaler: torch.amp.GradScaler  # enabled for fp16 only; its state is saved either way
+    precision: str = "fp32"  # resolved: bf16, fp16 or fp32
     ddp: torch.nn.Module | None = None  # set once the state is restored; the model itself in one process
 
     def state_dict(self, pos: Position, cfg: TrainConfig, loader_state: dict) -> dict:
@@ -65,22 +89,28 @@ class Run:
         except (RuntimeError, ValueError, KeyError) as exc:  # shapes or parameter groups that do not match
             raise CheckpointError(f"{path}: does not fit this model ({str(exc).splitlines()[0]})") from exc
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without fp16; a disabled scaler ignores what it is given
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
 
 
 def build_run(cfg: TrainConfig, plan: RunPlan, env: DistEnv) -> Run:
     """A new run's model, optimizer, schedule and scaler. One that resumes skips the ImageNet weights (and the
     network): the checkpoint overwrites every weight."""
+    precision = resolve_precision(cfg.precision, env.device)
     pretrained = cfg.pretrained and cfg.resume is None
     model = CLIPModel(ImageEncoder(cfg.arch, pretrained=pretrained, weights_path=None if cfg.resume else cfg.weights))
     model = model.to(env.device)
-    if cfg.channels_last and env.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    if env.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input shape per run: pick the fastest convolutions once
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        model.image_encoder.compile()  # in place: the state dict keeps its keys, so checkpoints stay portable
     optimizer = make_optimizer(model, cfg)
     scheduler = cosine_with_warmup(optimizer, warmup_steps=plan.warmup_steps, total_steps=plan.total_steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for checkpoint parity
-    return Run(model, optimizer, scheduler, scaler)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    return Run(model, optimizer, scheduler, scaler, precision)
 
 
 @contextmanager
@@ -100,23 +130,26 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 class StepStats(NamedTuple):
-    loss: float
-    grad_norm: float
+    loss: torch.Tensor  # 0-dim, on the device: reading it waits for the step, so the loop does so on log steps
+    grad_norm: torch.Tensor  # 0-dim, on the device; before clipping (inf when fp16 loss scaling skips the step)
     lr_trunk: float  # the rates this step used
     lr_head: float
 
 
 def train_step(run: Run, batch: dict, *, autocast: torch.autocast, grad_clip: float) -> StepStats:
-    """One optimizer step on one batch: forward, symmetric InfoNCE, backward, clip, step, schedule."""
+    """One optimizer step on one batch: forward, symmetric InfoNCE, backward, clip, step, schedule. Queues the
+    work on the device and returns without waiting for it."""
     run.model.train()
     with autocast:
         image_emb = run.ddp(batch["image"])  # [B, 512]
     text_emb = torch.nn.functional.normalize(batch["text_embedding"], dim=-1)  # [B, 512]
     loss = info_nce_loss(image_emb.float(), text_emb, run.model.scale())
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    run.scaler.scale(loss).backward()  # scaler: a no-op unless fp16
+    run.scaler.unscale_(run.optimizer)  # clip the true gradients
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip)
     lrs = run.scheduler.get_last_lr()
-    run.optimizer.step()
+    run.scaler.step(run.optimizer)  # fp16: the fused kernel skips the update on inf/nan, checked on the device
+    run.scaler.update()
     run.scheduler.step()
-    return StepStats(loss.item(), float(grad_norm), lrs[0], lrs[2])
+    return StepStats(loss.detach(), grad_norm.detach(), lrs[0], lrs[2])

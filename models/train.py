@@ -1,12 +1,14 @@
 """`python -m models.train`: train the image tower + projection head against frozen CLIP text embeddings.
 
 Reads shards through `loaders.make_loader` + `loaders.DeviceLoader` (uint8 to the device, normalized there). AdamW
-with separate learning rates for trunk and head, warmup + cosine, bf16 autocast and channels-last on CUDA,
-gradient clipping, DDP under `torchrun`. `--max-steps` wins over `--epochs`. The run folder (`--out`) holds
-`params.json` (the resolved configuration), `metrics.jsonl`, `train.log`, the last `--keep-checkpoints` step
-checkpoints and `latest.pt`; a checkpoint stores the loader's state dict (the epoch's position in samples of all
-ranks), so `--resume` continues exactly, also with another `--nproc_per_node`, `--batch-size` or `--num-workers`.
-Ctrl-C writes a checkpoint at the current step and exits with 130.
+with separate learning rates for trunk and head, warmup + cosine, `--precision` (bf16 autocast, or fp16 with loss
+scaling on GPUs without bf16) and channels-last on CUDA, gradient clipping, DDP under `torchrun`. `--max-steps`
+wins over `--epochs`. The run folder (`--out`) holds `params.json` (the resolved configuration), `metrics.jsonl`
+(loss, learning rates, samples/s and the share of time spent waiting for data), `train.log`, the last
+`--keep-checkpoints` step checkpoints and `latest.pt`; a checkpoint stores the loader's state dict (the epoch's
+position in samples of all ranks), so `--resume` continues exactly, also with another `--nproc_per_node`,
+`--batch-size`, `--num-workers` or `--precision`. Ctrl-C writes a checkpoint at the current step and exits with
+130. `--synthetic` trains on batches made on the device: the step rate without data loading.
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ from .checkpoint import (
     step_files,
 )
 from .clip import parameter_counts
-from .config import RunPlan, TrainConfig, plan_run
+from .config import PRECISIONS, RunPlan, TrainConfig, plan_run
 from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
-from .metrics_log import MetricsLog, RunLog, Throughput
-from .step import Run, StepStats, build_run, interrupts_deferred, train_step
+from .metrics_log import MetricsLog, Reading, RunLog, Throughput
+from .step import Run, StepStats, build_run, interrupts_deferred, make_autocast, train_step
+from .synthetic import SyntheticLoader
 
 __all__ = ["TrainConfig", "main", "train"]
 
@@ -94,11 +97,20 @@ def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunP
 
 def open_loader(cfg: TrainConfig):
     try:
-        return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
-                           decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True)
+        workers = 0 if cfg.synthetic else cfg.num_workers  # --synthetic reads the manifest only
+        return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=workers, seed=cfg.seed,
+                           decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
+                           decode=cfg.decode)
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {exc}{_subfolder_hint(cfg.train_shards)}") \
             from exc
+
+
+def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
+    """`--synthetic`: device-made batches of the shards' image size and epoch length (the shards are not read)."""
+    return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
+                           embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device, seed=cfg.seed,
+                           skip=len(loader) - loader.batches_in_pass)  # a resumed run: the rest of its pass
 
 
 def _subfolder_hint(source: str) -> str:
@@ -131,14 +143,17 @@ def start_line(cfg: TrainConfig, plan: RunPlan, run: Run, env: DistEnv) -> str:
     if plan.warmup_steps < cfg.warmup_steps:
         warmup += f" (--warmup-steps {cfg.warmup_steps} clipped to a tenth of the run)"
     millions = parameter_counts(run.model)["trainable"] / 1e6
+    extras = "".join(f", {x}" for x, on in (("compiled", cfg.compile), ("synthetic input", cfg.synthetic),
+                                             ("GPU decode", cfg.decode == "gpu")) if on)
     return (f"train: {plan.total_steps} steps ({plan.limit}), {plan.samples_per_epoch * env.world} samples/epoch, "
-            f"{warmup}, {millions:.1f} M trainable parameters, device {env.device}, world {env.world}")
+            f"{warmup}, {millions:.1f} M trainable parameters, device {env.device}, world {env.world}, "
+            f"precision {run.precision}{extras}")
 
 
 class Loop(NamedTuple):
     """What the loop reads and writes besides the model state."""
 
-    loader: object  # loaders.ShardLoader: set_epoch, batches_in_pass, state_dict
+    loader: object  # loaders.ShardLoader or SyntheticLoader: set_epoch, batches_in_pass
     data: DeviceLoader
     plan: RunPlan
     metrics: MetricsLog | None  # rank 0 only
@@ -146,24 +161,28 @@ class Loop(NamedTuple):
 
 
 def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
-    """Train from `pos` until `plan.total_steps`; returns the last loss. `pos` advances in place."""
+    """Train from `pos` until `plan.total_steps`; returns the last loss. `pos` advances in place. The device is
+    waited for only on logged steps (reading the loss) and checkpoints."""
     from tqdm.auto import tqdm
 
-    plan, stats = loop.plan, None
-    autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=cfg.amp and env.device.type == "cuda")
+    plan, stats, window = loop.plan, None, []
+    autocast = make_autocast(run.precision, env.device)
     bar = tqdm(total=plan.total_steps, initial=pos.step, desc="train", unit="step",
                disable=not (cfg.progress and env.is_main))
     meter = Throughput()
     while pos.step < plan.total_steps:
         epoch, expected = pos.epoch, loop.loader.batches_in_pass  # the loader is at `epoch` (set or resumed)
-        for batch in loop.data:
+        for batch in meter.timed(loop.data):
             with interrupts_deferred():  # a step, its log record and its checkpoint happen together or not at all
                 stats = train_step(run, batch, autocast=autocast, grad_clip=cfg.grad_clip)
+                window.append(stats.loss)
                 pos.advance()
                 meter.add(cfg.batch_size * env.world)
                 bar.update(1)
                 if pos.step % cfg.log_every == 0 or pos.step == plan.total_steps:
-                    log_step(loop.metrics, bar, stats, step=pos.step, epoch=epoch, run=run, rate=meter.read())
+                    log_step(loop.metrics, bar, stats, window, step=pos.step, epoch=epoch, run=run,
+                             reading=meter.read())
+                    window = []
                 if pos.step % cfg.checkpoint_every == 0:
                     loop.save(pos)
             if pos.step >= plan.total_steps:
@@ -174,15 +193,22 @@ def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: Dis
             pos.next_epoch()
             loop.loader.set_epoch(pos.epoch)
     bar.close()
-    return stats.loss if stats else float("nan")
+    return stats.loss.item() if stats else float("nan")
 
 
-def log_step(metrics: MetricsLog | None, bar, stats: StepStats, *, step: int, epoch: int, run: Run,
-             rate: float) -> None:
-    bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{stats.lr_head:.2e}", sps=f"{rate:.0f}")
+def log_step(metrics: MetricsLog | None, bar, stats: StepStats, window: list[torch.Tensor], *, step: int,
+             epoch: int, run: Run, reading: Reading) -> None:
+    """The one host sync of a logged step: this step's loss and gradient norm, the mean loss since the last
+    record (`loss_avg`) and the temperature, read from the device together."""
+    values = torch.stack([stats.loss.float(), stats.grad_norm.float(), torch.stack(window).float().mean(),
+                          run.model.scale().detach().float()]).tolist()
+    loss, grad_norm, loss_avg, logit_scale = values
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{stats.lr_head:.2e}", sps=f"{reading.samples_per_s:.0f}",
+                    data_wait=f"{reading.data_wait:.0%}")
     if metrics:
-        metrics.write({"step": step, "epoch": epoch, **stats._asdict(), "logit_scale": run.model.scale().item(),
-                       "samples_per_s": rate})
+        metrics.write({"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm, "lr_trunk": stats.lr_trunk,
+                       "lr_head": stats.lr_head, "loss_avg": loss_avg, "logit_scale": logit_scale,
+                       "samples_per_s": reading.samples_per_s, "data_wait": reading.data_wait})
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -223,14 +249,16 @@ def train(cfg: TrainConfig) -> dict:
         # `at.batches` of the pass: on CUDA the device loader holds one batch more than the steps used
         return writer.save(run.state_dict(at, cfg, loader.state_dict(batches=at.batches)), step=at.step)
 
-    data = DeviceLoader(loader, env.device, channels_last=cfg.channels_last and env.device.type == "cuda")
+    source = synthetic_like(loader, cfg, env.device) if cfg.synthetic else loader
+    data = DeviceLoader(source, env.device, channels_last=cfg.channels_last and env.device.type == "cuda")
     try:
-        last_loss = run_steps(run, pos, Loop(loader, data, plan, metrics, save), cfg=cfg, env=env)
+        last_loss = run_steps(run, pos, Loop(source, data, plan, metrics, save), cfg=cfg, env=env)
     except KeyboardInterrupt:
         with interrupts_deferred():
             ckpt = save(pos)
         raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None) from None
     finally:
+        source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
             metrics.close()
     ckpt = None
@@ -275,7 +303,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-crop", action="store_true", help="random crop + flip (needs --no-crop shards)")
     p.add_argument("--seed", type=int, default=d.seed, help="model init, shuffling and augmentation")
     p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto: bf16 on GPUs with native bf16, else fp16 with loss scaling; fp32 on the CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the image tower (slow first steps)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="train on random batches made on the device (shapes from --train-shards, which are not "
+                        "read): the step rate without data loading, to compare the loader against")
+    p.add_argument("--decode", choices=("cpu", "gpu"), default=d.decode,
+                   help="gpu: the loader ships JPEG bytes, decoded on the device (nvJPEG)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="write step-N.pt every N steps (and at the end, and on Ctrl-C)")
     p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
@@ -292,7 +327,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        warmup_steps=a.warmup_steps, grad_clip=a.grad_clip, arch=a.arch, pretrained=not a.no_pretrained,
                        weights=a.weights, num_workers=a.num_workers, decode_threads=a.decode_threads,
                        crop="random" if a.random_crop else "center", flip=a.random_crop, seed=a.seed, device=a.device,
-                       amp=not a.no_amp, max_steps=a.max_steps, checkpoint_every=a.checkpoint_every,
+                       precision=a.precision, compile=a.compile, synthetic=a.synthetic, decode=a.decode,
+                       max_steps=a.max_steps, checkpoint_every=a.checkpoint_every,
                        keep_checkpoints=a.keep_checkpoints, log_every=a.log_every, resume=a.resume,
                        progress=not a.quiet)
 

@@ -146,6 +146,7 @@ def test_gpu_decode_path_falls_back_to_cpu(train_shards, workers):
     assert (out - expected).abs().max() < 0.1  # libjpeg vs libjpeg-turbo rounding differs by ≤ 1 level
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_device_loader_matches_cpu(train_shards):
     loader = make_loader(str(train_shards), batch_size=8, shuffle=False)
