@@ -110,7 +110,7 @@ def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticL
     """`--synthetic`: device-made batches of the shards' image size and epoch length (the shards are not read)."""
     return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
                            embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device, seed=cfg.seed,
-                           skip=len(loader) - loader.batches_in_pass)  # a resumed run: the rest of its pass
+                           skip=len(loader) - loader.batches_in_pass, epoch=loader.epoch, positions=loader)
 
 
 def _subfolder_hint(source: str) -> str:
@@ -243,11 +243,9 @@ def train(cfg: TrainConfig) -> dict:
         if resumed_line:
             log.say(f"train: {resumed_line}")
 
-    def save(at: Position) -> Path | None:
-        if writer is None:
-            return None
-        # `at.batches` of the pass: on CUDA the device loader holds one batch more than the steps used
-        return writer.save(run.state_dict(at, cfg, loader.state_dict(batches=at.batches)), step=at.step)
+    def save(at: Position) -> Path | None:  # `at.batches`: the device loader may hold one batch more than used
+        return writer.save(run.state_dict(at, cfg, source.state_dict(batches=at.batches)), step=at.step) \
+            if writer else None
 
     source = synthetic_like(loader, cfg, env.device) if cfg.synthetic else loader
     data = DeviceLoader(source, env.device, channels_last=cfg.channels_last and env.device.type == "cuda")

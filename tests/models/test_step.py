@@ -76,8 +76,8 @@ def test_synthetic_batches_are_shaped_like_the_loaders(tmp_path, small_shards):
     from models.train import synthetic_like
 
     loader = make_loader(str(small_shards), batch_size=8, drop_last=True)
-    real = next(iter(loader))
     synthetic = synthetic_like(loader, _cfg(small_shards, tmp_path), torch.device("cpu"))
+    real = next(iter(loader))
     fake = next(iter(synthetic))
     for key in ("image", "text_embedding"):
         assert (fake[key].shape, fake[key].dtype, fake[key].stride()) == \
