@@ -56,7 +56,24 @@ def _cmd_verify(args) -> int:
     status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
     print(f"verify {args.source}: {report.n_shards} shards, {report.n_samples} samples, "
           f"{report.n_bytes / 1e6:.1f} MB: {status}")
+    _random_init_note(args.source)
     return 0 if report.ok else 1
+
+
+RANDOM_INIT_NOTE = ("note: these shards' caption embeddings come from a random-init text tower (manifest: "
+                    "text_encoder.random_init): fine for checking the pipeline, meaningless for retrieval")
+
+
+def _random_init_note(source: str) -> None:
+    """Say so when the embeddings are not semantically meaningful (a manifest that does not read says nothing)."""
+    from .format import FormatError, read_manifest
+
+    try:
+        manifest = read_manifest(source)
+    except (OSError, FormatError):
+        return
+    if manifest.text_encoder.get("random_init"):
+        print(RANDOM_INIT_NOTE)
 
 
 def _require_manifest(source: str) -> None:
@@ -78,6 +95,7 @@ def _cmd_show(args) -> int:
     stats = show(args.source, args.out, n=args.n, columns=args.columns)
     print(stats.table())
     print(f"wrote {args.out}")
+    _random_init_note(args.source)
     return 0
 
 
