@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from loaders import DeviceLoader, make_loader
     from models import CLIPModel, ImageEncoder, WeightsUnavailable, info_nce_loss, parameter_counts
     from shardgen.cli import main as shardgen
-    from shardgen.commands import python_command, tool_command
+    from shardgen.commands import activate_hint, python_command, tool_command
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"shards:  {out / 'shards'} (train, val) with manifest.json, sizes.json, shardindex.json")
     print(f"picture: {out / 'grid.png'}")
     print(f"total:   {time.perf_counter() - t0:.0f} s")
-    print(f"commands: {tool_command('shardgen', 'shardgen')} --help (`source .venv/bin/activate` puts shardgen and "
-          "python on PATH)")
+    activate = activate_hint()
+    print(f"commands: {tool_command('shardgen', 'shardgen')} --help"
+          + (f"  (or first `{activate}`: then shardgen and python are on PATH)" if activate else ""))
     print(f"next:    {next_command(python_command(), out)}")
     return 0
 

@@ -43,3 +43,11 @@ def tool_command(name: str, module: str) -> str:
     if script.is_file() and os.access(script, os.X_OK):
         return _typed(script)
     return f"{python_command()} -m {module}"
+
+
+def activate_hint() -> str:
+    """How to put this environment's commands on PATH (`source .venv/bin/activate`), or "" when they are."""
+    script = Path(sys.executable).parent / "activate"
+    if _found_here("python") or not script.is_file():
+        return ""
+    return f"source {_typed(script)}"
