@@ -29,3 +29,11 @@ def test_the_missing_cache_hint_is_a_whole_command(sample_coco, tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         COCOClipDataset(split="val", root=sample_coco, embeddings=tmp_path / "none.pt")
     assert f"shardgen build --coco-root {sample_coco} --split val --out " in str(info.value)
+
+
+def test_the_wids_dataset_prints_nothing(train_shards, tmp_path, capfd):
+    from loaders import ShardIndexDataset
+
+    ds = ShardIndexDataset(str(train_shards), cache_dir=str(tmp_path / "wids"))
+    assert len(ds) == 48 and ds[0]["key"]
+    assert capfd.readouterr() == ("", "")
