@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 LOG := $(VENV)/install.log
 # pip's progress, one line per package it fetches or installs (everything it says goes to $(LOG))
-SHOW_PIP := 2>&1 | tee -a $(LOG) | { grep --line-buffered -E '^ *(Collecting|Downloading|Installing|Successfully)|ERROR|error:' || true; }
+SHOW_PIP := 2>&1 | tee -a $(LOG) | { grep --line-buffered -E '^ *(Collecting|Processing|Downloading|Installing|Successfully)|ERROR|error:' || true; }
 
 .PHONY: help install demo test bench scale gpu-check clean
 

@@ -103,7 +103,7 @@ def open_shards(shards: str, *, batch_size: int):
     try:
         return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0)
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
-        raise ShardSourceError(f"--shards {shards}: {exc}") from exc
+        raise ShardSourceError(f"--shards {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
 
 
 @torch.no_grad()

@@ -102,7 +102,8 @@ def open_loader(cfg: TrainConfig):
                            decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
                            decode=cfg.decode)
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
-        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {exc}") from exc
+        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {str(exc).removeprefix(cfg.train_shards + ': ')}") \
+            from exc
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
