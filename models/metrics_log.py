@@ -19,9 +19,9 @@ T = TypeVar("T")
 
 
 class MetricsLog:
-    """`metrics.jsonl`, and with `tensorboard` (a log folder) the same records as TensorBoard scalars."""
+    """`metrics.jsonl`, and with `tensorboard` the same records as TensorBoard scalars in `tensorboard/` next to it."""
 
-    def __init__(self, path: Path, *, start_step: int, tensorboard: Path | None = None) -> None:
+    def __init__(self, path: Path, *, start_step: int, tensorboard: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = _records_up_to(path, start_step) if path.is_file() else []
         tmp = path.with_name(path.name + ".tmp")
@@ -29,10 +29,10 @@ class MetricsLog:
         os.replace(tmp, path)
         self.file = open(path, "a")  # noqa: SIM115 - closed by close()
         self.tensorboard = None
-        if tensorboard is not None:
-            from .curves import open_tensorboard
+        if tensorboard:
+            from .curves import TENSORBOARD_DIR, open_tensorboard
 
-            self.tensorboard = open_tensorboard(tensorboard, purge_step=start_step + 1)
+            self.tensorboard = open_tensorboard(path.parent / TENSORBOARD_DIR, purge_step=start_step + 1)
 
     def write(self, record: dict) -> None:
         self.file.write(json.dumps(record) + "\n")

@@ -40,7 +40,7 @@ from .checkpoint import (
 )
 from .clip import parameter_counts
 from .config import PRECISIONS, RunPlan, TrainConfig, plan_run
-from .curves import TENSORBOARD_DIR, write_curves
+from .curves import write_curves
 from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
@@ -229,8 +229,7 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out / "train.log" if env.is_main else None)
     writer = CheckpointWriter(out, keep=cfg.keep_checkpoints) if env.is_main else None
-    metrics = MetricsLog(out / "metrics.jsonl", start_step=pos.step,
-                         tensorboard=out / TENSORBOARD_DIR if cfg.tensorboard else None) if env.is_main else None
+    metrics = MetricsLog(out / "metrics.jsonl", start_step=pos.step, tensorboard=cfg.tensorboard) if env.is_main else None
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
         log.say(start_line(cfg, plan, run, env))
@@ -263,8 +262,7 @@ def train(cfg: TrainConfig) -> dict:
         from .evaluate import evaluate_checkpoint
 
         summary["eval"] = evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))
-    if env.is_main:
-        summary["curves"] = str(write_curves(out, tensorboard=cfg.tensorboard))
+    summary["curves"] = str(write_curves(out, tensorboard=cfg.tensorboard)) if env.is_main else None  # with eval
     if dist.is_initialized():
         dist.barrier()
     return summary

@@ -84,19 +84,19 @@ def test_curves_are_redrawn_from_the_files(tmp_path):
 
 def test_tensorboard_missing_is_one_note_and_training_logs_on(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were not installed
-    log = MetricsLog(tmp_path / "metrics.jsonl", start_step=0, tensorboard=tmp_path / "tb")
+    log = MetricsLog(tmp_path / "metrics.jsonl", start_step=0, tensorboard=True)
     log.write({"step": 1, "loss": 1.0})
     log.close()
     assert "pip install tensorboard" in one_line(capsys.readouterr().err)
-    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1 and not (tmp_path / "tb").exists()
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1 and not (tmp_path / "tensorboard").exists()
 
 
 def test_tensorboard_gets_the_records(tmp_path):
     pytest.importorskip("tensorboard")
-    log = MetricsLog(tmp_path / "metrics.jsonl", start_step=0, tensorboard=tmp_path / "tb")
+    log = MetricsLog(tmp_path / "metrics.jsonl", start_step=0, tensorboard=True)
     log.write({"step": 1, "loss": 1.5, "lr_head": 1e-3})
     log.close()
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_a_shard_folder_that_does_not_exist_is_named(tmp_path, capsys):
