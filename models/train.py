@@ -102,8 +102,8 @@ def open_loader(cfg: TrainConfig):
                            decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
                            decode=cfg.decode)
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
-        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {str(exc).removeprefix(cfg.train_shards + ': ')}") \
-            from exc
+        detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
+        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
@@ -204,6 +204,16 @@ def log_step(metrics: MetricsLog | None, bar, stats: StepStats, window: list[tor
                        "samples_per_s": reading.samples_per_s, "data_wait": reading.data_wait})
 
 
+def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
+    """Rank 0 after the last step: Recall@K on `--val-shards` (if given), then `curves.png`, which shows it."""
+    if not env.is_main:
+        return {}
+    from .evaluate import evaluate_checkpoint
+
+    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))} if cfg.val_shards else {}
+    return {**done, "curves": str(write_curves(out, tensorboard=cfg.tensorboard))}
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run training; returns a summary (steps, last loss, checkpoint path, eval results if val shards given).
 
@@ -229,7 +239,8 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out / "train.log" if env.is_main else None)
     writer = CheckpointWriter(out, keep=cfg.keep_checkpoints) if env.is_main else None
-    metrics = MetricsLog(out / "metrics.jsonl", start_step=pos.step, tensorboard=cfg.tensorboard) if env.is_main else None
+    metrics = MetricsLog(out / "metrics.jsonl", start_step=pos.step, tensorboard=cfg.tensorboard) \
+        if env.is_main else None
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
         log.say(start_line(cfg, plan, run, env))
@@ -258,11 +269,7 @@ def train(cfg: TrainConfig) -> dict:
     if writer:  # the end of the run, unless the last step was just saved
         ckpt = save(pos) if writer.saved_step != pos.step else out / LATEST
     summary = {"steps": pos.step, "last_loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
-    if cfg.val_shards and env.is_main:
-        from .evaluate import evaluate_checkpoint
-
-        summary["eval"] = evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))
-    summary["curves"] = str(write_curves(out, tensorboard=cfg.tensorboard)) if env.is_main else None  # with eval
+    summary.update(evaluate_and_draw(out, cfg, env))
     if dist.is_initialized():
         dist.barrier()
     return summary

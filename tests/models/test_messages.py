@@ -47,7 +47,7 @@ def demo_run(tmp_path_factory, small_shards) -> Path:
     line = _demo().next_command(python_command(), Path("demo_out"))
     argv = [*shlex.split(line), "--batch-size", "8", "--max-steps", "7", "--checkpoint-every", "3",
             "--keep-checkpoints", "1", "--log-every", "1", "--quiet"]
-    done = subprocess.run(argv, cwd=where, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(argv, cwd=where, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return where / "demo_out" / "run"
 
