@@ -13,6 +13,7 @@ each forked worker copy the pages they sit on.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from shardgen.format import embeddings_cache_path, load_embeddings_cache
 from shardgen.format.layout import find_split
 
 from .device import CLIP_MEAN, CLIP_STD
+from .errors import SourceError
 
 
 def clip_transform(size: int = 224):
@@ -59,6 +61,17 @@ class PackedStrings(Sequence):
         return self.data[self.offsets[index]:self.offsets[index + 1]].tobytes().decode("utf-8")
 
 
+def _check_images_match(cache: dict, path: Path, images_dir: Path, split: str) -> None:
+    """The cache must describe this split's images: a val cache with split='train' would fail at every item."""
+    first = cache["file_names"][0] if len(cache["file_names"]) else None
+    if first is not None and not (images_dir / first).is_file():
+        other = re.search(r"_(train|val)20\d\d_", first)
+        why = f"it is the {other.group(1)} split's cache" if other and other.group(1) != split else \
+            "it belongs to another COCO folder or split"
+        raise SourceError(f"{path}: its first image {first} is not in {images_dir} ({why}): pass split= and "
+                          "embeddings= of the same split")
+
+
 class COCOClipDataset(Dataset):
     """`dataset[i]` → {image, text_embedding, caption, image_id} (or text_embeddings/captions for all captions)."""
 
@@ -68,8 +81,10 @@ class COCOClipDataset(Dataset):
         path = Path(embeddings) if embeddings is not None else embeddings_cache_path(root, split)
         cache = load_embeddings_cache(path, mmap=True)
         if cache is None:
-            raise FileNotFoundError(f"{path}: no caption embedding cache; create it with `shardgen build "
-                                    f"--split {split} --embeddings-cache {path}` (or pass embeddings=...)")
+            raise FileNotFoundError(f"{path}: no caption embedding cache; create it with `shardgen build --coco-root "
+                                    f"{root} --split {split} --out shards/{split} --embeddings-cache {path}` "
+                                    "(or pass embeddings= the OUT/<split>_text_embeddings.pt a build wrote)")
+        _check_images_match(cache, path, layout.images_dir, split)
         self.split, self.images_dir = split, layout.images_dir
         self.transform = transform if transform is not None else clip_transform()
         self.return_all_captions = return_all_captions

@@ -7,6 +7,7 @@ keys as the streaming loader's batches, unbatched: uint8 `image [3, S, S]`, `tex
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
@@ -22,8 +23,9 @@ class ShardIndexDataset(Dataset):
     def __init__(self, source: str, *, cache_dir: str | None = None) -> None:
         import wids
 
-        self.ds = wids.ShardListDataset(join(str(source), WIDS_INDEX_NAME), cache_dir=cache_dir,
-                                        transformations=[])
+        with contextlib.redirect_stderr(io.StringIO()):  # wids prints an info line on every construction
+            self.ds = wids.ShardListDataset(join(str(source), WIDS_INDEX_NAME), cache_dir=cache_dir,
+                                            transformations=[])
 
     def __len__(self) -> int:
         return len(self.ds)

@@ -55,6 +55,19 @@ def _check(manifest: Manifest, where: str, embed_dim: int) -> None:
         raise SourceError(f"{where}: embeddings are {manifest.embed_dim}-d, the loader expects {embed_dim}-d")
 
 
+def _no_manifest_message(folder: str) -> str:
+    """Why a folder gives no shards: it does not exist, it is the parent of the split folders, or it is no build."""
+    local = "://" not in folder
+    if local and not os.path.isdir(folder):
+        return f"{folder}: no such folder; give a shard folder written by `shardgen build` (e.g. shards/train)"
+    subs = sorted(d.name for d in os.scandir(folder) if os.path.isfile(join(d.path, MANIFEST_NAME))) if local else []
+    if subs:
+        return (f"{folder} holds the shard folders {', '.join(subs)}, not shards: give one of them "
+                f"(e.g. {join(folder, subs[0])})")
+    return (f"{join(folder, MANIFEST_NAME)}: not found; build shards with `shardgen build` or pass shard URLs whose "
+            "folder has a manifest.json or sizes.json")
+
+
 def resolve_source(source, *, storage_options: dict | None = None, embed_dim: int = EMBED_DIM) -> ShardSet:
     """Resolve `source` to shard URLs and counts (see module docstring). Raises `SourceError`."""
     opts = storage_options or {}
@@ -63,8 +76,7 @@ def resolve_source(source, *, storage_options: dict | None = None, embed_dim: in
             folder = str(source)
             manifest = _load_manifest(folder, opts)
             if manifest is None:
-                raise SourceError(f"{join(folder, MANIFEST_NAME)}: not found; build shards with `shardgen build` "
-                                  "or pass shard URLs whose folder has a manifest.json or sizes.json")
+                raise SourceError(_no_manifest_message(folder))
             _check(manifest, folder, embed_dim)
             return ShardSet([join(folder, s.name) for s in manifest.shards], [s.n_samples for s in manifest.shards],
                             manifest)

@@ -6,6 +6,7 @@ imported on first use.
 """
 
 from .clip import CLIPModel, parameter_counts
+from .curves import read_curves, write_curves
 from .errors import CheckpointError, UserError, WeightsUnavailable
 from .head import ProjectionHead
 from .image_encoder import ImageEncoder
@@ -25,5 +26,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "DEFAULT_TEXT_ENCODER", "CLIPModel", "CheckpointError", "EncoderLoadError", "ImageEncoder", "ProjectionHead",
-    "TextEncoder", "UserError", "WeightsUnavailable", "info_nce_loss", "parameter_counts", "recall_at_k",
+    "TextEncoder", "UserError", "WeightsUnavailable", "info_nce_loss", "parameter_counts", "read_curves",
+    "recall_at_k", "write_curves",
 ]

@@ -46,6 +46,7 @@ class TrainConfig:
     log_every: int = 10
     resume: str | None = None
     progress: bool = True
+    tensorboard: bool = False  # also log to OUT/tensorboard/ (needs the tensorboard package)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):

@@ -36,6 +36,7 @@ from shardgen.format.errors import UserError as FormatUserError
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
+from .curves import METRICS_NAME, write_curves
 from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ImageEncoder
 from .metrics import recall_at_k, recall_at_k_folds
@@ -102,7 +103,7 @@ def open_shards(shards: str, *, batch_size: int):
     try:
         return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0)
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
-        raise ShardSourceError(f"--shards {shards}: {exc}") from exc
+        raise ShardSourceError(f"--shards {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
 
 
 @torch.no_grad()
@@ -237,7 +238,8 @@ def locate_text_encoder(manifest: Manifest, shards: str) -> str:
 
 @torch.no_grad()
 def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder: str | None, n_images: int,
-                unseen: Path | None, out_dir: Path, device: torch.device, k: int = 5) -> list[Path]:
+                unseen: Path | None, out_dir: Path, device: torch.device, k: int = 5,
+                warning: str = "") -> list[Path]:
     written = []
     if queries:
         from shardgen.text import TextEncoder
@@ -247,14 +249,14 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         rows = [(text, [(emb["thumbs"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, text in enumerate(queries)]
         written.append(out_dir / "text_to_image.png")
-        retrieval_grid(rows, title="caption -> top-5 images (cosine similarity)").save(written[-1])
+        retrieval_grid(rows, title="caption -> top-5 images (cosine similarity)", warning=warning).save(written[-1])
     if n_images:
         picks = list(range(min(n_images, emb["image"].shape[0])))
         scores, idx = (emb["image"][picks] @ emb["text"].T).topk(k, dim=1)
         rows = [(emb["thumbs"][p], [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, p in enumerate(picks)]
         written.append(out_dir / "image_to_text.png")
-        retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)").save(written[-1])
+        retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)", warning=warning).save(written[-1])
     if unseen is not None:
         files = sorted(p for p in unseen.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[:8]
         tf = clip_transform()
@@ -264,7 +266,8 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         rows = [(Image.open(f), [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, f in enumerate(files)]
         written.append(out_dir / "unseen_images.png")
-        retrieval_grid(rows, title=f"unseen images from {unseen} -> top-5 captions").save(written[-1])
+        title = f"unseen images from {unseen} -> top-5 captions"
+        retrieval_grid(rows, title=title, warning=warning).save(written[-1])
     return written
 
 
@@ -294,12 +297,17 @@ def run(cfg: EvalConfig) -> int:
     if protocol.n_images is not None and not is_karpathy_test(manifest, emb["image"].shape[0]):
         print(f"note: these shards are not Karpathy's 5000-image test split, so the {protocol.name} figures do not "
               "compare with published ones (build it: shardgen build --karpathy dataset_coco.json --split test)")
+    warning = ""
     if manifest is not None and manifest.text_encoder.get("random_init"):
+        warning = "random-init text tower (manifest): these pictures check the wiring, not what the model understands"
         print("note: these shards' text embeddings come from a random-init text tower: the numbers and pictures "
               "check the wiring, not what the model understands")
     print(f"wrote {write_result(out_dir, loaded, cfg.shards, result)}")
+    if (out_dir / METRICS_NAME).is_file():  # a training run's folder: its curves gain this evaluation's point
+        print(f"wrote {write_curves(out_dir)}")
     for path in qualitative(loaded.model, emb, queries=list(cfg.queries), text_encoder=encoder,
-                            n_images=cfg.show_images, unseen=unseen, out_dir=out_dir, device=device):
+                            n_images=cfg.show_images, unseen=unseen, out_dir=out_dir, device=device,
+                            warning=warning):
         print(f"wrote {path}")
     return 0
 

@@ -19,20 +19,33 @@ T = TypeVar("T")
 
 
 class MetricsLog:
-    def __init__(self, path: Path, *, start_step: int) -> None:
+    """`metrics.jsonl`, and with `tensorboard` the same records as TensorBoard scalars in `tensorboard/` next to it."""
+
+    def __init__(self, path: Path, *, start_step: int, tensorboard: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = _records_up_to(path, start_step) if path.is_file() else []
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, path)
         self.file = open(path, "a")  # noqa: SIM115 - closed by close()
+        self.tensorboard = None
+        if tensorboard:
+            from .curves import TENSORBOARD_DIR, open_tensorboard
+
+            self.tensorboard = open_tensorboard(path.parent / TENSORBOARD_DIR, purge_step=start_step + 1)
 
     def write(self, record: dict) -> None:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
+        if self.tensorboard is not None:
+            from .curves import log_scalars
+
+            log_scalars(self.tensorboard, record)
 
     def close(self) -> None:
         self.file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def _records_up_to(path: Path, step: int) -> list[str]:

@@ -27,7 +27,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from loaders import DeviceLoader, LoaderError, make_loader
-from shardgen.format import MANIFEST_NAME
 from shardgen.format.errors import UserError as FormatUserError
 
 from .checkpoint import (
@@ -41,6 +40,7 @@ from .checkpoint import (
 )
 from .clip import parameter_counts
 from .config import PRECISIONS, RunPlan, TrainConfig, plan_run
+from .curves import write_curves
 from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
@@ -102,8 +102,8 @@ def open_loader(cfg: TrainConfig):
                            decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
                            decode=cfg.decode)
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
-        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {exc}{_subfolder_hint(cfg.train_shards)}") \
-            from exc
+        detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
+        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
@@ -111,13 +111,6 @@ def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticL
     return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
                            embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device, seed=cfg.seed,
                            skip=len(loader) - loader.batches_in_pass, epoch=loader.epoch, positions=loader)
-
-
-def _subfolder_hint(source: str) -> str:
-    """Given the parent of `train/` and `val/`, name them."""
-    folder = Path(source)
-    subs = sorted(d.name for d in folder.iterdir() if (d / MANIFEST_NAME).is_file()) if folder.is_dir() else []
-    return f" (this folder holds the shard folders {', '.join(subs)}: pick one)" if subs else ""
 
 
 def check_fresh_out(out: Path) -> None:
@@ -211,6 +204,16 @@ def log_step(metrics: MetricsLog | None, bar, stats: StepStats, window: list[tor
                        "samples_per_s": reading.samples_per_s, "data_wait": reading.data_wait})
 
 
+def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
+    """Rank 0 after the last step: Recall@K on `--val-shards` (if given), then `curves.png`, which shows it."""
+    if not env.is_main:
+        return {}
+    from .evaluate import evaluate_checkpoint
+
+    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))} if cfg.val_shards else {}
+    return {**done, "curves": str(write_curves(out, tensorboard=cfg.tensorboard))}
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run training; returns a summary (steps, last loss, checkpoint path, eval results if val shards given).
 
@@ -236,7 +239,8 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out / "train.log" if env.is_main else None)
     writer = CheckpointWriter(out, keep=cfg.keep_checkpoints) if env.is_main else None
-    metrics = MetricsLog(out / "metrics.jsonl", start_step=pos.step) if env.is_main else None
+    metrics = MetricsLog(out / "metrics.jsonl", start_step=pos.step, tensorboard=cfg.tensorboard) \
+        if env.is_main else None
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
         log.say(start_line(cfg, plan, run, env))
@@ -263,10 +267,7 @@ def train(cfg: TrainConfig) -> dict:
     if writer:  # the end of the run, unless the last step was just saved
         ckpt = save(pos) if writer.saved_step != pos.step else out / LATEST
     summary = {"steps": pos.step, "last_loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
-    if cfg.val_shards and env.is_main:
-        from .evaluate import evaluate_checkpoint
-
-        summary["eval"] = evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))
+    summary.update(evaluate_and_draw(out, cfg, env))
     if dist.is_initialized():
         dist.barrier()
     return summary
@@ -316,6 +317,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=d.log_every, help="metrics.jsonl record every N steps")
     p.add_argument("--resume", default=d.resume, help="checkpoint file or a run's --out folder (its latest.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to OUT/tensorboard/ (needs `pip install tensorboard`; skipped with a note if absent)")
     return p
 
 
@@ -328,7 +331,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        precision=a.precision, compile=a.compile, synthetic=a.synthetic, decode=a.decode,
                        max_steps=a.max_steps, checkpoint_every=a.checkpoint_every,
                        keep_checkpoints=a.keep_checkpoints, log_every=a.log_every, resume=a.resume,
-                       progress=not a.quiet)
+                       progress=not a.quiet, tensorboard=a.tensorboard)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from loaders import DeviceLoader, make_loader
     from models import CLIPModel, ImageEncoder, WeightsUnavailable, info_nce_loss, parameter_counts
     from shardgen.cli import main as shardgen
+    from shardgen.commands import activate_hint, python_command, tool_command
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     step(f"1. sample data: {a.images} train images in COCO 2014 layout")
     if not (coco / "annotations" / "captions_val2014.json").is_file():
-        shardgen(["sample", str(coco), "--images", str(a.images), "--quiet"])
+        shardgen(["sample", str(coco), "--images", str(a.images)])
     step(f"2. text encoder: random-init CLIP ViT-B/32 text tower ({a.encoder_size}) + real CLIP BPE tokenizer "
          "(offline stand-in for openai/clip-vit-base-patch32)")
     if not (enc / "config.json").is_file():
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("train", "val"):
         step(f"3. build {split} shards")
         code = shardgen(["build", "--coco-root", str(coco), "--split", split, "--out", str(out / "shards" / split),
-                         "--text-encoder", str(enc), "--samples-per-shard", "50", "--quiet"])
+                         "--text-encoder", str(enc), "--samples-per-shard", "50"])
         if code:
             return code
     for split in ("train", "val"):
@@ -69,22 +70,31 @@ def main(argv: list[str] | None = None) -> int:
     losses = []
     with torch.no_grad():
         for i, batch in enumerate(DeviceLoader(loader, device)):
-            losses.append(info_nce_loss(model(batch["image"]), batch["text_embedding"], model.scale()).item())
+            emb = model(batch["image"])  # [B, 512]
+            losses.append(info_nce_loss(emb, batch["text_embedding"], model.scale()).item())
             if i == 1:
                 break
     print(f"model: {counts['trainable'] / 1e6:.1f} M trainable parameters, {note}")
     print(f"loader: {n} images/epoch at {load_rate:.0f} img/s (uint8, {loader.dataset.pipeline.backend} decode)")
-    print(f"image batch {tuple(batch['image'].shape)} {batch['image'].dtype} → embeddings "
-          f"{tuple(model(batch['image'][:2]).shape)}; InfoNCE on 2 batches: {', '.join(f'{x:.3f}' for x in losses)} "
+    print(f"image batch {tuple(batch['image'].shape)} {batch['image'].dtype} → embeddings {tuple(emb.shape)}; "
+          f"InfoNCE on 2 batches: {', '.join(f'{x:.3f}' for x in losses)} "
           f"(untrained: chance is ln {len(batch['image'])} = {math.log(len(batch['image'])):.3f})")
 
     step("summary")
     print(f"shards:  {out / 'shards'} (train, val) with manifest.json, sizes.json, shardindex.json")
     print(f"picture: {out / 'grid.png'}")
     print(f"total:   {time.perf_counter() - t0:.0f} s")
-    print(f"next:    python -m models.train --train-shards {out / 'shards' / 'train'} --val-shards "
-          f"{out / 'shards' / 'val'} --out {out / 'run'} --arch resnet18 --no-pretrained --num-workers 0 --max-steps 20")
+    activate = activate_hint()
+    print(f"commands: {tool_command('shardgen', 'shardgen')} --help"
+          + (f"  (or first `{activate}`: then shardgen and python are on PATH)" if activate else ""))
+    print(f"next:    {next_command(python_command(), out)}")
     return 0
+
+
+def next_command(python: str, out: Path) -> str:
+    """A CPU smoke run on the demo's shards (20 steps of 32 images, then Recall@K on val), as typed here."""
+    return (f"{python} -m models.train --train-shards {out / 'shards' / 'train'} --val-shards {out / 'shards' / 'val'} "
+            f"--out {out / 'run'} --arch resnet18 --no-pretrained --num-workers 0 --batch-size 32 --max-steps 20")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_probl
     return Manifest(
         split=cfg.dataset_split,
         source=source,
-        text_encoder={"name": cfg.text_encoder, "random_init": emb.random_init,
+        text_encoder={"name": cfg.text_encoder, **_encoder_path(cfg.text_encoder), "random_init": emb.random_init,
                       "semantic": not emb.random_init, "output": "text_embeds (projected, EOS-pooled)",
                       "embed_dim": EMBED_DIM, "dtype": EMBED_DTYPE, "l2_normalized": True},
         preprocess=cfg.preprocess_record(),
@@ -77,6 +77,12 @@ def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_probl
         failures=failures, conversions=conversions,
         n_captions=sum(e["n_captions"] for e in shards),
     )
+
+
+def _encoder_path(text_encoder: str) -> dict[str, str]:
+    """A local encoder folder is also recorded resolved, so readers elsewhere (`models.evaluate --query`) find it."""
+    path = Path(text_encoder).expanduser()
+    return {"path": str(path.resolve())} if path.is_dir() else {}
 
 
 def write_manifest(out: Path, manifest: Manifest) -> None:

@@ -52,10 +52,12 @@ class BuildReport:
         m = self.manifest
         rate = m.n_samples / self.seconds if self.seconds > 0 else float("inf")
         failed = sum(v["count"] for v in m.failures.values())
-        return (f"{m.split}: {m.n_samples} images, {m.n_captions} captions in {len(m.shards)} shards "
-                f"({m.n_bytes / 1e6:.1f} MB) at {self.out}; {failed} skipped; "
-                f"{rate:.0f} img/s ({self.seconds:.1f} s)" + (f"; resumed after {self.resumed_shards} shards"
-                                                               if self.resumed_shards else ""))
+        head = (f"{m.split}: {m.n_samples} images, {m.n_captions} captions in {len(m.shards)} shards "
+                f"({m.n_bytes / 1e6:.1f} MB) at {self.out}; {failed} skipped; ")
+        if self.resumed_shards == len(m.shards):
+            return head + f"already complete: every shard was there and checked ({self.seconds:.1f} s)"
+        return head + f"{rate:.0f} img/s ({self.seconds:.1f} s)" + (
+            f"; resumed after {self.resumed_shards} shards" if self.resumed_shards else "")
 
 
 class SplitInput(NamedTuple):

@@ -56,7 +56,20 @@ def _cmd_verify(args) -> int:
     status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
     print(f"verify {args.source}: {report.n_shards} shards, {report.n_samples} samples, "
           f"{report.n_bytes / 1e6:.1f} MB: {status}")
+    _random_init_note(args.source)
     return 0 if report.ok else 1
+
+
+def _random_init_note(source: str) -> None:
+    """Say so when the embeddings are not semantically meaningful (a manifest that does not read says nothing)."""
+    from .format import FormatError, read_manifest
+
+    try:
+        if read_manifest(source).text_encoder.get("random_init"):
+            print("note: these shards' caption embeddings come from a random-init text tower (manifest: text_encoder."
+                  "random_init): fine for checking the pipeline, meaningless for retrieval")
+    except (OSError, FormatError):
+        return
 
 
 def _require_manifest(source: str) -> None:
@@ -78,6 +91,7 @@ def _cmd_show(args) -> int:
     stats = show(args.source, args.out, n=args.n, columns=args.columns)
     print(stats.table())
     print(f"wrote {args.out}")
+    _random_init_note(args.source)
     return 0
 
 
@@ -123,6 +137,7 @@ def _md5_overrides(items: list[str], known: set[str]) -> dict[str, str]:
 
 
 def _cmd_download(args) -> int:
+    from .commands import tool_command
     from .download import (
         COCO_FILES,
         DEFAULT_BASE_URL,
@@ -145,7 +160,7 @@ def _cmd_download(args) -> int:
                              keep_zips=args.keep_zips, max_extract_bytes=args.max_extract_bytes,
                              progress=not args.quiet)
         print(f"downloaded and extracted {', '.join(done)}" if done else "everything is already present; nothing to do")
-    print(report(args.root))
+    print(report(args.root, shardgen=tool_command("shardgen", "shardgen")))
     return 0
 
 
@@ -160,13 +175,14 @@ def _cmd_upload(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    from .commands import tool_command
     from .export import export_clip_benchmark
 
     _require_manifest(args.source)
     res = export_clip_benchmark(args.source, args.out, split=args.split, samples_per_shard=args.samples_per_shard)
     print(f"wrote CLIP_benchmark retrieval layout: {res['n_samples']} samples in {res['n_shards']} shards under "
-          f"{args.out}/{args.split}; run: clip_benchmark eval --dataset wds/coco_shardgen --dataset_root {args.out} "
-          "--task zeroshot_retrieval ...")
+          f"{args.out}/{args.split}; run: {tool_command('clip_benchmark', 'clip_benchmark.cli')} eval "
+          f"--dataset wds/coco_shardgen --dataset_root {args.out} --task zeroshot_retrieval ...")
     return 0
 
 

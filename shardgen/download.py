@@ -291,7 +291,8 @@ def download_kaggle(root: str | Path, *, dataset: str = KAGGLE_DATASET, progress
     return source
 
 
-def report(root: str | Path) -> str:
-    """The layout found (the same discovery `shardgen build` uses) and the next command."""
-    return (f"layout under {root}:\n{describe_layout(root)}\nnext: shardgen build --coco-root {root} --split train "
+def report(root: str | Path, *, shardgen: str = "shardgen") -> str:
+    """The layout found (the same discovery `shardgen build` uses) and the next command (`shardgen`: how the
+    command is typed here)."""
+    return (f"layout under {root}:\n{describe_layout(root)}\nnext: {shardgen} build --coco-root {root} --split train "
             "--out shards/train")

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .format import SchemaError, UserError, iter_records, load_manifest
 
@@ -21,6 +21,7 @@ TEXT_H = 96
 PAD = 8
 WRAP, LINES = 32, 6  # caption characters per line, lines per caption
 CAPTION_CHARS = WRAP * LINES + 1  # enough to fill the lines and to show that the caption goes on
+LETTERBOX_FILL = (236, 236, 236)  # light gray bars: the picture's own edges stay visible on the white page
 MAX_IMAGE_PIXELS = 40_000_000  # far above any preprocessed image; a header claiming more is refused undecoded
 
 
@@ -45,8 +46,14 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def letterbox(img: Image.Image, size: int, *, fill: tuple[int, int, int] = LETTERBOX_FILL) -> Image.Image:
+    """`img` scaled to fit a `size`×`size` square, aspect ratio kept, the rest filled (never squashed)."""
+    return ImageOps.pad(img.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC, color=fill)
+
+
 def render_grid(items: list[tuple[Image.Image, str]], *, columns: int = 4) -> Image.Image:
-    """Images (any size, shown at 224×224) with their wrapped caption below each (at most 6 lines)."""
+    """Images (any size, letterboxed into 224×224: aspect ratio kept) with their wrapped caption below each (at most
+    6 lines)."""
     if columns < 1:
         raise UserError(f"columns must be at least 1 (got {columns})")
     rows = (len(items) + columns - 1) // columns
@@ -56,7 +63,7 @@ def render_grid(items: list[tuple[Image.Image, str]], *, columns: int = 4) -> Im
     for i, (img, caption) in enumerate(items):
         x = PAD + (i % columns) * (CELL + PAD)
         y = PAD + (i // columns) * (CELL + TEXT_H + PAD)
-        grid.paste(img.convert("RGB").resize((CELL, CELL)), (x, y))
+        grid.paste(letterbox(img, CELL), (x, y))
         lines = textwrap.wrap(caption[:CAPTION_CHARS], width=WRAP)[:LINES]  # cut first: wrapping is O(length)
         draw.multiline_text((x, y + CELL + 3), "\n".join(lines), fill="black", font=font, spacing=2)
     return grid

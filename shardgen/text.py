@@ -69,6 +69,13 @@ def load_clip_text(name_or_path: str = DEFAULT_TEXT_ENCODER):
     is_local = path.is_dir()
     if not is_local and (name_or_path.startswith((".", "/", "~")) or path.exists()):
         raise EncoderLoadError(f"text encoder path {name_or_path!r} is not a directory")
+    if is_local and not (path / "config.json").is_file():
+        raise EncoderLoadError(f"text encoder folder {name_or_path!r} holds no config.json, so it is not a Hugging "
+                               "Face model folder: pass one written by save_pretrained or `shardgen init-encoder`, "
+                               f"or a hub id such as {DEFAULT_TEXT_ENCODER}")
+    if is_local and not ((path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()):
+        raise EncoderLoadError(f"text encoder folder {name_or_path!r} holds no tokenizer (tokenizer.json, or "
+                               "vocab.json + merges.txt): save the tokenizer into it too (tokenizer.save_pretrained)")
     try:
         if is_local:
             tokenizer, model = _from_pretrained(str(path), local_only=True)
@@ -82,7 +89,8 @@ def load_clip_text(name_or_path: str = DEFAULT_TEXT_ENCODER):
     except EncoderLoadError:
         raise
     except (OSError, ValueError) as exc:
-        raise EncoderLoadError(f"cannot load text encoder {name_or_path!r}: {exc}".splitlines()[0]) from exc
+        detail = " ".join(str(exc).split())  # transformers' messages span lines; keep all of it on one
+        raise EncoderLoadError(f"cannot load text encoder {name_or_path!r}: {detail[:400]}") from exc
     if len(tokenizer) != CLIP_VOCAB_SIZE:
         hint = _offline_message(name_or_path) if not is_local else "its tokenizer files are incomplete"
         raise EncoderLoadError(f"text encoder {name_or_path!r}: tokenizer has {len(tokenizer)} tokens, "
