@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
+from shardgen.format.errors import UserError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -65,6 +67,10 @@ class DeviceLoader:
                  channels_last: bool = False, mean=CLIP_MEAN, std=CLIP_STD) -> None:
         self.loader = loader
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"DeviceLoader(..., {str(device)!r}): CUDA is not available on this machine (torch "
+                            f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use \"cpu\", or "
+                            "\"cuda\" if torch.cuda.is_available() else \"cpu\"")
         self.normalize = Normalize(mean, std, dtype=dtype, channels_last=channels_last).to(self.device)
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 

@@ -4,6 +4,7 @@ the fix, instead of a missing manifest.json or a missing image file."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from loaders import COCOClipDataset, SourceError, make_loader
 
@@ -37,3 +38,12 @@ def test_the_wids_dataset_prints_nothing(train_shards, tmp_path, capfd):
     ds = ShardIndexDataset(str(train_shards), cache_dir=str(tmp_path / "wids"))
     assert len(ds) == 48 and ds[0]["key"]
     assert capfd.readouterr() == ("", "")
+
+
+def test_device_loader_on_cuda_without_a_gpu_is_one_clear_line(monkeypatch):
+    from loaders import DeviceLoader
+    from shardgen.format import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"CUDA is not available on this machine.*use \"cpu\""):
+        DeviceLoader([], "cuda")
