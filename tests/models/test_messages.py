@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -44,7 +45,12 @@ def demo_run(tmp_path_factory, small_shards) -> Path:
     (where / "demo_out" / "shards").mkdir(parents=True)
     for split in ("train", "val"):
         (where / "demo_out" / "shards" / split).symlink_to(small_shards)
-    line = _demo().next_command(python_command(), Path("demo_out"))
+    before = Path.cwd()
+    os.chdir(where)  # the line is printed for the folder the demo ran in, and run there
+    try:
+        line = _demo().next_command(python_command(), Path("demo_out"))
+    finally:
+        os.chdir(before)
     argv = [*shlex.split(line), "--batch-size", "8", "--max-steps", "7", "--checkpoint-every", "3",
             "--keep-checkpoints", "1", "--log-every", "1", "--quiet"]
     done = subprocess.run(argv, cwd=where, capture_output=True, text=True, timeout=300, check=False)
