@@ -73,7 +73,11 @@ class SlotRing:
         [B, D])."""
         pixels, embeddings, state = self.arrays()
         mine = state[worker]
-        free = np.flatnonzero((mine == 0) | ((mine > 0) & (mine < generation - 1)))
+        # One read of each cell (a copy), then the tests: evaluated on the live array, `mine > 0` and `mine <
+        # generation - 1` would read a cell twice, and the main process taking the slot in between (g → -1)
+        # would pass both, handing out a slot the caller holds.
+        seen = mine.copy()
+        free = np.flatnonzero((seen == 0) | ((seen > 0) & (seen < generation - 1)))
         if not len(free):
             return None
         k = int(free[0])
