@@ -55,7 +55,11 @@ class ShardLoader:
                                        collate_fn=_as_is) if self.cfg.num_workers == 0 else None)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Like `DistributedSampler.set_epoch`; `skip_batches` resumes mid-epoch exactly."""
+        """Like `DistributedSampler.set_epoch`; `skip_batches` resumes mid-epoch exactly. Right after
+        `load_state_dict`, `set_epoch` of the loaded epoch keeps the loaded pass (the usual `for epoch in ...:
+        set_epoch(epoch)` loop around a resume)."""
+        if self._loaded and epoch == self.epoch and skip_batches == 0:
+            return
         self._explicit_epoch = True
         self._loaded = False
         self.dataset.set_epoch(epoch, skip_batches)
@@ -71,6 +75,15 @@ class ShardLoader:
             if not 0 <= batches <= self._batches:
                 raise ValueError(f"batches={batches}: this pass has handed out {self._batches}")
             n = self._yielded if batches == self._batches else batches * self.cfg.batch_size
+        return self._state(n)
+
+    def state_after(self, batches: int) -> dict:
+        """The state once `batches` batches of the next pass are used, without iterating: for a stand-in that
+        serves the pass itself (`models.synthetic`)."""
+        return self._state(batches * self.cfg.batch_size)
+
+    def _state(self, n: int) -> dict:
+        """The state after `n` samples per rank of the current pass."""
         segment = Segment(self.dataset.pipeline.layout, self._base + self.dataset.world_size * n)
         shards = self.dataset.shards
         return EpochState(self.epoch, self.cfg.seed, self.cfg.shuffle, self.cfg.resampled, shards.n_samples,

@@ -129,6 +129,11 @@ def legacy_loader_state(state: dict, *, world_size: int, n_samples: int, n_shard
         epoch = int(saved["epoch"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"its loader position is unreadable ({type(exc).__name__}: {exc})") from None
+    if samples and (config.get("random_crop") or config.get("crop") == "random" or config.get("flip")):
+        # those loaders drew augmentations and the shuffle from one generator: their mid-epoch order cannot be
+        # replayed by today's, whose shuffle has a generator of its own
+        raise CheckpointError(f"it stops mid-epoch {epoch} of a run with random crops or flips, written before "
+                              "the loader had a state dict; resume from a checkpoint at an epoch boundary")
     segment = {"world_size": world, "workers": max(1, workers), "batch_size": batch, "drop_last": True,
                "shuffle_buffer": shuffle_buffer, "samples": samples * world}
     return {"epoch": epoch, "seed": seed, "shuffle": True, "resampled": False, "n_samples": n_samples,

@@ -32,7 +32,9 @@ def retrieval_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_ima
     device = image_emb.device
     owner = text_to_image.to(device)
     chunk = chunk or max(1, max_elements // max(1, n_texts))
-    positive = (image_emb[owner] * text_emb).sum(-1)  # [M] each caption's score with its own image
+    step = max(1, max_elements // max(1, text_emb.shape[1]))  # each caption's score with its own image, [M]
+    positive = torch.cat([(image_emb[owner[s:s + step]] * text_emb[s:s + step]).sum(-1)
+                          for s in range(0, n_texts, step)]) if n_texts else text_emb.new_zeros(0)
     t2i_rank = torch.zeros(n_texts, dtype=torch.long, device=device)
     i2t_rank = torch.empty(n_images, dtype=torch.long, device=device)
     for start in range(0, n_images, chunk):

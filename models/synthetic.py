@@ -50,12 +50,13 @@ class SyntheticLoader:
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip, self.start, self.handed = epoch, skip_batches, skip_batches, 0
+        if self.positions is not None:  # never iterated: only its bookkeeping
+            self.positions.set_epoch(epoch, skip_batches)
 
     def state_dict(self, *, batches: int | None = None) -> dict:
-        """The position as the shard loader states it, so a synthetic run's checkpoint resumes like any other."""
-        used = self.start + (self.handed if batches is None else batches)
-        self.positions.set_epoch(self.epoch, skip_batches=used)
-        return self.positions.state_dict()
+        """The position as the shard loader states it (on top of a resumed epoch's history), so a synthetic run's
+        checkpoint resumes like any other."""
+        return self.positions.state_after(self.handed if batches is None else batches)
 
     def close(self) -> None:
         pass

@@ -45,7 +45,14 @@ from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
-from .step import Run, StepStats, build_run, interrupts_deferred, make_autocast, train_step
+from .step import (
+    Run,
+    StepStats,
+    build_run,
+    interrupts_deferred,
+    make_autocast,
+    train_step,
+)
 from .synthetic import SyntheticLoader
 
 __all__ = ["TrainConfig", "main", "train"]

@@ -127,7 +127,7 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
 def _embed_captions(cfg: BuildConfig, records: list[CocoImage], out: Path) -> CaptionEmbeddings:
     """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew."""
     cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else embeddings_cache_path(out, cfg.dataset_split)
-    with user_write_errors(cache.parent):  # finished chunks are written as encoding goes (see `embeddings`)
+    with user_write_errors(cache.parent, only_under=True):  # chunks are written as encoding goes (`embeddings`)
         emb, dirty = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache,
                                      device=_resolve_device(cfg.device), batch_size=cfg.encode_batch_size,
                                      progress=cfg.progress)

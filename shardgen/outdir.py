@@ -99,12 +99,16 @@ def locked_out_dir(out: Path) -> Iterator[None]:
 
 
 @contextmanager
-def user_write_errors(out: Path) -> Iterator[None]:
-    """Turn a full disk or a folder we may not write into a one-line `UserError` naming the file."""
+def user_write_errors(out: Path, *, only_under: bool = False) -> Iterator[None]:
+    """Turn a full disk or a folder we may not write into a one-line `UserError` naming the file. `only_under`:
+    only for files under `out` (the block also reads elsewhere, e.g. a model folder, whose errors are not
+    about writing `out`)."""
     try:
         yield
     except OSError as exc:
         if exc.errno not in USER_ERRNOS:
+            raise
+        if only_under and exc.filename and not Path(exc.filename).resolve().is_relative_to(Path(out).resolve()):
             raise
         where = exc.filename or out
         hint = ("free some space, then rerun the same command to resume" if exc.errno in (errno.ENOSPC, errno.EDQUOT)

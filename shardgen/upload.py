@@ -148,8 +148,20 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
         for name in (SIZES_NAME, WIDS_INDEX_NAME, MANIFEST_NAME):  # indexes last; the manifest very last
             fs.put_file(str(src / name), f"{root}/{name}")
             report.uploaded.append(name)
-    except UserError:
-        raise
-    except Exception as exc:
+    except _storage_errors() as exc:  # credentials, network, a missing bucket: the user's to fix
         raise _error(dest, exc) from exc
     return report
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What the storage clients raise for access and network failures (those of clients already imported); any
+    other exception is a bug and keeps its traceback."""
+    import sys
+
+    errors: list[type[BaseException]] = [OSError]
+    if "aiohttp" in sys.modules:
+        errors.append(sys.modules["aiohttp"].ClientError)
+    if "botocore.exceptions" in sys.modules:
+        exceptions = sys.modules["botocore.exceptions"]
+        errors += [exceptions.BotoCoreError, exceptions.ClientError]
+    return tuple(errors)

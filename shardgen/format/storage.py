@@ -61,16 +61,19 @@ READ_TIMEOUT_S = 15.0  # seconds without a byte on an open connection
 S3_READ_RETRIES = 2  # s3fs's tries per call when reading (its default, 5, makes a frozen endpoint take minutes)
 
 
-def with_timeouts(url: str, storage_options: dict | None = None) -> dict:
-    """`storage_options` for `url` with connect/read timeouts added where the caller set none. S3: botocore's
-    own retries off (s3fs retries a timed-out call itself; `open_url` allows it `S3_READ_RETRIES` tries), so a
-    frozen endpoint fails a read attempt in about a minute. HTTP(S): aiohttp's socket timeouts instead of its 5-minute total. Options the caller gave
-    win, key by key."""
+def with_timeouts(url: str, storage_options: dict | None = None, *, reading: bool = False) -> dict:
+    """`storage_options` for `url` with connect/read timeouts added where the caller set none. HTTP(S): aiohttp's
+    socket timeouts instead of its 5-minute total. S3 `reading`: botocore's own retries off too (s3fs retries a
+    timed-out call itself; `open_url` allows it `S3_READ_RETRIES` tries), so a frozen endpoint fails a read
+    attempt in about a minute; the options differ from a writer's, so readers get a filesystem instance of their
+    own (fsspec caches instances by options) and uploads keep s3fs's retries. Options the caller gave win, key by
+    key."""
     opts = dict(storage_options or {})
     scheme = str(url).split("://", 1)[0].lower() if "://" in str(url) else ""
     if scheme in ("s3", "s3a"):
-        config = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
-                  "retries": {"max_attempts": 1}}
+        config = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S}
+        if reading:
+            config["retries"] = {"max_attempts": 1}
         opts["config_kwargs"] = {**config, **opts.get("config_kwargs", {})}
     elif scheme in ("http", "https"):
         import aiohttp
@@ -93,12 +96,15 @@ def open_url(url: str, mode: str = "rb", **storage_options):
     PermissionError when access is refused (401, 403) and ConnectionError when the server cannot be reached or
     answers with another error. Every message names the URL without its password."""
     url = str(url)
-    storage_options = with_timeouts(url, storage_options)
+    reading = "r" in mode and "+" not in mode
+    own_retries = "retries" in storage_options.get("config_kwargs", {})
+    storage_options = with_timeouts(url, storage_options, reading=reading)
     if _is_http(url) and mode == "rb":
         return _open_http(url, storage_options)
     try:
         opener = fsspec.open(url, mode, **storage_options)
-        if "r" in mode and "s3" in _protocols(opener.fs):  # readers retry themselves (the loader: with a warning)
+        if reading and not own_retries and "s3" in _protocols(opener.fs):
+            # the readers' own instance (see `with_timeouts`); they retry themselves (the loader: with a warning)
             opener.fs.retries = min(getattr(opener.fs, "retries", S3_READ_RETRIES), S3_READ_RETRIES)
         return opener.open()
     except FileNotFoundError as exc:

@@ -13,7 +13,7 @@ import pytest
 from loaders import LoaderError
 from loaders.plan import Span
 from loaders.spans import iter_span
-from shardgen.format import UserError, storage, with_timeouts
+from shardgen.format import UserError, open_url, storage, with_timeouts
 
 
 @pytest.fixture
@@ -56,3 +56,15 @@ def test_a_frozen_manifest_read_is_one_line(frozen_port):
 
     with pytest.raises(UserError, match="cannot read"):
         make_loader(f"http://127.0.0.1:{frozen_port}/shards", batch_size=2)
+
+
+def test_readers_get_their_own_s3_instance_and_writers_keep_s3fs_retries(frozen_port):
+    import fsspec
+
+    opts = _s3(frozen_port)
+    writer, _ = fsspec.core.url_to_fs("s3://b/", **with_timeouts("s3://b/", opts))
+    from botocore.exceptions import BotoCoreError
+
+    with pytest.raises((BotoCoreError, OSError)):  # the frozen server times the read out
+        open_url("s3://b/x.tar", **opts).read()
+    assert writer.retries == 5 and "retries" not in with_timeouts("s3://b/", opts)["config_kwargs"]

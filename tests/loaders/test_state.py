@@ -153,3 +153,22 @@ def test_plans_replayed_and_remainder_cover_the_epoch(counts, first, second, k):
     else:
         padding = -len(stream) % second.world_size
         assert set(read) == set(stream.tolist()) and sum(read.values()) - len(stream) == padding
+
+
+def test_set_epoch_of_the_loaded_epoch_keeps_the_resumed_pass(train_shards):
+    """The usual `for epoch in range(E): loader.set_epoch(epoch)` loop around a resume must not start the loaded
+    epoch over."""
+    opts = {"batch_size": 4, "seed": 3}
+    first = make_loader(str(train_shards), **opts)
+    first.set_epoch(0)
+    seen = []
+    for i, batch in enumerate(first):
+        seen += batch["key"]
+        if i == 2:
+            break
+    state = first.state_dict(batches=3)
+    resumed = make_loader(str(train_shards), **opts)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(0)
+    rest = [k for batch in resumed for k in batch["key"]]
+    assert sorted(seen + rest) == sorted(k for batch in make_loader(str(train_shards), **opts) for k in batch["key"])

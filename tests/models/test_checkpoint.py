@@ -7,7 +7,12 @@ import pathlib
 import pytest
 import torch
 
-from models.checkpoint import CheckpointWriter, Position, legacy_loader_state, load_checkpoint
+from models.checkpoint import (
+    CheckpointWriter,
+    Position,
+    legacy_loader_state,
+    load_checkpoint,
+)
 from models.errors import CheckpointError, UnsafeCheckpoint
 from models.metrics_log import MetricsLog
 
@@ -119,6 +124,9 @@ def test_positions_of_older_checkpoints_become_loader_state_dicts():
     with pytest.raises(CheckpointError, match="loader position is unreadable"):
         legacy_loader_state(_state(3, loader={"epoch": 1}), world_size=1, n_samples=48, n_shards=5,
                             shuffle_buffer=1000)
+    per_rank["config"].update(crop="random", flip=True)  # one generator drew shuffle and crops: no exact replay
+    with pytest.raises(CheckpointError, match="random crops or flips.*epoch boundary"):
+        legacy_loader_state(per_rank, world_size=2, n_samples=48, n_shards=5, shuffle_buffer=1000)
     pos = Position(step=5, epoch=0, batches=5)
     pos.advance()
     pos.next_epoch()
