@@ -44,16 +44,10 @@ def unique_captions(work: Path, n: int) -> list[str]:
 
 def encode_sorted(forward: Forward, ids: list[list[int]], *, batch_size: int, pad_id: int) -> torch.Tensor:
     """The baseline's batching (longest first, each batch padded to its longest) around any forward function."""
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+    from shardgen.text import padded_batches
+
     out = torch.empty(len(ids), 512)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = len(ids[idx[0]])
-        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-            mask[row, : len(ids[i])] = 1
+    for idx, input_ids, mask in padded_batches(ids, batch_size=batch_size, pad_id=pad_id):
         out[torch.tensor(idx)] = torch.nn.functional.normalize(forward(input_ids, mask).float(), dim=-1)
     return out
 

@@ -138,19 +138,11 @@ class TextEncoder(nn.Module):
 
         device = self.device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)  # longest first: OOM shows early
         out = torch.empty(len(ids), self.embed_dim, dtype=torch.float32)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
                     if device.type == "cuda" else contextlib.nullcontext())
         bar = tqdm(total=len(ids), desc="encode captions", unit="cap", disable=not progress)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = len(ids[idx[0]])
-            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                mask[row, : len(ids[i])] = 1
+        for idx, input_ids, mask in padded_batches(ids, batch_size=batch_size, pad_id=pad_id):
             with autocast:
                 emb = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).text_embeds
             emb = torch.nn.functional.normalize(emb.float(), dim=-1)  # [b, D]
@@ -169,3 +161,18 @@ class TextEncoder(nn.Module):
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         return self.encode(texts).to(self.device)
+
+
+def padded_batches(ids: list[list[int]], *, batch_size: int, pad_id: int):
+    """(indices, input_ids [b, L], attention_mask [b, L]) batches of `ids`, longest first (an out-of-memory shows
+    at once), each padded to its longest: the encoder's batching, which the encoding benchmarks reuse."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = len(ids[idx[0]])
+        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
+        yield idx, input_ids, mask
