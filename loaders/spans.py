@@ -6,27 +6,22 @@ shard that holds fewer or more samples than its manifest says is bad data too: e
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterator
 
-from shardgen.format import FormatError, is_remote, iter_sample_groups, open_url, redact
+from shardgen.format import (
+    FormatError,
+    client_errors,
+    is_remote,
+    iter_sample_groups,
+    open_url,
+    redact,
+)
 
 from .errors import LoaderError
 from .plan import Span
 
 log = logging.getLogger("loaders")
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    """What a remote read may raise mid-stream besides OSError: the HTTP/S3 clients' own errors (only those of
-    clients already imported: an error class of a module nobody loaded cannot be raised)."""
-    errors: list[type[BaseException]] = [OSError]
-    if "aiohttp" in sys.modules:
-        errors.append(sys.modules["aiohttp"].ClientError)
-    if "botocore.exceptions" in sys.modules:
-        errors += [sys.modules["botocore.exceptions"].BotoCoreError, sys.modules["botocore.exceptions"].ClientError]
-    return tuple(errors)
 
 
 def iter_span(url: str, span: Span, *, count: int, retries: int, backoff: float, storage_options: dict
@@ -61,7 +56,7 @@ def iter_span(url: str, span: Span, *, count: int, retries: int, backoff: float,
             return
         except FormatError as exc:  # the bytes are wrong: reading them again will not help
             raise LoaderError(f"{redact(url)}: {key or '<start>'}: corrupt or truncated shard ({exc})") from None
-        except _transient_errors() as exc:
+        except client_errors() as exc:  # a dropped connection, a timeout: worth another try
             if not remote or attempt >= retries:
                 raise LoaderError(f"{redact(url)}: {key or '<start>'}: read failed ({redact(str(exc))})") from exc
             log.warning("%s: %s; retrying (%d/%d)", redact(url), redact(str(exc)), attempt + 1, retries)

@@ -26,6 +26,8 @@ from .format import (
     WIDS_INDEX_NAME,
     Manifest,
     ShardInfo,
+    client_errors,
+    protocols,
     redact,
     with_timeouts,
 )
@@ -137,8 +139,7 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
         report.n_bytes += size
 
     try:
-        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-        if "file" in protocols or "local" in protocols:
+        if {"file", "local"} & set(protocols(fs)):
             fs.makedirs(root, exist_ok=True)  # object stores have no folders (and makedirs would create buckets)
         remove_indexes(fs, root)
         with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(files), unit="file", desc="upload",
@@ -148,20 +149,6 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
         for name in (SIZES_NAME, WIDS_INDEX_NAME, MANIFEST_NAME):  # indexes last; the manifest very last
             fs.put_file(str(src / name), f"{root}/{name}")
             report.uploaded.append(name)
-    except _storage_errors() as exc:  # credentials, network, a missing bucket: the user's to fix
+    except client_errors() as exc:  # credentials, network, a missing bucket: the user's to fix; others are bugs
         raise _error(dest, exc) from exc
     return report
-
-
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    """What the storage clients raise for access and network failures (those of clients already imported); any
-    other exception is a bug and keeps its traceback."""
-    import sys
-
-    errors: list[type[BaseException]] = [OSError]
-    if "aiohttp" in sys.modules:
-        errors.append(sys.modules["aiohttp"].ClientError)
-    if "botocore.exceptions" in sys.modules:
-        exceptions = sys.modules["botocore.exceptions"]
-        errors += [exceptions.BotoCoreError, exceptions.ClientError]
-    return tuple(errors)

@@ -103,7 +103,7 @@ def open_url(url: str, mode: str = "rb", **storage_options):
         return _open_http(url, storage_options)
     try:
         opener = fsspec.open(url, mode, **storage_options)
-        if reading and not own_retries and "s3" in _protocols(opener.fs):
+        if reading and not own_retries and "s3" in protocols(opener.fs):
             # the readers' own instance (see `with_timeouts`); they retry themselves (the loader: with a warning)
             opener.fs.retries = min(getattr(opener.fs, "retries", S3_READ_RETRIES), S3_READ_RETRIES)
         return opener.open()
@@ -111,8 +111,23 @@ def open_url(url: str, mode: str = "rb", **storage_options):
         raise FileNotFoundError(f"{redact(url)}: not found") from exc
 
 
-def _protocols(fs) -> tuple[str, ...]:
+def protocols(fs) -> tuple[str, ...]:
+    """The protocol names of an fsspec filesystem (one string or several)."""
     return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
+def client_errors() -> tuple[type[BaseException], ...]:
+    """What storage clients raise for network and access failures: OSError, and the HTTP/S3 clients' own errors
+    (only those of clients already imported: an error class of a module nobody loaded cannot be raised)."""
+    import sys
+
+    errors: list[type[BaseException]] = [OSError]
+    if "aiohttp" in sys.modules:
+        errors.append(sys.modules["aiohttp"].ClientError)
+    if "botocore.exceptions" in sys.modules:
+        exceptions = sys.modules["botocore.exceptions"]
+        errors += [exceptions.BotoCoreError, exceptions.ClientError]
+    return tuple(errors)
 
 
 def _open_http(url: str, storage_options: dict):

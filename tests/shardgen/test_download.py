@@ -18,9 +18,9 @@ from shardgen.format.layout import find_split
 from ..netutil import FileServer
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
+def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+    with zipfile.ZipFile(buf, "w", compression) as z:
         for name, data in entries.items():
             z.writestr(name, data)
     return buf.getvalue()
@@ -174,11 +174,7 @@ def test_zip_with_absolute_or_link_member_is_refused(tmp_path, kind):
 
 # -- hostile zips and unreachable hosts ------------------------------------------------------------------------
 def _deflated(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in entries.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+    return _zip(entries, zipfile.ZIP_DEFLATED)
 
 
 def _served_annotations(data: bytes):
