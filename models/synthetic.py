@@ -20,7 +20,7 @@ class SyntheticLoader:
     `close`). `skip`: batches of the first pass already trained on (a resumed run)."""
 
     def __init__(self, *, batch_size: int, image_size: int, embed_dim: int, steps_per_epoch: int,
-                 device: torch.device, seed: int = 0, skip: int = 0, epoch: int = 0, positions=None) -> None:
+                 device: torch.device, seed: int = 0, skip: int = 0, positions=None) -> None:
         gen = torch.Generator(device=device).manual_seed(seed)
         self.batches = []
         for k in range(POOL):
@@ -33,7 +33,7 @@ class SyntheticLoader:
                 "image_id": torch.arange(k * batch_size, (k + 1) * batch_size, device=device),  # [B]
             })
         self.steps_per_epoch, self.batch_size = steps_per_epoch, batch_size
-        self.skip, self.epoch, self.start, self.handed = skip, epoch, skip, 0
+        self.skip, self.handed = skip, 0
         self.positions = positions  # the shard loader whose state dicts checkpoints hold (never iterated)
 
     def __len__(self) -> int:
@@ -49,7 +49,7 @@ class SyntheticLoader:
         return self.steps_per_epoch - self.skip
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.epoch, self.skip, self.start, self.handed = epoch, skip_batches, skip_batches, 0
+        self.skip, self.handed = skip_batches, 0
         if self.positions is not None:  # never iterated: only its bookkeeping
             self.positions.set_epoch(epoch, skip_batches)
 
@@ -62,8 +62,8 @@ class SyntheticLoader:
         pass
 
     def __iter__(self) -> Iterator[dict]:
-        self.start, self.handed = self.skip, 0
-        for i in range(self.start, self.steps_per_epoch):
+        self.handed = 0
+        for i in range(self.skip, self.steps_per_epoch):
             self.handed += 1
             yield self.batches[i % POOL]
         self.skip = 0  # iterating again without set_epoch: a whole pass, as the shard loader's next epoch

@@ -117,7 +117,7 @@ def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticL
     """`--synthetic`: device-made batches of the shards' image size and epoch length (the shards are not read)."""
     return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
                            embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device, seed=cfg.seed,
-                           skip=len(loader) - loader.batches_in_pass, epoch=loader.epoch, positions=loader)
+                           skip=len(loader) - loader.batches_in_pass, positions=loader)
 
 
 def check_fresh_out(out: Path) -> None:
