@@ -25,8 +25,8 @@ def naive_build(root: Path, out: Path, limit: int) -> int:
     """The notebook-style loop: full-size PIL decode, torchvision-like resize + crop, one process, one tar."""
     from PIL import Image
 
-    from shardgen.coco import load_split
-    from shardgen.format.layout import find_split
+    from shardgen.sources.coco import load_split
+    from shardgen.format.coco_folders import find_split
 
     records, _ = load_split(find_split(root, "train"))
     records = records[:limit]
@@ -59,7 +59,7 @@ def _vm_hwm_kb() -> int:
 
 
 def _child(kind: str, root: str, out: str, limit: int, encoder: str, workers: int, cache: str) -> None:
-    from shardgen.build import BuildConfig, build_shards
+    from shardgen.build.pipeline import BuildConfig, build_shards
 
     t0 = time.perf_counter()
     if kind == "naive":
@@ -88,9 +88,9 @@ def run(work: Path, *, small: int = 1000, large: int = 4000) -> dict:
     encoder = ensure_encoder(work, "tiny")
     import os
 
-    from shardgen.coco import load_split
-    from shardgen.embeddings import encode_captions, encoder_fingerprint, save_cache
-    from shardgen.format.layout import find_split
+    from shardgen.sources.coco import load_split
+    from shardgen.text.cache import encode_captions, encoder_fingerprint, save_cache
+    from shardgen.format.coco_folders import find_split
 
     cores = os.cpu_count() or 1
     cache = work / f"build-cache-{large}.pt"

@@ -52,7 +52,7 @@ def rss_tree_mb() -> float:
 
 
 def ensure_sample(work: Path, images: int) -> Path:
-    from shardgen.sample import make_sample
+    from shardgen.sources.synthetic import make_sample
 
     root = work / f"coco-{images}"
     if not (root / "annotations" / "captions_val2014.json").is_file():
@@ -61,7 +61,7 @@ def ensure_sample(work: Path, images: int) -> Path:
 
 
 def ensure_encoder(work: Path, size: str) -> Path:
-    from shardgen.encoder_init import init_encoder
+    from shardgen.text.random_init import init_encoder
 
     path = work / f"clip-{size}"
     if not (path / "config.json").is_file():

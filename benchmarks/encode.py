@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from shardgen.coco import load_split
-from shardgen.format.layout import find_split
-from shardgen.text import CONTEXT_LENGTH, TextEncoder
+from shardgen.sources.coco import load_split
+from shardgen.format.coco_folders import find_split
+from shardgen.text.encoder import CONTEXT_LENGTH, TextEncoder
 
 from .common import ensure_encoder, ensure_sample, table, write_result
 

@@ -31,9 +31,9 @@ Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (input_ids, ma
 
 def unique_captions(work: Path, n: int) -> list[str]:
     """n unique COCO-like captions (the sample generator's `coco_like` set, cleaned as the build cleans them)."""
-    from shardgen.coco import load_split
-    from shardgen.format.layout import find_split
-    from shardgen.sample import make_sample
+    from shardgen.sources.coco import load_split
+    from shardgen.format.coco_folders import find_split
+    from shardgen.sources.synthetic import make_sample
 
     root = work / f"captions-{n}"
     if not (root / "annotations" / "captions_train2014.json").is_file():
@@ -44,7 +44,7 @@ def unique_captions(work: Path, n: int) -> list[str]:
 
 def encode_sorted(forward: Forward, ids: list[list[int]], *, batch_size: int, pad_id: int) -> torch.Tensor:
     """The baseline's batching (longest first, each batch padded to its longest) around any forward function."""
-    from shardgen.text import padded_batches
+    from shardgen.text.encoder import padded_batches
 
     out = torch.empty(len(ids), 512)
     for idx, input_ids, mask in padded_batches(ids, batch_size=batch_size, pad_id=pad_id):
@@ -144,7 +144,7 @@ def options(encoder, scratch: Path) -> list[tuple[str, Callable, Callable]]:
 
 
 def run(work: Path, *, captions: int = 4096) -> dict:
-    from shardgen.text import TextEncoder
+    from shardgen.text.encoder import TextEncoder
 
     texts = unique_captions(work, captions)
     encoder = TextEncoder(str(ensure_encoder(work, "full")))

@@ -5,7 +5,7 @@ script cannot rot unnoticed).
 Parts, in order; each is timed and guarded: one that fails, or would not fit in what is left of `--budget-s`, is
 recorded as such and the others still run, and the results file is rewritten after every part.
 
-  data       the embedded synthetic COCO sample (`shardgen.sample`, 20k images) built into 224 px shards; the
+  data       the embedded synthetic COCO sample (`shardgen.sources.synthetic`, 20k images) built into 224 px shards; the
              text embeddings come from the tiny random-init tower (their values do not matter for speed)
   p6-*       P6: `python -m models.train`, ResNet50 + head, batch 256, channels-last, `--precision auto`, random
              init: steady-state steps/s with `--synthetic` (the ceiling: no data loading) vs our loader over the
@@ -89,8 +89,8 @@ class Check(NamedTuple):
 
 def ensure_shards(check: Check) -> dict:
     """The sample and its shards under `work` (kept for a rerun)."""
-    from shardgen.build import BuildConfig, build_shards
-    from shardgen.sample import make_sample
+    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sources.synthetic import make_sample
 
     s = check.sizes
     workers = 1 if check.toy else check.cores  # a pool costs more than 24 images
@@ -236,9 +236,9 @@ def encode_as(model, ids: list[list[int]], *, dtype: torch.dtype | None, device:
 
 
 def caption_encoding(check: Check, coco_root: str) -> dict:
-    from shardgen.coco import load_split
-    from shardgen.format.layout import find_split
-    from shardgen.text import TextEncoder
+    from shardgen.sources.coco import load_split
+    from shardgen.format.coco_folders import find_split
+    from shardgen.text.encoder import TextEncoder
 
     records, _ = load_split(find_split(Path(coco_root), "train"))
     texts = [c for r in records for c in r.captions][:check.sizes.captions]

@@ -1,6 +1,6 @@
 """`make scale`: a dress rehearsal at COCO 2014's size (default 82,783 train + 40,504 val images, 5–7 captions each).
 
-Generates a COCO-shaped set with `shardgen.sample` (`coco_like`: COCO's image sizes, caption counts, unique
+Generates a COCO-shaped set with `shardgen.sources.synthetic` (`coco_like`: COCO's image sizes, caption counts, unique
 captions), then runs every stage in a fresh child process and records its time, its peak memory (the sum over the
 process and all its children, RSS and PSS, sampled every 0.2 s) and what it left on disk:
 
@@ -112,7 +112,7 @@ class Paths:
 
 
 def stage_sample(p: Paths, a: argparse.Namespace) -> dict:
-    from shardgen.sample import make_sample
+    from shardgen.sources.synthetic import make_sample
 
     n_train, n_val = split_counts(a.images)
     shutil.rmtree(p.root, ignore_errors=True)
@@ -121,9 +121,9 @@ def stage_sample(p: Paths, a: argparse.Namespace) -> dict:
 
 
 def stage_encode(p: Paths, a: argparse.Namespace) -> dict:
-    from shardgen.coco import load_split
-    from shardgen.embeddings import encode_captions, encoder_fingerprint, save_cache
-    from shardgen.format.layout import find_split
+    from shardgen.sources.coco import load_split
+    from shardgen.text.cache import encode_captions, encoder_fingerprint, save_cache
+    from shardgen.format.coco_folders import find_split
 
     shutil.rmtree(p.caches, ignore_errors=True)
     p.caches.mkdir(parents=True)
@@ -139,9 +139,9 @@ def stage_encode(p: Paths, a: argparse.Namespace) -> dict:
 def stage_encode_full(p: Paths, a: argparse.Namespace) -> dict:
     import torch
 
-    from shardgen.coco import load_split
-    from shardgen.format.layout import find_split
-    from shardgen.text import TextEncoder
+    from shardgen.sources.coco import load_split
+    from shardgen.format.coco_folders import find_split
+    from shardgen.text.encoder import TextEncoder
 
     records, _ = load_split(find_split(p.root, "train"))
     texts = list(dict.fromkeys(c for r in records for c in r.captions))[: a.encode_sample]
@@ -155,7 +155,7 @@ def stage_encode_full(p: Paths, a: argparse.Namespace) -> dict:
 
 
 def stage_build(p: Paths, a: argparse.Namespace) -> dict:
-    from shardgen.build import BuildConfig, build_shards
+    from shardgen.build.pipeline import BuildConfig, build_shards
 
     shutil.rmtree(p.shards, ignore_errors=True)
     n = 0
@@ -169,7 +169,7 @@ def stage_build(p: Paths, a: argparse.Namespace) -> dict:
 
 
 def stage_verify(p: Paths, a: argparse.Namespace) -> dict:
-    from shardgen.verify import verify
+    from shardgen.publish.verify import verify
 
     reports = [verify(str(p.shards / split), progress=a.progress) for split in ("train", "val")]
     problems = sum(len(r.problems) for r in reports)

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from shardgen.format import embeddings_cache_path, load_embeddings_cache
-from shardgen.format.layout import find_split
+from shardgen.format.coco_folders import find_split
 
 from .device import CLIP_MEAN, CLIP_STD
 from .errors import SourceError

@@ -1,7 +1,7 @@
 """models: ResNet image tower + projection head trained against frozen CLIP text embeddings; loss and metrics.
 
 Knows nothing about tar files: only `models.train` and `models.evaluate` join it with `loaders`. The frozen text
-tower lives in `shardgen.text` (the builder encodes captions with it); `models.TextEncoder` is the same class,
+tower lives in `shardgen.text.encoder` (the builder encodes captions with it); `models.TextEncoder` is the same class,
 imported on first use.
 """
 
@@ -18,9 +18,9 @@ _TEXT = ("DEFAULT_TEXT_ENCODER", "EncoderLoadError", "TextEncoder")
 
 def __getattr__(name: str):
     if name in _TEXT:
-        import shardgen.text
+        import shardgen.text.encoder
 
-        return getattr(shardgen.text, name)
+        return getattr(shardgen.text.encoder, name)
     raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 

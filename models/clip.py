@@ -1,6 +1,6 @@
 """The trainable CLIP-style model: image tower + projection head, L2-normalized, with a learnable temperature.
 
-The text side is the frozen CLIP tower (`shardgen.text.TextEncoder`); training uses its embeddings precomputed in the
+The text side is the frozen CLIP tower (`shardgen.text.encoder.TextEncoder`); training uses its embeddings precomputed in the
 shards, so it is not part of this module (or of its checkpoints).
 """
 

@@ -242,7 +242,7 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
                 warning: str = "") -> list[Path]:
     written = []
     if queries:
-        from shardgen.text import TextEncoder
+        from shardgen.text.encoder import TextEncoder
 
         q = TextEncoder(text_encoder, device=device).encode(queries).to(emb["image"].dtype)  # [Q, 512]
         scores, idx = (q @ emb["image"].T).topk(min(k, emb["image"].shape[0]), dim=1)

@@ -22,8 +22,8 @@ def step(title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from loaders import DeviceLoader, make_loader
     from models import CLIPModel, ImageEncoder, WeightsUnavailable, info_nce_loss, parameter_counts
-    from shardgen.cli import main as shardgen
-    from shardgen.commands import activate_hint, python_command, tool_command
+    from shardgen.cli.main import main as shardgen
+    from shardgen.cli.hints import activate_hint, python_command, tool_command
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("demo_out"))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "BuildConfig": "config", "BuildReport": "build", "build_shards": "build",
-    "CocoImage": "coco", "load_split": "coco", "find_split": "format.layout",
-    "init_encoder": "encoder_init", "BadImage": "errors", "UserError": "errors",
-    "make_sample": "sample", "FIELDS": "format", "SCHEMA_VERSION": "format", "Manifest": "format",
-    "ShardInfo": "format", "make_key": "format", "show": "show", "VerifyReport": "verify", "verify": "verify",
+    "BuildConfig": "config", "BuildReport": "build.pipeline", "build_shards": "build.pipeline",
+    "CocoImage": "sources.coco", "load_split": "sources.coco", "find_split": "format.coco_folders",
+    "init_encoder": "text.random_init", "BadImage": "errors", "UserError": "errors",
+    "make_sample": "sources.synthetic", "FIELDS": "format", "SCHEMA_VERSION": "format", "Manifest": "format",
+    "ShardInfo": "format", "make_key": "format", "show": "publish.show", "VerifyReport": "publish.verify", "verify": "publish.verify",
 }
 
 __all__ = sorted(_EXPORTS)

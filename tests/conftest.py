@@ -18,20 +18,20 @@ N_TRAIN, N_VAL = 48, 12
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> Path:
-    from shardgen.encoder_init import init_encoder
+    from shardgen.text.random_init import init_encoder
 
     return init_encoder(tmp_path_factory.mktemp("enc") / "clip-tiny", size="tiny", seed=0)
 
 
 @pytest.fixture(scope="session")
 def sample_coco(tmp_path_factory) -> Path:
-    from shardgen.sample import make_sample
+    from shardgen.sources.synthetic import make_sample
 
     return make_sample(tmp_path_factory.mktemp("coco") / "coco2014", images=N_TRAIN, val_images=N_VAL, seed=0)
 
 
 def _build(tmp_path_factory, coco: Path, encoder: Path, split: str, per_shard: int) -> Path:
-    from shardgen.build import BuildConfig, build_shards
+    from shardgen.build.pipeline import BuildConfig, build_shards
 
     out = tmp_path_factory.mktemp("shards") / split
     build_shards(BuildConfig(coco_root=coco, split=split, out=out, text_encoder=str(encoder),

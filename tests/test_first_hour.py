@@ -40,7 +40,7 @@ def test_the_readme_is_a_landing_page():
                    "shardgen download", "shardgen build", "shardgen verify", "shardgen upload",
                    "python -m models.train", "python -m models.evaluate", "examples/coco_clip_quickstart.ipynb"):
         assert needle in README, needle
-    from shardgen.download import KAGGLE_DATASET
+    from shardgen.sources.download import KAGGLE_DATASET
 
     assert KAGGLE_DATASET in README  # the Kaggle dataset the download uses is named
     for stale in ("P2", "0.85 goal", "No GPU was available", "~2 minutes"):
@@ -94,7 +94,7 @@ def _box_of(img: Image.Image, color: tuple[int, int, int]) -> tuple[int, int]:
 
 @pytest.mark.parametrize("size", [(300, 150), (120, 360)])
 def test_show_grids_keep_the_aspect_ratio(size):
-    from shardgen.show import CELL, PAD, render_grid
+    from shardgen.publish.show import CELL, PAD, render_grid
 
     grid = render_grid([(Image.new("RGB", size, (200, 0, 0)), "a red block")], columns=1)
     w, h = _box_of(grid.crop((PAD, PAD, PAD + CELL, PAD + CELL)), (200, 0, 0))

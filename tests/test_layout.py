@@ -24,7 +24,8 @@ def test_import_loaders_pulls_no_builder_models_or_transformers():
 
 
 def test_cli_and_format_layer_import_no_torch():
-    for statement in ("import shardgen.format", "import shardgen.cli; shardgen.cli.make_parser()"):
+    for statement in ("import shardgen.format", "import shardgen.cli.main; shardgen.cli.main.make_parser()",
+                      "import shardgen.text"):
         assert "torch" not in _loaded_after(statement), statement
 
 
@@ -39,12 +40,56 @@ def _imports(path: Path) -> set[str]:
     return {m for m in found if m.split(".")[0] in ("shardgen", "loaders", "models")}
 
 
+# shardgen's stage folders, bottom to top: a folder may import the loose modules (config, errors), format/ and
+# the folders listed before it, never one after it (the CLI sits on top; nothing imports it).
+STAGES = ("format", "sources", "text", "build", "publish", "cli")
+LOOSE = {"__init__", "__main__", "config", "errors"}
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def _absolute_imports(path: Path) -> set[str]:
+    """Every shardgen module `path` imports, relative imports resolved against its own package."""
+    package = ".".join(path.relative_to(ROOT).parent.parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[:len(package.split(".")) - node.level + 1]
+            found.add(".".join(base + ([node.module] if node.module else [])))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return {m for m in found if m.split(".")[0] == "shardgen"}
+
+
+def test_shardgen_folders_read_as_the_pipeline():
+    loose = sorted(p.stem for p in (ROOT / "shardgen").glob("*.py"))
+    assert set(loose) <= LOOSE, f"modules loose in shardgen/ (put them in a stage folder): {set(loose) - LOOSE}"
+    folders = sorted(p.name for p in (ROOT / "shardgen").iterdir() if (p / "__init__.py").exists())
+    assert folders == sorted(STAGES), folders
+    for path in (ROOT / "shardgen").rglob("*.py"):
+        own = _stage(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        allowed = STAGES[:STAGES.index(own) + 1] if own else STAGES  # loose modules: config, errors
+        for module in _absolute_imports(path):
+            stage = _stage(module)
+            if own is None:
+                assert stage in (None, "format") or path.name == "__main__.py" or path.name == "__init__.py", \
+                    f"{path.relative_to(ROOT)} (a loose module) imports {module}"
+            else:
+                assert stage is None or stage in allowed, f"{path.relative_to(ROOT)} imports {module}: arrows " \
+                    f"point down the pipeline {' <- '.join(STAGES)}"
+
+
 def test_imports_point_one_way():
     for path in (ROOT / "shardgen").rglob("*.py"):
         bad = {m for m in _imports(path) if m.split(".")[0] in ("loaders", "models")}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
     for path in (ROOT / "shardgen" / "format").glob("*.py"):
         bad = {m for m in _imports(path) if not m.startswith("shardgen.format")}
+        assert not bad, f"{path.relative_to(ROOT)}: the format layer imports {bad}"
+        bad = {m for m in _absolute_imports(path) if _stage(m) != "format"}
         assert not bad, f"{path.relative_to(ROOT)}: the format layer imports {bad}"
     for path in (ROOT / "loaders").glob("*.py"):
         bad = {m for m in _imports(path) if not m.startswith("shardgen.format")}

@@ -48,7 +48,7 @@ def test_peak_memory_counts_child_processes():
 def test_encode_options_batching_equals_encoder(tiny_encoder):
     """Every non-baseline option runs through this loop; it must batch exactly as `encode_ids` does."""
     from benchmarks.encode_options import encode_sorted
-    from shardgen.text import TextEncoder
+    from shardgen.text.encoder import TextEncoder
 
     enc = TextEncoder(str(tiny_encoder))
     ids, _ = enc.tokenize([f"a {'red ' * (i % 7)}circle number {i}" for i in range(40)])

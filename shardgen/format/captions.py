@@ -1,7 +1,7 @@
 """The caption embedding cache (`<split>_text_embeddings.pt`, the seed notebook's file): every unique caption
 once with its fp16, L2-normalized embedding, plus each image's id, file name and caption list.
 
-`shardgen build` writes it (`shardgen.embeddings`); rebuilds and the map-style `COCOClipDataset` read it here.
+`shardgen build` writes it (`shardgen.text.cache`); rebuilds and the map-style `COCOClipDataset` read it here.
 It is read with `torch.load(weights_only=True)`: tensors, lists and strings only, never arbitrary objects. With
 `mmap=True` the embeddings tensor stays in the file (memory-mapped, read-only pages of the page cache), so
 DataLoader workers forked from the reader share one copy instead of holding one each; any cache `torch.save` wrote

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from loaders import LoaderError, SourceError, make_loader
-from shardgen.cli import main
+from shardgen.cli.main import main
 from shardgen.errors import UserError
-from shardgen.upload import upload
-from shardgen.verify import verify
+from shardgen.publish.upload import upload
+from shardgen.publish.verify import verify
 
 from ..netutil import FileServer
 

@@ -19,7 +19,7 @@ from models import curves
 from models.evaluate import main as evaluate
 from models.metrics_log import MetricsLog
 from models.train import main as train
-from shardgen.commands import python_command
+from shardgen.cli.hints import python_command
 
 ROOT = Path(__file__).resolve().parents[2]
 

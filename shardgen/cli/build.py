@@ -1,0 +1,170 @@
+"""`shardgen build`'s options: the sub-parser, the `BuildConfig` it asks for (defaults read off `BuildConfig`,
+never restated), and the command itself, plus the argument types the other subcommands share (byte sizes, counts).
+
+Imports neither torch nor the format layer, so `shardgen build --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import fields
+from pathlib import Path
+
+from ..config import BuildConfig, build_default
+
+DESCRIPTION = """\
+Turn one COCO split into WebDataset tar shards: one sample per image with the preprocessed JPEG, all captions and
+their CLIP text embeddings.
+
+splits (--split):
+  train, val               COCO 2014 (train2014/, captions_train2014.json, COCO_train2014_000000123456.jpg)
+  train2017, val2017       COCO 2017 (train2017/, captions_train2017.json, 000000123456.jpg)
+  with --karpathy FILE     Karpathy's splits of COCO 2014 (dataset_coco.json from caption_datasets.zip):
+    train                  82,783 images (Karpathy's train only)
+    restval                30,504 images (the rest of val2014)
+    train+restval          113,287 images: the "113k" training set of the retrieval literature
+    val, test              5,000 images each; test is the "5k" test set (and its five "1k" folds)
+  Karpathy captions are the split file's sentences[].raw; shards are named karpathy_<split>-NNNNNN.tar
+  (train+restval: karpathy_train_restval).
+"""
+SPLIT_CHOICES = ["train", "val", "train2017", "val2017", "restval", "train+restval", "test"]
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_byte_size(text: str) -> int:
+    """`512MiB`, `1GB`, `1.5 GiB`, `536870912` → bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", text)
+    unit = match and match.group(2).lower()
+    if not match or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 536870912, 512MiB, 1GB)")
+    return int(float(match.group(1)) * _UNITS[unit]) if "." in match.group(1) else int(match.group(1)) * _UNITS[unit]
+
+
+def format_byte_size(n: int) -> str:
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        if n >= _UNITS[unit.lower()] and n % _UNITS[unit.lower()] == 0:
+            return f"{n // _UNITS[unit.lower()]} {unit}"
+    return f"{n} bytes"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_build(sub) -> None:
+    p = sub.add_parser("build", help="COCO split → tar shards + manifest", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = build_default
+    p.add_argument("--coco-root", dest="coco_root", required=True, type=Path,
+                   help="COCO folder (official zips, Kaggle, any nesting)")
+    p.add_argument("--split", required=True, choices=SPLIT_CHOICES, metavar="SPLIT",
+                   help="train, val (COCO 2014), train2017, val2017 (COCO 2017); with --karpathy: train, restval, "
+                        "train+restval, val, test")
+    p.add_argument("--karpathy", dest="karpathy", type=Path, default=d("karpathy"), metavar="dataset_coco.json",
+                   help="build a Karpathy split from this split file, images from the 2014 folders under "
+                        "--coco-root, captions from the file")
+    p.add_argument("--out", required=True, help="output folder (one per split), or s3://... gs://... to build "
+                   "in a local staging folder and upload each shard as it closes")
+    p.add_argument("--staging", type=Path, default=None, help="local folder for --out URLs "
+                   "(default: .shardgen-staging/<bucket_path>)")
+    _add_processing(p)
+
+
+def _add_processing(p: argparse.ArgumentParser) -> None:
+    d = build_default
+    p.add_argument("--text-encoder", dest="text_encoder", default=d("text_encoder"),
+                   help="HF hub id or local HF-format folder (default: %(default)s)")
+    p.add_argument("--image-size", dest="image_size", type=int, default=d("image_size"),
+                   help="shorter side after resize (default: %(default)s)")
+    p.add_argument("--no-crop", dest="crop", action="store_false", default=d("crop"),
+                   help="keep the aspect ratio (shorter side = --image-size) for random crops at train time")
+    p.add_argument("--jpeg-quality", dest="jpeg_quality", type=int, default=d("jpeg_quality"),
+                   help="JPEG quality of stored images (default: %(default)s)")
+    p.add_argument("--no-draft", dest="draft", action="store_false", default=d("draft"),
+                   help="decode JPEGs at full size (slower, slightly sharper)")
+    p.add_argument("--samples-per-shard", dest="samples_per_shard", type=int, default=d("samples_per_shard"),
+                   help="samples per shard (default: %(default)s)")
+    p.add_argument("--max-shard-bytes", dest="max_shard_bytes", type=parse_byte_size, default=d("max_shard_bytes"),
+                   metavar="SIZE", help="start a new shard before one would exceed this, e.g. 512MiB or 1GB "
+                   f"(default: {format_byte_size(d('max_shard_bytes'))})")
+    p.add_argument("--max-image-pixels", dest="max_image_pixels", type=int, default=d("max_image_pixels"),
+                   metavar="N", help="count images whose header claims more pixels as too_large, before decoding "
+                   f"(default: {d('max_image_pixels'):_}; COCO's largest is 409_600)")
+    p.add_argument("--workers", type=int, default=d("workers"), help="image processes (default: all cores, "
+                   "%(default)s here)")
+    p.add_argument("--encode-batch-size", dest="encode_batch_size", type=int, default=d("encode_batch_size"),
+                   help="captions per text-encoder batch (default: %(default)s)")
+    p.add_argument("--device", default=d("device"), help="text encoder device: auto, cpu, cuda, cuda:1 ... "
+                   "(default: %(default)s)")
+    p.add_argument("--limit", type=int, default=d("limit"), help="only the first N images (smoke tests)")
+    p.add_argument("--embeddings-cache", dest="embeddings_cache", type=Path, default=d("embeddings_cache"),
+                   help="caption embedding cache file (default: OUT/<split>_text_embeddings.pt)")
+    p.add_argument("--dali-index", dest="dali_index", action="store_true", default=d("dali_index"),
+                   help="also write DALI v1.2 .idx files next to the shards")
+    p.add_argument("--quiet", dest="progress", action="store_false", default=d("progress"),
+                   help="no progress bars")
+
+
+def build_config(args: argparse.Namespace, out: Path) -> BuildConfig:
+    """The BuildConfig the options ask for; a value it refuses is the user's to fix (one line naming the option)."""
+    from ..errors import UserError
+
+    values = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
+    try:
+        return BuildConfig(**{**values, "out": out})
+    except ValueError as exc:  # BuildConfig's messages start with the field name
+        message = str(exc)
+        name = message.split(" ", 1)[0]
+        raise UserError(f"--{name.replace('_', '-')} {message.split(' ', 1)[1]}" if name in values else message) \
+            from None
+
+
+def cmd_build(args) -> int:
+    from ..build.pipeline import build_shards
+    from ..format import is_remote
+
+    dest = str(args.out)
+    out = Path(args.out)
+    if is_remote(dest):  # build into a local staging folder, upload each shard as it closes, manifest last
+        out = args.staging or Path(".shardgen-staging") / dest.split("://", 1)[1].replace("/", "_")
+    cfg = build_config(args, out)
+    if is_remote(dest):
+        report = _build_and_upload(cfg, dest, quiet=not cfg.progress)
+    else:
+        report = build_shards(cfg)
+    print(report.summary())
+    for reason, entry in report.manifest.failures.items():
+        print(f"  skipped {entry['count']} ({reason}): {', '.join(entry['files'][:5])}"
+              + (" ..." if entry["count"] > 5 else ""))
+    return 0
+
+
+def _build_and_upload(cfg, dest: str, *, quiet: bool):
+    """MosaicML's pattern: each finished shard starts uploading while the build goes on; indexes go last."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+
+    from ..build.pipeline import build_shards
+    from ..format import with_timeouts
+    from ..publish.upload import remove_indexes, upload
+
+    fs, root = fsspec.core.url_to_fs(dest, **with_timeouts(dest))
+    remove_indexes(fs, root.rstrip("/"))  # readers never see an old manifest over the new build's shards
+    with ThreadPoolExecutor(2) as pool:
+        pending = []
+        report = build_shards(cfg, on_shard=lambda p: pending.append(
+            pool.submit(fs.put_file, str(p), f"{root.rstrip('/')}/{p.name}")))
+        for f in pending:
+            f.result()
+    rep = upload(cfg.out, dest, progress=not quiet)  # verifies every shard (re-sends any that differ), manifest last
+    print(f"uploaded to {dest}: {len(rep.skipped)} shards verified in place, {len(rep.uploaded)} files sent")
+    return report

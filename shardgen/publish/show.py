@@ -1,0 +1,111 @@
+"""`shardgen show`: a PNG grid of images with their captions drawn underneath, plus dataset statistics.
+
+This replaces the seed notebook's verification cells: a person looks at the grid and sees whether images and
+captions belong together.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from ..format import SchemaError, UserError, iter_records, load_manifest
+
+CELL = 224
+TEXT_H = 96
+PAD = 8
+WRAP, LINES = 32, 6  # caption characters per line, lines per caption
+CAPTION_CHARS = WRAP * LINES + 1  # enough to fill the lines and to show that the caption goes on
+LETTERBOX_FILL = (236, 236, 236)  # light gray bars: the picture's own edges stay visible on the white page
+MAX_IMAGE_PIXELS = 40_000_000  # far above any preprocessed image; a header claiming more is refused undecoded
+
+
+@dataclass
+class Stats:
+    n_images: int
+    n_captions: int
+    n_bytes: int
+    n_shards: int
+    captions_per_image: dict[int, int]
+
+    def table(self) -> str:
+        hist = ", ".join(f"{k}: {v}" for k, v in sorted(self.captions_per_image.items()))
+        return (f"images {self.n_images}  captions {self.n_captions}  shards {self.n_shards}  "
+                f"bytes {self.n_bytes / 1e6:.1f} MB\ncaptions per image: {hist}")
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def letterbox(img: Image.Image, size: int, *, fill: tuple[int, int, int] = LETTERBOX_FILL) -> Image.Image:
+    """`img` scaled to fit a `size`×`size` square, aspect ratio kept, the rest filled (never squashed)."""
+    return ImageOps.pad(img.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC, color=fill)
+
+
+def render_grid(items: list[tuple[Image.Image, str]], *, columns: int = 4) -> Image.Image:
+    """Images (any size, letterboxed into 224×224: aspect ratio kept) with their wrapped caption below each (at most
+    6 lines)."""
+    if columns < 1:
+        raise UserError(f"columns must be at least 1 (got {columns})")
+    rows = (len(items) + columns - 1) // columns
+    grid = Image.new("RGB", (columns * (CELL + PAD) + PAD, rows * (CELL + TEXT_H + PAD) + PAD), "white")
+    draw = ImageDraw.Draw(grid)
+    font = _font(13)
+    for i, (img, caption) in enumerate(items):
+        x = PAD + (i % columns) * (CELL + PAD)
+        y = PAD + (i // columns) * (CELL + TEXT_H + PAD)
+        grid.paste(letterbox(img, CELL), (x, y))
+        lines = textwrap.wrap(caption[:CAPTION_CHARS], width=WRAP)[:LINES]  # cut first: wrapping is O(length)
+        draw.multiline_text((x, y + CELL + 3), "\n".join(lines), fill="black", font=font, spacing=2)
+    return grid
+
+
+def _thumbnail(jpg, where: str) -> Image.Image:
+    """The sample's image decoded at about the grid's cell size. Raises SchemaError naming `where`."""
+    problem = None
+    try:
+        img = Image.open(io.BytesIO(jpg))
+        if img.width * img.height > MAX_IMAGE_PIXELS:  # judged on the header, before any decoding
+            problem = f"image claims {img.width}x{img.height} pixels"
+        else:
+            img.draft("RGB", (CELL, CELL))  # JPEG: decode at a reduced scale
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        problem = f"image does not decode ({exc})"
+    if problem is not None:
+        raise SchemaError(f"{where}: {problem}")
+    return img
+
+
+def show(source: str, out_png: str | Path, *, n: int = 16, columns: int = 4) -> Stats:
+    """Write a grid of the first `n` samples to `out_png` and return statistics for the whole set.
+
+    Every sample is checked by the format's rules (`format.parse_sample`); the first that breaks one stops the
+    run with a `SchemaError` naming its shard and key (run `shardgen verify` to list them all). Bad options and
+    an unreadable source raise `UserError`."""
+    if n < 1:
+        raise UserError(f"n must be at least 1 (got {n})")
+    if columns < 1:
+        raise UserError(f"columns must be at least 1 (got {columns})")
+    manifest = load_manifest(source)
+    items: list[tuple[Image.Image, str]] = []
+    per_image: Counter[int] = Counter()
+    for record in iter_records(source, manifest):
+        captions = record.meta.captions
+        per_image[len(captions)] += 1
+        if len(items) < n:
+            items.append((_thumbnail(record.jpg, f"{record.source}: {record.key}"), captions[0]))
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    render_grid(items, columns=min(columns, max(1, len(items)))).save(out_png)
+    return Stats(n_images=sum(per_image.values()), n_captions=sum(k * v for k, v in per_image.items()),
+                 n_bytes=manifest.n_bytes, n_shards=len(manifest.shards), captions_per_image=dict(per_image))

@@ -1,0 +1,147 @@
+"""COCO captions (2014 and 2017 share the format): read a split's annotations into a plain, sorted list of
+`CocoImage` records (the folder is found by `format.coco_folders`); everything downstream (encoding, packing) is a pure
+function of that list and the build config.
+
+Every record is checked, because one bad record must neither crash a build nor slip into the shards:
+
+- an image whose id is not a whole number in 0..10^12 (the 12-digit sample key), whose `file_name` is missing or
+  would leave the image folder (`../`, absolute, a drive) is skipped and counted (`bad_image_id`,
+  `bad_file_name`, `unsafe_file_name`): no file name can point outside the image folder;
+- an annotation that is not an object or has no usable `image_id` is counted as `malformed_annotation`; one for an
+  unknown image as `caption_without_image`; a caption that is not text (a number, null, a list) as
+  `caption_not_text`, and a blank one as `empty_caption`: none is turned into text and embedded;
+- two images with one id are refused up front (`UserError`, before any encoding): annotations point at ids, so
+  which captions belong to which file cannot be known.
+
+The reader is plain JSON rather than pycocotools' `COCO.createIndex`, which keeps the last of two images with one
+id without a word and stops the whole build with a KeyError on one annotation lacking `image_id`.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from ..errors import UserError
+from ..format.coco_folders import SplitLayout
+
+MAX_IMAGE_ID = 10**12 - 1  # sample keys are the id in 12 digits
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    image_id: int
+    file_name: str
+    path: Path
+    captions: tuple[str, ...]
+
+
+@dataclass
+class CaptionReport:
+    """Problems found while reading annotations: reason → offending file names (or annotation ids)."""
+
+    problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+
+def clean_caption(text: str) -> str:
+    """Normalize unicode (NFC) and whitespace: no leading/trailing blanks, no newlines, single spaces."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def _read_json(annotations: Path) -> tuple[list, list]:
+    try:
+        with annotations.open("rb") as fh:
+            data = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"{annotations}: cannot read annotations ({type(exc).__name__}: {exc})".splitlines()[0]) \
+            from exc
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise UserError(f"{annotations}: malformed COCO captions file (needs 'images' and 'annotations' lists)")
+    return data["images"], data["annotations"]
+
+
+def valid_id(value: object) -> bool:
+    """A COCO image id the sample key can hold: a whole number (not a bool) in 0..MAX_IMAGE_ID."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_IMAGE_ID
+
+
+def safe_relative(name: str) -> bool:
+    """A path that stays inside the folder it is joined to, on POSIX and on Windows alike."""
+    if not name or "\x00" in name:
+        return False
+    for pure in (PurePosixPath(name), PureWindowsPath(name)):
+        if pure.is_absolute() or pure.anchor or ".." in pure.parts:
+            return False
+    return True
+
+
+def _index_images(images: list, annotations: Path, report: CaptionReport) -> dict[int, dict]:
+    """Image id → image record, for every well-formed image; the rest counted by reason."""
+    seen: dict[int, object] = {}
+    for info in images:
+        if isinstance(info, dict) and valid_id(info.get("id")):
+            if info["id"] in seen:
+                raise UserError(f"{annotations}: image id {info['id']} is given twice ({seen[info['id']]} and "
+                                f"{info.get('file_name')}); every image needs its own id")
+            seen[info["id"]] = info.get("file_name")
+    by_id: dict[int, dict] = {}
+    for info in images:
+        if not isinstance(info, dict) or not valid_id(info.get("id")):
+            label = info.get("file_name", info.get("id", "?")) if isinstance(info, dict) else repr(info)[:80]
+            report.problems["bad_image_id"].append(str(label))
+            continue
+        name = info.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            report.problems["bad_file_name"].append(f"image {info['id']}")
+        elif not safe_relative(name):
+            report.problems["unsafe_file_name"].append(name)
+        else:
+            by_id[info["id"]] = info
+    return by_id
+
+
+def _group_captions(annotations: list, images: dict[int, dict], report: CaptionReport) -> dict[int, list]:
+    """Image id → [(annotation id, cleaned caption)], every unusable annotation counted by reason."""
+    by_image: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for ann in annotations:
+        if not isinstance(ann, dict) or not valid_id(ann.get("image_id")):
+            label = ann.get("id", "?") if isinstance(ann, dict) else repr(ann)[:80]
+            report.problems["malformed_annotation"].append(str(label))
+            continue
+        image = images.get(ann["image_id"])
+        if image is None:
+            report.problems["caption_without_image"].append(str(ann.get("id", "?")))
+            continue
+        caption = ann.get("caption")
+        if not isinstance(caption, str):
+            report.problems["caption_not_text"].append(image["file_name"])
+            continue
+        text = clean_caption(caption)
+        if not text:
+            report.problems["empty_caption"].append(image["file_name"])
+            continue
+        order = ann.get("id") if isinstance(ann.get("id"), int) else 0  # captions keep the annotation order
+        by_image[ann["image_id"]].append((order, text))
+    return by_image
+
+
+def load_split(layout: SplitLayout) -> tuple[list[CocoImage], CaptionReport]:
+    """Read every image and its cleaned captions, sorted by image id; report what was skipped and why."""
+    images, annotations = _read_json(layout.annotations)
+    report = CaptionReport()
+    by_id = _index_images(images, layout.annotations, report)
+    captions = _group_captions(annotations, by_id, report)
+    records = []
+    for image_id in sorted(by_id):
+        info = by_id[image_id]
+        caps = tuple(text for _, text in sorted(captions.get(image_id, [])))
+        if not caps:
+            report.problems["no_captions"].append(info["file_name"])
+            continue
+        records.append(CocoImage(image_id=image_id, file_name=info["file_name"],
+                                 path=layout.images_dir / info["file_name"], captions=caps))
+    return records, report

@@ -1,0 +1,194 @@
+"""Caption embeddings for a split, computed once and cached as `<split>_text_embeddings.pt` (the seed's file).
+
+Captions are deduplicated by text; the cache stores each unique text once with its fp16, L2-normalized 512-d
+embedding, plus every image's caption list, so the map-style `COCOClipDataset` and rebuilds reuse it. A rebuild
+encodes only texts the cache lacks, and loads no model at all when nothing is missing.
+
+Encoding survives interrupts: the missing texts are sorted by token length and cut into chunks of
+`ENCODE_CHUNK` captions; each finished chunk is written at once (`.npy`, atomically) to a folder next to the cache
+(`<cache>.parts/<key>/`), keyed by everything that decides its bits (encoder, device, batch size, chunk size, the
+texts in order). A rerun loads the finished chunks and encodes the rest. Chunks are encoded the same way whether
+the run was interrupted or not, so the result is bitwise the same; `save_cache` removes the folder once the cache
+holds them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..sources.coco import CocoImage
+from ..format.captions import CACHE_VERSION, load_embeddings_cache
+
+ENCODE_CHUNK = 4096  # captions per persisted chunk: ~40 s of CPU work on 2 cores with the full tower
+EMBED_DIM = 512
+
+
+@dataclass
+class CaptionEmbeddings:
+    text_encoder: str
+    random_init: bool
+    texts: list[str]  # unique captions
+    embeddings: torch.Tensor  # [U, 512] float16, L2-normalized rows
+    truncated: list[str]  # texts longer than 77 tokens (encoded from their first 77)
+
+    def __post_init__(self) -> None:
+        self._row = {t: i for i, t in enumerate(self.texts)}
+
+    def rows_for(self, captions: tuple[str, ...] | list[str]) -> np.ndarray:
+        """`[n, 512]` float16 for these captions, row i ↔ captions[i]."""
+        idx = [self._row[c] for c in captions]
+        return self.embeddings[idx].numpy()
+
+
+def encoder_fingerprint(name: str) -> str:
+    """Identify an encoder: for local dirs include config and weight sizes, so a replaced model invalidates the cache."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return name
+    h = hashlib.sha256(name.encode())
+    for f in sorted(path.iterdir()):
+        if f.suffix in (".json", ".safetensors", ".bin", ".txt"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+            if f.name == "config.json":
+                h.update(f.read_bytes())
+    return f"{name}#{h.hexdigest()[:16]}"
+
+
+def parts_dir(cache: Path) -> Path:
+    """The folder holding the finished chunks of an interrupted encoding for `cache`."""
+    return cache.with_name(cache.name + ".parts")
+
+
+def save_cache(path: Path, emb: CaptionEmbeddings, images: list[CocoImage], fingerprint: str) -> None:
+    """Write the cache atomically, then drop the chunks of any interrupted encoding (the cache now holds them)."""
+    data = {
+        "version": CACHE_VERSION,
+        "text_encoder": emb.text_encoder,
+        "fingerprint": fingerprint,
+        "random_init": emb.random_init,
+        "texts": emb.texts,
+        "embeddings": emb.embeddings,
+        "truncated": emb.truncated,
+        "image_ids": torch.tensor([im.image_id for im in images], dtype=torch.long),
+        "captions": [list(im.captions) for im in images],
+        "file_names": [im.file_name for im in images],
+    }
+    # Per process, in a folder of its own: torch names the archive's records after the file, so the temporary file
+    # keeps the name `<cache>.tmp` that makes the cache's bytes reproducible.
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.mkdir(exist_ok=True)
+    tmp = staging / f"{path.name}.tmp"
+    try:
+        try:
+            torch.save(data, tmp)
+        except RuntimeError as exc:  # torch's archive writer reports a failed write (a full disk) this way
+            needed = emb.embeddings.numel() * emb.embeddings.element_size() + sum(map(len, emb.texts))
+            if shutil.disk_usage(staging).free >= needed:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        staging.rmdir()
+    shutil.rmtree(parts_dir(path), ignore_errors=True)
+
+
+def _chunk_key(fingerprint: str, texts: list[str], *, device: str, batch_size: int, chunk: int) -> str:
+    """What decides a chunk's bits: the encoder, where and how it runs, and the texts in encoding order."""
+    h = hashlib.sha256(f"{fingerprint}\n{torch.device(device).type}\n{batch_size}\n{chunk}\n".encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()[:20]
+
+
+def _load_chunk(path: Path, rows: int) -> np.ndarray | None:
+    """A finished chunk `[rows, 512]` float16 (memory-mapped: a resume holds no second copy), or None when it is
+    missing or not whole (it is encoded again)."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return arr if arr.dtype == np.float16 and arr.shape == (rows, EMBED_DIM) else None
+
+
+def _save_chunk(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# long: one loop that loads or encodes each chunk, with the progress bar that shows the resumed part
+def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, cache: Path, device: str,
+                     batch_size: int, chunk: int = ENCODE_CHUNK,
+                     progress: bool = False) -> tuple[torch.Tensor, set[str], bool]:
+    """Encode `texts` (unique) chunk by chunk, keeping finished chunks on disk; continue an interrupted run.
+    Returns (`[N, 512]` float16 in `texts` order, the truncated texts, random_init)."""
+    from tqdm.auto import tqdm
+
+    from shardgen.text.encoder import TextEncoder
+
+    encoder = TextEncoder(text_encoder, device=device)
+    ids, cut = encoder.tokenize(texts)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)  # chunks of similar length: less padding
+    folder = parts_dir(cache) / _chunk_key(fingerprint, [texts[i] for i in order], device=device,
+                                           batch_size=batch_size, chunk=chunk)
+    starts = range(0, len(order), chunk)
+    done = {s: a for s in starts
+            if (a := _load_chunk(folder / f"chunk-{s // chunk:06d}.npy", min(chunk, len(order) - s))) is not None}
+    resumed = sum(len(a) for a in done.values())
+    bar = tqdm(total=len(order), initial=resumed, desc="encode captions" + (f" (resumed {resumed})" if resumed else ""),
+               unit="cap", disable=not progress)
+    out = torch.empty(len(texts), EMBED_DIM, dtype=torch.float16)
+    for s in starts:
+        idx = order[s:s + chunk]
+        arr = done.get(s)
+        if arr is None:
+            arr = encoder.encode_ids([ids[i] for i in idx], batch_size=batch_size).to(torch.float16).numpy()
+            folder.mkdir(parents=True, exist_ok=True)
+            _save_chunk(folder / f"chunk-{s // chunk:06d}.npy", arr)
+            bar.update(len(idx))
+        out[torch.tensor(idx, dtype=torch.long)] = torch.from_numpy(np.array(arr))  # [len(idx), 512], one chunk copied
+    bar.close()
+    return out, {texts[i] for i in cut}, encoder.random_init
+
+
+def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, device: str = "cpu",
+                    batch_size: int = 256, progress: bool = False,
+                    chunk: int = ENCODE_CHUNK) -> tuple[CaptionEmbeddings, bool]:
+    """Embeddings for every caption of `images`, from the cache where possible. Returns (embeddings, cache_dirty)."""
+    texts = list(dict.fromkeys(c for im in images for c in im.captions))
+    fingerprint = encoder_fingerprint(text_encoder)
+    cached = load_embeddings_cache(cache)
+    row: dict[str, int] = {}  # text → row of `table`
+    table = torch.empty(0, EMBED_DIM, dtype=torch.float16)
+    truncated: set[str] = set()
+    random_init = False
+    if cached is not None and cached.get("fingerprint") == fingerprint:
+        random_init = bool(cached["random_init"])
+        row = {t: i for i, t in enumerate(cached["texts"])}
+        table = cached["embeddings"].to(torch.float16)
+        truncated = set(cached["truncated"])
+    missing = [t for t in texts if t not in row]
+    if missing:
+        new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
+                                                 cache=cache, device=device, batch_size=batch_size, chunk=chunk,
+                                                 progress=progress)
+        truncated |= cut
+        row.update((t, len(table) + i) for i, t in enumerate(missing))
+        table = torch.cat([table, new])
+    stacked = table[torch.tensor([row[t] for t in texts], dtype=torch.long)]  # [U, 512], one gather: no per-row work
+    emb = CaptionEmbeddings(text_encoder=text_encoder, random_init=random_init, texts=texts,
+                            embeddings=stacked.contiguous(), truncated=sorted(t for t in truncated if t in row))
+    return emb, bool(missing) or cached is None

@@ -1,0 +1,79 @@
+"""Issue 14's first-hour messages on the shardgen side: each names the real cause and the fix in one line (exit 2,
+no traceback), finished builds say so, random-init embeddings are pointed out, "next:" lines run as printed."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shardgen.build.pipeline import BuildConfig, build_shards
+from shardgen.cli.main import main
+from shardgen.cli.hints import python_command, tool_command
+from shardgen.sources.download import report
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _build(coco: Path, out: Path, encoder: Path | str) -> list[str]:
+    return ["build", "--coco-root", str(coco), "--split", "val", "--out", str(out), "--text-encoder", str(encoder),
+            "--quiet", "--workers", "1"]
+
+
+def test_a_folder_that_is_no_model_is_named_with_the_fix(tmp_path, sample_coco, tiny_encoder, capsys):
+    assert main(_build(sample_coco, tmp_path / "o", sample_coco)) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "holds no config.json" in line and "shardgen init-encoder" in line and "openai/clip" in line
+
+    no_tokenizer = tmp_path / "enc"
+    no_tokenizer.mkdir()
+    shutil.copy(tiny_encoder / "config.json", no_tokenizer)
+    assert main(_build(sample_coco, tmp_path / "o", no_tokenizer)) == 2
+    assert "holds no tokenizer (tokenizer.json" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_rerunning_a_finished_build_says_already_complete(tmp_path, train_shards, sample_coco, tiny_encoder):
+    out = tmp_path / "train"
+    shutil.copytree(train_shards, out)
+    report_ = build_shards(BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=str(tiny_encoder),
+                                       samples_per_shard=10, workers=1, progress=False))
+    assert "already complete" in report_.summary() and "img/s" not in report_.summary()
+
+
+def test_the_manifest_records_a_local_encoder_resolved(train_shards, tiny_encoder):
+    info = json.loads((train_shards / "manifest.json").read_text())["text_encoder"]
+    assert info["path"] == str(Path(tiny_encoder).resolve()) and info["random_init"] is True
+
+
+@pytest.mark.parametrize("command", ["show", "verify"])
+def test_random_init_embeddings_are_pointed_out(tmp_path, train_shards, capsys, command):
+    argv = [command, str(train_shards)] + (["--out", str(tmp_path / "g.png")] if command == "show" else ["--quiet"])
+    assert main(argv) == 0
+    assert "random-init text tower" in capsys.readouterr().out
+
+
+def test_next_lines_name_commands_that_run_from_here(tmp_path, monkeypatch):
+    bin_dir = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # not activated: the environment's bin folder is not on PATH
+    assert Path(python_command()).samefile(sys.executable)
+    line = report(tmp_path, shardgen=tool_command("shardgen", "shardgen")).splitlines()[-1]
+    assert line.startswith("next: ") and " build --coco-root " in line
+    argv = shlex.split(line.removeprefix("next: "))
+    command = argv[:argv.index("build")]  # `.venv/bin/shardgen`, or `<python> -m shardgen`
+    done = subprocess.run([*command, "build", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "--coco-root" in done.stdout, done.stderr
+
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")  # activated
+    assert python_command() == "python"
+    if (Path(bin_dir) / "shardgen").is_file():
+        assert tool_command("shardgen", "shardgen") == "shardgen"

@@ -1,0 +1,106 @@
+"""Caption encoding survives a real interrupt: a killed run leaves finished chunks, the rerun encodes only the rest
+and ends with bitwise the same embeddings as an uninterrupted run; the chunks go once the cache is written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+from shardgen.sources.coco import CocoImage
+from shardgen.text.cache import (
+    encode_captions,
+    encoder_fingerprint,
+    parts_dir,
+    save_cache,
+)
+
+CHUNK, BATCH = 8, 4  # tiny chunks so a few hundred captions make dozens of them
+
+
+def _images(n: int) -> list[CocoImage]:
+    words = ["red", "green", "blue", "small", "large", "circle", "square", "triangle", "grass", "sky", "sand", "night"]
+    return [CocoImage(image_id=i, file_name=f"{i}.jpg", path=Path(f"{i}.jpg"),
+                      captions=tuple(" ".join(words[(i * 7 + j * 3 + k) % len(words)] for k in range(3 + (i + j) % 9))
+                                     + f" {i}.{j}" for j in range(5)))
+            for i in range(n)]
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import shardgen.text.encoder
+    from shardgen.text.cache import encode_captions
+    from tests.shardgen.test_embeddings_resume import _images, CHUNK, BATCH
+
+    real = shardgen.text.encoder.TextEncoder.encode_ids
+    def slow(self, ids, **kw):  # slow enough that the parent's kill lands in the middle
+        time.sleep(0.15)
+        return real(self, ids, **kw)
+    shardgen.text.encoder.TextEncoder.encode_ids = slow
+    encode_captions(_images(int(sys.argv[3])), text_encoder=sys.argv[1], cache=Path(sys.argv[2]), chunk=CHUNK,
+                    batch_size=BATCH)
+    print("finished")
+""")
+
+
+def test_killed_encoding_resumes_to_identical_embeddings(tmp_path, tiny_encoder, monkeypatch):
+    images = _images(32)  # 160 captions → 20 chunks
+    cache = tmp_path / "train_text_embeddings.pt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[3]), *sys.path])}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny_encoder), str(cache), "32"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(parts_dir(cache).glob("*/chunk-*.npy"))) < 3 and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # no handler runs: only what was on disk counts
+    out, err = proc.communicate(timeout=60)
+    assert b"finished" not in out, err.decode()[-2000:]
+    done = len(list(parts_dir(cache).glob("*/chunk-*.npy")))
+    assert 3 <= done < 20
+
+    import shardgen.text.encoder
+
+    calls = []
+    real = shardgen.text.encoder.TextEncoder.encode_ids
+    monkeypatch.setattr(shardgen.text.encoder.TextEncoder, "encode_ids", lambda self, ids, **kw: calls.append(len(ids))
+                        or real(self, ids, **kw))
+    resumed, dirty = encode_captions(images, text_encoder=str(tiny_encoder), cache=cache, chunk=CHUNK,
+                                     batch_size=BATCH)
+    assert dirty and len(calls) == 20 - done  # only the chunks the killed run had not finished
+    fresh, _ = encode_captions(images, text_encoder=str(tiny_encoder), cache=tmp_path / "other.pt", chunk=CHUNK,
+                               batch_size=BATCH)
+    assert resumed.texts == fresh.texts
+    assert torch.equal(resumed.embeddings, fresh.embeddings)  # bitwise
+
+    save_cache(cache, resumed, images, encoder_fingerprint(str(tiny_encoder)))
+    assert not parts_dir(cache).exists()
+
+
+def test_chunked_encoding_equals_one_pass(tmp_path, tiny_encoder):
+    """Chunk size a multiple of the batch size gives the batches of one global length-sorted pass: same bits."""
+    from shardgen.text.encoder import TextEncoder
+
+    images = _images(20)
+    emb, _ = encode_captions(images, text_encoder=str(tiny_encoder), cache=tmp_path / "c.pt", chunk=8, batch_size=4)
+    encoder = TextEncoder(str(tiny_encoder))
+    ids, _ = encoder.tokenize(emb.texts)
+    assert torch.equal(emb.embeddings, encoder.encode_ids(ids, batch_size=4).to(torch.float16))
+
+
+def test_damaged_chunk_is_encoded_again(tmp_path, tiny_encoder):
+    images = _images(6)
+    cache = tmp_path / "c.pt"
+    first, _ = encode_captions(images, text_encoder=str(tiny_encoder), cache=cache, chunk=CHUNK, batch_size=BATCH)
+    chunks = sorted(parts_dir(cache).glob("*/chunk-*.npy"))
+    assert len(chunks) == 4  # 30 captions in chunks of 8; kept until the cache is written
+    chunks[1].write_bytes(chunks[1].read_bytes()[:100])  # torn by a crash of another kind
+    again, _ = encode_captions(images, text_encoder=str(tiny_encoder), cache=cache, chunk=CHUNK, batch_size=BATCH)
+    assert torch.equal(first.embeddings, again.embeddings)
