@@ -1,9 +1,8 @@
 """Names and constants of the shard format, shared by the writer and every reader so they cannot drift.
 
-A shard is a POSIX tar whose members are grouped per sample, sorted by key, each sample holding exactly `FIELDS`:
-`<key>.jpg` (the preprocessed image), `<key>.json` ({image_id, file_name, captions, ...}), `<key>.npy` (the
-captions' embeddings, [n_captions, EMBED_DIM] float16, row i ↔ captions[i]) and `<key>.txt` (the first caption).
-Shards are named `<split>-NNNNNN.tar`; `manifest.json`, written last, lists them (see `manifest.py`).
+A shard is a POSIX tar whose members are grouped per sample, sorted by key; what a sample holds is the sample
+schema's business (`schema.py`). Shards are named `<split>-NNNNNN.tar`; `manifest.json`, written last, lists them
+(see `manifest.py`).
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ SCHEMA_VERSION = 1
 FORMAT_NAME = "coco-clip-webdataset"
 EMBED_DIM = 512
 EMBED_DTYPE = "float16"
-
-# Every sample carries exactly these members, in this order inside the tar (sorted by extension).
-FIELDS = ("jpg", "json", "npy", "txt")
 
 MANIFEST_NAME = "manifest.json"
 SIZES_NAME = "sizes.json"  # open_clip: {shard_name: n_samples}
