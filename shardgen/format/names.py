@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import SchemaError
+
 SCHEMA_VERSION = 1
 FORMAT_NAME = "coco-clip-webdataset"
 EMBED_DIM = 512
@@ -21,8 +23,6 @@ WIDS_INDEX_NAME = "shardindex.json"  # wids: {"wids_version": 1, "shardlist": [{
 
 def make_key(image_id: int) -> str:
     """The sample key: the COCO image id as 12 digits (no dots, so every tar reader splits it right)."""
-    from .errors import SchemaError
-
     if image_id < 0:
         raise SchemaError(f"image id must be non-negative, got {image_id}")
     return f"{image_id:012d}"
