@@ -36,8 +36,8 @@ Values = Mapping[str, Any]  # a sample's decoded values by field extension
 class Field:
     """One member of every sample: `<key>.<ext>`.
 
-    `encode(values)` gives the member's bytes from the sample's values (a derived field reads other fields'
-    values); `decode(data)` gives its value from the bytes (raises SchemaError(reason)); `check(value, values)`
+    `encode(values)` gives the member's bytes from the sample's values (a derived field, like `txt`, reads
+    other fields' values and is given none of its own); `decode(data)` gives its value from the bytes (raises SchemaError(reason)); `check(value, values)`
     raises SchemaError(reason) when the value breaks a rule (`values`: the fields decoded before it). `batch`,
     when set, makes the loader carry the field: it turns a batch's values into one array, `batch[ext]`; the
     loader handles the core fields (jpg, json, npy) itself and does not read `txt`."""
@@ -48,7 +48,6 @@ class Field:
     decode: Callable[[Any], Any]
     check: Callable[[Any, Values], None] | None = None
     batch: Callable[[list], np.ndarray] | None = None
-    derived: bool = False  # encoded from other fields' values: the writer is given no value for it
 
 
 class Sample(NamedTuple):
@@ -251,7 +250,7 @@ SCHEMA = Schema((
     Field("txt", "the first caption, UTF-8 (what open_clip reads)",
           encode=lambda values: values["json"]["captions"][0].encode("utf-8"),
           decode=lambda data: str(data, "utf-8", "replace"),
-          check=lambda text, values: check_first_caption(text, values["json"]["captions"]), derived=True),
+          check=lambda text, values: check_first_caption(text, values["json"]["captions"])),
     Field("jpg", "the preprocessed image: an RGB baseline JPEG", encode=lambda values: bytes(values["jpg"]),
           decode=lambda data: data),
 ))

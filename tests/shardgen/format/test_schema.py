@@ -34,7 +34,7 @@ def _decode_ncap(data) -> int:
 
 NCAP = Field("ncap", "the number of captions, decimal ASCII (test-only)",
              encode=lambda values: str(len(values["json"]["captions"])).encode(), decode=_decode_ncap,
-             check=_check_ncap, batch=lambda counts: np.array(counts, dtype=np.int64), derived=True)
+             check=_check_ncap, batch=lambda counts: np.array(counts, dtype=np.int64))
 
 
 @pytest.fixture(scope="module")
