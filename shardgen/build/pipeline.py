@@ -32,7 +32,10 @@ from ..errors import UserError
 from ..format import Manifest, embeddings_cache_path, shard_name
 from ..format.coco_folders import SPLIT_FOLDERS, find_split
 from .journal import JOURNAL_NAME, config_hash, load_journal, save_journal
-from ..sources.karpathy import load_karpathy
+from ..sources.karpathy import load_flickr, load_karpathy
+from ..sources.table import load_table
+from ..sources.coco import find_remote_split
+from ..format.storage import is_remote
 from .outdir import check_out_dir, locked_out_dir, user_write_errors
 from .pack import iter_prepared, iter_shard_batches
 from .dali import write_dali_index
@@ -66,23 +69,42 @@ class SplitInput(NamedTuple):
     records: list[CocoImage]
     report: CaptionReport
     source: dict[str, Any] | None  # the manifest's `source`; None for COCO 2014's own train/val (as always)
-    captions_file: Path
+    captions_file: Path | str
     images: str  # the image folder(s), for the log
 
 
 def read_input(cfg: BuildConfig) -> SplitInput:
-    """The split's images, sorted by id: a COCO split (2014 or 2017) from its captions file, or a Karpathy split
-    from its split file with the images from the 2014 folders. Raises UserError on bad input."""
+    """The split's images, sorted by id: a COCO split (2014 or 2017) from its captions file (a folder or a URL), a
+    Karpathy split from its split file with the images from the 2014 folders, a Flickr split file's images under
+    --image-root, or an image-caption table's. Raises UserError on bad input."""
+    if cfg.captions is not None:
+        table = load_table(cfg.captions, cfg.image_root, cfg.split)
+        return SplitInput(table.records, table.report, table.source, cfg.captions, str(cfg.image_root))
+    if cfg.image_root is not None:
+        kp = load_flickr(cfg.karpathy, cfg.image_root, cfg.split)
+        return SplitInput(kp.records, kp.report, kp.source, Path(cfg.karpathy), str(cfg.image_root))
+    if is_remote(str(cfg.coco_root)):
+        if cfg.karpathy is not None:
+            raise UserError("--karpathy with a --coco-root URL is not supported; use a local copy of the 2014 "
+                            "folders, or build val/train from the URL")
+        layout = find_remote_split(str(cfg.coco_root).rstrip("/"), cfg.split)
+        records, report = load_split(layout)
+        return SplitInput(records, report, _coco_source(cfg.split, layout), layout.annotations,
+                          str(layout.images_dir))
     if cfg.karpathy is not None:
         kp = load_karpathy(cfg.karpathy, cfg.coco_root, cfg.split)
         folders = sorted({str(r.path.parent) for r in kp.records})
         return SplitInput(kp.records, kp.report, kp.source, Path(cfg.karpathy), " and ".join(folders) or "-")
     layout = find_split(cfg.coco_root, cfg.split)
     records, report = load_split(layout)
-    year = SPLIT_FOLDERS[cfg.split][-4:]
-    source = None if year == "2014" else {"dataset": f"coco{year}", "split": cfg.split,
-                                          "captions": layout.annotations.name}
-    return SplitInput(records, report, source, layout.annotations, str(layout.images_dir))
+    return SplitInput(records, report, _coco_source(cfg.split, layout), layout.annotations, str(layout.images_dir))
+
+
+def _coco_source(split: str, layout) -> dict[str, Any] | None:
+    """The manifest's `source` of a COCO split: None for 2014's own train/val (as always), else year and file."""
+    year = SPLIT_FOLDERS[split][-4:]
+    return None if year == "2014" else {"dataset": f"coco{year}", "split": split,
+                                        "captions": str(layout.annotations).rsplit("/", 1)[-1]}
 
 
 def _resolve_device(device: str) -> str:
@@ -174,6 +196,6 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
             on_shard(out / shards[-1]["name"])
     if not shards:
         counts = ", ".join(f"{len(names)} {reason}" for reason, names in sorted(unplaced.items()))
-        raise UserError(f"no usable images in {cfg.coco_root} for split {cfg.dataset_split}: every image failed "
+        raise UserError(f"no usable images in {cfg.coco_root or cfg.image_root} for split {cfg.dataset_split}: every image failed "
                         f"({counts})")
     return shards
