@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,7 +38,7 @@ from ..sources.table import load_table
 from ..sources.coco import find_remote_split
 from ..format.storage import is_remote
 from .outdir import check_out_dir, locked_out_dir, user_write_errors
-from .pack import iter_prepared, iter_shard_batches
+from .pack import CHUNK_IMAGES, iter_prepared, iter_shard_batches
 from .dali import write_dali_index
 from .writer import write_shard
 
@@ -128,14 +129,14 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
         raise UserError(f"{split.captions_file}: no images with usable captions")
     out = Path(cfg.out)
     check_out_dir(out, cfg.dataset_split)
-    with locked_out_dir(out):
+    with locked_out_dir(out), _executor(cfg) as pool:
         log(f"{cfg.dataset_split}: {len(records)} images with captions in {split.images}")
         emb = _embed_captions(cfg, records, out)
         build_hash = config_hash(cfg, records, encoder_fingerprint(cfg.text_encoder))
         journal = load_journal(out, cfg.dataset_split, build_hash, warn=warn)
         with user_write_errors(out):
             shards = _write_shards(cfg, records, emb, out, journal=journal, build_hash=build_hash,
-                                   on_shard=on_shard)
+                                   on_shard=on_shard, pool=pool)
             if cfg.dali_index:  # after packing, so resumed shards (or ones from a run without the flag) get one too
                 for entry in shards:
                     if not (out / entry["name"]).with_suffix(".idx").is_file():
@@ -144,6 +145,26 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
                                          records=records, emb=emb, source=split.source)
             write_manifest(out, manifest)
     return BuildReport(out=out, manifest=manifest, seconds=time.perf_counter() - t0, resumed_shards=len(journal))
+
+
+@contextmanager
+def _executor(cfg: BuildConfig) -> Iterator[Any]:
+    """None for `--executor local` (`pack` runs its own processes), a `cluster.RayPool` for `ray`."""
+    if cfg.executor == "local":
+        yield None
+        return
+    from .cluster import ray_pool
+
+    with ray_pool(address=cfg.ray_address, workers=cfg.workers) as pool:
+        yield pool
+
+
+def _chunk(cfg: BuildConfig, n_records: int, pool: Any) -> int:
+    """Images per task: locally a small chunk; on Ray one shard's worth of input (the unit of work and of loss),
+    smaller only when that would leave the cluster's CPUs idle."""
+    if pool is None:
+        return CHUNK_IMAGES
+    return max(CHUNK_IMAGES, min(cfg.samples_per_shard, -(-n_records // (2 * pool.slots))))
 
 
 def _embed_captions(cfg: BuildConfig, records: list[CocoImage], out: Path) -> CaptionEmbeddings:
@@ -167,7 +188,8 @@ def _remove_unjournaled(out: Path, split: str, kept: set[str]) -> None:
 
 
 def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbeddings, out: Path, *,
-                  journal: list[dict], build_hash: str, on_shard: Callable[[Path], None] | None) -> list[dict]:
+                  journal: list[dict], build_hash: str, on_shard: Callable[[Path], None] | None,
+                  pool: Any = None) -> list[dict]:
     """Preprocess and write the shards after the journaled ones; returns every shard's journal entry."""
     from tqdm.auto import tqdm
 
@@ -175,7 +197,8 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
     unplaced: dict[str, list[str]] = {}  # failures when not one image made it into a shard
     start = journal[-1]["input_end"] if journal else 0
     _remove_unjournaled(out, cfg.dataset_split, kept={e["name"] for e in shards})
-    prepared = tqdm(iter_prepared(records, emb, cfg=cfg, start=start, workers=cfg.workers), total=len(records),
+    prepared = tqdm(iter_prepared(records, emb, cfg=cfg, start=start, workers=cfg.workers, pool=pool,
+                                  chunk=_chunk(cfg, len(records) - start, pool)), total=len(records),
                     initial=start, desc=f"pack {cfg.dataset_split}", unit="img", disable=not cfg.progress)
     for batch in iter_shard_batches(prepared, samples_per_shard=cfg.samples_per_shard,
                                     max_shard_bytes=cfg.max_shard_bytes, input_end=len(records)):
