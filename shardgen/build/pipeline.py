@@ -131,7 +131,7 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
     check_out_dir(out, cfg.dataset_split)
     with locked_out_dir(out), _executor(cfg) as pool:
         log(f"{cfg.dataset_split}: {len(records)} images with captions in {split.images}")
-        emb = _embed_captions(cfg, records, out)
+        emb = _embed_captions(cfg, records, out, pool)
         build_hash = config_hash(cfg, records, encoder_fingerprint(cfg.text_encoder))
         journal = load_journal(out, cfg.dataset_split, build_hash, warn=warn)
         with user_write_errors(out):
@@ -167,13 +167,13 @@ def _chunk(cfg: BuildConfig, n_records: int, pool: Any) -> int:
     return max(CHUNK_IMAGES, min(cfg.samples_per_shard, -(-n_records // (2 * pool.slots))))
 
 
-def _embed_captions(cfg: BuildConfig, records: list[CocoImage], out: Path) -> CaptionEmbeddings:
+def _embed_captions(cfg: BuildConfig, records: list[CocoImage], out: Path, pool: Any = None) -> CaptionEmbeddings:
     """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew."""
     cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else embeddings_cache_path(out, cfg.dataset_split)
     with user_write_errors(cache.parent, only_under=True):  # chunks are written as encoding goes (`embeddings`)
         emb, dirty = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache,
                                      device=_resolve_device(cfg.device), batch_size=cfg.encode_batch_size,
-                                     progress=cfg.progress)
+                                     progress=cfg.progress, pool=pool)
         if dirty:
             cache.parent.mkdir(parents=True, exist_ok=True)
             save_cache(cache, emb, records, encoder_fingerprint(cfg.text_encoder))

@@ -72,8 +72,12 @@ def _rows_csv(fh, name: str) -> tuple[list[str], Iterator[dict]]:
 
 
 def _rows_parquet(fh, name: str) -> tuple[list[str], Iterator[dict]]:
-    import pyarrow
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(f"{name}: reading parquet needs pyarrow: pip install 'coco-clip-shards[ray]' (or pyarrow)") \
+            from None
 
     try:
         table = pq.read_table(fh)

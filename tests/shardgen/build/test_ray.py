@@ -84,3 +84,25 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_bytes_are_identical(ray_se
         watcher.join()
     assert killed, "no image task was running to kill"
     assert _files(tmp_path / "train") == local_build
+
+
+def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_session, sample_coco, tiny_encoder,
+                                                                       tmp_path):
+    import torch
+
+    from shardgen.build.cluster import ray_pool
+    from shardgen.format.coco_folders import find_split
+    from shardgen.sources.coco import load_split
+    from shardgen.text.cache import encode_captions
+
+    records, _ = load_split(find_split(sample_coco, "train"))
+    submitted = []
+    with ray_pool(address=None, workers=2) as pool:
+        submit = pool.submit
+        pool.submit = lambda fn, *args, **kw: submitted.append(fn.__name__) or submit(fn, *args, **kw)
+        on_ray, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "a.pt", chunk=64,
+                                    pool=pool)
+    here, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "b.pt", chunk=64)
+    n_texts = len({c for r in records for c in r.captions})
+    assert submitted == ["encode_chunk"] * -(-n_texts // 64) and len(submitted) > 1
+    assert on_ray.texts == here.texts and torch.equal(on_ray.embeddings, here.embeddings)
