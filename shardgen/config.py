@@ -52,6 +52,7 @@ class BuildConfig:
     progress: bool = True
     captions: Path | str | None = None  # an image-caption table (.jsonl, .csv, .parquet), images under image_root
     image_root: Path | str | None = None  # the folder (or URL) the table's or a non-COCO split file's images lie in
+    webdataset: str | None = None  # webdataset tars (img2dataset's jpg + txt), a brace pattern of paths or URLs
     executor: str = "local"  # local: image processes on this machine; ray: tasks on a Ray cluster
     ray_address: str | None = None  # with executor ray: the cluster (default: RAY_ADDRESS, else a local Ray)
 
@@ -69,7 +70,7 @@ class BuildConfig:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.ray_address is not None and self.executor != "ray":
             raise ValueError("ray_address needs --executor ray")
-        if self.captions is not None or self.image_root is not None:
+        if self.captions is not None or self.image_root is not None or self.webdataset is not None:
             return
         if self.karpathy is None and self.split in ("restval", "train+restval", "test"):
             raise ValueError(f"split {self.split!r} is one of Karpathy's splits: it needs the split file "
@@ -79,7 +80,15 @@ class BuildConfig:
                              f"got {self.split!r}")
 
     def _check_input(self) -> None:
-        """Exactly one input: a COCO folder (optionally with a Karpathy file), a table, or a non-COCO split file."""
+        """Exactly one input: a COCO folder (optionally with a Karpathy file), a table, a non-COCO split file, or
+        webdataset shards."""
+        if self.webdataset is not None:
+            if any(v is not None for v in (self.coco_root, self.captions, self.image_root, self.karpathy)):
+                raise ValueError("webdataset is an input of its own; leave out --coco-root, --captions, "
+                                 "--image-root and --karpathy")
+            if self.split is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.split):
+                raise ValueError(f"split must be letters, digits, _ or - to name shards, got {self.split!r}")
+            return
         if self.captions is not None:
             if self.coco_root is not None or self.karpathy is not None:
                 raise ValueError("captions takes its images from --image-root; leave out --coco-root and --karpathy")
@@ -106,7 +115,7 @@ class BuildConfig:
         """The name the shards, manifest and caption cache carry: the split (`train`, `val2017`), for a Karpathy
         split of COCO `karpathy_<split>` (`karpathy_test`, `karpathy_train_restval`), for another Karpathy file
         `<dataset>_<split>` (`dataset_flickr30k.json` → `flickr30k_test`), for a table its --split or `all`."""
-        if self.captions is not None:
+        if self.captions is not None or self.webdataset is not None:
             return self.split or "all"
         if self.karpathy is None:
             return self.split

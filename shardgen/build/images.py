@@ -122,21 +122,26 @@ def read_image_bytes(path: str | Path, *, sleep=None) -> bytes:
     errors. A file that is not there is `BadImage("missing_file")` (counted, the build goes on); a network that
     stays down raises (the build stops and resumes from its journal when rerun)."""
     from ..format.storage import client_errors, is_remote, read_bytes
+    from ..sources.roots import TarMember, read_member
 
-    if not is_remote(str(path)):
+    if isinstance(path, TarMember):  # a webdataset input's image, read in place from its tar
+        read = lambda: read_member(path)  # noqa: E731
+    elif not is_remote(str(path)):
         try:
             return Path(path).read_bytes()
         except FileNotFoundError:
             raise BadImage("missing_file", str(path)) from None
         except OSError as exc:
             raise BadImage("unreadable_file", f"{path}: {exc}") from exc
+    else:
+        read = lambda: read_bytes(str(path))  # noqa: E731
     import time
 
     sleep = sleep or time.sleep
     attempt = 0
     while True:
         try:
-            return read_bytes(str(path))
+            return read()
         except FileNotFoundError:
             raise BadImage("missing_file", str(path)) from None
         except client_errors():

@@ -35,6 +35,7 @@ from ..format.coco_folders import SPLIT_FOLDERS, find_split
 from .journal import JOURNAL_NAME, config_hash, load_journal, save_journal
 from ..sources.karpathy import load_flickr, load_karpathy
 from ..sources.table import load_table
+from ..sources.webdataset import load_webdataset
 from ..sources.coco import find_remote_split
 from ..format.storage import is_remote
 from .outdir import check_out_dir, locked_out_dir, user_write_errors
@@ -78,6 +79,9 @@ def read_input(cfg: BuildConfig) -> SplitInput:
     """The split's images, sorted by id: a COCO split (2014 or 2017) from its captions file (a folder or a URL), a
     Karpathy split from its split file with the images from the 2014 folders, a Flickr split file's images under
     --image-root, or an image-caption table's. Raises UserError on bad input."""
+    if cfg.webdataset is not None:
+        wds = load_webdataset(cfg.webdataset)
+        return SplitInput(wds.records, wds.report, wds.source, cfg.webdataset, cfg.webdataset)
     if cfg.captions is not None:
         table = load_table(cfg.captions, cfg.image_root, cfg.split)
         return SplitInput(table.records, table.report, table.source, cfg.captions, str(cfg.image_root))

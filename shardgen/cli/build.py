@@ -34,7 +34,9 @@ other inputs (instead of --coco-root):
   --captions FILE --image-root DIR [--split S]
                            an image-caption table (.jsonl, .csv, .parquet): columns image, caption [, image_id,
                            split], one row per caption; shards <S>-*.tar (all-*.tar without --split)
-  --coco-root, --image-root and --captions also take URLs (s3://bucket/coco, https://...).
+  --webdataset 'dir/{00000..00099}.tar'
+                           webdataset shards as img2dataset writes them (jpg + txt per sample), re-sharded
+  --coco-root, --image-root, --captions and --webdataset also take URLs (s3://bucket/coco, https://...).
 
 executors (--executor):
   local                    image processes on this machine (default)
@@ -86,6 +88,9 @@ def add_build(sub) -> None:
                         "train+restval, val, test; with --captions: the rows whose split column holds it")
     p.add_argument("--captions", dest="captions", type=path_or_url, default=d("captions"), metavar="FILE",
                    help="an image-caption table (.jsonl, .csv, .parquet; a path or URL) instead of --coco-root")
+    p.add_argument("--webdataset", dest="webdataset", default=d("webdataset"), metavar="URLS",
+                   help="webdataset tars (img2dataset's jpg + txt per sample): a brace pattern of paths or URLs, "
+                        "e.g. 'cc3m/{00000..00331}.tar'")
     p.add_argument("--image-root", dest="image_root", type=path_or_url, default=d("image_root"), metavar="DIR",
                    help="the folder or URL the --captions table's (or a Flickr split file's) image paths are under")
     p.add_argument("--karpathy", dest="karpathy", type=Path, default=d("karpathy"), metavar="dataset_coco.json",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from ..errors import UserError
 from ..format.storage import access_error, client_errors, is_remote, open_url, redact, with_timeouts
@@ -81,3 +81,41 @@ def list_folders(root: str, max_depth: int, *, skip: frozenset[str] = frozenset(
             continue
         frontier += sorted((e["name"].rstrip("/"), depth + 1) for e in entries if e["type"] == "directory")
     return found
+
+
+class TarMember(NamedTuple):
+    """An image stored inside a tar (a webdataset shard, local or a URL): read as `size` bytes at `offset`."""
+
+    url: str
+    offset: int
+    size: int
+
+    def __str__(self) -> str:  # how messages (a missing or corrupt image) name it
+        return f"{redact(self.url)}@{self.offset}"
+
+
+def read_member(member: TarMember) -> bytes:
+    """The bytes of one tar member: a local file by seek and read, a URL by a ranged read (S3) or, where the
+    server reads front to back (HTTP), by reading up to it. Raises what the storage layer raises."""
+    if not is_remote(member.url):
+        with open(member.url, "rb") as fh:
+            fh.seek(member.offset)
+            data = fh.read(member.size)
+    else:
+        with open_url(member.url, "rb") as fh:
+            if fh.seekable():
+                fh.seek(member.offset)
+            else:
+                _skip(fh, member.offset)
+            data = fh.read(member.size)
+    if len(data) != member.size:
+        raise FileNotFoundError(f"{member}: the tar ends before this member ({len(data)} of {member.size} bytes)")
+    return data
+
+
+def _skip(fh, n: int) -> None:
+    while n > 0:
+        block = fh.read(min(n, 1 << 20))
+        if not block:
+            return
+        n -= len(block)
