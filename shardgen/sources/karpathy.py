@@ -78,6 +78,9 @@ def _check_entry(path: Path, i: int, entry: object) -> None:
         raise UserError(f"{path}: images[{i}] is not an object")
     if entry.get("split") not in TAGS:
         raise UserError(f"{path}: images[{i}]: split {entry.get('split')!r:.40} is not one of {', '.join(TAGS)}")
+    if "cocoid" not in entry and "imgid" in entry:
+        raise UserError(f"{path}: images[{i}] has no cocoid: not a COCO split file (Flickr30k's or Flickr8k's?); "
+                        "give its image folder with --image-root instead of --coco-root")
     if not valid_id(entry.get("cocoid")):
         raise UserError(f"{path}: images[{i}]: cocoid {entry.get('cocoid')!r:.40} is not a COCO image id")
     for name, kind in (("filepath", str), ("filename", str), ("sentences", list)):

@@ -107,6 +107,8 @@ def test_options_that_do_not_go_together_are_one_line(tmp_path, sample_coco, cap
     base = ["build", "--out", str(tmp_path / "o"), "--quiet"]
     for extra, needle in [(["--captions", "t.csv"], "--captions needs --image-root"),
                           (["--split", "val"], "--coco-root is needed"),
+                          (["--captions", str(write_table([{"image": "a.jpg", "caption": "x"}], tmp_path / "ok.csv")),
+                            "--image-root", str(tmp_path / "nowhere")], "is not a directory"),
                           (["--coco-root", str(sample_coco), "--split", "val", "--ray-address", "x:1"],
                            "--ray-address needs --executor ray")]:
         assert main(base + extra) == 2
@@ -140,3 +142,6 @@ def test_flickr30k_through_its_karpathy_file_builds_exactly_its_test_images_and_
     assert got == want and [k for k, _ in read_all(tmp_path / "o")] == [f"{i:012d}" for i in range(4)]
     assert main(argv[:5] + ["--split", "restval", "--out", str(tmp_path / "p"), "--quiet"]) == 2
     assert "--split must be one of train, val, test" in capsys.readouterr().err
+    assert main(["build", "--karpathy", str(split_file), "--coco-root", str(sample_coco), "--split", "test",
+                 "--out", str(tmp_path / "q"), "--quiet"]) == 2  # a Flickr file given as COCO's: the fix is named
+    assert "not a COCO split file" in capsys.readouterr().err
