@@ -35,9 +35,16 @@ class RayFuture:
         self._ref = ref
 
     def result(self) -> Any:
+        """The task's return value; an exception it raised is re-raised as itself (a `UserError` stays one line),
+        chained to Ray's error, which holds the remote traceback."""
         import ray
 
-        return ray.get(self._ref)
+        try:
+            return ray.get(self._ref)
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, BaseException):
+                raise exc.cause from exc
+            raise
 
 
 class RayPool:

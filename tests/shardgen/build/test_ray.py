@@ -106,3 +106,19 @@ def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_sessio
     n_texts = len({c for r in records for c in r.captions})
     assert submitted == ["encode_chunk"] * -(-n_texts // 64) and len(submitted) > 1
     assert on_ray.texts == here.texts and torch.equal(on_ray.embeddings, here.embeddings)
+
+
+def _refuse(text: str) -> None:
+    from shardgen.errors import UserError
+
+    raise UserError(text)
+
+
+def test_an_error_raised_in_a_task_comes_back_as_itself(ray_session):
+    from shardgen.build.cluster import RayPool
+    from shardgen.errors import UserError
+
+    future = RayPool(slots=2, gpus=0, startup_s=0.0).submit(_refuse, "one line for the user")
+    with pytest.raises(UserError) as caught:
+        future.result()
+    assert type(caught.value) is UserError and str(caught.value) == "one line for the user"
