@@ -1,12 +1,12 @@
-"""`shardgen build`: one COCO split (2014, 2017 or a Karpathy split) → contiguous tar shards + manifest, resumable
-and byte-reproducible.
+"""`shardgen build`: one COCO split (2014, 2017 or a Karpathy split), a Flickr split file, an image-caption table or
+webdataset tars → contiguous tar shards + manifest, resumable and byte-reproducible.
 
-`build_shards` reads like a table of contents: read captions (`coco` or `karpathy`), check and lock the output folder
-(`outdir`), embed captions once (`embeddings`, cached), preprocess images on N processes in input order and roll
-shards over by count or size (`pack`), write each shard (`writer`) and journal it (`journal`), then assemble the
-manifest and write the indexes, manifest last (`assembly`). A killed build rerun with the same config resumes after
-the last journaled shard and produces identical bytes.
-"""
+`build_shards` reads like a table of contents: read captions (`sources`: coco, karpathy, table, webdataset), check
+and lock the output folder (`outdir`), embed captions once (`text.cache`, cached), preprocess images on N processes
+or Ray tasks (`cluster`) in input order and roll shards over by count or size (`pack`), write each shard (`writer`)
+and journal it (`journal`), then assemble the manifest and write the indexes, manifest last (`finish`). A killed
+build rerun with the same config resumes after the last journaled shard and produces identical bytes, whichever
+the executor."""
 
 from __future__ import annotations
 
