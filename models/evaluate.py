@@ -3,8 +3,9 @@
 Protocols (`--protocol`): `all` (default) ranks every image of the shards against all their captions; `5k` the
 first 5000 images with all their captions and `1k` the mean over five folds of 1000 of them (images 0-999,
 1000-1999, ... in shard order, i.e. COCO id order); `flickr30k-1k` Flickr30k's 1000-image test split with its 5000
-captions (`shardgen build --karpathy dataset_flickr30k.json --image-root flickr30k-images --split test`). Published COCO retrieval figures use Karpathy's 5k test split,
-so build it for them: `shardgen build --karpathy dataset_coco.json --split test`. Recall@K is computed in chunks
+captions (`shardgen build --karpathy dataset_flickr30k.json --image-root flickr30k-images --split test`).
+Published COCO retrieval figures use Karpathy's 5k test split, so build it for them: `shardgen build --karpathy
+dataset_coco.json --split test`. Recall@K is computed in chunks
 (`metrics`), never holding the whole similarity matrix, and its time is reported.
 
 Text embeddings come from the shards (the frozen tower's, precomputed); free-text queries are encoded on the fly

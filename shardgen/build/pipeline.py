@@ -223,6 +223,7 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
             on_shard(out / shards[-1]["name"])
     if not shards:
         counts = ", ".join(f"{len(names)} {reason}" for reason, names in sorted(unplaced.items()))
-        raise UserError(f"no usable images in {cfg.coco_root or cfg.image_root} for split {cfg.dataset_split}: every image failed "
+        where = cfg.coco_root or cfg.image_root or cfg.webdataset
+        raise UserError(f"no usable images in {where} for split {cfg.dataset_split}: every image failed "
                         f"({counts})")
     return shards

@@ -71,8 +71,8 @@ def test_a_table_and_its_images_on_s3_build_the_same_bytes_as_local(bucket, samp
     bucket.upload_file(str(table), "inputs", "tables/t.parquet")
     build_shards(_cfg(tmp_path / "local", tiny_encoder, coco_root=None, split=None, captions=table,
                       image_root=sample_coco))
-    build_shards(_cfg(tmp_path / "s3", tiny_encoder, coco_root=None, split=None, captions="s3://inputs/tables/t.parquet",
-                      image_root="s3://inputs/coco2014"))
+    build_shards(_cfg(tmp_path / "s3", tiny_encoder, coco_root=None, split=None,
+                      captions="s3://inputs/tables/t.parquet", image_root="s3://inputs/coco2014"))
     assert _tars(tmp_path / "s3") == _tars(tmp_path / "local") and len(_tars(tmp_path / "local")) == 3
 
 
