@@ -1,5 +1,6 @@
-"""`--executor ray` (issue 22) on one local 2-CPU Ray shared by this module: the same shard bytes as the local build,
-the same after a Ray worker is killed mid-shard (its task is retried), and an unreachable --ray-address is one
+"""`--executor ray` (issue 22) on one local 2-CPU Ray shared by this module: the same shard bytes as the local build
+with a Ray worker killed mid-shard (its task is retried), a rerun skips finished shards, caption chunks encoded as
+Ray tasks equal the local encoding, a task's error comes back as itself, and an unreachable --ray-address is one
 line (exit 2)."""
 
 from __future__ import annotations
@@ -53,12 +54,6 @@ def local_build(sample_coco, tiny_encoder, tmp_path_factory) -> dict[str, str]:
     return _files(out)
 
 
-def test_ray_build_is_byte_identical_to_the_local_build(ray_session, sample_coco, tiny_encoder, tmp_path,
-                                                        local_build):
-    build_shards(_cfg(sample_coco, tiny_encoder, tmp_path / "train", executor="ray"))
-    assert _files(tmp_path / "train") == local_build and len(local_build) == 5 + 3  # 5 shards, 3 json
-
-
 def _kill_first_image_task(done: threading.Event, killed: list[int]) -> None:
     """SIGKILL the first Ray worker seen running an image task (its process title names the task)."""
     import psutil
@@ -72,8 +67,8 @@ def _kill_first_image_task(done: threading.Event, killed: list[int]) -> None:
         time.sleep(0.005)
 
 
-def test_a_worker_killed_mid_shard_is_retried_and_the_bytes_are_identical(ray_session, sample_coco, tiny_encoder,
-                                                                          tmp_path, local_build):
+def test_a_ray_build_with_a_worker_killed_mid_shard_is_byte_identical_to_local_and_resumes(
+        ray_session, sample_coco, tiny_encoder, tmp_path, local_build):
     done, killed = threading.Event(), []
     watcher = threading.Thread(target=_kill_first_image_task, args=(done, killed), daemon=True)
     watcher.start()
@@ -83,7 +78,10 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_bytes_are_identical(ray_se
         done.set()
         watcher.join()
     assert killed, "no image task was running to kill"
-    assert _files(tmp_path / "train") == local_build
+    assert _files(tmp_path / "train") == local_build and len(local_build) == 5 + 3  # 5 shards, 3 json
+    (tmp_path / "train" / "train-000004.tar").unlink()  # as if the driver died before the last shard
+    again = build_shards(_cfg(sample_coco, tiny_encoder, tmp_path / "train", executor="ray"))
+    assert again.resumed_shards == 4 and _files(tmp_path / "train") == local_build  # finished shards skipped
 
 
 def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_session, sample_coco, tiny_encoder,
