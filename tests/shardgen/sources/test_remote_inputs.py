@@ -14,6 +14,7 @@ from shardgen.build.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 
 from .test_table import write_table
+from .test_webdataset import img2dataset_dir  # noqa: F401 - the fixture, shared
 
 
 def _free_port() -> int:
@@ -83,3 +84,51 @@ def test_a_bucket_that_does_not_exist_is_one_line_exit_2(bucket, tmp_path, capsy
     assert main(["build", *where[option], "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "s3://no-such-bucket" in err, err
+
+
+def test_webdataset_tars_on_s3_build_the_same_bytes_as_local(bucket, img2dataset_dir, tiny_encoder, tmp_path):
+    for tar in sorted(img2dataset_dir.glob("*.tar")):
+        bucket.upload_file(str(tar), "inputs", f"wds/{tar.name}")
+    build_shards(_cfg(tmp_path / "local", tiny_encoder, coco_root=None, split=None,
+                      webdataset=str(img2dataset_dir / "{00000..00001}.tar")))
+    build_shards(_cfg(tmp_path / "s3", tiny_encoder, coco_root=None, split=None,
+                      webdataset="s3://inputs/wds/{00000..00001}.tar"))
+    assert _tars(tmp_path / "s3") == _tars(tmp_path / "local") and len(_tars(tmp_path / "local")) == 2
+
+
+def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
+    from shardgen.build import images
+    from shardgen.format import storage
+
+    calls, waits = [], []
+
+    def flaky(url, **_):
+        calls.append(url)
+        if len(calls) < 3:
+            raise ConnectionError(f"{url}: connection reset")
+        return b"bytes"
+
+    monkeypatch.setattr(storage, "read_bytes", flaky)
+    assert images.read_image_bytes("s3://inputs/x.jpg", sleep=waits.append) == b"bytes"
+    assert len(calls) == 3 and waits == [1.0, 2.0]
+    def down(url, **_):
+        raise ConnectionError(f"{url}: connection refused")
+
+    monkeypatch.setattr(storage, "read_bytes", down)
+    with pytest.raises(ConnectionError):
+        images.read_image_bytes("s3://inputs/x.jpg", sleep=waits.append)
+    assert waits == [1.0, 2.0, 1.0, 2.0]  # three tries, two waits, then the error stops the build
+
+
+def test_a_missing_remote_image_is_counted_not_retried(monkeypatch):
+    from shardgen.build import images
+    from shardgen.errors import BadImage
+    from shardgen.format import storage
+
+    def missing(url, **_):
+        raise FileNotFoundError(f"{url}: not found")
+
+    monkeypatch.setattr(storage, "read_bytes", missing)
+    with pytest.raises(BadImage) as caught:
+        images.read_image_bytes("s3://inputs/x.jpg", sleep=pytest.fail)
+    assert caught.value.reason == "missing_file"
