@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from ..errors import UserError
 
+TASKS_IN_FLIGHT_PER_CPU = 2
 TASK_RETRIES = 3  # Ray re-runs a task whose worker process or node died this many times
 RAY_CLIENT_PORT = 10001  # ray://host starts a Ray Client session on this port unless another is given
 GCS_PORT = 6379  # host alone (or host:port) joins the cluster's head directly
@@ -54,6 +55,9 @@ class RayPool:
         self.slots = slots
         self.gpus = gpus  # GPUs in the cluster: caption encoding asks for one per task when there are any
         self.startup_s = startup_s  # how long joining or starting Ray took (reported apart by the benchmark)
+        # image tasks submitted ahead: each holds a shard's worth of samples (~25 MB at 1000 per shard) in the
+        # object store until the driver takes it, so two per CPU keep every CPU busy without piling up results
+        self.in_flight = TASKS_IN_FLIGHT_PER_CPU * slots
         self._remote: dict[tuple[Callable, float], Any] = {}
 
     def submit(self, fn: Callable, *args: Any, num_gpus: float = 0) -> RayFuture:

@@ -85,7 +85,7 @@ def _to_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
 def iter_prepared(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: BuildConfig, start: int = 0,
                   workers: int = 1, chunk: int = CHUNK_IMAGES, pool=None) -> Iterator[Prepared]:
     """Preprocess records[start:] and yield them in input order: here (`workers` 1), on `workers` processes, or
-    on `pool` (anything with `submit(fn, *args).result()` and `slots`, e.g. `cluster.RayPool`)."""
+    on `pool` (anything with `submit(fn, *args).result()` and `in_flight`, e.g. `cluster.RayPool`)."""
     chunks = [(i, records[i:i + chunk]) for i in range(start, len(records), chunk)]
 
     def emit(first: int, recs: list[CocoImage], results: list) -> Iterator[Prepared]:
@@ -96,7 +96,7 @@ def iter_prepared(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: Buil
                 yield Prepared(first + j, rec, _to_sample(rec, res, emb), res.conversions)
 
     if pool is not None:
-        yield from _in_order(pool, chunks, cfg, emit, in_flight=CHUNKS_IN_FLIGHT_PER_WORKER * pool.slots)
+        yield from _in_order(pool, chunks, cfg, emit, in_flight=pool.in_flight)
         return
     if workers <= 1:
         for first, recs in chunks:
