@@ -31,6 +31,9 @@ from PIL import (  # noqa: F401 - registers the formats in FORMATS before any op
 
 from ..errors import BadImage
 
+IMAGE_READ_RETRIES = 3  # tries of a remote image read that failed for network reasons, before the build stops
+RETRY_BACKOFF_S = 1.0  # the wait before the second try; doubled each time
+
 # Raster formats decoded in-process (JPEG includes camera MPO files); any other kind is counted as corrupt_image.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 _HUFFMAN_SOF = {0xC0, 0xC1, 0xC2}  # baseline, extended sequential, progressive (what libjpeg decodes)
@@ -113,16 +116,46 @@ def _check_claims(img: Image.Image, data: bytes, *, max_pixels: int, path: str |
                                         "many pixels (truncated or crafted)")
 
 
+def read_image_bytes(path: str | Path, *, sleep=None) -> bytes:
+    """The one place the build reads an image file: a local path as it always was, a URL (`s3://`, `https://`)
+    through fsspec with the storage layer's timeouts, retried `IMAGE_READ_RETRIES` times with backoff on network
+    errors. A file that is not there is `BadImage("missing_file")` (counted, the build goes on); a network that
+    stays down raises (the build stops and resumes from its journal when rerun)."""
+    from ..format.storage import client_errors, is_remote, read_bytes
+    from ..sources.roots import TarMember, read_member
+
+    if isinstance(path, TarMember):  # a webdataset input's image, read in place from its tar
+        read = lambda: read_member(path)  # noqa: E731
+    elif not is_remote(str(path)):
+        try:
+            return Path(path).read_bytes()
+        except FileNotFoundError:
+            raise BadImage("missing_file", str(path)) from None
+        except OSError as exc:
+            raise BadImage("unreadable_file", f"{path}: {exc}") from exc
+    else:
+        read = lambda: read_bytes(str(path))  # noqa: E731
+    import time
+
+    sleep = sleep or time.sleep
+    attempt = 0
+    while True:
+        try:
+            return read()
+        except FileNotFoundError:
+            raise BadImage("missing_file", str(path)) from None
+        except client_errors():
+            attempt += 1
+            if attempt == IMAGE_READ_RETRIES:
+                raise
+            sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+
+
 def preprocess_image(path: str | Path, *, size: int, crop: bool, quality: int, draft: bool,
                      max_pixels: int) -> ImageResult:
     """Read `path`, fix mode/orientation, resize/crop, and encode a baseline JPEG. Raises `BadImage`."""
     notes: list[str] = []
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BadImage("missing_file", str(path)) from None
-    except OSError as exc:
-        raise BadImage("unreadable_file", f"{path}: {exc}") from exc
+    data = read_image_bytes(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below

@@ -83,8 +83,9 @@ def _to_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
 
 
 def iter_prepared(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: BuildConfig, start: int = 0,
-                  workers: int = 1, chunk: int = CHUNK_IMAGES) -> Iterator[Prepared]:
-    """Preprocess records[start:] and yield them in input order."""
+                  workers: int = 1, chunk: int = CHUNK_IMAGES, pool=None) -> Iterator[Prepared]:
+    """Preprocess records[start:] and yield them in input order: here (`workers` 1), on `workers` processes, or
+    on `pool` (anything with `submit(fn, *args).result()` and `in_flight`, e.g. `cluster.RayPool`)."""
     chunks = [(i, records[i:i + chunk]) for i in range(start, len(records), chunk)]
 
     def emit(first: int, recs: list[CocoImage], results: list) -> Iterator[Prepared]:
@@ -94,23 +95,31 @@ def iter_prepared(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: Buil
             else:
                 yield Prepared(first + j, rec, _to_sample(rec, res, emb), res.conversions)
 
+    if pool is not None:
+        yield from _in_order(pool, chunks, cfg, emit, in_flight=pool.in_flight)
+        return
     if workers <= 1:
         for first, recs in chunks:
             yield from emit(first, recs, _preprocess_chunk(recs, cfg))
         return
-    with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-        pending: deque = deque()
-        todo = iter(chunks)
-        for first, recs in todo:
-            pending.append((first, recs, pool.submit(_preprocess_chunk, recs, cfg)))
-            if len(pending) >= CHUNKS_IN_FLIGHT_PER_WORKER * workers:
-                break
-        while pending:
-            first, recs, fut = pending.popleft()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((nxt[0], nxt[1], pool.submit(_preprocess_chunk, nxt[1], cfg)))
-            yield from emit(first, recs, fut.result())
+    with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as local:
+        yield from _in_order(local, chunks, cfg, emit, in_flight=CHUNKS_IN_FLIGHT_PER_WORKER * workers)
+
+
+def _in_order(pool, chunks: list, cfg: BuildConfig, emit, *, in_flight: int) -> Iterator[Prepared]:
+    """Keep `in_flight` chunks submitted to `pool` and emit their results in input order."""
+    pending: deque = deque()
+    todo = iter(chunks)
+    for first, recs in todo:
+        pending.append((first, recs, pool.submit(_preprocess_chunk, recs, cfg)))
+        if len(pending) >= in_flight:
+            break
+    while pending:
+        first, recs, fut = pending.popleft()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append((nxt[0], nxt[1], pool.submit(_preprocess_chunk, nxt[1], cfg)))
+        yield from emit(first, recs, fut.result())
 
 
 def iter_shard_batches(prepared: Iterable[Prepared], *, samples_per_shard: int, max_shard_bytes: int,
