@@ -26,8 +26,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from loaders import DeviceLoader, LoaderError, make_loader
-from shardgen.format.errors import UserError as FormatUserError
+from loaders import DeviceLoader, SourceError, StateError, make_loader
+from shardgen.format.errors import HANDLED, report
 
 from .checkpoint import (
     LATEST,
@@ -46,7 +46,7 @@ from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, User
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
 from .step import (
-    Run,
+    TrainState,
     StepStats,
     build_run,
     interrupts_deferred,
@@ -78,7 +78,7 @@ def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Positi
         saved = legacy_loader_state(state, world_size=env.world, n_samples=shards.n_samples,
                                     n_shards=len(shards.urls), shuffle_buffer=loader.cfg.shuffle_buffer)
         loader.load_state_dict(saved)
-    except ValueError as exc:  # the loader's checks: other shards, another seed mid-epoch, a malformed entry
+    except StateError as exc:  # the loader's checks: other shards, another seed mid-epoch, a malformed entry
         raise CheckpointError(f"{path}: cannot continue its epoch: {exc}") from None
     step = int(state["step"])
     line = f"resumed from step {step} (epoch {saved['epoch']}, sample {saved['samples']}) of {path}"
@@ -108,7 +108,7 @@ def open_loader(cfg: TrainConfig):
         return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=workers, seed=cfg.seed,
                            decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
                            decode=cfg.decode)
-    except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
+    except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers
         detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
 
@@ -138,7 +138,7 @@ def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resum
     os.replace(tmp, out / "params.json")
 
 
-def start_line(cfg: TrainConfig, plan: RunPlan, run: Run, env: DistEnv) -> str:
+def start_line(cfg: TrainConfig, plan: RunPlan, run: TrainState, env: DistEnv) -> str:
     warmup = f"warmup {plan.warmup_steps} steps"
     if plan.warmup_steps < cfg.warmup_steps:
         warmup += f" (--warmup-steps {cfg.warmup_steps} clipped to a tenth of the run)"
@@ -160,7 +160,7 @@ class Loop(NamedTuple):
     save: Callable[[Position], Path | None]
 
 
-def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
+def run_steps(run: TrainState, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
     """Train from `pos` until `plan.total_steps`; returns the last loss. `pos` advances in place. The device is
     waited for only on logged steps (reading the loss) and checkpoints."""
     from tqdm.auto import tqdm
@@ -197,7 +197,7 @@ def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: Dis
 
 
 def log_step(metrics: MetricsLog | None, bar, stats: StepStats, window: list[torch.Tensor], *, step: int,
-             epoch: int, run: Run, reading: Reading) -> None:
+             epoch: int, run: TrainState, reading: Reading) -> None:
     """The one host sync of a logged step: this step's loss and gradient norm, the mean loss since the last
     record (`loss_avg`) and the temperature, read from the device together."""
     values = torch.stack([stats.loss.float(), stats.grad_norm.float(), torch.stack(window).float().mean(),
@@ -265,7 +265,7 @@ def train(cfg: TrainConfig) -> dict:
     except KeyboardInterrupt:
         with interrupts_deferred():
             ckpt = save(pos)
-        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None) from None
+        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out) from None
     finally:
         source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
@@ -342,7 +342,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The CLI. Exit codes: 0 done, 1 bad data in the shards, 2 bad input, 130 interrupted (checkpoint written)."""
+    """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
+    line), 130 interrupted (checkpoint written)."""
     a = make_parser().parse_args(argv)
     try:
         cfg = config_from_args(a)
@@ -351,19 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = train(cfg)
-    except (UserError, FormatUserError) as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
-    except LoaderError as exc:  # names the shard and sample
-        print(f"train: error: bad data: {exc}", file=sys.stderr)
-        return 1
-    except TrainingInterrupted as exc:
-        where = f"; checkpoint {exc.checkpoint}; resume with --resume {cfg.out}" if exc.checkpoint else ""
-        print(f"train: interrupted at step {exc.step}{where}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("train: interrupted while setting up; nothing was saved", file=sys.stderr)
-        return 130
+    except HANDLED as exc:  # bad input or data: one line, exit 2; Ctrl-C: 130 (TrainingInterrupted names the
+        # checkpoint); a bug keeps its traceback
+        return report("train", exc, interrupted="interrupted while setting up; nothing was saved")
     finally:
         teardown_distributed()
     print(json.dumps(summary, indent=2))

@@ -1,9 +1,12 @@
-"""Small readers used by several tests (independent of loaders/, so they check the files themselves)."""
+"""The test helpers more than one test module uses: shard readers independent of loaders/ (so they check the
+files themselves), shard and manifest editors for hostile inputs, `one_line` (what a command printed is one line
+and no traceback) and `free_port` (a loopback port for servers and DDP rendezvous)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 
 from shardgen.format import decode_npy, iter_tar_samples
@@ -47,3 +50,39 @@ def rewrite_member(shard: Path, edit) -> None:
             if new is not None:
                 data, m.size = new, len(new)
             tar.addfile(m, io.BytesIO(data))
+
+
+def one_line(err: str) -> str:
+    """The one line a command printed to stderr; fails when there are more, or a traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def malformed_manifest(shards: Path, into: Path) -> Path:
+    """A copy of the shard folder `shards` whose manifest.json is not JSON."""
+    import shutil
+
+    shutil.copytree(shards, into)
+    (into / "manifest.json").write_text('{"format": "shardgen", "shards": [')
+    return into
+
+
+def lying_manifest(shards: Path, into: Path) -> Path:
+    """A copy of the shard folder `shards` whose manifest claims one sample more in the first shard than it holds
+    (and in its totals): a well-formed manifest that disagrees with its shards."""
+    import shutil
+
+    shutil.copytree(shards, into)
+    data = json.loads((into / "manifest.json").read_text())
+    data["shards"][0]["n_samples"] += 1
+    data["totals"]["n_samples"] = data["totals"].get("n_samples", 0) + 1
+    (into / "manifest.json").write_text(json.dumps(data, indent=2))
+    return into

@@ -8,7 +8,7 @@ no torch.
 """
 
 from .captions import embeddings_cache_path, load_embeddings_cache
-from .errors import FormatError, SchemaError, TarFormatError, UserError
+from .errors import DataError, FormatError, SchemaError, TarFormatError, UserError
 from .manifest import (
                     Manifest,
                     ShardInfo,
@@ -62,6 +62,7 @@ __all__ = [
                     "SCHEMA_VERSION",
                     "SIZES_NAME",
                     "WIDS_INDEX_NAME",
+                    "DataError",
                     "FormatError",
                     "Manifest",
                     "Record",

@@ -12,6 +12,8 @@ from models.evaluate import main as evaluate
 from models.evaluate import results_path
 from models.train import TrainConfig, train
 
+from ..helpers import one_line
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, small_shards) -> pathlib.Path:
@@ -19,12 +21,6 @@ def tiny_run(tmp_path_factory, small_shards) -> pathlib.Path:
     train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, batch_size=8,
                       num_workers=0, decode_threads=1, max_steps=1, progress=False))
     return run
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def test_results_are_named_by_the_shards_and_go_to_out(tmp_path, tiny_run, small_shards, train_shards, capsys):
@@ -62,13 +58,13 @@ def test_query_finds_a_relative_encoder_path_from_another_directory(tmp_path, ti
     assert "random-init text tower" in capsys.readouterr().out
     shutil.rmtree(project / "enc")
     assert evaluate(args) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "'enc', a local path that is not a folder" in err and "--text-encoder PATH" in err
 
 
 def test_missing_and_crafted_checkpoints_are_one_line_errors(tmp_path, small_shards, capsys):
     assert evaluate(["--checkpoint", str(tmp_path / "nothere"), "--shards", str(small_shards)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "nothere: no such checkpoint" in err and "resume" not in err
 
     class Touch:
@@ -77,7 +73,7 @@ def test_missing_and_crafted_checkpoints_are_one_line_errors(tmp_path, small_sha
 
     torch.save({"model": Touch(), "config": {"arch": "resnet18"}, "step": 1}, tmp_path / "evil.pt")
     assert evaluate(["--checkpoint", str(tmp_path / "evil.pt"), "--shards", str(small_shards)]) == 2
-    assert "refused to load" in _one_line_error(capsys)
+    assert "refused to load" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "created-by-the-pickle").exists()
 
 
@@ -93,7 +89,7 @@ def test_protocol_needing_more_images_than_the_shards_hold_is_one_line_before_an
 
     monkeypatch.setattr(ev, "embed_shards", None)  # reaching it would be a TypeError, not exit 2
     assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(small_shards), "--protocol", "5k"]) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "--protocol 5k ranks the first 5000 images, these shards hold 48" in err and "--karpathy" in err
 
 

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 
 import pytest
 import torch
@@ -14,6 +13,8 @@ import torch.multiprocessing as mp
 import models.train as train_module
 from models.evaluate import evaluate_checkpoint, results_path
 from models.train import TrainConfig, main, train
+
+from ..helpers import free_port
 
 
 def _cfg(shards, out, **kw):
@@ -58,11 +59,6 @@ def test_resume_gives_the_same_next_steps(tmp_path, small_shards):
         assert resumed[step] == pytest.approx(full[step], abs=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank, world, port, shards, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
@@ -81,7 +77,7 @@ def _ddp_worker(rank, world, port, shards, out):
 def test_two_process_gloo_ddp_training_step(tmp_path, train_shards):
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(train_shards), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(train_shards), str(out)), nprocs=2, join=True)
     r0, r1 = (json.loads((out / f"rank{i}.json").read_text()) for i in range(2))
     assert r0["steps"] == r1["steps"] == 2 and r0["checksum"] is not None
 
