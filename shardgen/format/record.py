@@ -18,12 +18,10 @@ import numpy as np
 
 from .errors import SchemaError
 from .manifest import Manifest
-from .names import EMBED_DIM, EMBED_DTYPE, FIELDS, make_key
+from .names import EMBED_DIM, EMBED_DTYPE, FIELDS, MAX_IMAGE_ID, make_key
 from .npy import decode_npy
 from .storage import access_error, join, open_url, redact
 from .tar import iter_tar_samples
-
-MAX_IMAGE_ID = 10**12 - 1  # the key spells the id in 12 digits
 
 
 class SampleMeta(NamedTuple):

@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..format import SchemaError, UserError, iter_records, join, load_manifest, redact
+from ..format.names import MAX_STORED_IMAGE_PIXELS
 
 CELL = 224
 TEXT_H = 96
@@ -22,7 +23,6 @@ PAD = 8
 WRAP, LINES = 32, 6  # caption characters per line, lines per caption
 CAPTION_CHARS = WRAP * LINES + 1  # enough to fill the lines and to show that the caption goes on
 LETTERBOX_FILL = (236, 236, 236)  # light gray bars: the picture's own edges stay visible on the white page
-MAX_IMAGE_PIXELS = 40_000_000  # far above any preprocessed image; a header claiming more is refused undecoded
 
 
 @dataclass
@@ -74,7 +74,7 @@ def _thumbnail(jpg, where: str) -> Image.Image:
     problem = None
     try:
         img = Image.open(io.BytesIO(jpg))
-        if img.width * img.height > MAX_IMAGE_PIXELS:  # judged on the header, before any decoding
+        if img.width * img.height > MAX_STORED_IMAGE_PIXELS:  # judged on the header, before any decoding
             problem = f"image claims {img.width}x{img.height} pixels"
         else:
             img.draft("RGB", (CELL, CELL))  # JPEG: decode at a reduced scale

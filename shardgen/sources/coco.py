@@ -27,8 +27,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from ..errors import UserError
 from ..format.coco_folders import SplitLayout
-
-MAX_IMAGE_ID = 10**12 - 1  # sample keys are the id in 12 digits
+from ..format.names import MAX_IMAGE_ID
 
 
 @dataclass(frozen=True)
