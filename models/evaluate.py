@@ -31,6 +31,7 @@ from PIL import Image
 from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader
 from loaders.coco_dataset import clip_transform
 from shardgen.format import Manifest, is_remote, read_manifest
+from shardgen.config import config_from_options
 from shardgen.format.errors import HANDLED, report
 
 from .checkpoint import load_checkpoint
@@ -312,6 +313,7 @@ def run(cfg: EvalConfig) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The options: each `dest` is a field of `EvalConfig` (but `--query`: `queries`), each default read off it."""
     d = EvalConfig(checkpoint="", shards="")
     p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -336,15 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     line), 130 interrupted."""
     a = make_parser().parse_args(argv)
     try:
-        cfg = EvalConfig(checkpoint=a.checkpoint, shards=a.shards, device=a.device, batch_size=a.batch_size,
-                         queries=tuple(a.query), text_encoder=a.text_encoder, show_images=a.show_images,
-                         unseen=a.unseen, out=a.out, protocol=a.protocol)
-    except ValueError as exc:  # EvalConfig's checks
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return run(cfg)
-    except HANDLED as exc:  # bad input or data (a shard or manifest that does not parse): one line, exit 2
+        return run(config_from_options(EvalConfig, a, queries=tuple(a.query)))
+    except HANDLED as exc:  # bad input (an option EvalConfig refuses, a path) or data (a shard or manifest that
+        # does not parse): one line, exit 2
         return report("evaluate", exc)
 
 

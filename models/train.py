@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from loaders import DeviceLoader, SourceError, StateError, make_loader
+from loaders import DeviceLoader, LoaderConfig, SourceError, StateError, make_loader
+from shardgen.config import config_from_options
 from shardgen.format.errors import HANDLED, report
 
 from .checkpoint import (
@@ -103,11 +104,11 @@ def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunP
 
 
 def open_loader(cfg: TrainConfig):
+    # whole batches only (every rank takes the same steps; an epoch's length is fixed for resume); --synthetic
+    # reads the manifest only
+    options = replace(cfg.loader, drop_last=True, num_workers=0 if cfg.synthetic else cfg.loader.num_workers)
     try:
-        workers = 0 if cfg.synthetic else cfg.num_workers  # --synthetic reads the manifest only
-        return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=workers, seed=cfg.seed,
-                           decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
-                           decode=cfg.decode)
+        return make_loader(cfg.train_shards, **asdict(options))
     except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers
         detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
@@ -144,7 +145,7 @@ def start_line(cfg: TrainConfig, plan: RunPlan, run: TrainState, env: DistEnv) -
         warmup += f" (--warmup-steps {cfg.warmup_steps} clipped to a tenth of the run)"
     millions = parameter_counts(run.model)["trainable"] / 1e6
     extras = "".join(f", {x}" for x, on in (("compiled", cfg.compile), ("synthetic input", cfg.synthetic),
-                                             ("GPU decode", cfg.decode == "gpu")) if on)
+                                             ("GPU decode", cfg.loader.decode == "gpu")) if on)
     return (f"train: {plan.total_steps} steps ({plan.limit}), {plan.samples_per_epoch * env.world} samples/epoch, "
             f"{warmup}, {millions:.1f} M trainable parameters, device {env.device}, world {env.world}, "
             f"precision {run.precision}{extras}")
@@ -285,6 +286,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The options: each `dest` is a field of `TrainConfig` or of its `LoaderConfig`, each default read off them."""
     d = TrainConfig(train_shards="", out="")
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--train-shards", required=True, help="shard folder/URL with manifest.json (or brace pattern)")
@@ -293,7 +295,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the shards (unless --max-steps)")
     p.add_argument("--max-steps", type=int, default=d.max_steps,
                    help="stop after N optimizer steps; wins over --epochs (training continues across epochs)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (per GPU)")
+    p.add_argument("--batch-size", type=int, default=d.loader.batch_size, help="per process (per GPU)")
     p.add_argument("--lr-head", type=float, default=d.lr_head, help="peak learning rate of the projection head")
     p.add_argument("--lr-trunk", type=float, default=d.lr_trunk, help="peak learning rate of the ResNet trunk")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW, on weights only")
@@ -301,21 +303,24 @@ def make_parser() -> argparse.ArgumentParser:
                    help="linear warmup, clipped to a tenth of the run")
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm")
     p.add_argument("--arch", choices=list(ARCHS), default=d.arch, help="resnet18 only for CPU smoke runs and tests")
-    p.add_argument("--no-pretrained", action="store_true", help="random-init trunk (no ImageNet weights)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=d.pretrained,
+                   help="random-init trunk (no ImageNet weights)")
     p.add_argument("--weights", default=d.weights, help="local ImageNet state dict for the trunk (offline)")
-    p.add_argument("--num-workers", type=int, default=d.num_workers, help="loader worker processes")
-    p.add_argument("--decode-threads", type=int, default=d.decode_threads,
+    p.add_argument("--num-workers", type=int, default=d.loader.num_workers, help="loader worker processes")
+    p.add_argument("--decode-threads", type=int, default=d.loader.decode_threads,
                    help="JPEG decode threads per worker (default: CPUs / workers)")
-    p.add_argument("--random-crop", action="store_true", help="random crop + flip (needs --no-crop shards)")
-    p.add_argument("--seed", type=int, default=d.seed, help="model init, shuffling and augmentation")
+    p.add_argument("--random-crop", dest="crop", action="store_const", const="random", default=d.loader.crop,
+                   help="random crop + flip (needs --no-crop shards)")
+    p.add_argument("--seed", type=int, default=d.loader.seed, help="model init, shuffling and augmentation")
     p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 on GPUs with native bf16, else fp16 with loss scaling; fp32 on the CPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the image tower (slow first steps)")
-    p.add_argument("--synthetic", action="store_true",
+    p.add_argument("--compile", action="store_true", default=d.compile,
+                   help="torch.compile the image tower (slow first steps)")
+    p.add_argument("--synthetic", action="store_true", default=d.synthetic,
                    help="train on random batches made on the device (shapes from --train-shards, which are not "
                         "read): the step rate without data loading, to compare the loader against")
-    p.add_argument("--decode", choices=("cpu", "gpu"), default=d.decode,
+    p.add_argument("--decode", choices=("cpu", "gpu"), default=d.loader.decode,
                    help="gpu: the loader ships JPEG bytes, decoded on the device (nvJPEG)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="write step-N.pt every N steps (and at the end, and on Ctrl-C)")
@@ -323,22 +328,17 @@ def make_parser() -> argparse.ArgumentParser:
                    help="step checkpoints kept besides latest.pt (0: latest.pt only)")
     p.add_argument("--log-every", type=int, default=d.log_every, help="metrics.jsonl record every N steps")
     p.add_argument("--resume", default=d.resume, help="checkpoint file or a run's --out folder (its latest.pt)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--tensorboard", action="store_true",
+    p.add_argument("--quiet", dest="progress", action="store_false", default=d.progress, help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true", default=d.tensorboard,
                    help="also log to OUT/tensorboard/ (needs `pip install tensorboard`; skipped with a note if absent)")
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(train_shards=a.train_shards, val_shards=a.val_shards, out=a.out, epochs=a.epochs,
-                       batch_size=a.batch_size, lr_head=a.lr_head, lr_trunk=a.lr_trunk, weight_decay=a.weight_decay,
-                       warmup_steps=a.warmup_steps, grad_clip=a.grad_clip, arch=a.arch, pretrained=not a.no_pretrained,
-                       weights=a.weights, num_workers=a.num_workers, decode_threads=a.decode_threads,
-                       crop="random" if a.random_crop else "center", flip=a.random_crop, seed=a.seed, device=a.device,
-                       precision=a.precision, compile=a.compile, synthetic=a.synthetic, decode=a.decode,
-                       max_steps=a.max_steps, checkpoint_every=a.checkpoint_every,
-                       keep_checkpoints=a.keep_checkpoints, log_every=a.log_every, resume=a.resume,
-                       progress=not a.quiet, tensorboard=a.tensorboard)
+    """The TrainConfig the options ask for (`shardgen.config.config_from_options`: fields by name, a refused value
+    a UserError naming its option); `--random-crop` also flips."""
+    loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True)
+    return config_from_options(TrainConfig, a, loader=loader)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,9 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     a = make_parser().parse_args(argv)
     try:
         cfg = config_from_args(a)
-    except ValueError as exc:  # TrainConfig's checks
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:  # a value TrainConfig or LoaderConfig refuses
+        return report("train", exc)
     try:
         summary = train(cfg)
     except HANDLED as exc:  # bad input or data: one line, exit 2; Ctrl-C: 130 (TrainingInterrupted names the

@@ -97,6 +97,8 @@ def test_imports_point_one_way():
     entry_points = {"train.py", "evaluate.py", "__init__.py"}
     for path in (ROOT / "models").glob("*.py"):
         allowed = ("loaders", "shardgen") if path.name in entry_points else ("shardgen.format",)
+        if path.name == "config.py":  # TrainConfig holds the loader's LoaderConfig
+            allowed = ("loaders.config", "shardgen.format")
         bad = {m for m in _imports(path) if not m.startswith(allowed)}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
@@ -118,3 +120,16 @@ def test_functions_stay_short():
                     body = lines[node.lineno - 1:node.end_lineno]
                     if len(body) > 60 and not any("# long:" in line for line in body):
                         raise AssertionError(f"{path.relative_to(ROOT)}: {node.name} has {len(body)} lines")
+
+
+def test_the_formats_constants_are_defined_once():
+    """Writer and readers import these from `shardgen/format/names.py`; a second definition could drift."""
+    owned = {"EMBED_DIM", "EMBED_DTYPE", "MAX_IMAGE_ID", "MAX_STORED_IMAGE_PIXELS", "FIELDS", "MANIFEST_NAME"}
+    for package in ("shardgen", "loaders", "models", "benchmarks"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.parse(path.read_text()).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                    if isinstance(node, ast.AnnAssign) else []
+                again = {t.id for t in targets if isinstance(t, ast.Name)} & owned
+                assert not again or path == ROOT / "shardgen/format/names.py", \
+                    f"{path.relative_to(ROOT)} defines {again} again: import it from shardgen.format.names"

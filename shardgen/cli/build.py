@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import fields
 from pathlib import Path
 
-from ..config import BuildConfig, build_default
+from ..config import BuildConfig, build_default, config_from_options
 
 DESCRIPTION = """\
 Turn one COCO split into WebDataset tar shards: one sample per image with the preprocessed JPEG, all captions and
@@ -115,16 +114,7 @@ def _add_processing(p: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace, out: Path) -> BuildConfig:
     """The BuildConfig the options ask for; a value it refuses is the user's to fix (one line naming the option)."""
-    from ..errors import UserError
-
-    values = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
-    try:
-        return BuildConfig(**{**values, "out": out})
-    except ValueError as exc:  # BuildConfig's messages start with the field name
-        message = str(exc)
-        name = message.split(" ", 1)[0]
-        raise UserError(f"--{name.replace('_', '-')} {message.split(' ', 1)[1]}" if name in values else message) \
-            from None
+    return config_from_options(BuildConfig, args, out=out)
 
 
 def cmd_build(args) -> int:

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from loaders import LoaderConfig
 from models.evaluate import main as evaluate
 from models.evaluate import results_path
 from models.train import TrainConfig, train
@@ -18,8 +19,8 @@ from ..helpers import one_line
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, small_shards) -> pathlib.Path:
     run = tmp_path_factory.mktemp("eval") / "run"
-    train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, batch_size=8,
-                      num_workers=0, decode_threads=1, max_steps=1, progress=False))
+    train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, max_steps=1,
+                      progress=False, loader=LoaderConfig(batch_size=8, num_workers=0, decode_threads=1)))
     return run
 
 
@@ -81,6 +82,12 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         evaluate(["--help"])
     assert "(default: 64)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_value_evalconfig_refuses_is_named_by_its_option(tmp_path, capsys):
+    argv = ["--checkpoint", str(tmp_path / "c.pt"), "--shards", str(tmp_path), "--batch-size", "0"]
+    assert evaluate(argv) == 2
+    assert one_line(capsys.readouterr().err) == "evaluate: error: --batch-size must be >= 1, got 0"
 
 
 def test_protocol_needing_more_images_than_the_shards_hold_is_one_line_before_any_work(tiny_run, small_shards,

@@ -9,6 +9,7 @@ import torch
 import models.train as train_module
 from models.metrics_log import Throughput
 from models.step import TrainState, resolve_precision
+from loaders import LoaderConfig
 from models.train import TrainConfig, main, train
 
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__")
@@ -16,10 +17,10 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _cfg(shards, out, **kw):
-    base = dict(train_shards=str(shards), out=str(out), arch="resnet18", pretrained=False, batch_size=8,
-                num_workers=0, decode_threads=1, warmup_steps=2, log_every=1, progress=False, max_steps=2,
-                checkpoint_every=1000)
-    return TrainConfig(**{**base, **kw})
+    base = dict(train_shards=str(shards), out=str(out), arch="resnet18", pretrained=False, warmup_steps=2,
+                log_every=1, progress=False, max_steps=2, checkpoint_every=1000)
+    return TrainConfig(**{**base, **kw}, loader=LoaderConfig(batch_size=8, num_workers=0, decode_threads=1,
+                                                             drop_last=True))
 
 
 def _records(out):
