@@ -47,8 +47,8 @@ from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, User
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
 from .step import (
-    TrainState,
     StepStats,
+    TrainState,
     build_run,
     interrupts_deferred,
     make_autocast,
