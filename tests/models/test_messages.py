@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import models.evaluate as evaluate_module
+import models.train as train_module
 from models import curves
 from models.evaluate import main as evaluate
 from models.metrics_log import MetricsLog
@@ -138,3 +140,16 @@ def test_a_malformed_or_lying_manifest_is_one_line_exit_2_from_train_and_evaluat
     line = one_line(capsys.readouterr().err)
     assert line.startswith("evaluate: error: ") and str(shards) in line
     assert not list((tmp_path / "e").glob("eval-*.json"))
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_bug_while_opening_the_shards_keeps_its_traceback(tmp_path, small_shards, demo_run, monkeypatch, command):
+    """Only the loader's SourceError becomes a one-line "cannot use these shards"; a ValueError is a bug."""
+    def buggy(*args, **kwargs):
+        raise ValueError("a bug, not a bad source")
+
+    monkeypatch.setattr(train_module if command == "train" else evaluate_module, "make_loader", buggy)
+    argv = ["--train-shards", str(small_shards), "--out", str(tmp_path / "run"), "--num-workers", "0"] \
+        if command == "train" else ["--checkpoint", str(demo_run), "--shards", str(small_shards)]
+    with pytest.raises(ValueError, match="a bug, not a bad source"):
+        (train if command == "train" else evaluate)(argv)
