@@ -189,6 +189,10 @@ def test_the_options_are_the_configs_fields_with_their_defaults(capsys):
     assert cfg.loader == LoaderConfig(batch_size=8, num_workers=0, decode_threads=1, crop="random", flip=True, seed=3,
                                       drop_last=True)
     assert (cfg.batch_size, cfg.seed, cfg.pretrained, cfg.progress, cfg.max_steps) == (8, 3, False, False, 5)
+    cfg = config_from_args(make_parser().parse_args(base + [
+        "--decode", "gpu", "--synthetic", "--compile", "--tensorboard", "--precision", "fp32", "--resume", "r"]))
+    assert (cfg.loader.decode, cfg.synthetic, cfg.compile, cfg.tensorboard, cfg.precision, cfg.resume) == \
+        ("gpu", True, True, True, "fp32", "r")
     assert main(base + ["--num-workers", "-1"]) == 2  # checked once, by LoaderConfig, named by its option
     assert one_line(capsys.readouterr().err) == "train: error: --num-workers must be >= 0, got -1"
     assert main(base + ["--log-every", "0"]) == 2
