@@ -37,7 +37,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     import shardgen.text.encoder
     from shardgen.text.cache import encode_captions
-    from tests.shardgen.test_embeddings_resume import _images, CHUNK, BATCH
+    from tests.shardgen.text.test_embeddings_resume import _images, CHUNK, BATCH
 
     real = shardgen.text.encoder.TextEncoder.encode_ids
     def slow(self, ids, **kw):  # slow enough that the parent's kill lands in the middle
