@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import StateError
 from .plan import Layout, rank_batches, rank_used, seen_positions
 
 VERSION = 1
@@ -55,9 +56,9 @@ class EpochState:
 
 
 def parse_state(state: dict) -> EpochState:
-    """An `EpochState` from `state_dict()`'s dict. Raises ValueError naming what is missing or malformed."""
+    """An `EpochState` from `state_dict()`'s dict. Raises StateError naming what is missing or malformed."""
     if not isinstance(state, dict) or not isinstance(state.get("segments"), list):  # one error type for all
-        raise ValueError("not a loader state dict (expected a dict with 'epoch', 'segments', ...)")  # noqa: TRY004
+        raise StateError("not a loader state dict (expected a dict with 'epoch', 'segments', ...)")  # noqa: TRY004
     try:
         segments = tuple(Segment(Layout(int(s["world_size"]), int(s["workers"]), int(s["batch_size"]),
                                         bool(s["drop_last"]), int(s["shuffle_buffer"])), int(s["samples"]))
@@ -65,10 +66,10 @@ def parse_state(state: dict) -> EpochState:
         parsed = EpochState(int(state["epoch"]), int(state["seed"]), bool(state["shuffle"]),
                             bool(state["resampled"]), int(state["n_samples"]), int(state["n_shards"]), segments)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a loader state dict ({type(exc).__name__}: {exc})") from None
+        raise StateError(f"not a loader state dict ({type(exc).__name__}: {exc})") from None
     for s in segments:
         if min(s.layout.world_size, s.layout.workers, s.layout.batch_size) < 1 or s.samples < 0:
-            raise ValueError(f"loader state dict: impossible segment {s.as_dict()}")
+            raise StateError(f"loader state dict: impossible segment {s.as_dict()}")
     return parsed
 
 
@@ -87,9 +88,9 @@ class Resume(NamedTuple):
 def plan_resume(saved: EpochState, *, layout: Layout, seed: int, shuffle: bool, resampled: bool, n_samples: int,
                 n_shards: int) -> Resume:
     """Where a loader with `layout` (and these plan parameters, over shards of this size) continues `saved`.
-    Raises ValueError when it cannot continue exactly (other data; mid-epoch, another seed or order)."""
+    Raises StateError when it cannot continue exactly (other data; mid-epoch, another seed or order)."""
     if (saved.n_samples, saved.n_shards) != (n_samples, n_shards):
-        raise ValueError(f"the loader state is of {saved.n_samples} samples in {saved.n_shards} shards; these shards "
+        raise StateError(f"the loader state is of {saved.n_samples} samples in {saved.n_shards} shards; these shards "
                          f"hold {n_samples} in {n_shards}")
     if not saved.segments or saved.samples == 0:
         return Resume(saved.epoch, 0, None, (), 0)
@@ -100,17 +101,17 @@ def plan_resume(saved: EpochState, *, layout: Layout, seed: int, shuffle: bool, 
     if last.samples >= world * rank_used(n_stream, last.layout):  # the epoch is over: the next one, from its start
         return Resume(saved.epoch + 1, 0, None, (), 0)
     if (saved.seed, saved.shuffle, saved.resampled) != (seed, shuffle, resampled):
-        raise ValueError(f"the loader state is {saved.samples} samples into epoch {saved.epoch} read with seed "
+        raise StateError(f"the loader state is {saved.samples} samples into epoch {saved.epoch} read with seed "
                          f"{saved.seed}, shuffle={saved.shuffle}, resampled={saved.resampled}; this loader has seed "
                          f"{seed}, shuffle={shuffle}, resampled={resampled}: the rest of that epoch is another set")
     done, part = divmod(last.samples, world * last.layout.batch_size)
     if part:
-        raise ValueError(f"the loader state's last segment ends inside a batch ({last.samples} samples, "
+        raise StateError(f"the loader state's last segment ends inside a batch ({last.samples} samples, "
                          f"{world} ranks × batch {last.layout.batch_size})")
     if last.layout == layout:
         return Resume(saved.epoch, done, stream, before, last.samples)
     if resampled:
-        raise ValueError("a resampled loader continues an epoch only with the same ranks, workers and batch size "
+        raise StateError("a resampled loader continues an epoch only with the same ranks, workers and batch size "
                          f"(saved: {describe(last.layout)}; now: {describe(layout)})")
     seen = seen_positions(np.arange(n_samples) if stream is None else stream, last.layout, rank_batches_done=done,
                           seed=saved.seed, epoch=saved.epoch)

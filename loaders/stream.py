@@ -18,6 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .config import LoaderConfig
 from .decode import available_backends
 from .epoch import EpochPipeline
+from .errors import SourceError
 from .plan import rank_samples
 from .slots import LocalMemory, SharedMemory
 from .sources import ShardSet
@@ -39,7 +40,7 @@ class ShardStream(IterableDataset):
                                       backend=backend)
         self.memory = LocalMemory()  # batch arrays of the main process (reused)
         if len(shards.urls) < world_size * cfg.workers and not cfg.resampled:
-            raise ValueError(
+            raise SourceError(
                 f"{len(shards.urls)} shards for {world_size} ranks × {cfg.workers} workers: every worker "
                 f"needs a shard of its own. Rebuild with a smaller --samples-per-shard (e.g. "
                 f"{max(1, shards.n_samples // (world_size * cfg.workers))}) or use fewer workers")

@@ -30,11 +30,11 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
-from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, LoaderError, make_loader
+from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader
 from loaders.coco_dataset import clip_transform
 from shardgen.format import Manifest, is_remote, read_manifest
-from shardgen.format.errors import FormatError
-from shardgen.format.errors import UserError as FormatUserError
+from shardgen.config import config_from_options
+from shardgen.format.errors import HANDLED, report
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
@@ -108,7 +108,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
 def open_shards(shards: str, *, batch_size: int):
     try:
         return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0)
-    except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
+    except SourceError as exc:  # no manifest, a bad schema
         raise ShardSourceError(f"--shards {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
 
 
@@ -326,6 +326,7 @@ def run(cfg: EvalConfig) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The options: each `dest` is a field of `EvalConfig` (but `--query`: `queries`), each default read off it."""
     d = EvalConfig(checkpoint="", shards="")
     p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -346,23 +347,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The CLI. Exit codes: 0 done, 1 bad data in the shards, 2 bad input."""
+    """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
+    line), 130 interrupted."""
     a = make_parser().parse_args(argv)
     try:
-        cfg = EvalConfig(checkpoint=a.checkpoint, shards=a.shards, device=a.device, batch_size=a.batch_size,
-                         queries=tuple(a.query), text_encoder=a.text_encoder, show_images=a.show_images,
-                         unseen=a.unseen, out=a.out, protocol=a.protocol)
-    except ValueError as exc:  # EvalConfig's checks
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return run(cfg)
-    except (UserError, FormatUserError) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    except (LoaderError, FormatError) as exc:  # a shard or manifest that does not parse: the message names it
-        print(f"evaluate: error: bad data: {exc}", file=sys.stderr)
-        return 1
+        return run(config_from_options(EvalConfig, a, queries=tuple(a.query)))
+    except HANDLED as exc:  # bad input (an option EvalConfig refuses, a path) or data (a shard or manifest that
+        # does not parse): one line, exit 2
+        return report("evaluate", exc)
 
 
 if __name__ == "__main__":

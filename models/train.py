@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,8 +26,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from loaders import DeviceLoader, LoaderError, make_loader
-from shardgen.format.errors import UserError as FormatUserError
+from loaders import DeviceLoader, LoaderConfig, SourceError, StateError, make_loader
+from shardgen.config import config_from_options
+from shardgen.format.errors import HANDLED, report
 
 from .checkpoint import (
     LATEST,
@@ -46,8 +47,8 @@ from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, User
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
 from .step import (
-    Run,
     StepStats,
+    TrainState,
     build_run,
     interrupts_deferred,
     make_autocast,
@@ -78,7 +79,7 @@ def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Positi
         saved = legacy_loader_state(state, world_size=env.world, n_samples=shards.n_samples,
                                     n_shards=len(shards.urls), shuffle_buffer=loader.cfg.shuffle_buffer)
         loader.load_state_dict(saved)
-    except ValueError as exc:  # the loader's checks: other shards, another seed mid-epoch, a malformed entry
+    except StateError as exc:  # the loader's checks: other shards, another seed mid-epoch, a malformed entry
         raise CheckpointError(f"{path}: cannot continue its epoch: {exc}") from None
     step = int(state["step"])
     line = f"resumed from step {step} (epoch {saved['epoch']}, sample {saved['samples']}) of {path}"
@@ -103,12 +104,12 @@ def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunP
 
 
 def open_loader(cfg: TrainConfig):
+    # whole batches only (every rank takes the same steps; an epoch's length is fixed for resume); --synthetic
+    # reads the manifest only
+    options = replace(cfg.loader, drop_last=True, num_workers=0 if cfg.synthetic else cfg.loader.num_workers)
     try:
-        workers = 0 if cfg.synthetic else cfg.num_workers  # --synthetic reads the manifest only
-        return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=workers, seed=cfg.seed,
-                           decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
-                           decode=cfg.decode)
-    except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
+        return make_loader(cfg.train_shards, **asdict(options))
+    except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers
         detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
 
@@ -138,13 +139,13 @@ def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resum
     os.replace(tmp, out / "params.json")
 
 
-def start_line(cfg: TrainConfig, plan: RunPlan, run: Run, env: DistEnv) -> str:
+def start_line(cfg: TrainConfig, plan: RunPlan, run: TrainState, env: DistEnv) -> str:
     warmup = f"warmup {plan.warmup_steps} steps"
     if plan.warmup_steps < cfg.warmup_steps:
         warmup += f" (--warmup-steps {cfg.warmup_steps} clipped to a tenth of the run)"
     millions = parameter_counts(run.model)["trainable"] / 1e6
     extras = "".join(f", {x}" for x, on in (("compiled", cfg.compile), ("synthetic input", cfg.synthetic),
-                                             ("GPU decode", cfg.decode == "gpu")) if on)
+                                             ("GPU decode", cfg.loader.decode == "gpu")) if on)
     return (f"train: {plan.total_steps} steps ({plan.limit}), {plan.samples_per_epoch * env.world} samples/epoch, "
             f"{warmup}, {millions:.1f} M trainable parameters, device {env.device}, world {env.world}, "
             f"precision {run.precision}{extras}")
@@ -160,7 +161,7 @@ class Loop(NamedTuple):
     save: Callable[[Position], Path | None]
 
 
-def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
+def run_steps(run: TrainState, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
     """Train from `pos` until `plan.total_steps`; returns the last loss. `pos` advances in place. The device is
     waited for only on logged steps (reading the loss) and checkpoints."""
     from tqdm.auto import tqdm
@@ -197,7 +198,7 @@ def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: Dis
 
 
 def log_step(metrics: MetricsLog | None, bar, stats: StepStats, window: list[torch.Tensor], *, step: int,
-             epoch: int, run: Run, reading: Reading) -> None:
+             epoch: int, run: TrainState, reading: Reading) -> None:
     """The one host sync of a logged step: this step's loss and gradient norm, the mean loss since the last
     record (`loss_avg`) and the temperature, read from the device together."""
     values = torch.stack([stats.loss.float(), stats.grad_norm.float(), torch.stack(window).float().mean(),
@@ -265,7 +266,7 @@ def train(cfg: TrainConfig) -> dict:
     except KeyboardInterrupt:
         with interrupts_deferred():
             ckpt = save(pos)
-        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None) from None
+        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out) from None
     finally:
         source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
@@ -285,6 +286,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The options: each `dest` is a field of `TrainConfig` or of its `LoaderConfig`, each default read off them."""
     d = TrainConfig(train_shards="", out="")
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--train-shards", required=True, help="shard folder/URL with manifest.json (or brace pattern)")
@@ -293,7 +295,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the shards (unless --max-steps)")
     p.add_argument("--max-steps", type=int, default=d.max_steps,
                    help="stop after N optimizer steps; wins over --epochs (training continues across epochs)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (per GPU)")
+    p.add_argument("--batch-size", type=int, default=d.loader.batch_size, help="per process (per GPU)")
     p.add_argument("--lr-head", type=float, default=d.lr_head, help="peak learning rate of the projection head")
     p.add_argument("--lr-trunk", type=float, default=d.lr_trunk, help="peak learning rate of the ResNet trunk")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW, on weights only")
@@ -301,21 +303,24 @@ def make_parser() -> argparse.ArgumentParser:
                    help="linear warmup, clipped to a tenth of the run")
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm")
     p.add_argument("--arch", choices=list(ARCHS), default=d.arch, help="resnet18 only for CPU smoke runs and tests")
-    p.add_argument("--no-pretrained", action="store_true", help="random-init trunk (no ImageNet weights)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=d.pretrained,
+                   help="random-init trunk (no ImageNet weights)")
     p.add_argument("--weights", default=d.weights, help="local ImageNet state dict for the trunk (offline)")
-    p.add_argument("--num-workers", type=int, default=d.num_workers, help="loader worker processes")
-    p.add_argument("--decode-threads", type=int, default=d.decode_threads,
+    p.add_argument("--num-workers", type=int, default=d.loader.num_workers, help="loader worker processes")
+    p.add_argument("--decode-threads", type=int, default=d.loader.decode_threads,
                    help="JPEG decode threads per worker (default: CPUs / workers)")
-    p.add_argument("--random-crop", action="store_true", help="random crop + flip (needs --no-crop shards)")
-    p.add_argument("--seed", type=int, default=d.seed, help="model init, shuffling and augmentation")
+    p.add_argument("--random-crop", dest="crop", action="store_const", const="random", default=d.loader.crop,
+                   help="random crop + flip (needs --no-crop shards)")
+    p.add_argument("--seed", type=int, default=d.loader.seed, help="model init, shuffling and augmentation")
     p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 on GPUs with native bf16, else fp16 with loss scaling; fp32 on the CPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the image tower (slow first steps)")
-    p.add_argument("--synthetic", action="store_true",
+    p.add_argument("--compile", action="store_true", default=d.compile,
+                   help="torch.compile the image tower (slow first steps)")
+    p.add_argument("--synthetic", action="store_true", default=d.synthetic,
                    help="train on random batches made on the device (shapes from --train-shards, which are not "
                         "read): the step rate without data loading, to compare the loader against")
-    p.add_argument("--decode", choices=("cpu", "gpu"), default=d.decode,
+    p.add_argument("--decode", choices=("cpu", "gpu"), default=d.loader.decode,
                    help="gpu: the loader ships JPEG bytes, decoded on the device (nvJPEG)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="write step-N.pt every N steps (and at the end, and on Ctrl-C)")
@@ -323,47 +328,32 @@ def make_parser() -> argparse.ArgumentParser:
                    help="step checkpoints kept besides latest.pt (0: latest.pt only)")
     p.add_argument("--log-every", type=int, default=d.log_every, help="metrics.jsonl record every N steps")
     p.add_argument("--resume", default=d.resume, help="checkpoint file or a run's --out folder (its latest.pt)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--tensorboard", action="store_true",
+    p.add_argument("--quiet", dest="progress", action="store_false", default=d.progress, help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true", default=d.tensorboard,
                    help="also log to OUT/tensorboard/ (needs `pip install tensorboard`; skipped with a note if absent)")
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(train_shards=a.train_shards, val_shards=a.val_shards, out=a.out, epochs=a.epochs,
-                       batch_size=a.batch_size, lr_head=a.lr_head, lr_trunk=a.lr_trunk, weight_decay=a.weight_decay,
-                       warmup_steps=a.warmup_steps, grad_clip=a.grad_clip, arch=a.arch, pretrained=not a.no_pretrained,
-                       weights=a.weights, num_workers=a.num_workers, decode_threads=a.decode_threads,
-                       crop="random" if a.random_crop else "center", flip=a.random_crop, seed=a.seed, device=a.device,
-                       precision=a.precision, compile=a.compile, synthetic=a.synthetic, decode=a.decode,
-                       max_steps=a.max_steps, checkpoint_every=a.checkpoint_every,
-                       keep_checkpoints=a.keep_checkpoints, log_every=a.log_every, resume=a.resume,
-                       progress=not a.quiet, tensorboard=a.tensorboard)
+    """The TrainConfig the options ask for (`shardgen.config.config_from_options`: fields by name, a refused value
+    a UserError naming its option); `--random-crop` also flips."""
+    loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True)
+    return config_from_options(TrainConfig, a, loader=loader)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The CLI. Exit codes: 0 done, 1 bad data in the shards, 2 bad input, 130 interrupted (checkpoint written)."""
+    """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
+    line), 130 interrupted (checkpoint written)."""
     a = make_parser().parse_args(argv)
     try:
         cfg = config_from_args(a)
-    except ValueError as exc:  # TrainConfig's checks
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:  # a value TrainConfig or LoaderConfig refuses
+        return report("train", exc)
     try:
         summary = train(cfg)
-    except (UserError, FormatUserError) as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
-    except LoaderError as exc:  # names the shard and sample
-        print(f"train: error: bad data: {exc}", file=sys.stderr)
-        return 1
-    except TrainingInterrupted as exc:
-        where = f"; checkpoint {exc.checkpoint}; resume with --resume {cfg.out}" if exc.checkpoint else ""
-        print(f"train: interrupted at step {exc.step}{where}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("train: interrupted while setting up; nothing was saved", file=sys.stderr)
-        return 130
+    except HANDLED as exc:  # bad input or data: one line, exit 2; Ctrl-C: 130 (TrainingInterrupted names the
+        # checkpoint); a bug keeps its traceback
+        return report("train", exc, interrupted="interrupted while setting up; nothing was saved")
     finally:
         teardown_distributed()
     print(json.dumps(summary, indent=2))

@@ -8,7 +8,7 @@ no torch.
 """
 
 from .captions import embeddings_cache_path, load_embeddings_cache
-from .errors import FormatError, SchemaError, TarFormatError, UserError
+from .errors import DataError, FormatError, SchemaError, TarFormatError, UserError
 from .manifest import (
                     Manifest,
                     ShardInfo,
@@ -31,7 +31,7 @@ from .names import (
 )
 from .npy import decode_npy, encode_npy, npy_layout
 from .record import check_meta, iter_records, parse_meta, parse_sample
-from .schema import FIELDS, MAX_IMAGE_ID, SCHEMA, Field, Sample, SampleMeta, Schema
+from .schema import FIELDS, SCHEMA, Field, Sample, SampleMeta, Schema
 from .storage import (
                     access_error,
                     client_errors,
@@ -56,6 +56,7 @@ __all__ = [
                     "SCHEMA_VERSION",
                     "SIZES_NAME",
                     "WIDS_INDEX_NAME",
+                    "DataError",
                     "FormatError",
                     "Manifest",
                     "SCHEMA",

@@ -10,7 +10,7 @@ from torchvision import transforms as T
 from loaders import DeviceLoader, LoaderError, Normalize, SourceError, make_loader
 from loaders.coco_dataset import clip_transform
 
-from ..shardgen.helpers import read_all, rewrite_member
+from ..helpers import read_all, rewrite_member
 
 
 def test_batch_keys_shapes_dtypes(train_shards):
@@ -200,7 +200,7 @@ def test_manifest_schema_or_dim_mismatch(tmp_path, train_shards):
 
 
 def test_too_few_shards_for_workers_says_what_to_do(train_shards):
-    with pytest.raises(ValueError, match="smaller --samples-per-shard"):
+    with pytest.raises(SourceError, match="smaller --samples-per-shard"):
         make_loader(str(train_shards), batch_size=4, num_workers=3, world_size=2, rank=0)
 
 

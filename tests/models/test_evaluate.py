@@ -8,23 +8,20 @@ import shutil
 import pytest
 import torch
 
+from loaders import LoaderConfig
 from models.evaluate import main as evaluate
 from models.evaluate import results_path
 from models.train import TrainConfig, train
+
+from ..helpers import one_line
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, small_shards) -> pathlib.Path:
     run = tmp_path_factory.mktemp("eval") / "run"
-    train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, batch_size=8,
-                      num_workers=0, decode_threads=1, max_steps=1, progress=False))
+    train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, max_steps=1,
+                      progress=False, loader=LoaderConfig(batch_size=8, num_workers=0, decode_threads=1)))
     return run
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def test_results_are_named_by_the_shards_and_go_to_out(tmp_path, tiny_run, small_shards, train_shards, capsys):
@@ -62,13 +59,13 @@ def test_query_finds_a_relative_encoder_path_from_another_directory(tmp_path, ti
     assert "random-init text tower" in capsys.readouterr().out
     shutil.rmtree(project / "enc")
     assert evaluate(args) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "'enc', a local path that is not a folder" in err and "--text-encoder PATH" in err
 
 
 def test_missing_and_crafted_checkpoints_are_one_line_errors(tmp_path, small_shards, capsys):
     assert evaluate(["--checkpoint", str(tmp_path / "nothere"), "--shards", str(small_shards)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "nothere: no such checkpoint" in err and "resume" not in err
 
     class Touch:
@@ -77,7 +74,7 @@ def test_missing_and_crafted_checkpoints_are_one_line_errors(tmp_path, small_sha
 
     torch.save({"model": Touch(), "config": {"arch": "resnet18"}, "step": 1}, tmp_path / "evil.pt")
     assert evaluate(["--checkpoint", str(tmp_path / "evil.pt"), "--shards", str(small_shards)]) == 2
-    assert "refused to load" in _one_line_error(capsys)
+    assert "refused to load" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "created-by-the-pickle").exists()
 
 
@@ -87,13 +84,19 @@ def test_help_shows_the_defaults(capsys):
     assert "(default: 64)" in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_value_evalconfig_refuses_is_named_by_its_option(tmp_path, capsys):
+    argv = ["--checkpoint", str(tmp_path / "c.pt"), "--shards", str(tmp_path), "--batch-size", "0"]
+    assert evaluate(argv) == 2
+    assert one_line(capsys.readouterr().err) == "evaluate: error: --batch-size must be >= 1, got 0"
+
+
 def test_protocol_needing_more_images_than_the_shards_hold_is_one_line_before_any_work(tiny_run, small_shards,
                                                                                        capsys, monkeypatch):
     import models.evaluate as ev
 
     monkeypatch.setattr(ev, "embed_shards", None)  # reaching it would be a TypeError, not exit 2
     assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(small_shards), "--protocol", "5k"]) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "--protocol 5k ranks the first 5000 images, these shards hold 48" in err and "--karpathy" in err
 
 

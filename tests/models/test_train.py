@@ -1,11 +1,11 @@
 """Training end to end on CPU: resume exactness, a real 2-process DDP step, proof that the model learns, and the
 run's shape as a user sees it (steps asked = steps done, checkpoints kept, Ctrl-C, resume with another batch size)."""
 
+import dataclasses
 import json
 import os
 import shutil
 import signal
-import socket
 
 import pytest
 import torch
@@ -13,13 +13,20 @@ import torch.multiprocessing as mp
 
 import models.train as train_module
 from models.evaluate import evaluate_checkpoint, results_path
-from models.train import TrainConfig, main, train
+from loaders import LoaderConfig
+from models.config import default_loader
+from models.train import TrainConfig, config_from_args, main, make_parser, train
+
+from ..helpers import free_port, one_line
 
 
 def _cfg(shards, out, **kw):
-    base = dict(train_shards=str(shards), out=str(out), arch="resnet18", pretrained=False, batch_size=8,
-                num_workers=0, decode_threads=1, warmup_steps=2, log_every=1, progress=False, epochs=2)
-    return TrainConfig(**{**base, **kw})
+    """A small run's TrainConfig; `kw` may name fields of TrainConfig and of its LoaderConfig."""
+    loader = {"batch_size": 8, "num_workers": 0, "decode_threads": 1, "drop_last": True}
+    loader.update((k, kw.pop(k)) for k in list(kw) if k in {f.name for f in dataclasses.fields(LoaderConfig)})
+    base = dict(train_shards=str(shards), out=str(out), arch="resnet18", pretrained=False, warmup_steps=2,
+                log_every=1, progress=False, epochs=2)
+    return TrainConfig(**{**base, **kw}, loader=LoaderConfig(**loader))
 
 
 def _records(out):
@@ -58,11 +65,6 @@ def test_resume_gives_the_same_next_steps(tmp_path, small_shards):
         assert resumed[step] == pytest.approx(full[step], abs=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank, world, port, shards, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
@@ -81,7 +83,7 @@ def _ddp_worker(rank, world, port, shards, out):
 def test_two_process_gloo_ddp_training_step(tmp_path, train_shards):
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(train_shards), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(train_shards), str(out)), nprocs=2, join=True)
     r0, r1 = (json.loads((out / f"rank{i}.json").read_text()) for i in range(2))
     assert r0["steps"] == r1["steps"] == 2 and r0["checksum"] is not None
 
@@ -175,7 +177,26 @@ def test_help_shows_the_defaults(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert exit_info.value.code == 0
-    assert f"(default: {TrainConfig.batch_size})" in text and "(default: resnet50)" in text
+    assert f"(default: {default_loader().batch_size})" in text and "(default: resnet50)" in text
+
+
+def test_the_options_are_the_configs_fields_with_their_defaults(capsys):
+    base = ["--train-shards", "s", "--out", "o"]
+    assert config_from_args(make_parser().parse_args(base)) == TrainConfig(train_shards="s", out="o")
+    cfg = config_from_args(make_parser().parse_args(base + [
+        "--batch-size", "8", "--num-workers", "0", "--decode-threads", "1", "--random-crop", "--seed", "3",
+        "--no-pretrained", "--quiet", "--max-steps", "5"]))
+    assert cfg.loader == LoaderConfig(batch_size=8, num_workers=0, decode_threads=1, crop="random", flip=True, seed=3,
+                                      drop_last=True)
+    assert (cfg.batch_size, cfg.seed, cfg.pretrained, cfg.progress, cfg.max_steps) == (8, 3, False, False, 5)
+    cfg = config_from_args(make_parser().parse_args(base + [
+        "--decode", "gpu", "--synthetic", "--compile", "--tensorboard", "--precision", "fp32", "--resume", "r"]))
+    assert (cfg.loader.decode, cfg.synthetic, cfg.compile, cfg.tensorboard, cfg.precision, cfg.resume) == \
+        ("gpu", True, True, True, "fp32", "r")
+    assert main(base + ["--num-workers", "-1"]) == 2  # checked once, by LoaderConfig, named by its option
+    assert one_line(capsys.readouterr().err) == "train: error: --num-workers must be >= 0, got -1"
+    assert main(base + ["--log-every", "0"]) == 2
+    assert one_line(capsys.readouterr().err) == "train: error: --log-every must be >= 1, got 0"
 
 
 def _interrupt_at(monkeypatch, k, *, signal_during=False):

@@ -12,7 +12,7 @@ import pytest
 from shardgen.build.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 
-from ..helpers import read_all
+from ...helpers import read_all
 
 
 @pytest.fixture(scope="module")
