@@ -99,19 +99,22 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
     return LoadedModel(model.to(device).eval(), path, int(state["step"]))
 
 
-def open_shards(shards: str, *, batch_size: int):
+def open_shards(shards: str, *, batch_size: int, flag: str = "--shards"):
+    """The whole shard set in order, in this process alone (also under torchrun: rank 0 evaluates everything).
+    Errors name `flag`, the option the user gave the shards with."""
     try:
-        return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0)
+        return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0, rank=0,
+                           world_size=1)
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
-        raise ShardSourceError(f"--shards {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
+        raise ShardSourceError(f"{flag} {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
 
 
 @torch.no_grad()
 def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_size: int = 64,
-                 keep_thumbnails: int | None = 0) -> dict:
+                 keep_thumbnails: int | None = 0, flag: str = "--shards") -> dict:
     """Image embeddings `[N, 512]`, caption embeddings `[M, 512]`, caption owners `[M]`, captions, and thumbnails
     of the first `keep_thumbnails` images (None: of every image, 128 × 128 px: ~2 GB for COCO val2014's 40k)."""
-    loader = open_shards(shards, batch_size=batch_size)
+    loader = open_shards(shards, batch_size=batch_size, flag=flag)
     images, texts, owners, captions, thumbs = [], [], [], [], []
     n_images = 0
     for batch in DeviceLoader(loader, device):
@@ -185,12 +188,13 @@ def write_result(out_dir: Path, model: LoadedModel, shards: str, result: dict) -
 
 
 def evaluate_checkpoint(checkpoint: str | Path, shards: str, *, device: str = "cpu", batch_size: int = 64,
-                        out: str | Path | None = None, protocol: str = "all") -> dict:
+                        out: str | Path | None = None, protocol: str = "all", flag: str = "--shards") -> dict:
     """Recall@K of a checkpoint on a shard set under `protocol` (a `PROTOCOLS` key), written to `out` (default: the
-    checkpoint's folder) as `eval-<shards>-<hash>[-<protocol>].json` (`results_path`); returns the results."""
+    checkpoint's folder) as `eval-<shards>-<hash>[-<protocol>].json` (`results_path`); returns the results. Errors
+    name `flag`, the option the shards were given with."""
     loaded = load_model(checkpoint, device)
-    result = score(embed_shards(loaded.model, shards, device=torch.device(device), batch_size=batch_size),
-                   PROTOCOLS[protocol])
+    result = score(embed_shards(loaded.model, shards, device=torch.device(device), batch_size=batch_size,
+                                flag=flag), PROTOCOLS[protocol])
     write_result(Path(out) if out else loaded.path.parent, loaded, shards, result)
     return result
 

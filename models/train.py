@@ -45,6 +45,7 @@ from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
+from .preflight import check_out_folder
 from .step import (
     Run,
     StepStats,
@@ -111,6 +112,18 @@ def open_loader(cfg: TrainConfig):
     except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
         detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
+
+
+def check_val_shards(cfg: TrainConfig) -> None:
+    """Open `--val-shards` as the end-of-run evaluation will (this process alone, whatever the world size), so
+    an unusable val set stops the run before its first step, naming the flag."""
+    if not cfg.val_shards:
+        return
+    from .evaluate import open_shards
+
+    loader = open_shards(cfg.val_shards, batch_size=1, flag="--val-shards")
+    if len(loader) < 1:
+        raise ShardSourceError(f"--val-shards {cfg.val_shards}: holds no samples to evaluate on")
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
@@ -217,7 +230,8 @@ def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
         return {}
     from .evaluate import evaluate_checkpoint
 
-    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))} if cfg.val_shards else {}
+    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device), flag="--val-shards")
+            } if cfg.val_shards else {}
     return {**done, "curves": str(write_curves(out, tensorboard=cfg.tensorboard))}
 
 
@@ -229,8 +243,10 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     if not cfg.resume:
         check_fresh_out(out)
+    check_out_folder(out)
     env = setup_distributed(cfg.device)
     loader = open_loader(cfg)
+    check_val_shards(cfg)
     plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
     state, resumed_from = read_resume(cfg) if cfg.resume else (None, None)
     if state is not None:
@@ -366,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         teardown_distributed()
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's (it holds the evaluation)
+        print(json.dumps(summary, indent=2))
     return 0
 
 
