@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
-from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, LoaderError, make_loader
+from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, LoaderError, SourceError, make_loader, resolve_source
 from loaders.coco_dataset import clip_transform
 from shardgen.format import Manifest, is_remote, read_manifest
 from shardgen.format.errors import FormatError
@@ -41,6 +41,7 @@ from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ImageEncoder
 from .metrics import recall_at_k, recall_at_k_folds
 from .plots import retrieval_grid
+from .preflight import own_training_warning
 
 
 class Protocol(NamedTuple):
@@ -85,6 +86,7 @@ class LoadedModel(NamedTuple):
     model: CLIPModel
     path: Path  # the checkpoint file read
     step: int
+    train_shards: str | None = None  # as its training run was given them
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -96,7 +98,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: does not fit its own --arch {state['config']['arch']} "
                               f"({str(exc).splitlines()[0]})") from exc
-    return LoadedModel(model.to(device).eval(), path, int(state["step"]))
+    return LoadedModel(model.to(device).eval(), path, int(state["step"]), state["config"].get("train_shards"))
 
 
 def open_shards(shards: str, *, batch_size: int, flag: str = "--shards"):
@@ -275,6 +277,19 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
     return written
 
 
+def own_training(loaded: LoadedModel, shards: str) -> str | None:
+    """A warning line when `shards` hold files the checkpoint was trained on (None when its train shards are gone
+    or unreadable from here: nothing to compare)."""
+    if not loaded.train_shards:
+        return None
+    try:
+        train_urls = resolve_source(loaded.train_shards).urls
+        eval_urls = resolve_source(shards).urls
+    except SourceError:
+        return None
+    return own_training_warning(eval_urls=eval_urls, train_urls=train_urls, train_shards=loaded.train_shards)
+
+
 def run(cfg: EvalConfig) -> int:
     """The CLI's work: Recall@K table and results file, then the retrieval plots."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
@@ -306,6 +321,9 @@ def run(cfg: EvalConfig) -> int:
         warning = "random-init text tower (manifest): these pictures check the wiring, not what the model understands"
         print("note: these shards' text embeddings come from a random-init text tower: the numbers and pictures "
               "check the wiring, not what the model understands")
+    own = own_training(loaded, cfg.shards)
+    if own:
+        print(f"warning: {own}", file=sys.stderr)
     print(f"wrote {write_result(out_dir, loaded, cfg.shards, result)}")
     if (out_dir / METRICS_NAME).is_file():  # a training run's folder: its curves gain this evaluation's point
         print(f"wrote {write_curves(out_dir)}")

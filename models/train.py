@@ -45,7 +45,7 @@ from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
-from .preflight import check_out_folder
+from .preflight import check_out_folder, data_warnings
 from .step import (
     Run,
     StepStats,
@@ -114,16 +114,19 @@ def open_loader(cfg: TrainConfig):
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
 
 
-def check_val_shards(cfg: TrainConfig) -> None:
+def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
     """Open `--val-shards` as the end-of-run evaluation will (this process alone, whatever the world size), so
-    an unusable val set stops the run before its first step, naming the flag."""
+    an unusable val set stops the run before its first step, naming the flag; returns warnings (one line each)
+    when the run trains on evaluation data."""
+    shards = train_loader.dataset.shards
     if not cfg.val_shards:
-        return
+        return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=[])
     from .evaluate import open_shards
 
     loader = open_shards(cfg.val_shards, batch_size=1, flag="--val-shards")
     if len(loader) < 1:
         raise ShardSourceError(f"--val-shards {cfg.val_shards}: holds no samples to evaluate on")
+    return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=loader.dataset.shards.urls)
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
@@ -246,7 +249,7 @@ def train(cfg: TrainConfig) -> dict:
     check_out_folder(out)
     env = setup_distributed(cfg.device)
     loader = open_loader(cfg)
-    check_val_shards(cfg)
+    warnings = check_val_shards(cfg, loader)
     plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
     state, resumed_from = read_resume(cfg) if cfg.resume else (None, None)
     if state is not None:
@@ -267,6 +270,8 @@ def train(cfg: TrainConfig) -> dict:
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
         log.say(start_line(cfg, plan, run, env))
+        for warning in warnings:
+            log.say(f"train: warning: {warning}")
         if resumed_line:
             log.say(f"train: {resumed_line}")
 

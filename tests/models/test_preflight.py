@@ -63,3 +63,34 @@ def test_an_out_that_is_a_file_is_refused_naming_the_flag(tmp_path, small_shards
     assert main(_args(small_shards, tmp_path / "run", "--max-steps", 1, "--num-workers", 0)) == 2
     assert capsys.readouterr().err.strip() == f"train: error: --out {tmp_path / 'run'}: is a file, not a folder; " \
                                               "choose another --out"
+
+
+def test_training_on_evaluation_data_warns_in_one_line_and_runs(tmp_path, small_shards, one_val_shard, capsys):
+    out = tmp_path / "run"
+    assert main(_args(one_val_shard, out, "--val-shards", one_val_shard, "--max-steps", 1, "--num-workers", 0)) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        "train: warning: 1 of the 1 --val-shards files are --train-shards files: the evaluation measures memory, "
+        "not retrieval",
+        "train: warning: --train-shards holds split 'val' by its manifest: training on evaluation data makes its "
+        "Recall@K meaningless"]
+    from models.evaluate import main as evaluate
+
+    assert evaluate(["--checkpoint", str(out), "--shards", str(one_val_shard), "--show-images", "0"]) == 0
+    assert capsys.readouterr().err.strip() == (
+        f"warning: 1 of the 1 --shards files are this checkpoint's own training shards ({one_val_shard}): "
+        "Recall@K here measures memory, not retrieval")
+    assert evaluate(["--checkpoint", str(out), "--shards", str(small_shards), "--show-images", "0"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_distinct_train_and_val_sets_give_no_warning(small_shards, one_val_shard):
+    from models.preflight import data_warnings, held_out_split
+    from shardgen.format import read_manifest
+
+    train = read_manifest(str(small_shards))
+    urls = [str(small_shards / s.name) for s in train.shards]
+    assert data_warnings(train_urls=urls, train_manifest=train, val_urls=[str(one_val_shard / "val-000000.tar")]) == []
+    same = [str(small_shards / ".." / small_shards.name / s.name) for s in train.shards[:2]]  # another spelling
+    assert data_warnings(train_urls=urls, train_manifest=train, val_urls=same)[0].startswith("2 of the 2 ")
+    assert held_out_split(read_manifest(str(one_val_shard))) == "val" and held_out_split(train) is None
