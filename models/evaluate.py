@@ -37,6 +37,7 @@ from shardgen.format.errors import UserError as FormatUserError
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
 from .curves import METRICS_NAME, write_curves
+from .distributed import auto_device
 from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ImageEncoder
 from .metrics import recall_at_k, recall_at_k_folds
@@ -292,7 +293,7 @@ def own_training(loaded: LoadedModel, shards: str) -> str | None:
 
 def run(cfg: EvalConfig) -> int:
     """The CLI's work: Recall@K table and results file, then the retrieval plots."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = torch.device(auto_device() if cfg.device == "auto" else cfg.device)
     unseen = Path(cfg.unseen) if cfg.unseen else None
     if unseen is not None and not unseen.is_dir():
         raise UserError(f"--unseen {unseen}: not a folder")
@@ -340,7 +341,7 @@ def make_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a training --out folder (its latest.pt)")
     p.add_argument("--shards", required=True, help="val shard folder/URL")
-    p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
+    p.add_argument("--device", default=d.device, help="auto = CUDA, else Apple MPS (untested), else CPU")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per forward pass")
     p.add_argument("--query", action="append", default=list(d.queries), help="free-text query (repeatable)")
     p.add_argument("--text-encoder", default=d.text_encoder,

@@ -329,7 +329,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="JPEG decode threads per worker (default: CPUs / workers)")
     p.add_argument("--random-crop", action="store_true", help="random crop + flip (needs --no-crop shards)")
     p.add_argument("--seed", type=int, default=d.seed, help="model init, shuffling and augmentation")
-    p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
+    p.add_argument("--device", default=d.device, help="auto = CUDA, else Apple MPS (untested), else CPU")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 on GPUs with native bf16, else fp16 with loss scaling; fp32 on the CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the image tower (slow first steps)")
