@@ -9,7 +9,8 @@ so build it for them: `shardgen build --karpathy dataset_coco.json --split test`
 Text embeddings come from the shards (the frozen tower's, precomputed); free-text queries are encoded on the fly
 with the same frozen text encoder, the one the shards' manifest names unless `--text-encoder` is given. Results go
 to `--out` (default: the checkpoint's folder) as `eval-<shards>-<hash>.json`, named by the shard set evaluated (its
-folder name and a hash of its full path or URL), so evaluating other shards never overwrites a run's results.
+folder name and a hash of its full path or URL), and so are the pictures (`image_to_text-<shards>-<hash>.png`, ...),
+so evaluating other shards never overwrites a run's results or mixes its pictures.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .image_encoder import ImageEncoder
 from .metrics import recall_at_k, recall_at_k_folds
 from .plots import retrieval_grid
 from .preflight import own_training_warning
+from .report import chance_levels, format_table, small_split_note
 
 
 class Protocol(NamedTuple):
@@ -160,9 +162,10 @@ def score(emb: dict, protocol: Protocol = PROTOCOLS["all"]) -> dict:
                                           n_folds=protocol.n_folds)
     seconds = time.perf_counter() - t0
     fold_images = n_images // protocol.n_folds
+    n_captions = int((emb["owner"] < n_images).sum())
     return {"protocol": protocol.name, "protocol_about": protocol.about, **recall, "n_images": n_images,
-            "n_captions": int((emb["owner"] < n_images).sum()), "n_folds": protocol.n_folds,
-            "fold_images": fold_images, "chance_text_to_image_R@5": min(1.0, 5 / fold_images),
+            "n_captions": n_captions, "n_folds": protocol.n_folds, "fold_images": fold_images,
+            **chance_levels(fold_images, n_captions // protocol.n_folds),
             "recall_seconds": round(seconds, 3), **({"folds": folds} if len(folds) > 1 else {})}
 
 
@@ -202,13 +205,6 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str, *, device: str = "c
     return result
 
 
-def format_table(result: dict) -> str:
-    lines = [f"protocol {result['protocol']}: {result['protocol_about']}", "direction        R@1     R@5     R@10"]
-    for d, label in (("text_to_image", "text → image"), ("image_to_text", "image → text")):
-        lines.append(f"{label:<15}" + "".join(f"{100 * result[f'{d}_R@{k}']:6.2f}  " for k in (1, 5, 10)))
-    return "\n".join(lines)
-
-
 def is_karpathy_test(manifest: Manifest | None, n_images: int) -> bool:
     """Whether the shards are a whole Karpathy test split, the set published 5k and 1k figures use."""
     source = manifest.source if manifest is not None else None
@@ -246,7 +242,8 @@ def locate_text_encoder(manifest: Manifest, shards: str) -> str:
 @torch.no_grad()
 def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder: str | None, n_images: int,
                 unseen: Path | None, out_dir: Path, device: torch.device, k: int = 5,
-                warning: str = "") -> list[Path]:
+                warning: str = "", label: str = "shards") -> list[Path]:
+    """The retrieval pictures, named by the shard set they show (`label`, see `picture_path`)."""
     written = []
     if queries:
         from shardgen.text.encoder import TextEncoder
@@ -255,14 +252,14 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         scores, idx = (q @ emb["image"].T).topk(min(k, emb["image"].shape[0]), dim=1)
         rows = [(text, [(emb["thumbs"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, text in enumerate(queries)]
-        written.append(out_dir / "text_to_image.png")
+        written.append(out_dir / f"text_to_image-{label}.png")
         retrieval_grid(rows, title="caption -> top-5 images (cosine similarity)", warning=warning).save(written[-1])
     if n_images:
         picks = list(range(min(n_images, emb["image"].shape[0])))
         scores, idx = (emb["image"][picks] @ emb["text"].T).topk(k, dim=1)
         rows = [(emb["thumbs"][p], [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, p in enumerate(picks)]
-        written.append(out_dir / "image_to_text.png")
+        written.append(out_dir / f"image_to_text-{label}.png")
         retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)", warning=warning).save(written[-1])
     if unseen is not None:
         files = sorted(p for p in unseen.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[:8]
@@ -272,7 +269,7 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         scores, idx = (img_emb @ emb["text"].T).topk(k, dim=1)
         rows = [(Image.open(f), [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, f in enumerate(files)]
-        written.append(out_dir / "unseen_images.png")
+        written.append(out_dir / f"unseen_images-{label}.png")
         title = f"unseen images from {unseen} -> top-5 captions"
         retrieval_grid(rows, title=title, warning=warning).save(written[-1])
     return written
@@ -314,6 +311,9 @@ def run(cfg: EvalConfig) -> int:
     print(f"{loaded.path} (step {loaded.step}) on {cfg.shards}: {result['n_images']} images, "
           f"{result['n_captions']} captions ranked in {result['recall_seconds']:.1f} s")
     print(format_table(result))
+    note = small_split_note(result["fold_images"])
+    if note:
+        print(note)
     if protocol.n_images is not None and not is_karpathy_test(manifest, emb["image"].shape[0]):
         print(f"note: these shards are not Karpathy's 5000-image test split, so the {protocol.name} figures do not "
               "compare with published ones (build it: shardgen build --karpathy dataset_coco.json --split test)")
@@ -330,7 +330,7 @@ def run(cfg: EvalConfig) -> int:
         print(f"wrote {write_curves(out_dir)}")
     for path in qualitative(loaded.model, emb, queries=list(cfg.queries), text_encoder=encoder,
                             n_images=cfg.show_images, unseen=unseen, out_dir=out_dir, device=device,
-                            warning=warning):
+                            warning=warning, label=shards_label(cfg.shards)):
         print(f"wrote {path}")
     return 0
 

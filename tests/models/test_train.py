@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 import models.train as train_module
-from models.evaluate import evaluate_checkpoint, results_path
+from models.evaluate import evaluate_checkpoint, results_path, shards_label
 from models.train import TrainConfig, main, train
 
 
@@ -147,8 +147,8 @@ def test_evaluate_cli_writes_table_json_and_retrieval_plots(tmp_path, train_shar
     assert code == 0 and "text → image" in out and "48 images" in out
     result = json.loads(results_path(run, str(train_shards)).read_text())
     assert result["n_images"] == 48 and 0 <= result["text_to_image_R@5"] <= 1 and result["step"] == 1
-    for name, rows in (("text_to_image.png", 2), ("image_to_text.png", 2), ("unseen_images.png", 3)):
-        with Image.open(run / name) as img:
+    for name, rows in (("text_to_image", 2), ("image_to_text", 2), ("unseen_images", 3)):
+        with Image.open(run / f"{name}-{shards_label(str(train_shards))}.png") as img:
             assert img.size[1] > rows * 128  # one row per query, each with thumbnails/captions
 
 
