@@ -17,17 +17,16 @@ from .errors import UserError
 _HELD_OUT = re.compile(r"(^|[_-])(val|test|validation|minival)(\d*)($|[_-])", re.IGNORECASE)
 
 
-def check_out_folder(out: Path) -> None:
-    """`--out` is a folder this process can create and write into. Raises UserError naming the flag."""
+def check_out_writable(out: Path) -> None:
+    """`--out` is a folder this process can create (nothing is created here: a run that stops before its first step
+    leaves nothing behind) or write into. Raises UserError naming the flag."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, not a folder; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another --out") \
-            from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: not writable by this user; choose another --out")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable by this user; choose another --out")
 
 
 def _canonical(url: str) -> str:

@@ -45,7 +45,7 @@ from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
-from .preflight import check_out_folder, data_warnings
+from .preflight import check_out_writable, data_warnings
 from .step import (
     Run,
     StepStats,
@@ -86,21 +86,33 @@ def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Positi
     if loader.epoch != saved["epoch"]:
         line += f"; epoch {saved['epoch']} was complete"
     else:
-        was, now = saved["segments"][-1], (env.world, loader.cfg.batch_size, loader.cfg.workers)
-        if (was["world_size"], was["batch_size"], was["workers"]) != now:
-            line += (f"; was {was['world_size']} rank(s) × batch {was['batch_size']} × {was['workers']} loader "
-                     f"worker(s), now {now[0]} × {now[1]} × {now[2]}: the epoch's {loader.batches_in_pass} "
-                     "remaining batches hold exactly the samples not seen yet")
+        changed = layout_changes(saved["segments"][-1], world=env.world, batch_size=loader.cfg.batch_size,
+                                 workers=loader.cfg.workers)
+        if changed:
+            line += (f"; changed: {', '.join(changed)}: the epoch's {loader.batches_in_pass} remaining batches hold "
+                     "exactly the samples not seen yet")
     return Position(step=step, epoch=loader.epoch), line
+
+
+def layout_changes(was: dict, *, world: int, batch_size: int, workers: int) -> list[str]:
+    """What differs from the layout that read the checkpoint's epoch so far (`world size 2 → 1`, ...)."""
+    now = {"world_size": world, "batch_size": batch_size, "workers": workers}
+    names = {"world_size": "world size", "batch_size": "batch size", "workers": "loader workers"}
+    return [f"{names[k]} {was[k]} → {now[k]}" for k in names if was[k] != now[k]]
 
 
 def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunPlan:
     """With --epochs, the run ends after that many epochs whatever batch size or world size each part used:
     the steps done, the rest of the current epoch, and the epochs after it."""
     if cfg.max_steps is not None:
-        return plan
-    left = loader.batches_in_pass + max(0, cfg.epochs - pos.epoch - 1) * plan.steps_per_epoch
-    return plan._replace(total_steps=pos.step + left if pos.epoch < cfg.epochs else pos.step)
+        return plan._replace(limit=f"--max-steps {cfg.max_steps}: {max(0, cfg.max_steps - pos.step)} steps from "
+                                   f"step {pos.step}, {plan.steps_per_epoch} steps per epoch")
+    epochs_after = max(0, cfg.epochs - pos.epoch - 1)
+    left = loader.batches_in_pass + epochs_after * plan.steps_per_epoch
+    total = pos.step + left if pos.epoch < cfg.epochs else pos.step
+    rest = (f"--epochs {cfg.epochs}: {loader.batches_in_pass} steps to finish epoch {pos.epoch}, then "
+            f"{epochs_after} × {plan.steps_per_epoch} steps; {total - pos.step} steps from step {pos.step}")
+    return plan._replace(total_steps=total, limit=rest)
 
 
 def open_loader(cfg: TrainConfig):
@@ -134,6 +146,13 @@ def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticL
     return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
                            embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device, seed=cfg.seed,
                            skip=len(loader) - loader.batches_in_pass, positions=loader)
+
+
+def check_out_folder(out: Path, *, fresh: bool) -> None:
+    """`--out` can be written, and without --resume holds no other run (both before the first step)."""
+    if fresh:
+        check_fresh_out(out)
+    check_out_writable(out)
 
 
 def check_fresh_out(out: Path) -> None:
@@ -244,9 +263,7 @@ def train(cfg: TrainConfig) -> dict:
     Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C."""
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    if not cfg.resume:
-        check_fresh_out(out)
-    check_out_folder(out)
+    check_out_folder(out, fresh=not cfg.resume)
     env = setup_distributed(cfg.device)
     loader = open_loader(cfg)
     warnings = check_val_shards(cfg, loader)
