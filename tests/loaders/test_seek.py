@@ -12,6 +12,7 @@ import pytest
 
 from loaders import LoaderError, make_loader
 from loaders.seek import index_url, parse_index
+from tests.loaders.test_remote import s3  # noqa: F401 - the moto S3 server fixture
 from tests.netutil import FileServer
 
 
@@ -64,6 +65,20 @@ def test_mid_shard_start_is_a_range_request_over_http(one_shard, tmp_path):
     assert ranges == {f"bytes={starts[24]}-", f"bytes={starts[38]}-"}
 
 
+def test_a_connection_dropped_mid_span_is_retried_with_a_range_request(one_shard):
+    def keys(source, **options):
+        loader = make_loader(source, batch_size=5, num_workers=0, seed=3, rank=1, world_size=2, shuffle=False,
+                             **options)
+        return [list(b["key"]) for b in loader]
+
+    starts = parse_index((one_shard / "train-000000.idx").read_text(), url="idx").starts
+    with FileServer(root=one_shard.parent) as srv:
+        srv.cut_once[f"/{one_shard.name}/train-000000.tar"] = 150_000  # cut before the read window fills
+        assert keys(f"{srv.url}/{one_shard.name}/", retry_backoff=0.01) == keys(one_shard)
+    # rank 1's one producer reads samples 24-47: the cut read, then the retry from the same first sample
+    assert [r for path, r in srv.requests if path.endswith(".tar")] == [f"bytes={starts[24]}-"] * 2
+
+
 def test_a_server_that_ignores_range_gives_the_same_batches(one_shard):
     local = _epoch(one_shard, rank=1, epoch=0)
     with FileServer(root=one_shard.parent, ranges=False) as srv:
@@ -93,3 +108,16 @@ def test_index_url_and_parse():
         parse_index("v1.2 3\njpg 512 700 a.jpg\n", url="x.idx")
     with pytest.raises(LoaderError, match="x.idx: line 2"):
         parse_index("v1.2 1\njpg 512 seven a.jpg\n", url="x.idx")
+
+
+def test_mid_shard_start_on_s3_reads_through_the_index(s3, one_shard):
+    from loaders import seek
+    from shardgen.publish.upload import upload
+
+    upload(str(one_shard), "s3://shards/one", progress=False)
+    url = "s3://shards/one/train-000000.tar"
+    seek._cache.pop(url, None)
+    remote = make_loader("s3://shards/one", batch_size=5, num_workers=0, seed=3, rank=1, world_size=2)
+    local = make_loader(str(one_shard), batch_size=5, num_workers=0, seed=3, rank=1, world_size=2)
+    assert [list(b["key"]) for b in remote] == [list(b["key"]) for b in local]
+    assert seek._cache[url] is not None and len(seek._cache[url].keys) == 48  # the index was read and used
