@@ -46,6 +46,7 @@ from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
+from .preflight import check_out_writable, data_warnings
 from .step import (
     StepStats,
     TrainState,
@@ -86,21 +87,33 @@ def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Positi
     if loader.epoch != saved["epoch"]:
         line += f"; epoch {saved['epoch']} was complete"
     else:
-        was, now = saved["segments"][-1], (env.world, loader.cfg.batch_size, loader.cfg.workers)
-        if (was["world_size"], was["batch_size"], was["workers"]) != now:
-            line += (f"; was {was['world_size']} rank(s) × batch {was['batch_size']} × {was['workers']} loader "
-                     f"worker(s), now {now[0]} × {now[1]} × {now[2]}: the epoch's {loader.batches_in_pass} "
-                     "remaining batches hold exactly the samples not seen yet")
+        changed = layout_changes(saved["segments"][-1], world=env.world, batch_size=loader.cfg.batch_size,
+                                 workers=loader.cfg.workers)
+        if changed:
+            line += (f"; changed: {', '.join(changed)}: the epoch's {loader.batches_in_pass} remaining batches hold "
+                     "exactly the samples not seen yet")
     return Position(step=step, epoch=loader.epoch), line
+
+
+def layout_changes(was: dict, *, world: int, batch_size: int, workers: int) -> list[str]:
+    """What differs from the layout that read the checkpoint's epoch so far (`world size 2 → 1`, ...)."""
+    now = {"world_size": world, "batch_size": batch_size, "workers": workers}
+    names = {"world_size": "world size", "batch_size": "batch size", "workers": "loader workers"}
+    return [f"{names[k]} {was[k]} → {now[k]}" for k in names if was[k] != now[k]]
 
 
 def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunPlan:
     """With --epochs, the run ends after that many epochs whatever batch size or world size each part used:
     the steps done, the rest of the current epoch, and the epochs after it."""
     if cfg.max_steps is not None:
-        return plan
-    left = loader.batches_in_pass + max(0, cfg.epochs - pos.epoch - 1) * plan.steps_per_epoch
-    return plan._replace(total_steps=pos.step + left if pos.epoch < cfg.epochs else pos.step)
+        return plan._replace(limit=f"--max-steps {cfg.max_steps}: {max(0, cfg.max_steps - pos.step)} steps from "
+                                   f"step {pos.step}, {plan.steps_per_epoch} steps per epoch")
+    epochs_after = max(0, cfg.epochs - pos.epoch - 1)
+    left = loader.batches_in_pass + epochs_after * plan.steps_per_epoch
+    total = pos.step + left if pos.epoch < cfg.epochs else pos.step
+    rest = (f"--epochs {cfg.epochs}: {loader.batches_in_pass} steps to finish epoch {pos.epoch}, then "
+            f"{epochs_after} × {plan.steps_per_epoch} steps; {total - pos.step} steps from step {pos.step}")
+    return plan._replace(total_steps=total, limit=rest)
 
 
 def open_loader(cfg: TrainConfig):
@@ -114,11 +127,33 @@ def open_loader(cfg: TrainConfig):
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
 
 
+def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
+    """Open `--val-shards` as the end-of-run evaluation will (this process alone, whatever the world size), so
+    an unusable val set stops the run before its first step, naming the flag; returns warnings (one line each)
+    when the run trains on evaluation data."""
+    shards = train_loader.dataset.shards
+    if not cfg.val_shards:
+        return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=[])
+    from .evaluate import open_shards
+
+    loader = open_shards(cfg.val_shards, batch_size=1, flag="--val-shards")
+    if len(loader) < 1:
+        raise ShardSourceError(f"--val-shards {cfg.val_shards}: holds no samples to evaluate on")
+    return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=loader.dataset.shards.urls)
+
+
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
     """`--synthetic`: device-made batches of the shards' image size and epoch length (the shards are not read)."""
     return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
                            embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device, seed=cfg.seed,
                            skip=len(loader) - loader.batches_in_pass, positions=loader)
+
+
+def check_out_folder(out: Path, *, fresh: bool) -> None:
+    """`--out` can be written, and without --resume holds no other run (both before the first step)."""
+    if fresh:
+        check_fresh_out(out)
+    check_out_writable(out)
 
 
 def check_fresh_out(out: Path) -> None:
@@ -218,7 +253,8 @@ def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
         return {}
     from .evaluate import evaluate_checkpoint
 
-    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))} if cfg.val_shards else {}
+    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device), flag="--val-shards")
+            } if cfg.val_shards else {}
     return {**done, "curves": str(write_curves(out, tensorboard=cfg.tensorboard))}
 
 
@@ -228,10 +264,10 @@ def train(cfg: TrainConfig) -> dict:
     Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C."""
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    if not cfg.resume:
-        check_fresh_out(out)
+    check_out_folder(out, fresh=not cfg.resume)
     env = setup_distributed(cfg.device)
     loader = open_loader(cfg)
+    warnings = check_val_shards(cfg, loader)
     plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
     state, resumed_from = read_resume(cfg) if cfg.resume else (None, None)
     if state is not None:
@@ -252,6 +288,8 @@ def train(cfg: TrainConfig) -> dict:
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
         log.say(start_line(cfg, plan, run, env))
+        for warning in warnings:
+            log.say(f"train: warning: {warning}")
         if resumed_line:
             log.say(f"train: {resumed_line}")
 
@@ -312,7 +350,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-crop", dest="crop", action="store_const", const="random", default=d.loader.crop,
                    help="random crop + flip (needs --no-crop shards)")
     p.add_argument("--seed", type=int, default=d.loader.seed, help="model init, shuffling and augmentation")
-    p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
+    p.add_argument("--device", default=d.device, help="auto = CUDA, else Apple MPS (untested), else CPU")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 on GPUs with native bf16, else fp16 with loss scaling; fp32 on the CPU")
     p.add_argument("--compile", action="store_true", default=d.compile,
@@ -356,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         return report("train", exc, interrupted="interrupted while setting up; nothing was saved")
     finally:
         teardown_distributed()
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's (it holds the evaluation)
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -109,11 +109,12 @@ class _Window:
 
 
 class _MappedWindow:
-    """Windows of a memory-mapped local file: no read copies, and members can be views of the map."""
+    """Windows of a memory-mapped local file from its current position (a reader that seeked to a sample's
+    first header starts there): no read copies, and members can be views of the map."""
 
     def __init__(self, fh) -> None:
         self.whole = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
-        self.base, self.data, self.n, self.eof = 0, self.whole[:0], 0, False
+        self.base, self.data, self.n, self.eof = fh.tell(), self.whole[:0], 0, False
 
     def release(self) -> None:  # the map itself is closed by the GC once no member view needs it
         self.data = self.whole = None
@@ -130,7 +131,7 @@ class _MappedWindow:
 def _open_window(fh, zero_copy: bool):
     if zero_copy:
         try:
-            if fh.seekable() and fh.tell() == 0 and os.fstat(fh.fileno()).st_size > 0:
+            if fh.seekable() and fh.tell() < os.fstat(fh.fileno()).st_size:
                 return _MappedWindow(fh)
         except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
             pass  # not a local file: read it

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 import models.train as train_module
-from models.evaluate import evaluate_checkpoint, results_path
+from models.evaluate import evaluate_checkpoint, results_path, shards_label
 from loaders import LoaderConfig
 from models.config import default_loader
 from models.train import TrainConfig, config_from_args, main, make_parser, train
@@ -149,8 +149,8 @@ def test_evaluate_cli_writes_table_json_and_retrieval_plots(tmp_path, train_shar
     assert code == 0 and "text → image" in out and "48 images" in out
     result = json.loads(results_path(run, str(train_shards)).read_text())
     assert result["n_images"] == 48 and 0 <= result["text_to_image_R@5"] <= 1 and result["step"] == 1
-    for name, rows in (("text_to_image.png", 2), ("image_to_text.png", 2), ("unseen_images.png", 3)):
-        with Image.open(run / name) as img:
+    for name, rows in (("text_to_image", 2), ("image_to_text", 2), ("unseen_images", 3)):
+        with Image.open(run / f"{name}-{shards_label(str(train_shards))}.png") as img:
             assert img.size[1] > rows * 128  # one row per query, each with thumbnails/captions
 
 
@@ -259,8 +259,10 @@ def test_resume_with_another_batch_size_reads_the_rest_of_the_epoch_and_ends_on_
     capsys.readouterr()
     assert main(_cli(small_shards, out, "--epochs", 2, "--batch-size", 16, "--resume", out)) == 0
     err = capsys.readouterr().err
-    assert ("resumed from step 3 (epoch 0, sample 24)" in err and "was 1 rank(s) × batch 8 × 1 loader worker(s), "
-            "now 1 × 16 × 1: the epoch's 1 remaining batches" in err)
+    assert ("resumed from step 3 (epoch 0, sample 24)" in err and "changed: batch size 8 → 16: the epoch's 1 "
+            "remaining batches" in err)
+    # the start line describes the rest of the run, not a fresh one
+    assert "(--epochs 2: 1 steps to finish epoch 0, then 1 × 3 steps; 4 steps from step 3)" in err
     assert [len(b) for b in seen] == [16] * 4 and sorted(_losses(out)) == list(range(1, 8))
     rest = seen[0]
     assert not set(first) & set(rest) and len(set(first + rest)) == 40  # the epoch's other samples, once
@@ -299,3 +301,9 @@ def test_resume_from_a_crafted_checkpoint_is_refused(tmp_path, small_shards, cap
     assert main(_cli(small_shards, tmp_path / "run", "--max-steps", 1, "--resume", tmp_path / "evil.pt")) == 2
     err = capsys.readouterr().err.strip()
     assert "evil.pt: refused to load" in err and "\n" not in err and not target.exists()
+
+
+def test_the_resume_line_names_a_world_size_change():
+    was = {"world_size": 2, "batch_size": 8, "workers": 2}
+    assert train_module.layout_changes(was, world=1, batch_size=8, workers=2) == ["world size 2 → 1"]
+    assert train_module.layout_changes(was, world=2, batch_size=8, workers=2) == []
