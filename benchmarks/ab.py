@@ -103,9 +103,12 @@ def same_bytes(work: Path, trees: dict[str, Path]) -> dict:
         digests[rev] = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(out.iterdir())
                         if f.is_file() and f.name != "manifest.json" and not f.name.startswith(".")}
     a, b = digests.values()
-    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    print(f"300-image sample: {len(a)} files, {'all identical' if not differ else 'differ: ' + ', '.join(differ)}")
-    return {"files": len(a), "differ": differ}
+    differ = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+    only = {"a": sorted(a.keys() - b.keys()), "b": sorted(b.keys() - a.keys())}
+    print(f"300-image sample: {len(a.keys() & b.keys())} files in both, "
+          f"{'all identical' if not differ else 'differ: ' + ', '.join(differ)}; only in A: {only['a'] or 'none'}; "
+          f"only in B: {only['b'] or 'none'}")
+    return {"files": len(a.keys() & b.keys()), "differ": differ, "only": only}
 
 
 def run(work: Path, *, a: str, b: str, rounds: int = 3, images: int = 2000, build_images: int = 1000,

@@ -1,11 +1,11 @@
 """Where a sample starts inside a shard, from the shard's index, so a span that starts inside a shard opens it
 there (a local seek, an HTTP Range request, S3's ranged reads) instead of reading through the samples before it.
 
-The index is the DALI `v1.2` `.idx` file beside the shard (`shardgen build --dali-index`, `shardgen export`): a
+The index is the DALI `v1.2` `.idx` file beside the shard (`shardgen build` writes it by default): a
 header `v1.2 <n_samples>`, then one line per sample with `ext offset size name` per member, offset being where the
 member's data starts. Sample i + 1 starts where sample i's last member ends, rounded up to the 512-byte tar block:
 there its first header begins, so headers of any kind (pax, GNU long names) are read as usual. Without an index
-(a build without `--dali-index`, another tool's shards) the reader reads through, as a stream reader must.
+(a build with `--no-dali-index`, another tool's shards) the reader reads through, as a stream reader must.
 
 An index is read once per process and shard URL. One that does not fit its shard (another sample count, a line
 that does not parse, a key other than the one found at its offset) is bad data: `LoaderError` naming the index.
@@ -37,7 +37,7 @@ _cache: dict[str, ShardIndex | None] = {}
 
 
 def index_url(shard_url: str) -> str:
-    """The index file of a shard: `<name>.idx` beside `<name>.tar` (as `shardgen build --dali-index` names it)."""
+    """The index file of a shard: `<name>.idx` beside `<name>.tar` (as `shardgen build` names it)."""
     return shard_url.removesuffix(".tar") + ".idx"
 
 
@@ -78,7 +78,7 @@ def load_index(shard_url: str, *, count: int, storage_options: dict) -> ShardInd
         return None
     if index is not None and len(index.keys) != count:
         raise LoaderError(f"{redact(url)}: indexes {len(index.keys)} samples, the manifest says the shard holds "
-                          f"{count}; rebuild the index (shardgen build --dali-index) or delete it")
+                          f"{count}; rebuild the index (rerun shardgen build on the folder) or delete it")
     if len(_cache) >= _CACHE_LIMIT:
         _cache.clear()
     _cache[shard_url] = index
@@ -90,4 +90,4 @@ def check_landing(index: ShardIndex, sample: int, key: str) -> None:
     if key != index.keys[sample]:
         raise LoaderError(f"{redact(index.url)}: sample {sample} is {index.keys[sample]} by the index, but "
                           f"{key} at byte {index.starts[sample]} of the shard: the index does not fit its shard; "
-                          "rebuild it (shardgen build --dali-index) or delete it")
+                          "rebuild it (rerun shardgen build on the folder) or delete it")

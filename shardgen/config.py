@@ -53,7 +53,7 @@ class BuildConfig:
     limit: int | None = None
     karpathy: Path | None = None  # Karpathy's dataset_coco.json: --split is one of its splits, images from 2014
     embeddings_cache: Path | None = None
-    dali_index: bool = False
+    dali_index: bool = True  # <shard>.idx beside each shard: the loader seeks inside shards with it, DALI reads it
     progress: bool = True
     captions: Path | str | None = None  # an image-caption table (.jsonl, .csv, .parquet), images under image_root
     image_root: Path | str | None = None  # the folder (or URL) the table's or a non-COCO split file's images lie in

@@ -1,6 +1,7 @@
 """DALI `.idx` index files, one per shard (format `v1.2`, as NVIDIA's `wds2idx.py` writes): a header line
 `v1.2 <n_samples>`, then one line per sample listing `ext offset size name` for each member, where offset is where
-the member's data starts. Written beside each shard by `shardgen build --dali-index` and by `shardgen export`."""
+the member's data starts. Written beside each shard by `shardgen build` (on by default; `--no-dali-index` skips it);
+the loader seeks inside shards with it (`loaders.seek`)."""
 
 from __future__ import annotations
 

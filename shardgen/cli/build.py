@@ -131,8 +131,10 @@ def _add_processing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=d("limit"), help="only the first N images (smoke tests)")
     p.add_argument("--embeddings-cache", dest="embeddings_cache", type=Path, default=d("embeddings_cache"),
                    help="caption embedding cache file (default: OUT/<split>_text_embeddings.pt)")
-    p.add_argument("--dali-index", dest="dali_index", action="store_true", default=d("dali_index"),
-                   help="also write DALI v1.2 .idx files next to the shards")
+    p.add_argument("--dali-index", dest="dali_index", action=argparse.BooleanOptionalAction, default=d("dali_index"),
+                   help="write a DALI v1.2 .idx index next to each shard: the loader seeks inside shards with it "
+                        "(when ranks × workers outnumber the shards, or a resume lands mid-shard), DALI reads it "
+                        "(default: on)")
     p.add_argument("--executor", choices=["local", "ray"], default=d("executor"),
                    help="where images are processed: local processes, or tasks on a Ray cluster (default: "
                         "%(default)s)")
