@@ -8,7 +8,9 @@ makes decoding a 640×480 JPEG ~3× cheaper; the antialiased resize that follows
 What a header claims is checked before anything is decoded: more pixels than the build's limit is `too_large`,
 and a JPEG too short to hold the blocks its header claims is `corrupt_image` (libjpeg would otherwise fill the
 missing part with grey and PIL would not say so). Only raster formats PIL decodes itself are opened (no EPS, which
-would run Ghostscript).
+would run Ghostscript). Files are read through `format.read_local`: a FIFO, a device or a directory in place of an
+image is `unreadable_file`, a link leading out of the image folder `unsafe_file_name`, a file over
+`IMAGE_MAX_BYTES` `too_large`, each counted before a byte is read.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from PIL import (  # noqa: F401 - registers the formats in FORMATS before any op
 )
 
 from ..errors import BadImage
+from ..format.storage import IMAGE_MAX_BYTES, RefusedFile, read_local
+
+_REFUSED = {"not_a_file": "unreadable_file", "outside_root": "unsafe_file_name", "too_large": "too_large"}
 
 # Raster formats decoded in-process (JPEG includes camera MPO files); any other kind is counted as corrupt_image.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
@@ -114,13 +119,16 @@ def _check_claims(img: Image.Image, data: bytes, *, max_pixels: int, path: str |
 
 
 def preprocess_image(path: str | Path, *, size: int, crop: bool, quality: int, draft: bool,
-                     max_pixels: int) -> ImageResult:
-    """Read `path`, fix mode/orientation, resize/crop, and encode a baseline JPEG. Raises `BadImage`."""
+                     max_pixels: int, root: str | Path | None = None) -> ImageResult:
+    """Read `path` (a regular file, inside `root` when given), fix mode/orientation, resize/crop, and encode a
+    baseline JPEG. Raises `BadImage`."""
     notes: list[str] = []
     try:
-        data = Path(path).read_bytes()
+        data = read_local(path, root=root, max_bytes=IMAGE_MAX_BYTES)
     except FileNotFoundError:
         raise BadImage("missing_file", str(path)) from None
+    except RefusedFile as exc:
+        raise BadImage(_REFUSED[exc.reason], str(exc)) from None
     except OSError as exc:
         raise BadImage("unreadable_file", f"{path}: {exc}") from exc
     try:

@@ -1,6 +1,7 @@
 """`shardgen verify`: recount and checksum every shard against the manifest and check every sample.
 
-Per shard: size and sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: the
+The manifest's `embed_dim` is the format's. Per shard: size (read no further than the manifest's `n_bytes`) and
+sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: the
 format's rules (`format.record.parse_sample`: exactly the schema's members, a JSON object whose image id the key
 spells, at least one caption, float16 `[n_captions, 512]` embeddings loaded without pickle, `txt` the first
 caption), then the JPEG decodes to the recorded size and the embedding rows are finite and unit-norm. Every
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..format import (
+    EMBED_DIM,
     MANIFEST_NAME,
     Manifest,
     SchemaError,
@@ -98,16 +100,22 @@ def verify(source: str, *, progress: bool = False) -> VerifyReport:
     if isinstance(manifest, str):
         return VerifyReport(problems=[manifest])
     report = VerifyReport()
+    if manifest.embed_dim != EMBED_DIM:  # every sample's rows are checked to be EMBED_DIM wide (parse_sample)
+        report.problems.append(f"{MANIFEST_NAME}: embed_dim {manifest.embed_dim}, but shard embeddings are "
+                               f"{EMBED_DIM}-d (the format's); readers would refuse these shards")
     image_size = manifest.preprocess.get("image_size") if manifest.preprocess.get("crop") == "center" else None
     last_key = ""
     for shard in tqdm(manifest.shards, desc="verify", unit="shard", disable=not progress):
         report.n_shards += 1
-        try:
-            data = read_bytes(join(source, shard.name))
+        try:  # never more than the manifest says: a longer file is wrong whatever it holds
+            data = read_bytes(join(source, shard.name), max_bytes=shard.n_bytes)
         except PermissionError as exc:  # the credentials, not the data: stop here
             raise access_error(join(source, shard.name), exc) from None
         except OSError as exc:
             report.problems.append(f"{shard.name}: cannot read ({redact(exc)})")
+            continue
+        except SchemaError:
+            report.problems.append(f"{shard.name}: more than the {shard.n_bytes} bytes the manifest says")
             continue
         report.n_bytes += len(data)
         shard_problems = _check_bytes(data, shard)
