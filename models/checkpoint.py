@@ -127,7 +127,7 @@ def legacy_loader_state(state: dict, *, world_size: int, n_samples: int, n_shard
             world, seed, batch, workers = (world_size, int(config["seed"]), int(config["batch_size"]),
                                            int(config["num_workers"]))
         epoch = int(saved["epoch"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf)
         raise CheckpointError(f"its loader position is unreadable ({type(exc).__name__}: {exc})") from None
     if samples and (config.get("random_crop") or config.get("crop") == "random" or config.get("flip")):
         # those loaders drew augmentations and the shuffle from one generator: their mid-epoch order cannot be
