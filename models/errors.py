@@ -32,11 +32,12 @@ class ShardSourceError(UserError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training, after the checkpoint at `step` was written (`checkpoint` is None on ranks > 0)."""
+    """Ctrl-C (or SIGTERM, SIGUSR1: `signum`) during training, after the checkpoint at `step` was written
+    (`checkpoint` is None on ranks > 0)."""
 
-    def __init__(self, step: int, checkpoint: str | None) -> None:
+    def __init__(self, step: int, checkpoint: str | None, signum: int = 2) -> None:
         super().__init__(f"interrupted at step {step}")
-        self.step, self.checkpoint = step, checkpoint
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
 
 
 __all__ = ["CheckpointError", "ShardSourceError", "TrainingInterrupted", "UnsafeCheckpoint", "UserError",

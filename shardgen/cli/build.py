@@ -155,9 +155,11 @@ def _build_and_upload(cfg, dest: str, *, quiet: bool):
 
     from ..build.pipeline import build_shards
     from ..format import with_timeouts
-    from ..publish.upload import remove_indexes, upload
+    from ..publish.upload import check_destination, remove_indexes, upload
 
     fs, root = fsspec.core.url_to_fs(dest, **with_timeouts(dest))
+    # the build's settings are known once it is done; another split's manifest is refused before anything changes
+    check_destination(fs, root.rstrip("/"), {"split": cfg.split}, dest=dest, what=f"a {cfg.split} build")
     remove_indexes(fs, root.rstrip("/"))  # readers never see an old manifest over the new build's shards
     with ThreadPoolExecutor(2) as pool:
         pending = []

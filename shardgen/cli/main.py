@@ -168,7 +168,8 @@ def _cmd_upload(args) -> int:
     from ..publish.upload import upload
 
     opts = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
-    rep = upload(args.src, args.dest, workers=args.workers, storage_options=opts, progress=not args.quiet)
+    rep = upload(args.src, args.dest, workers=args.workers, storage_options=opts, progress=not args.quiet,
+                 overwrite=args.overwrite)
     print(f"upload {args.dest}: {len(rep.uploaded)} files sent ({rep.n_bytes / 1e6:.1f} MB of shards), "
           f"{len(rep.skipped)} already there and verified")
     return 0
@@ -234,6 +235,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="s3://bucket/prefix, gs://..., az://..., file://...")
     p.add_argument("--workers", type=positive_int, default=8)
     p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace another dataset (other split, source or settings) the destination holds")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("export", help="rewrite shards for another tool (CLIP_benchmark retrieval layout)")
