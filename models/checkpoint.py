@@ -12,6 +12,7 @@ not supported), so `latest.pt` is always a complete file and costs no extra disk
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from shardgen.format.atomic import save_torch_atomic
 
 from .errors import CheckpointError, UnsafeCheckpoint
 
@@ -170,10 +173,14 @@ class CheckpointWriter:
 
 
 def _write_atomic(state: dict, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    """The caption cache's mechanism (`save_torch_atomic`): nothing temporary left behind, a full disk one line."""
+    try:
+        return save_torch_atomic(state, path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({os.strerror(exc.errno)}); free some space "
+                              "(or fix the folder's permissions) and resume from the last checkpoint") from None
 
 
 def _link_atomic(source: Path, dest: Path) -> None:
