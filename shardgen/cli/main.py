@@ -187,6 +187,20 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _add_upload(sub) -> None:
+    p = sub.add_parser("upload", help="copy shards to cloud storage (any fsspec URL), manifest last",
+                       description="Check every shard and what the destination holds, then upload shards in "
+                                   "parallel, skip those already there (resume), verify what landed, then write "
+                                   "sizes.json, shardindex.json and manifest.json.")
+    p.add_argument("src", type=Path, help="local shard folder")
+    p.add_argument("dest", help="s3://bucket/prefix, gs://..., az://..., file://...")
+    p.add_argument("--workers", type=positive_int, default=8)
+    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace another dataset (other split, source or settings) the destination holds")
+    p.add_argument("--quiet", action="store_true")
+
+
 def _add_download(sub) -> None:
     p = sub.add_parser("download", help="download COCO 2014 (Kaggle or the official zips)",
                        description="Download COCO 2014 and print the layout found. Official zips resume, retry "
@@ -228,16 +242,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_download(sub)
 
-    p = sub.add_parser("upload", help="copy shards to cloud storage (any fsspec URL), manifest last",
-                       description="Upload shards in parallel, skip those already there (resume), verify what "
-                                   "landed, then write sizes.json, shardindex.json and manifest.json.")
-    p.add_argument("src", type=Path, help="local shard folder")
-    p.add_argument("dest", help="s3://bucket/prefix, gs://..., az://..., file://...")
-    p.add_argument("--workers", type=positive_int, default=8)
-    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace another dataset (other split, source or settings) the destination holds")
-    p.add_argument("--quiet", action="store_true")
+    _add_upload(sub)
 
     p = sub.add_parser("export", help="rewrite shards for another tool (CLIP_benchmark retrieval layout)")
     p.add_argument("source", help="shard folder or URL holding manifest.json (usually the val split)")
