@@ -1,7 +1,7 @@
 """`shardgen verify`: recount and checksum every shard against the manifest and check every sample.
 
-The manifest's `embed_dim` is the format's. Per shard: size (read no further than the manifest's `n_bytes`) and
-sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: the
+The manifest's `embed_dim` is the format's. Per shard (read no further than `SLACK_BYTES` past the manifest's
+`n_bytes`): size and sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: the
 format's rules (`format.record.parse_sample`: exactly the schema's members, a JSON object whose image id the key
 spells, at least one caption, float16 `[n_captions, 512]` embeddings loaded without pickle, `txt` the first
 caption), then the JPEG decodes to the recorded size and the embedding rows are finite and unit-norm. Every
@@ -33,6 +33,7 @@ from ..format import (
 )
 
 MAX_PROBLEMS_PER_SHARD = 20
+SLACK_BYTES = 64 << 20  # read this far past a shard's n_bytes, so what a longer shard holds is still listed
 MAX_IMAGE_PIXELS = 40_000_000  # far above any preprocessed image (COCO originals are <= 640 px)
 
 
@@ -107,15 +108,16 @@ def verify(source: str, *, progress: bool = False) -> VerifyReport:
     last_key = ""
     for shard in tqdm(manifest.shards, desc="verify", unit="shard", disable=not progress):
         report.n_shards += 1
-        try:  # never more than the manifest says: a longer file is wrong whatever it holds
-            data = read_bytes(join(source, shard.name), max_bytes=shard.n_bytes)
+        try:  # a bounded read: a file far longer than its manifest says (or without end) is not read to its end
+            data = read_bytes(join(source, shard.name), max_bytes=shard.n_bytes + SLACK_BYTES)
         except PermissionError as exc:  # the credentials, not the data: stop here
             raise access_error(join(source, shard.name), exc) from None
         except OSError as exc:
             report.problems.append(f"{shard.name}: cannot read ({redact(exc)})")
             continue
         except SchemaError:
-            report.problems.append(f"{shard.name}: more than the {shard.n_bytes} bytes the manifest says")
+            report.problems.append(f"{shard.name}: more than {SLACK_BYTES} bytes past the {shard.n_bytes} the "
+                                   "manifest says; not read further")
             continue
         report.n_bytes += len(data)
         shard_problems = _check_bytes(data, shard)
