@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # torch/torchvision pair that installs from this workplace's local disk; elsewhere pip resolves them normally.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 DEMO_EXTRAS ?= fast,encoder-init
-TEST_EXTRAS ?= test,fast,s3,kaggle,encoder-init
+TEST_EXTRAS ?= test,fast,s3,kaggle,encoder-init,ray
 DEMO_DIR ?= demo_out
 BENCH_DIR ?= bench_out
 STAMP := $(VENV)/.installed

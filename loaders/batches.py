@@ -1,6 +1,7 @@
-"""Stage 3: records → a batch. `collate` builds everything but the pixels (ids, keys, captions, embeddings);
-`Decoder` decodes the JPEGs straight into the batch's pixel memory, on a thread pool (libjpeg releases the GIL),
-with the crop/flip augmentation drawn per batch; `to_torch` gives the caller tensors.
+"""Stage 3: records → a batch. `collate` builds everything but the pixels (ids, keys, captions, embeddings, the
+schema's carried fields); `Decoder` decodes the JPEGs straight into the batch's pixel memory, on a thread pool
+(libjpeg releases the GIL), cropped and flipped as the batch's `Augment` says; `to_torch` gives the caller
+tensors.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from .augment import Augment
 from .decode import DecodeError, decode_into
 from .records import Record
 
 
-def collate(records: list[Record], *, caption: str, embed_dim: int, jpeg: bool) -> dict:
+def collate(records: list[Record], *, caption: str, embed_dim: int, jpeg: bool, carried: tuple = ()) -> dict:
     """Everything but the pixels: ids, keys, chosen caption(s) and their embeddings (`[B, D]`, or `[B, n_max, D]`
-    with a mask for `caption="all"`); with `jpeg`, the raw JPEG bytes for decoding on the device."""
-    _, keys, ids, captions, rows, _ = zip(*records)
+    with a mask for `caption="all"`), one array per field the schema adds for the loader to carry (`carried`, the
+    parser's: `batch[ext]`); with `jpeg`, the raw JPEG bytes for decoding on the device."""
+    _, keys, ids, captions, rows, _, extras = zip(*records)
     batch = {"image_id": np.array(ids, dtype=np.int64), "key": list(keys)}
+    for i, field in enumerate(carried):
+        batch[field.ext] = field.batch([e[i] for e in extras])
     if jpeg:
         batch["jpeg"] = [bytes(r.jpeg) for r in records]  # tensors in `to_torch` (not a shm segment each)
     if caption == "all":
@@ -35,11 +40,8 @@ def collate(records: list[Record], *, caption: str, embed_dim: int, jpeg: bool) 
         batch["caption_mask"] = mask  # [B, n_max]
         batch["captions"] = [list(c) for c in captions]
         return batch
-    dtype = rows[0][0]
-    if all(r[0] == dtype for r in rows):  # one join: a batch's rows become one array
-        emb = np.frombuffer(b"".join([r[1] for r in rows]), dtype).reshape(len(rows), -1)
-    else:  # shards written with different dtypes
-        emb = np.stack([np.frombuffer(r[1], r[0]) for r in rows])
+    # one join: a batch's rows become one array (the schema makes every row float16)
+    emb = np.frombuffer(b"".join([r[1] for r in rows]), rows[0][0]).reshape(len(rows), -1)
     batch["text_embedding"] = emb.astype(np.float32, copy=False)  # [B, D]
     batch["caption"] = list(captions)
     return batch
@@ -56,12 +58,11 @@ class _Done:
 
 
 class Decoder:
-    """Decodes batches of JPEGs into caller-given `[n, S, S, 3]` arrays on `threads` threads (1: inline), with
-    the augmentation (`crop` "center" or "random", `flip`) drawn from the caller's generator."""
+    """Decodes batches of JPEGs into caller-given `[n, S, S, 3]` arrays on `threads` threads (1: inline), each
+    image cropped and flipped as the batch's `Augment` (`loaders.augment`) says."""
 
-    def __init__(self, *, backend: str, crop: str, flip: bool, threads: int,
-                 gil_switch_interval: float | None) -> None:
-        self.backend, self.random_crop, self.flip = backend, crop == "random", flip
+    def __init__(self, *, backend: str, threads: int, gil_switch_interval: float | None) -> None:
+        self.backend = backend
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
         self.threads = threads
         self.switch = sys.getswitchinterval()
@@ -79,20 +80,10 @@ class Decoder:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def draw_augment(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Crop origins and flips for n images (drawn even for skipped batches, so resumes replay exactly)."""
-        origins = rng.random((n, 2)) if self.random_crop else np.full((n, 2), 0.5)
-        flips = rng.random(n) < 0.5 if self.flip else np.zeros(n, dtype=bool)
-        return origins, flips
-
-    def start(self, records: list[Record], out: np.ndarray, rng: np.random.Generator, *, inline: bool = False
-              ) -> list:
+    def start(self, records: list[Record], out: np.ndarray, augment: Augment, *, inline: bool = False) -> list:
         """Start decoding the records into `out`; returns futures of per-chunk lists of (index, DecodeError)."""
-        origins, flips = self.draw_augment(len(records), rng)
         jpegs = [r.jpeg for r in records]
-        backend = self.backend
-        flips = flips.tolist()
-        origins = origins.tolist() if self.random_crop else None
+        backend, origins, flips = self.backend, augment.origins, augment.flips
 
         def work(lo: int, hi: int) -> list:
             errors = []
@@ -123,10 +114,7 @@ def to_torch(batch: dict, ring) -> dict:
             batch["text_embedding"] = embeddings
     if "jpeg" in batch:
         batch["jpeg"] = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in batch["jpeg"]]
-    for k in ("image_id", "text_embedding", "text_embeddings", "caption_mask"):
-        if isinstance(batch.get(k), np.ndarray):
-            batch[k] = torch.from_numpy(batch[k])
-    image = batch.get("image")
-    if isinstance(image, np.ndarray):
-        batch["image"] = torch.from_numpy(image).permute(0, 3, 1, 2)
+    for k, v in batch.items():  # ids, embeddings, masks, the schema's carried fields
+        if isinstance(v, np.ndarray):
+            batch[k] = torch.from_numpy(v).permute(0, 3, 1, 2) if k == "image" else torch.from_numpy(v)
     return batch

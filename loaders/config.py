@@ -21,8 +21,8 @@ class LoaderConfig:
     shuffle: bool = True
     seed: int = 0
     caption: str = "random"
-    image_size: int | None = None  # default: the manifest's image size
-    crop: str = "center"  # or "random" (training augmentation, on uint8)
+    image_size: int | None = None  # output size in pixels; default: the manifest's image size
+    crop: str = "center"  # or "random" (training augmentation, on uint8: loaders.augment)
     flip: bool = False  # random horizontal flip (training augmentation)
     shuffle_buffer: int = 1000
     drop_last: bool = False
@@ -48,12 +48,18 @@ class LoaderConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.caption not in CAPTION_MODES:
             raise ValueError(f"caption must be one of {CAPTION_MODES}, got {self.caption!r}")
+        if self.image_size is not None and (type(self.image_size) is not int or self.image_size < 1):
+            raise ValueError(f"image_size must be a whole number of pixels >= 1 (None: the shards' size), got "
+                             f"{self.image_size!r}")
         if self.crop not in ("center", "random"):
             raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if self.decode not in ("cpu", "gpu"):
             raise ValueError(f"decode must be 'cpu' or 'gpu', got {self.decode!r}")
+        if self.decode == "gpu" and self.on_error == "skip":  # crop, flip and image_size the device path honours
+            raise ValueError("on_error='skip' needs decode='cpu': with decode='gpu' JPEGs are decoded after the "
+                             "batch left the loader, where an undecodable one cannot be replaced")
         if self.backend not in ("auto", *available_backends()):
             raise ValueError(f"backend must be 'auto' or one of {available_backends()}, got {self.backend!r}")
         if self.shuffle_buffer < 0:

@@ -3,7 +3,8 @@
 simplejpeg (libjpeg-turbo, releases the GIL, decodes into a caller's buffer) is used when installed; PIL is the
 fallback. Both run in a thread pool inside each loader process: decoding is GIL-free C, so threads scale without
 the pickling and process hand-off that DataLoader workers cost. Images larger than the output size (shards built
-with `--no-crop`, or a smaller `image_size`) are center- or randomly cropped (+ optional flip) on uint8.
+with `--no-crop`, or a smaller `image_size`) are cropped to the window `augment.window` places (+ optional flip),
+on uint8.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ except ImportError:  # optional extra `fast`
 
 from PIL import Image
 
+from .augment import window
 from .errors import DecodeError
 
 
@@ -33,7 +35,8 @@ def _decode_full(data: bytes, backend: str) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-MAX_PIXELS_FACTOR = 64  # an image may hold at most 64× the output's pixels (224 px: 3.2 Mpx; COCO: ≤ 0.4 Mpx)
+MAX_PIXELS_FACTOR = 64  # an image may hold at most 64× the output's pixels (224 px: 3.2 Mpx; COCO: ≤ 0.4 Mpx),
+MIN_PIXEL_BUDGET = 224 * 224  # counted as at least 224×224: a small output size must not make 224-px shards "bad"
 
 
 def _check_size(data, backend: str, out_pixels: int) -> None:
@@ -44,7 +47,7 @@ def _check_size(data, backend: str, out_pixels: int) -> None:
     else:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
-    if h * w > MAX_PIXELS_FACTOR * out_pixels:
+    if h * w > MAX_PIXELS_FACTOR * max(out_pixels, MIN_PIXEL_BUDGET):
         raise ValueError(f"image claims {w}×{h} pixels, over {MAX_PIXELS_FACTOR}× the output size")
 
 
@@ -69,10 +72,6 @@ def decode_into(data, out: np.ndarray, *, backend: str, crop_origin: tuple[float
         pixels = _decode_full(data, backend)
     except (ValueError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DecodeError(f"JPEG does not decode ({exc})") from exc
-    h, w = pixels.shape[:2]
-    if h < size_h or w < size_w:
-        raise DecodeError(f"image {w}×{h} is smaller than the output size {size_w}×{size_h}")
-    top = int(round((h - size_h) * crop_origin[0]))
-    left = int(round((w - size_w) * crop_origin[1]))
-    window = pixels[top:top + size_h, left:left + size_w]
-    out[...] = window[:, ::-1] if flip else window
+    top, left = window(*pixels.shape[:2], size_h, size_w, crop_origin)  # the device decoder's window too
+    cropped = pixels[top:top + size_h, left:left + size_w]
+    out[...] = cropped[:, ::-1] if flip else cropped

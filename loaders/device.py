@@ -2,7 +2,8 @@
 
 uint8 crosses PCIe (4× less than float32) from pinned memory with `non_blocking=True`; on CUDA the copy and
 normalization of batch n+1 run on a side stream while the model works on batch n. On CPU the same arithmetic runs
-synchronously, so it is tested here. Optionally decodes raw JPEG bytes on the GPU (`make_loader(decode="gpu")`).
+synchronously, so it is tested here. Optionally decodes raw JPEG bytes on the GPU (`make_loader(decode="gpu")`),
+then applies the batch's augmentation (`loaders.augment`) there, as the CPU decoder would have.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import torch
 from torch import nn
 
 from shardgen.format.errors import UserError
+
+from .augment import Augment, crop_flip_tensor
+from .errors import DecodeError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -39,20 +43,25 @@ class Normalize(nn.Module):
         return x.contiguous(memory_format=memory_format)
 
 
-def decode_jpegs(jpegs: list, *, device: torch.device, size: int | None = None) -> torch.Tensor:
-    """Batched JPEG decode (nvJPEG on CUDA, libjpeg on CPU) → uint8 `[B, 3, S, S]`, center-cropped to `size`.
-    `jpegs`: uint8 tensors or bytes-like objects."""
+def decode_jpegs(jpegs: list, *, device: torch.device, size: int | None = None, augment: Augment | None = None,
+                 keys: list[str] | None = None) -> torch.Tensor:
+    """Batched JPEG decode (nvJPEG on CUDA, libjpeg on CPU) → uint8 `[B, 3, S, S]`: each image cropped and
+    flipped as `augment` says (`loaders.augment`, the CPU decoder's windows), else center-cropped to `size`, else
+    as stored. `jpegs`: uint8 tensors or bytes-like objects; `keys` name the images in errors."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     jpegs = [j if isinstance(j, torch.Tensor) else torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
     dev = "cuda" if device.type == "cuda" else "cpu"
     images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=dev)
-    if size is not None:
+    if augment is None and size is not None:
+        augment = Augment(size, None, [False] * len(images))
+    if augment is not None:
         out = []
-        for img in images:
-            h, w = img.shape[-2:]
-            top, left = (h - size) // 2, (w - size) // 2
-            out.append(img[:, top:top + size, left:left + size])
+        for i, img in enumerate(images):
+            try:
+                out.append(crop_flip_tensor(img, augment, i))
+            except DecodeError as exc:  # a stored image smaller than the output size
+                raise DecodeError(f"{keys[i] if keys else f'image {i}'}: {exc}") from None
         images = out
     return torch.stack(images).to(device)
 
@@ -84,8 +93,9 @@ class DeviceLoader:
         out = {}
         for k, v in batch.items():
             out[k] = v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        if "jpeg" in out:
-            out["image"] = decode_jpegs(out.pop("jpeg"), device=self.device)
+        if "jpeg" in out:  # decode="gpu": decoded here, then cropped and flipped as the loader drew it
+            out["image"] = decode_jpegs(out.pop("jpeg"), device=self.device, augment=out.pop("augment", None),
+                                        keys=out.get("key"))
         out["image"] = self.normalize(out["image"])
         return out
 

@@ -1,5 +1,6 @@
 """One producer's share of an epoch, as a pipeline of the stages: plan → read spans → parse records → shuffle →
-take a batch → collate + decode into reused memory → deliver.
+take a batch → draw its augmentation → collate + decode into reused memory → deliver. With `decode="gpu"` the
+batch is delivered with its JPEG bytes and its `Augment` (`batch["augment"]`), which the device decoder applies.
 
 A producer is the main process (`num_workers=0`), one of our worker processes (`loaders.workers`) or a worker of
 a caller's own DataLoader (`ShardStream`); the pipeline is the same, only its batch memory differs (`slots`).
@@ -16,6 +17,7 @@ import numpy as np
 
 from shardgen.format import redact
 
+from .augment import Augmentation
 from .batches import Decoder, collate
 from .config import LoaderConfig
 from .errors import LoaderError
@@ -123,19 +125,23 @@ class EpochPipeline:
         `plan`), into `memory` (`slots`). Resuming after `skip_batches`, producer w plays the role of the one that
         produced batch skip + w, so the resumed sequence continues exactly; skipped batches are read but not
         decoded. The shuffle buffer and the augmentation draw from generators of their own: the buffer's order
-        is then a function of the plan alone, which `loaders.state` replays."""
+        is then a function of the plan alone, which `loaders.state` replays; the augmentation is drawn for every
+        batch, skipped ones too, whichever decoder applies it."""
         cfg, workers = self.cfg, self.cfg.workers
         worker = (worker + skip_batches) % workers
         spans, sizes = self.plan(worker, epoch, resumed=resumed)
         rng = np.random.default_rng([cfg.seed, epoch, self.rank, worker, 0xA06])  # augmentation
+        augmentation = Augmentation(size=self.image_size, crop=cfg.crop, flip=cfg.flip)
         skip = SkipCounter() if cfg.on_error == "skip" else None
         parser = RecordParser(caption=cfg.caption, embed_dim=cfg.embed_dim, seed=cfg.seed, epoch=epoch)
         records = self.iter_records(spans, sum(sizes), parser, skip)
         raw = Taker(iter_shuffled(records, size=self.layout.shuffle_buffer,
                                   rng=shuffle_rng(cfg.seed, epoch, self.rank, worker)))
         threads = cfg.decode_threads or Decoder.default_threads(workers)
-        decoder = Decoder(backend=self.backend, crop=cfg.crop, flip=cfg.flip, gil_switch_interval=cfg.gil_switch_interval,
+        decoder = Decoder(backend=self.backend, gil_switch_interval=cfg.gil_switch_interval,
                           threads=threads if cfg.decode == "cpu" else 1)
+        stages = {"raw": raw, "decoder": decoder, "skip": skip, "memory": memory, "carried": parser.carried,
+                  "draw": lambda: augmentation.draw(1, rng)}  # what `finish` needs to replace a sample
         pending = None
         n_skip = len(range(worker, skip_batches, workers))  # rank batch i comes from producer i % W
         try:
@@ -143,32 +149,34 @@ class EpochPipeline:
                 records = raw.take(size)
                 if 0 < len(records) < size:  # on_error="skip": replacements used samples this batch counted on
                     records += [records[k % len(records)] for k in range(size - len(records))]
+                augment = augmentation.draw(size, rng)
                 if n < n_skip:
-                    decoder.draw_augment(size, rng)
                     continue
-                batch = self.collate(records)
+                batch = self.collate(records, parser.carried)
                 if cfg.decode == "gpu":
+                    batch["augment"] = augment
                     yield memory.deliver(batch)
                     continue
                 pixels = memory.allocate(len(records), self.image_size, generation)
-                job = (records, batch, pixels, decoder.start(records, pixels.pixels, rng))
+                job = (records, batch, pixels, decoder.start(records, pixels.pixels, augment))
                 if decoder.pool is None:  # decoded already
-                    yield self.finish(*job, raw=raw, decoder=decoder, skip=skip, rng=rng, memory=memory)
+                    yield self.finish(*job, **stages)
                     continue
                 if pending is not None:  # batch n finishes decoding while batch n+1 was read and parsed
-                    yield self.finish(*pending, raw=raw, decoder=decoder, skip=skip, rng=rng, memory=memory)
+                    yield self.finish(*pending, **stages)
                 pending = job
             if pending is not None:
-                yield self.finish(*pending, raw=raw, decoder=decoder, skip=skip, rng=rng, memory=memory)
+                yield self.finish(*pending, **stages)
         finally:
             decoder.close()
 
-    def collate(self, records: list[Record]) -> dict:
+    def collate(self, records: list[Record], carried: tuple) -> dict:
         cfg = self.cfg
-        return collate(records, caption=cfg.caption, embed_dim=cfg.embed_dim, jpeg=cfg.decode == "gpu")
+        return collate(records, caption=cfg.caption, embed_dim=cfg.embed_dim, jpeg=cfg.decode == "gpu",
+                       carried=carried)
 
     def finish(self, records: list[Record], batch: dict, pixels, futures: list, *, raw: Taker, decoder: Decoder,
-               skip, rng: np.random.Generator, memory) -> dict:
+               skip, draw, memory, carried: tuple) -> dict:
         """Wait for the batch's decoding; replace undecodable samples (on_error="skip") so batch sizes stay
         exact; hand the batch on."""
         errors = [e for f in futures for e in f.result()]
@@ -177,18 +185,18 @@ class EpochPipeline:
             if skip is None:
                 raise error from exc
             skip(error)
-            records[i], pixels.pixels[i] = self._replacement(records, i, raw, decoder, skip, rng)
+            records[i], pixels.pixels[i] = self._replacement(records, i, raw, decoder, skip, draw)
         if errors:
-            batch = self.collate(records)
+            batch = self.collate(records, carried)
         return memory.deliver(pixels.attach(batch))
 
     def _replacement(self, records: list[Record], i: int, raw: Taker, decoder: Decoder, skip,
-                     rng: np.random.Generator) -> tuple[Record, np.ndarray]:
+                     draw) -> tuple[Record, np.ndarray]:
         """The next sample that decodes, with its pixels (for a sample that failed to decode)."""
         for _ in range(len(records) + _MAX_REPLACEMENTS):
             rec = (raw.take(1) or records[(i + 1) % len(records):])[0]
             pixels = np.empty((1, self.image_size, self.image_size, 3), dtype=np.uint8)
-            errors = decoder.start([rec], pixels, rng, inline=True)[0].result()
+            errors = decoder.start([rec], pixels, draw(), inline=True)[0].result()
             if not errors:
                 return rec, pixels[0]
             skip(LoaderError(f"{rec.url}: {rec.key}: {errors[0][1]}"))

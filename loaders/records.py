@@ -1,35 +1,36 @@
 """Stage 1 of an epoch: a shard's raw members → `Record`s, parsed as soon as they are read.
 
 A record keeps what the rest of the epoch needs and nothing more: the chosen caption and a view of its embedding
-row (not the whole `.npy`), and the JPEG bytes (a view into the read window or memory map: no copy). The caption is
-chosen from (seed, epoch, key) alone, so choosing it here, before the shuffle buffer, changes nothing about which
-caption a sample gets, and batches are the same whatever the number of workers.
+row (not the whole `.npy`), the JPEG bytes (a view into the read window or memory map: no copy), and the values of
+fields the sample schema added for the loader to carry (`Field.batch`). The caption is chosen from (seed, epoch,
+key) alone, so choosing it here, before the shuffle buffer, changes nothing about which caption a sample gets, and
+batches are the same whatever the number of workers.
 
-Everything a crafted sample can get wrong is checked here and raised as `LoaderError(url: key: reason)`, so the
-`on_error` policy sees every bad sample and nothing else: members missing, JSON that is not one object (or nested
-absurdly deep), no captions, captions that are not strings, an image id that is not a non-negative int64, an
-`.npy` whose header or shape does not match.
+Every sample is checked by the sample schema's rules (`shardgen.format.schema`: the same functions `shardgen
+verify` runs, applied here to the loader's faster decoding of the core fields: the JSON scanned once, only the
+`.npy` header parsed) and a sample that breaks one is a `LoaderError(url: key: bad sample (reason))`, so the
+`on_error` policy sees every bad sample and nothing else. Members are checked per group of samples (a group's
+samples all hold the same members), not per sample.
 """
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import NamedTuple
 
 import numpy as np
 
-from shardgen.format import decode_npy, npy_layout
+from shardgen.format import SchemaError, decode_npy, schema
 
 from .errors import LoaderError
 
-_json_scan = json.JSONDecoder().scan_once  # the C scanner without `json.loads`' wrappers (~1.5 µs a sample)
-_INT64_MAX = 2**63 - 1
+CORE = ("jpg", "json", "npy", "txt")  # the fields this parser decodes itself; any other goes through its Field
 
 
 class Record(NamedTuple):
     """One parsed sample. `embedding` is (dtype, bytes view of one row) for a chosen caption, or the whole
-    `[n, D]` array's flat view when every caption is kept (`caption="all"`)."""
+    `[n, D]` array's flat view when every caption is kept (`caption="all"`). `extras`: the values of the
+    schema's other fields the loader carries, in `RecordParser.carried` order (`()` for today's schema)."""
 
     url: str
     key: str
@@ -37,73 +38,67 @@ class Record(NamedTuple):
     caption: str | list[str]
     embedding: object
     jpeg: object
+    extras: tuple = ()
 
 
 _new_record = tuple.__new__  # Record(...) goes through a Python-level __new__: ~0.3 µs a sample more
 
 
-def _json_object(data) -> dict:
-    text = str(data, "utf-8")
-    try:
-        obj, end = _json_scan(text, 0)
-    except StopIteration:
-        raise ValueError("json member is not JSON") from None
-    if end != len(text) and text[end:].strip() or not isinstance(obj, dict):
-        raise ValueError("json member is not one JSON object")
-    return obj
-
-
 class RecordParser:
     """Parses samples for one epoch (the epoch salts the random caption choice): `parse_group` for a group of
-    samples as the tar reader hands them out."""
+    samples as the tar reader hands them out. The sample schema is looked up here, once per epoch."""
 
     def __init__(self, *, caption: str, embed_dim: int, seed: int, epoch: int) -> None:
         self.caption, self.embed_dim = caption, embed_dim
         self.salt = zlib.crc32(f"{seed}:{epoch}:".encode())  # crc32(f"{seed}:{epoch}:{key}") continues from it
+        sample_schema = schema.SCHEMA
+        self.members, self.member_set = sample_schema.exts, set(sample_schema.exts)
+        self.others = tuple(f for f in sample_schema.fields if f.ext not in CORE)  # decoded and checked
+        self.carried = tuple(f for f in self.others if f.batch is not None)  # ... and kept for the batch
 
-    def parse(self, url: str, key: str, jpg, meta_json, npy) -> Record:
-        """One sample as a Record. Raises LoaderError naming url and key."""
-        dim = self.embed_dim
+    def parse(self, url: str, key: str, jpg, meta_json, npy, txt, others: tuple = ()) -> Record:
+        """One sample as a Record (`others`: the members of `self.others`). Raises LoaderError naming url and
+        key."""
         try:
-            if jpg is None or meta_json is None or npy is None:
-                missing = [e for e, v in (("jpg", jpg), ("json", meta_json), ("npy", npy)) if v is None]
-                raise KeyError(f"no {'/'.join(missing)} member")
-            meta = _json_object(meta_json)
-            captions = meta["captions"]
-            image_id = meta["image_id"]
-            dtype, shape, fortran, offset = npy_layout(npy)
-            n = len(captions) if type(captions) is list else 0
-            if not n:
-                raise ValueError("captions must be a non-empty list of strings")
-            if type(image_id) is not int or not 0 <= image_id <= _INT64_MAX:
-                raise ValueError(f"image_id must be an int in [0, 2**63), got {str(image_id)[:30]}")
-            if shape != (n, dim):
-                raise ValueError(f"embeddings {shape} do not match {n} captions of dim {dim}")
-            if self.caption == "all":
-                if not all(type(c) is str for c in captions):
-                    raise ValueError("captions must be a non-empty list of strings")
-                j = -1
-            else:  # only the chosen caption travels: only its type matters
-                j = 0 if self.caption == "first" or n == 1 else zlib.crc32(key.encode(), self.salt) % n
-                if type(captions[j]) is not str:
-                    raise ValueError("captions must be a non-empty list of strings")
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+            meta = schema.check_meta(schema.decode_json(meta_json), key)
+            captions = meta.captions
+            n = len(captions)
+            dtype, shape, fortran, offset = schema.embedding_layout(npy)
+            schema.check_embedding_layout(dtype, shape, n_captions=n, embed_dim=self.embed_dim)
+            schema.check_first_caption(str(txt, "utf-8", "replace"), captions)
+            extras = self._others(jpg, meta, npy, others) if others else ()
+        except SchemaError as exc:
             raise LoaderError(f"{url}: {key}: bad sample ({str(exc)[:200]})") from None
         if fortran:  # never written by shardgen; allowed by the format
             rows = np.ascontiguousarray(decode_npy(npy))
-            dtype, offset, npy = rows.dtype, 0, rows.tobytes()
-        if j < 0:
-            return _new_record(Record, (url, key, image_id, captions, np.frombuffer(npy, dtype, n * dim, offset),
-                                        jpg))
-        size = dim * dtype.itemsize
+            offset, npy = 0, rows.tobytes()
+        if self.caption == "all":
+            return _new_record(Record, (url, key, meta.image_id, captions,
+                                        np.frombuffer(npy, dtype, n * self.embed_dim, offset), jpg, extras))
+        j = 0 if self.caption == "first" or n == 1 else zlib.crc32(key.encode(), self.salt) % n
+        size = self.embed_dim * dtype.itemsize
         row = (dtype, memoryview(npy)[offset + j * size:offset + (j + 1) * size])
-        return _new_record(Record, (url, key, image_id, captions[j], row, jpg))
+        return _new_record(Record, (url, key, meta.image_id, captions[j], row, jpg, extras))
+
+    def _others(self, jpg, meta: schema.SampleMeta, npy, members: tuple) -> tuple:
+        """The fields beyond the core ones, decoded and checked in schema order; the carried ones' values."""
+        values = {"jpg": jpg, "json": meta.fields, "npy": schema.decode_embeddings(npy)}
+        for field, data in zip(self.others, members):
+            value = field.decode(data)
+            if field.check is not None:
+                field.check(value, values)
+            values[field.ext] = value
+        return tuple(values[f.ext] for f in self.carried)
 
     def parse_group(self, url: str, keys: list[str], fields: dict[str, list], skip) -> list[Record]:
         """The group's samples parsed. A bad sample raises LoaderError, or with `skip` (a callable taking the
         error) is left out and reported to it."""
-        none = [None] * len(keys)
-        samples = list(zip(keys, fields.get("jpg", none), fields.get("json", none), fields.get("npy", none)))
+        if fields.keys() != self.member_set:  # every sample of a group holds the same members
+            return self._bad_group(url, keys, schema.member_problem(fields, self.members), skip)
+        columns = [keys, fields["jpg"], fields["json"], fields["npy"], fields["txt"]]
+        if self.others:
+            columns.append(list(zip(*(fields[f.ext] for f in self.others))))
+        samples = list(zip(*columns))
         parse = self.parse
         try:
             return [parse(url, *sample) for sample in samples]
@@ -117,3 +112,13 @@ class RecordParser:
             except LoaderError as exc:
                 skip(exc)
         return out
+
+    @staticmethod
+    def _bad_group(url: str, keys: list[str], problem: str, skip) -> list[Record]:
+        for key in keys:
+            error = LoaderError(f"{url}: {key}: bad sample ({problem})")
+            if skip is None:
+                raise error
+            skip(error)
+        return []
+

@@ -2,8 +2,10 @@
 
 Protocols (`--protocol`): `all` (default) ranks every image of the shards against all their captions; `5k` the
 first 5000 images with all their captions and `1k` the mean over five folds of 1000 of them (images 0-999,
-1000-1999, ... in shard order, i.e. COCO id order). Published COCO retrieval figures use Karpathy's 5k test split,
-so build it for them: `shardgen build --karpathy dataset_coco.json --split test`. Recall@K is computed in chunks
+1000-1999, ... in shard order, i.e. COCO id order); `flickr30k-1k` Flickr30k's 1000-image test split with its 5000
+captions (`shardgen build --karpathy dataset_flickr30k.json --image-root flickr30k-images --split test`).
+Published COCO retrieval figures use Karpathy's 5k test split, so build it for them: `shardgen build --karpathy
+dataset_coco.json --split test`. Recall@K is computed in chunks
 (`metrics`), never holding the whole similarity matrix, and its time is reported.
 
 Text embeddings come from the shards (the frozen tower's, precomputed); free-text queries are encoded on the fly
@@ -52,12 +54,16 @@ class Protocol(NamedTuple):
     n_images: int | None
     n_folds: int
     about: str
+    dataset: str = "coco"  # the Karpathy split file's dataset whose test split published figures use
 
 
+TEST_IMAGES = {"coco": 5000, "flickr30k": 1000}  # Karpathy's test splits
 PROTOCOLS = {
     "all": Protocol("all", None, 1, "every image of the shards, all their captions"),
     "5k": Protocol("5k", 5000, 1, "the first 5000 images (Karpathy's test split), all their captions"),
     "1k": Protocol("1k", 5000, 5, "mean over 5 folds of 1000 images (Karpathy's test split, in order)"),
+    "flickr30k-1k": Protocol("flickr30k-1k", 1000, 1, "Flickr30k's 1000-image test split (Karpathy's "
+                             "dataset_flickr30k.json), all its 5000 captions", "flickr30k"),
 }
 
 
@@ -204,10 +210,14 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def is_karpathy_test(manifest: Manifest | None, n_images: int) -> bool:
-    """Whether the shards are a whole Karpathy test split, the set published 5k and 1k figures use."""
+def is_karpathy_test(manifest: Manifest | None, n_images: int, protocol: Protocol | None = None) -> bool:
+    """Whether the shards are a whole Karpathy test split, the set published figures use: COCO's 5000 images for
+    5k and 1k, Flickr30k's 1000 for flickr30k-1k."""
+    protocol = protocol or PROTOCOLS["5k"]
     source = manifest.source if manifest is not None else None
-    return bool(source and source.get("split_file") and source.get("split") == "test" and n_images == 5000)
+    dataset = "coco2014" if protocol.dataset == "coco" else protocol.dataset
+    return bool(source and source.get("split_file") and source.get("split") == "test"
+                and source.get("dataset") == dataset and n_images == TEST_IMAGES[protocol.dataset])
 
 
 def manifest_or_none(shards: str) -> Manifest | None:
@@ -324,9 +334,12 @@ def run(cfg: EvalConfig) -> int:
     print(f"{loaded.path} (step {loaded.step}) on {cfg.shards}: {result['n_images']} images, "
           f"{result['n_captions']} captions ranked in {result['recall_seconds']:.1f} s")
     print(format_table(result))
-    if protocol.n_images is not None and not is_karpathy_test(manifest, emb["image"].shape[0]):
-        print(f"note: these shards are not Karpathy's 5000-image test split, so the {protocol.name} figures do not "
-              "compare with published ones (build it: shardgen build --karpathy dataset_coco.json --split test)")
+    if protocol.n_images is not None and not is_karpathy_test(manifest, emb["image"].shape[0], protocol):
+        name = "" if protocol.dataset == "coco" else "Flickr30k "
+        where = "" if protocol.dataset == "coco" else " --image-root flickr30k-images"
+        print(f"note: these shards are not Karpathy's {name}{TEST_IMAGES[protocol.dataset]}-image test split, so the "
+              f"{protocol.name} figures do not compare with published ones (build it: shardgen build --karpathy "
+              f"dataset_{protocol.dataset}.json{where} --split test)")
     warning = ""
     if manifest is not None and manifest.text_encoder.get("random_init"):
         warning = "random-init text tower (manifest): these pictures check the wiring, not what the model understands"

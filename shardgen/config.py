@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+import re
 from typing import Any
 
 DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
@@ -21,14 +22,17 @@ DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 # Karpathy's split file (`dataset_coco.json`) tags every COCO 2014 image train, restval, val or test; a --split
 # with --karpathy picks one tag or, for the common 113k training set, train+restval.
+EXECUTORS = ("local", "ray")
+# Karpathy's other split files (dataset_flickr30k.json, dataset_flickr8k.json) tag images train, val or test.
+TAGS = ("train", "val", "test")
 KARPATHY_SPLITS = {"train": ("train",), "restval": ("restval",), "train+restval": ("train", "restval"),
                    "val": ("val",), "test": ("test",)}
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    coco_root: Path
-    split: str
+    coco_root: Path | str | None  # a COCO folder or URL (s3://...); None with --captions or a non-COCO split file
+    split: str | None  # None only with --captions (every row of the table)
     out: Path
     text_encoder: str = DEFAULT_TEXT_ENCODER
     image_size: int = 224
@@ -46,6 +50,11 @@ class BuildConfig:
     embeddings_cache: Path | None = None
     dali_index: bool = False
     progress: bool = True
+    captions: Path | str | None = None  # an image-caption table (.jsonl, .csv, .parquet), images under image_root
+    image_root: Path | str | None = None  # the folder (or URL) the table's or a non-COCO split file's images lie in
+    webdataset: str | None = None  # webdataset tars (img2dataset's jpg + txt), a brace pattern of paths or URLs
+    executor: str = "local"  # local: image processes on this machine; ray: tasks on a Ray cluster
+    ray_address: str | None = None  # with executor ray: the cluster (default: RAY_ADDRESS, else a local Ray)
 
     def __post_init__(self) -> None:
         for name in ("image_size", "samples_per_shard", "max_shard_bytes", "max_image_pixels", "workers",
@@ -56,6 +65,13 @@ class BuildConfig:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        self._check_input()
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError("ray_address needs --executor ray")
+        if self.captions is not None or self.image_root is not None or self.webdataset is not None:
+            return
         if self.karpathy is None and self.split in ("restval", "train+restval", "test"):
             raise ValueError(f"split {self.split!r} is one of Karpathy's splits: it needs the split file "
                              "(--karpathy dataset_coco.json)")
@@ -63,12 +79,51 @@ class BuildConfig:
             raise ValueError(f"split must be one of {', '.join(KARPATHY_SPLITS)} with a Karpathy split file, "
                              f"got {self.split!r}")
 
+    def _check_input(self) -> None:
+        """Exactly one input: a COCO folder (optionally with a Karpathy file), a table, a non-COCO split file, or
+        webdataset shards."""
+        if self.webdataset is not None:
+            if any(v is not None for v in (self.coco_root, self.captions, self.image_root, self.karpathy)):
+                raise ValueError("webdataset is an input of its own; leave out --coco-root, --captions, "
+                                 "--image-root and --karpathy")
+            if self.split is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.split):
+                raise ValueError(f"split must be letters, digits, _ or - to name shards, got {self.split!r}")
+            return
+        if self.captions is not None:
+            if self.coco_root is not None or self.karpathy is not None:
+                raise ValueError("captions takes its images from --image-root; leave out --coco-root and --karpathy")
+            if self.image_root is None:
+                raise ValueError("captions needs --image-root, the folder its image paths are relative to")
+            if self.split is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.split):
+                raise ValueError(f"split must be letters, digits, _ or - to name shards, got {self.split!r}")
+            return
+        if self.image_root is not None:
+            if self.karpathy is None or self.coco_root is not None:
+                raise ValueError("image_root goes with --captions FILE or --karpathy dataset_flickr30k.json "
+                                 "(not with --coco-root)")
+            if self.split not in TAGS:
+                raise ValueError(f"split must be one of {', '.join(TAGS)} with a Flickr split file, "
+                                 f"got {self.split!r}")
+            return
+        if self.coco_root is None:
+            raise ValueError("coco_root is needed (or --captions FILE --image-root DIR)")
+        if self.split is None:
+            raise ValueError("split is needed with --coco-root")
+
     @property
     def dataset_split(self) -> str:
-        """The name the shards, manifest and caption cache carry: the split (`train`, `val2017`), or for a
-        Karpathy split `karpathy_<split>` (`karpathy_test`, `karpathy_train_restval`)."""
+        """The name the shards, manifest and caption cache carry: the split (`train`, `val2017`), for a Karpathy
+        split of COCO `karpathy_<split>` (`karpathy_test`, `karpathy_train_restval`), for another Karpathy file
+        `<dataset>_<split>` (`dataset_flickr30k.json` → `flickr30k_test`), for a table its --split or `all`."""
+        if self.captions is not None or self.webdataset is not None:
+            return self.split or "all"
         if self.karpathy is None:
             return self.split
+        if self.image_root is not None:
+            stem = Path(str(self.karpathy)).stem
+            name = stem[len("dataset_"):] if stem.startswith("dataset_") else stem
+            name = "".join(c if c.isalnum() or c in "_-" else "_" for c in name).lstrip("_-") or "karpathy"
+            return f"{name}_{self.split}"
         return "karpathy_" + self.split.replace("+", "_")
 
     def preprocess_record(self) -> dict:

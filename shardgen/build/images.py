@@ -32,9 +32,13 @@ from PIL import (  # noqa: F401 - registers the formats in FORMATS before any op
 )
 
 from ..errors import BadImage
+from ..format.errors import SchemaError
 from ..format.storage import IMAGE_MAX_BYTES, RefusedFile, read_local
 
 _REFUSED = {"not_a_file": "unreadable_file", "outside_root": "unsafe_file_name", "too_large": "too_large"}
+
+IMAGE_READ_RETRIES = 3  # tries of a remote image read that failed for network reasons, before the build stops
+RETRY_BACKOFF_S = 1.0  # the wait before the second try; doubled each time
 
 # Raster formats decoded in-process (JPEG includes camera MPO files); any other kind is counted as corrupt_image.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
@@ -118,19 +122,55 @@ def _check_claims(img: Image.Image, data: bytes, *, max_pixels: int, path: str |
                                         "many pixels (truncated or crafted)")
 
 
+def read_image_bytes(path: str | Path, *, root: str | Path | None = None, sleep=None) -> bytes:
+    """The one place the build reads an image file: a local path through the format layer's one opener of
+    user-named files (`read_local`: a regular file inside `root`, at most `IMAGE_MAX_BYTES`; a refusal is counted
+    by reason), a URL (`s3://`, `https://`) through fsspec with the storage layer's timeouts and the same size
+    cap, retried `IMAGE_READ_RETRIES` times with backoff on network errors. A file that is not there is
+    `BadImage("missing_file")` (counted, the build goes on); a network that stays down raises (the build stops
+    and resumes from its journal when rerun)."""
+    from ..format.storage import client_errors, is_remote, read_bytes
+    from ..sources.roots import TarMember, read_member
+
+    if isinstance(path, TarMember):  # a webdataset input's image, read in place from its tar
+        read = lambda: read_member(path)  # noqa: E731
+    elif not is_remote(str(path)):
+        try:
+            return read_local(path, root=root, max_bytes=IMAGE_MAX_BYTES)
+        except FileNotFoundError:
+            raise BadImage("missing_file", str(path)) from None
+        except RefusedFile as exc:
+            raise BadImage(_REFUSED[exc.reason], str(exc)) from None
+        except OSError as exc:
+            raise BadImage("unreadable_file", f"{path}: {exc}") from exc
+    else:
+        def read() -> bytes:
+            try:
+                return read_bytes(str(path), max_bytes=IMAGE_MAX_BYTES)
+            except SchemaError as exc:  # more than IMAGE_MAX_BYTES came
+                raise BadImage("too_large", str(exc)) from None
+    import time
+
+    sleep = sleep or time.sleep
+    attempt = 0
+    while True:
+        try:
+            return read()
+        except FileNotFoundError:
+            raise BadImage("missing_file", str(path)) from None
+        except client_errors():
+            attempt += 1
+            if attempt == IMAGE_READ_RETRIES:
+                raise
+            sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+
+
 def preprocess_image(path: str | Path, *, size: int, crop: bool, quality: int, draft: bool,
                      max_pixels: int, root: str | Path | None = None) -> ImageResult:
     """Read `path` (a regular file, inside `root` when given), fix mode/orientation, resize/crop, and encode a
     baseline JPEG. Raises `BadImage`."""
     notes: list[str] = []
-    try:
-        data = read_local(path, root=root, max_bytes=IMAGE_MAX_BYTES)
-    except FileNotFoundError:
-        raise BadImage("missing_file", str(path)) from None
-    except RefusedFile as exc:
-        raise BadImage(_REFUSED[exc.reason], str(exc)) from None
-    except OSError as exc:
-        raise BadImage("unreadable_file", f"{path}: {exc}") from exc
+    data = read_image_bytes(path, root=root)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below

@@ -24,9 +24,8 @@ from ..sources.coco import CocoImage
 from ..config import BuildConfig
 from ..text.cache import CaptionEmbeddings
 from ..errors import BadImage
-from ..format import make_key
+from ..format import Sample, make_key
 from .images import preprocess_image
-from .writer import Sample
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 CHUNK_IMAGES = 32  # images per task sent to an image process
@@ -64,8 +63,11 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def image_folder(rec: CocoImage) -> Path:
-    """The folder `rec.file_name` is relative to (its image folder): what a link in it may not lead out of."""
+def image_folder(rec: CocoImage) -> Path | None:
+    """The folder `rec.file_name` is relative to (its image folder): what a link in it may not lead out of. None
+    for an image that is no local file (a URL, a member of a tar)."""
+    if not isinstance(rec.path, Path):
+        return None
     return rec.path.parents[len(PurePosixPath(rec.file_name).parts) - 1]
 
 
@@ -81,16 +83,18 @@ def _preprocess_chunk(records: list[CocoImage], cfg: BuildConfig) -> list:
 
 
 def _to_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
+    """The sample's values, one per field of the sample schema that is not derived from the others."""
     meta = {
         "image_id": rec.image_id, "file_name": rec.file_name, "captions": list(rec.captions),
         "width": img.width, "height": img.height, "orig_width": img.orig_width, "orig_height": img.orig_height,
     }
-    return Sample(key=make_key(rec.image_id), jpg=img.jpeg, meta=meta, embeddings=emb.rows_for(rec.captions))
+    return Sample(make_key(rec.image_id), {"jpg": img.jpeg, "json": meta, "npy": emb.rows_for(rec.captions)})
 
 
 def iter_prepared(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: BuildConfig, start: int = 0,
-                  workers: int = 1, chunk: int = CHUNK_IMAGES) -> Iterator[Prepared]:
-    """Preprocess records[start:] and yield them in input order."""
+                  workers: int = 1, chunk: int = CHUNK_IMAGES, pool=None) -> Iterator[Prepared]:
+    """Preprocess records[start:] and yield them in input order: here (`workers` 1), on `workers` processes, or
+    on `pool` (anything with `submit(fn, *args).result()` and `in_flight`, e.g. `cluster.RayPool`)."""
     chunks = [(i, records[i:i + chunk]) for i in range(start, len(records), chunk)]
 
     def emit(first: int, recs: list[CocoImage], results: list) -> Iterator[Prepared]:
@@ -100,23 +104,31 @@ def iter_prepared(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: Buil
             else:
                 yield Prepared(first + j, rec, _to_sample(rec, res, emb), res.conversions)
 
+    if pool is not None:
+        yield from _in_order(pool, chunks, cfg, emit, in_flight=pool.in_flight)
+        return
     if workers <= 1:
         for first, recs in chunks:
             yield from emit(first, recs, _preprocess_chunk(recs, cfg))
         return
-    with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-        pending: deque = deque()
-        todo = iter(chunks)
-        for first, recs in todo:
-            pending.append((first, recs, pool.submit(_preprocess_chunk, recs, cfg)))
-            if len(pending) >= CHUNKS_IN_FLIGHT_PER_WORKER * workers:
-                break
-        while pending:
-            first, recs, fut = pending.popleft()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((nxt[0], nxt[1], pool.submit(_preprocess_chunk, nxt[1], cfg)))
-            yield from emit(first, recs, fut.result())
+    with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as local:
+        yield from _in_order(local, chunks, cfg, emit, in_flight=CHUNKS_IN_FLIGHT_PER_WORKER * workers)
+
+
+def _in_order(pool, chunks: list, cfg: BuildConfig, emit, *, in_flight: int) -> Iterator[Prepared]:
+    """Keep `in_flight` chunks submitted to `pool` and emit their results in input order."""
+    pending: deque = deque()
+    todo = iter(chunks)
+    for first, recs in todo:
+        pending.append((first, recs, pool.submit(_preprocess_chunk, recs, cfg)))
+        if len(pending) >= in_flight:
+            break
+    while pending:
+        first, recs, fut = pending.popleft()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append((nxt[0], nxt[1], pool.submit(_preprocess_chunk, nxt[1], cfg)))
+        yield from emit(first, recs, fut.result())
 
 
 def iter_shard_batches(prepared: Iterable[Prepared], *, samples_per_shard: int, max_shard_bytes: int,

@@ -1,45 +1,22 @@
 """Shard writing: samples → a byte-reproducible tar, written atomically (a per-process `.tmp`, then rename).
 
-Members are grouped per sample and sorted (key, then extension); mtime, owner and mode are fixed, so the same
-samples always give the same bytes. The tar format is plain USTAR via webdataset's `TarWriter`.
+A sample's members are what the sample schema (`format.schema.SCHEMA`) encodes from its values; members are
+grouped per sample and sorted (key, then extension); mtime, owner and mode are fixed, so the same samples always
+give the same bytes. The tar format is plain USTAR via webdataset's `TarWriter`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import webdataset as wds
 
-from ..format import FIELDS, ShardInfo, encode_npy
+from ..format import ShardInfo, schema
 from ..format.digest import file_digests
+from ..format.schema import Sample
 
-
-@dataclass(frozen=True)
-class Sample:
-    """One image and everything about it, ready to be written."""
-
-    key: str
-    jpg: bytes
-    meta: dict  # image_id, file_name, captions, sizes
-    embeddings: np.ndarray  # [n_captions, 512] float16, row i ↔ meta["captions"][i]
-
-    def members(self) -> dict[str, bytes]:
-        fields = {
-            "jpg": self.jpg,
-            "json": json.dumps(self.meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode(),
-            "npy": encode_npy(self.embeddings),
-            "txt": self.meta["captions"][0].encode("utf-8"),
-        }
-        assert tuple(sorted(fields)) == FIELDS  # the writer and the schema must agree (a bug, not user input)
-        return fields
-
-    @property
-    def n_bytes(self) -> int:
-        return len(self.jpg) + self.embeddings.nbytes + 2048  # + json/txt/headers, close enough for the size cap
+__all__ = ["Sample", "temp_path", "write_shard", "write_text_atomic"]  # Sample: the format's, written here
 
 
 def temp_path(path: Path) -> Path:
@@ -50,11 +27,12 @@ def temp_path(path: Path) -> Path:
 def write_shard(path: Path, samples: list[Sample]) -> ShardInfo:
     """Write samples (in key order) to `path` atomically; return its manifest entry."""
     tmp = temp_path(path)
+    sample_schema = schema.SCHEMA
     try:
         with open(tmp, "wb") as fh:
             writer = wds.TarWriter(fh, user="", group="", mode=0o444, mtime=0, encoder=False)
             for sample in sorted(samples, key=lambda s: s.key):
-                writer.write({"__key__": sample.key, **sample.members()})
+                writer.write({"__key__": sample.key, **sample_schema.encode(sample.values)})
             writer.close()
             fh.flush()
             os.fsync(fh.fileno())

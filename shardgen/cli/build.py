@@ -27,8 +27,21 @@ splits (--split):
     val, test              5,000 images each; test is the "5k" test set (and its five "1k" folds)
   Karpathy captions are the split file's sentences[].raw; shards are named karpathy_<split>-NNNNNN.tar
   (train+restval: karpathy_train_restval).
+
+other inputs (instead of --coco-root):
+  --karpathy dataset_flickr30k.json --image-root flickr30k-images --split train|val|test
+                           Flickr30k (or Flickr8k) through Karpathy's split file; shards flickr30k_<split>-*.tar
+  --captions FILE --image-root DIR [--split S]
+                           an image-caption table (.jsonl, .csv, .parquet): columns image, caption [, image_id,
+                           split], one row per caption; shards <S>-*.tar (all-*.tar without --split)
+  --webdataset 'dir/{00000..00099}.tar'
+                           webdataset shards as img2dataset writes them (jpg + txt per sample), re-sharded
+  --coco-root, --image-root, --captions and --webdataset also take URLs (s3://bucket/coco, https://...).
+
+executors (--executor):
+  local                    image processes on this machine (default)
+  ray                      Ray tasks on --ray-address (or RAY_ADDRESS; else a local Ray): the same bytes
 """
-SPLIT_CHOICES = ["train", "val", "train2017", "val2017", "restval", "train+restval", "test"]
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -49,6 +62,11 @@ def format_byte_size(n: int) -> str:
     return f"{n} bytes"
 
 
+def path_or_url(text: str) -> Path | str:
+    """A local path as a `Path`, a URL (s3://, gs://, https://) kept as text (a `Path` folds `//` into `/`)."""
+    return text if re.match(r"[A-Za-z][A-Za-z0-9+.-]+://", text) else Path(text)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -63,11 +81,18 @@ def add_build(sub) -> None:
     p = sub.add_parser("build", help="COCO split → tar shards + manifest", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     d = build_default
-    p.add_argument("--coco-root", dest="coco_root", required=True, type=Path,
-                   help="COCO folder (official zips, Kaggle, any nesting)")
-    p.add_argument("--split", required=True, choices=SPLIT_CHOICES, metavar="SPLIT",
+    p.add_argument("--coco-root", dest="coco_root", type=path_or_url, default=None,
+                   help="COCO folder (official zips, Kaggle, any nesting) or URL (s3://bucket/coco)")
+    p.add_argument("--split", default=None, metavar="SPLIT",
                    help="train, val (COCO 2014), train2017, val2017 (COCO 2017); with --karpathy: train, restval, "
-                        "train+restval, val, test")
+                        "train+restval, val, test; with --captions: the rows whose split column holds it")
+    p.add_argument("--captions", dest="captions", type=path_or_url, default=d("captions"), metavar="FILE",
+                   help="an image-caption table (.jsonl, .csv, .parquet; a path or URL) instead of --coco-root")
+    p.add_argument("--webdataset", dest="webdataset", default=d("webdataset"), metavar="URLS",
+                   help="webdataset tars (img2dataset's jpg + txt per sample): a brace pattern of paths or URLs, "
+                        "e.g. 'cc3m/{00000..00331}.tar'")
+    p.add_argument("--image-root", dest="image_root", type=path_or_url, default=d("image_root"), metavar="DIR",
+                   help="the folder or URL the --captions table's (or a Flickr split file's) image paths are under")
     p.add_argument("--karpathy", dest="karpathy", type=Path, default=d("karpathy"), metavar="dataset_coco.json",
                    help="build a Karpathy split from this split file, images from the 2014 folders under "
                         "--coco-root, captions from the file")
@@ -109,6 +134,11 @@ def _add_processing(p: argparse.ArgumentParser) -> None:
                    help="caption embedding cache file (default: OUT/<split>_text_embeddings.pt)")
     p.add_argument("--dali-index", dest="dali_index", action="store_true", default=d("dali_index"),
                    help="also write DALI v1.2 .idx files next to the shards")
+    p.add_argument("--executor", choices=["local", "ray"], default=d("executor"),
+                   help="where images are processed: local processes, or tasks on a Ray cluster (default: "
+                        "%(default)s)")
+    p.add_argument("--ray-address", dest="ray_address", default=d("ray_address"), metavar="ADDR",
+                   help="the Ray cluster for --executor ray (default: RAY_ADDRESS, else a Ray started here)")
     p.add_argument("--quiet", dest="progress", action="store_false", default=d("progress"),
                    help="no progress bars")
 

@@ -1,6 +1,6 @@
 """The on-disk contract that the shard writer (`shardgen`) and every reader (`loaders`, verify, show, export)
 import: names and constants, the manifest (checked, not trusted), `.npy` members, the rules a sample must follow
-(`record`), the one tar reader, storage (local paths and fsspec URLs, passwords redacted from every message), the
+(`schema`: every field of a sample, named once; `record`: checked reading), the one tar reader, storage (local paths and fsspec URLs, passwords redacted from every message), the
 caption embedding cache and the COCO folder layout.
 
 Imports only the standard library, numpy and fsspec, so `import shardgen.format` (and `shardgen --help`) pull in
@@ -20,7 +20,6 @@ from .manifest import (
 from .names import (
                     EMBED_DIM,
                     EMBED_DTYPE,
-                    FIELDS,
                     FORMAT_NAME,
                     MANIFEST_NAME,
                     SCHEMA_VERSION,
@@ -31,14 +30,8 @@ from .names import (
                     shard_name,
 )
 from .npy import decode_npy, encode_npy, npy_layout
-from .record import (
-                    Record,
-                    SampleMeta,
-                    check_meta,
-                    iter_records,
-                    parse_meta,
-                    parse_sample,
-)
+from .record import check_meta, iter_records, parse_meta, parse_sample
+from .schema import FIELDS, MAX_IMAGE_ID, SCHEMA, Field, Sample, SampleMeta, Schema
 from .storage import (
                     access_error,
                     client_errors,
@@ -61,15 +54,19 @@ __all__ = [
                     "EMBED_DTYPE",
                     "FIELDS",
                     "FORMAT_NAME",
+                    "MAX_IMAGE_ID",
                     "MANIFEST_NAME",
                     "SCHEMA_VERSION",
                     "SIZES_NAME",
                     "WIDS_INDEX_NAME",
                     "FormatError",
                     "Manifest",
-                    "Record",
+                    "SCHEMA",
+                    "Field",
+                    "Sample",
                     "RefusedFile",
                     "SampleMeta",
+                    "Schema",
                     "SchemaError",
                     "ShardInfo",
                     "TarFormatError",

@@ -26,8 +26,8 @@ _MAX_DEPTH = 5
 @dataclass(frozen=True)
 class SplitLayout:
     split: str
-    images_dir: Path
-    annotations: Path
+    images_dir: Path | str  # a URL (str) for a COCO root on S3 (`sources.coco.find_remote_split`)
+    annotations: Path | str
 
 
 def _walk(root: Path, max_depth: int = _MAX_DEPTH):

@@ -1,22 +1,20 @@
 """Names and constants of the shard format, shared by the writer and every reader so they cannot drift.
 
-A shard is a POSIX tar whose members are grouped per sample, sorted by key, each sample holding exactly `FIELDS`:
-`<key>.jpg` (the preprocessed image), `<key>.json` ({image_id, file_name, captions, ...}), `<key>.npy` (the
-captions' embeddings, [n_captions, EMBED_DIM] float16, row i ↔ captions[i]) and `<key>.txt` (the first caption).
-Shards are named `<split>-NNNNNN.tar`; `manifest.json`, written last, lists them (see `manifest.py`).
+A shard is a POSIX tar whose members are grouped per sample, sorted by key; what a sample holds is the sample
+schema's business (`schema.py`). Shards are named `<split>-NNNNNN.tar`; `manifest.json`, written last, lists them
+(see `manifest.py`).
 """
 
 from __future__ import annotations
 
 import re
 
+from .errors import SchemaError
+
 SCHEMA_VERSION = 1
 FORMAT_NAME = "coco-clip-webdataset"
 EMBED_DIM = 512
 EMBED_DTYPE = "float16"
-
-# Every sample carries exactly these members, in this order inside the tar (sorted by extension).
-FIELDS = ("jpg", "json", "npy", "txt")
 
 MANIFEST_NAME = "manifest.json"
 SIZES_NAME = "sizes.json"  # open_clip: {shard_name: n_samples}
@@ -25,8 +23,6 @@ WIDS_INDEX_NAME = "shardindex.json"  # wids: {"wids_version": 1, "shardlist": [{
 
 def make_key(image_id: int) -> str:
     """The sample key: the COCO image id as 12 digits (no dots, so every tar reader splits it right)."""
-    from .errors import SchemaError
-
     if image_id < 0:
         raise SchemaError(f"image id must be non-negative, got {image_id}")
     return f"{image_id:012d}"

@@ -41,7 +41,7 @@ def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "tes
                 writer = wds.TarWriter(fh, user="", group="", mtime=0, encoder=False)
                 n_shards += 1
             writer.write({"__key__": record.key, "jpg": bytes(record.jpg),
-                          "txt": "\n".join(record.meta.captions).encode()})
+                          "txt": "\n".join(record.captions).encode()})
             n_samples += 1
     finally:
         close()

@@ -100,7 +100,7 @@ def show(source: str, out_png: str | Path, *, n: int = 16, columns: int = 4) -> 
     items: list[tuple[Image.Image, str]] = []
     per_image: Counter[int] = Counter()
     for record in iter_records(source, manifest):
-        captions = record.meta.captions
+        captions = record.captions
         per_image[len(captions)] += 1
         if len(items) < n:
             items.append((_thumbnail(record.jpg, f"{record.source}: {record.key}"), captions[0]))

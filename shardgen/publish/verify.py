@@ -1,10 +1,11 @@
 """`shardgen verify`: recount and checksum every shard against the manifest and check every sample.
 
 The manifest's `embed_dim` is the format's. Per shard (read no further than `SLACK_BYTES` past the manifest's
-`n_bytes`): size and sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: the
-format's rules (`format.record.parse_sample`: exactly the schema's members, a JSON object whose image id the key
-spells, at least one caption, float16 `[n_captions, 512]` embeddings loaded without pickle, `txt` the first
-caption), then the JPEG decodes to the recorded size and the embedding rows are finite and unit-norm. Every
+`n_bytes`): size and sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: every
+field of the sample schema (`format.schema`, through `format.parse_sample`: exactly the schema's members, a JSON
+object whose image id the key spells, at least one caption, float16 `[n_captions, 512]` embeddings loaded without
+pickle, `txt` the first caption, and any field added since), then the JPEG decodes to the recorded size and the
+embedding rows are finite and unit-norm. Every
 problem is listed (exit 1); a source that cannot be read at all (credentials, network) is a `UserError`.
 """
 
@@ -50,14 +51,14 @@ class VerifyReport:
 
 
 def check_sample(key: str, fields: dict, *, image_size: int | None, source: str = "shard") -> list[str]:
-    """Problems with one sample (empty list when it is sound): the format's rules (`format.parse_sample`), then
+    """Problems with one sample (empty list when it is sound): the schema's rules (`format.parse_sample`), then
     what only verify checks: the JPEG decodes to the recorded size, embedding rows are finite and unit-norm."""
     try:
         record = parse_sample(key, fields, source=source)
     except SchemaError as exc:
         return [str(exc).removeprefix(f"{source}: ")]
     problems = []
-    meta = record.meta.fields
+    meta = record.meta
     try:
         with Image.open(io.BytesIO(record.jpg)) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:  # before decoding: a header may claim anything

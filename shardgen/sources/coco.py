@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from ..errors import UserError
-from ..format.coco_folders import SplitLayout
+from ..format.coco_folders import _IMAGE_FOLDERS, _MAX_DEPTH, SPLIT_FOLDERS, SplitLayout
+from .roots import check_root, list_folders, open_input, under
 
 MAX_IMAGE_ID = 10**12 - 1  # sample keys are the id in 12 digits
 
@@ -36,7 +37,7 @@ MAX_IMAGE_ID = 10**12 - 1  # sample keys are the id in 12 digits
 class CocoImage:
     image_id: int
     file_name: str
-    path: Path
+    path: Path | str  # a local file, or a URL (s3://...) read through fsspec
     captions: tuple[str, ...]
 
 
@@ -52,9 +53,9 @@ def clean_caption(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-def _read_json(annotations: Path) -> tuple[list, list]:
+def _read_json(annotations: Path | str) -> tuple[list, list]:
     try:
-        with annotations.open("rb") as fh:
+        with open_input(annotations, "annotations file") as fh:
             data = json.load(fh)
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8, > 4300-digit integers
         raise UserError(f"{annotations}: cannot read annotations ({type(exc).__name__}: {exc})".splitlines()[0]) \
@@ -161,5 +162,28 @@ def load_split(layout: SplitLayout) -> tuple[list[CocoImage], CaptionReport]:
             report.problems["no_captions"].append(info["file_name"])
             continue
         records.append(CocoImage(image_id=image_id, file_name=info["file_name"],
-                                 path=layout.images_dir / info["file_name"], captions=caps))
+                                 path=under(layout.images_dir, info["file_name"]), captions=caps))
     return records, report
+
+
+def find_remote_split(root: str, split: str) -> SplitLayout:
+    """`find_split` for a COCO root at a URL (`s3://bucket/coco`): the split's image folder and captions file
+    anywhere under it, shallowest first, without listing the image folders themselves. The layout holds URLs."""
+    if split not in SPLIT_FOLDERS:
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_FOLDERS)}")
+    import fsspec
+
+    from ..format.storage import with_timeouts
+
+    check_root(root, "COCO root")
+    folder = SPLIT_FOLDERS[split]
+    ann_name = f"captions_{folder}.json"
+    folders = list_folders(root, _MAX_DEPTH, skip=_IMAGE_FOLDERS)
+    images = next((f for f in folders if f.rsplit("/", 1)[-1] == folder), None)
+    fs, _ = fsspec.core.url_to_fs(root, **with_timeouts(root))
+    annotations = next((f"{f}/{ann_name}" for f in folders if fs.isfile(f"{f.split('://', 1)[1]}/{ann_name}")), None)
+    if annotations is None:
+        raise UserError(f"no {ann_name} found under {root} (looked {_MAX_DEPTH} levels deep)")
+    if images is None:
+        raise UserError(f"no {folder}/ image folder found under {root}")
+    return SplitLayout(split=split, images_dir=images, annotations=annotations)

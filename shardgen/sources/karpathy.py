@@ -1,4 +1,4 @@
-"""Karpathy's COCO splits: read `dataset_coco.json` (from `caption_datasets.zip`, Karpathy & Fei-Fei 2015) into the
+"""Karpathy's splits: read `dataset_coco.json` (from `caption_datasets.zip`, Karpathy & Fei-Fei 2015) into the
 same sorted `CocoImage` list as `coco.load_split`, with the images from the COCO 2014 folders.
 
 The file tags each of COCO 2014's 123,287 images `train` (82,783), `restval` (30,504), `val` (5,000) or `test`
@@ -10,6 +10,11 @@ entry that is not an object, an unknown split tag, a `cocoid` that is not a whol
 `UserError` naming the entry; an image whose `filepath` is not `train2014`/`val2014` (`bad_filepath`) or whose
 `filename` would leave its folder (`unsafe_file_name`: `../`, absolute, a drive) is skipped and counted, as are
 captions that are not text or blank and images left without one.
+
+Karpathy's Flickr30k and Flickr8k files (`dataset_flickr30k.json`, `dataset_flickr8k.json`) have the same format
+without COCO's `cocoid`/`filepath`: `load_flickr` reads them with the images under one `--image-root`, keyed by the
+file's `imgid`. Retrieval papers report Flickr30k on its 1,000-image test split (`models.evaluate --protocol
+flickr30k-1k`).
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from ..config import KARPATHY_SPLITS
 from ..errors import UserError
 from ..format.digest import file_digests
 from ..format.coco_folders import find_image_folder, find_split
+from .roots import as_root, check_root, under
 
 IMAGE_FOLDERS = ("train2014", "val2014")
 TAGS = ("train", "restval", "val", "test")
+FLICKR_TAGS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,9 @@ def _check_entry(path: Path, i: int, entry: object) -> None:
         raise UserError(f"{path}: images[{i}] is not an object")
     if entry.get("split") not in TAGS:
         raise UserError(f"{path}: images[{i}]: split {entry.get('split')!r:.40} is not one of {', '.join(TAGS)}")
+    if "cocoid" not in entry and "imgid" in entry:
+        raise UserError(f"{path}: images[{i}] has no cocoid: not a COCO split file (Flickr30k's or Flickr8k's?); "
+                        "give its image folder with --image-root instead of --coco-root")
     if not valid_id(entry.get("cocoid")):
         raise UserError(f"{path}: images[{i}]: cocoid {entry.get('cocoid')!r:.40} is not a COCO image id")
     for name, kind in (("filepath", str), ("filename", str), ("sentences", list)):
@@ -141,6 +151,55 @@ def load_karpathy(split_file: str | Path, coco_root: str | Path, split: str) -> 
     source = {"dataset": "coco2014", "split": split, "split_file": path.name,
               "split_file_sha256": file_digests(path, "sha256")[0], "captions": "split file sentences[].raw",
               "tags": dict(sorted(Counter(e["split"] for e in entries).items()))}
+    return KarpathySplit(records=records, report=report, source=source)
+
+
+def _check_flickr_entry(path: Path, i: int, entry: object) -> None:
+    """An entry of dataset_flickr30k.json / dataset_flickr8k.json: no cocoid or filepath, an `imgid` instead."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{path}: images[{i}] is not an object")
+    if entry.get("split") not in FLICKR_TAGS:
+        raise UserError(f"{path}: images[{i}]: split {entry.get('split')!r:.40} is not one of "
+                        f"{', '.join(FLICKR_TAGS)}")
+    if not valid_id(entry.get("imgid")):
+        raise UserError(f"{path}: images[{i}]: imgid {entry.get('imgid')!r:.40} is not a whole number")
+    for name, kind in (("filename", str), ("sentences", list)):
+        if not isinstance(entry.get(name), kind):
+            raise UserError(f"{path}: images[{i}]: {name} is missing or not a {kind.__name__}")
+
+
+def load_flickr(split_file: str | Path, image_root: str | Path, split: str) -> KarpathySplit:
+    """Karpathy's Flickr30k or Flickr8k split file (`dataset_flickr30k.json`: train 29,000, val 1,014, test 1,000
+    images with 5 captions each): the images tagged `split`, sorted by the file's `imgid` (their sample keys), from
+    `image_root/<filename>` (`flickr30k-images/`), captions from `sentences[].raw`."""
+    if split not in FLICKR_TAGS:
+        raise UserError(f"unknown split {split!r} for a Flickr split file; expected one of {', '.join(FLICKR_TAGS)}")
+    path = Path(split_file)
+    entries = _read_images(path)
+    seen: dict[int, int] = {}
+    for i, entry in enumerate(entries):
+        _check_flickr_entry(path, i, entry)
+        if entry["imgid"] in seen:
+            raise UserError(f"{path}: images[{i}]: imgid {entry['imgid']} is also images[{seen[entry['imgid']]}]; "
+                            "every image needs its own id")
+        seen[entry["imgid"]] = i
+    root = as_root(image_root)
+    check_root(root, "--image-root")
+    report = CaptionReport()
+    records = []
+    for entry in sorted((e for e in entries if e["split"] == split), key=lambda e: e["imgid"]):
+        name = entry["filename"]
+        if not name.strip() or not safe_relative(name):
+            report.problems["unsafe_file_name"].append(printable(name[:200]))
+            continue
+        caps = _captions(entry, report)
+        if not caps:
+            report.problems["no_captions"].append(name)
+            continue
+        records.append(CocoImage(image_id=entry["imgid"], file_name=name, path=under(root, name), captions=caps))
+    source = {"dataset": path.stem.removeprefix("dataset_"), "split": split, "split_file": path.name,
+              "split_file_sha256": file_digests(path, "sha256")[0], "captions": "split file sentences[].raw",
+              "ids": "split file imgid", "tags": dict(sorted(Counter(e["split"] for e in entries).items()))}
     return KarpathySplit(records=records, report=report, source=source)
 
 

@@ -114,17 +114,35 @@ def _save_chunk(path: Path, arr: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_WORKER_ENCODERS: dict[tuple[str, str], object] = {}  # in a Ray worker: the tower, loaded once per process
+
+
+def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_size: int) -> np.ndarray:
+    """One chunk of token ids → `[len(ids), 512]` float16, as a task of its own (a Ray task under `--executor ray`,
+    on a GPU where the cluster has one); the tower stays loaded in the worker for its next chunk."""
+    from shardgen.text.encoder import TextEncoder
+
+    key = (text_encoder, device)
+    if key not in _WORKER_ENCODERS:
+        _WORKER_ENCODERS[key] = TextEncoder(text_encoder, device=device)
+    return _WORKER_ENCODERS[key].encode_ids(ids, batch_size=batch_size).to(torch.float16).numpy()
+
+
 # long: one loop that loads or encodes each chunk, with the progress bar that shows the resumed part
 def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, cache: Path, device: str,
-                     batch_size: int, chunk: int = ENCODE_CHUNK,
-                     progress: bool = False) -> tuple[torch.Tensor, set[str], bool]:
+                     batch_size: int, chunk: int = ENCODE_CHUNK, progress: bool = False,
+                     pool=None) -> tuple[torch.Tensor, set[str], bool]:
     """Encode `texts` (unique) chunk by chunk, keeping finished chunks on disk; continue an interrupted run.
-    Returns (`[N, 512]` float16 in `texts` order, the truncated texts, random_init)."""
+    With `pool` (`build.cluster.RayPool`) the missing chunks are encoded as its tasks, all at once, each asking for
+    a GPU where the cluster has one. Returns (`[N, 512]` float16 in `texts` order, the truncated texts,
+    random_init)."""
     from tqdm.auto import tqdm
 
     from shardgen.text.encoder import TextEncoder
 
-    encoder = TextEncoder(text_encoder, device=device)
+    encoder = TextEncoder(text_encoder, device="cpu" if pool is not None else device)
+    if pool is not None:
+        device = "cuda" if pool.gpus else "cpu"
     ids, cut = encoder.tokenize(texts)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)  # chunks of similar length: less padding
     folder = parts_dir(cache) / _chunk_key(fingerprint, [texts[i] for i in order], device=device,
@@ -135,12 +153,16 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
     resumed = sum(len(a) for a in done.values())
     bar = tqdm(total=len(order), initial=resumed, desc="encode captions" + (f" (resumed {resumed})" if resumed else ""),
                unit="cap", disable=not progress)
+    tasks = {} if pool is None else {
+        s: pool.submit(encode_chunk, text_encoder, device, [ids[i] for i in order[s:s + chunk]], batch_size,
+                       num_gpus=1 if pool.gpus else 0) for s in starts if s not in done}
     out = torch.empty(len(texts), EMBED_DIM, dtype=torch.float16)
     for s in starts:
         idx = order[s:s + chunk]
         arr = done.get(s)
         if arr is None:
-            arr = encoder.encode_ids([ids[i] for i in idx], batch_size=batch_size).to(torch.float16).numpy()
+            arr = tasks.pop(s).result() if s in tasks else \
+                encoder.encode_ids([ids[i] for i in idx], batch_size=batch_size).to(torch.float16).numpy()
             folder.mkdir(parents=True, exist_ok=True)
             _save_chunk(folder / f"chunk-{s // chunk:06d}.npy", arr)
             bar.update(len(idx))
@@ -150,9 +172,10 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
 
 
 def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, device: str = "cpu",
-                    batch_size: int = 256, progress: bool = False,
-                    chunk: int = ENCODE_CHUNK) -> tuple[CaptionEmbeddings, bool]:
-    """Embeddings for every caption of `images`, from the cache where possible. Returns (embeddings, cache_dirty)."""
+                    batch_size: int = 256, progress: bool = False, chunk: int = ENCODE_CHUNK,
+                    pool=None) -> tuple[CaptionEmbeddings, bool]:
+    """Embeddings for every caption of `images`, from the cache where possible (missing ones encoded on `pool`'s
+    tasks when given). Returns (embeddings, cache_dirty)."""
     texts = list(dict.fromkeys(c for im in images for c in im.captions))
     fingerprint = encoder_fingerprint(text_encoder)
     cached = load_embeddings_cache(cache)
@@ -169,7 +192,7 @@ def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, 
     if missing:
         new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
                                                  cache=cache, device=device, batch_size=batch_size, chunk=chunk,
-                                                 progress=progress)
+                                                 progress=progress, pool=pool)
         truncated |= cut
         row.update((t, len(table) + i) for i, t in enumerate(missing))
         table = torch.cat([table, new])

@@ -26,3 +26,18 @@ def test_gpu_decode_pixels_are_within_two_grey_levels_of_the_cpu_decode(train_sh
         worst, n = max(worst, per_image.max().item()), n + len(per_image)
     print(f"decode='gpu' vs CPU decode: worst mean |Δ| per image {worst:.2f} grey levels over {n} images")
     assert n == 48 and worst < MEAN_LEVELS
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_decode_applies_the_loaders_crops_and_flips_on_the_device(train_shards):
+    """The augmentation drawn by the loader, applied after nvJPEG: the same windows and flips as the CPU decoder."""
+    opts = {"batch_size": 8, "shuffle": False, "crop": "random", "flip": True, "image_size": 48, "seed": 3}
+    gpu = DeviceLoader(make_loader(str(train_shards), decode="gpu", **opts), "cuda")
+    cpu = DeviceLoader(make_loader(str(train_shards), **opts), "cuda")
+    worst, n = 0.0, 0
+    for a, b in zip(gpu, cpu):
+        assert a["image"].shape == (8, 3, 48, 48) and a["image"].is_cuda
+        levels = ((a["image"] - b["image"]).abs() / gpu.normalize.scale).flatten(1).mean(dim=1)  # [B]
+        worst, n = max(worst, levels.max().item()), n + len(levels)
+    assert n == 48 and worst < MEAN_LEVELS

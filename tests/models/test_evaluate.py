@@ -121,3 +121,26 @@ def test_1k_protocol_is_the_mean_of_its_folds_and_named_in_table_and_json(tmp_pa
                                                  emb["owner"][mine] - 8 * f))
     for key in ("text_to_image_R@1", "image_to_text_R@5"):
         assert result[key] == pytest.approx(sum(fold[key] for fold in result["folds"]) / 5)
+
+
+def test_flickr30k_1k_protocol_ranks_the_flickr_test_split_and_is_named_in_table_and_json(
+        tmp_path, tiny_run, small_shards, monkeypatch, capsys):
+    import models.evaluate as ev
+
+    # the protocol at the sample's size: the first 12 images, one fold, all their captions
+    flickr = ev.PROTOCOLS["flickr30k-1k"]
+    assert (flickr.n_images, flickr.n_folds, flickr.dataset) == (1000, 1, "flickr30k")
+    monkeypatch.setitem(ev.PROTOCOLS, "flickr30k-1k", flickr._replace(n_images=12))
+    assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(small_shards), "--protocol", "flickr30k-1k",
+                     "--show-images", "0", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "protocol flickr30k-1k: Flickr30k's 1000-image test split" in out
+    assert "not Karpathy's Flickr30k 1000-image test split" in out and "dataset_flickr30k.json" in out
+    result = json.loads(results_path(tmp_path, str(small_shards), "flickr30k-1k").read_text())
+    assert (result["protocol"], result["n_images"], result["n_folds"]) == ("flickr30k-1k", 12, 1)
+    import dataclasses
+
+    manifest = ev.read_manifest(str(small_shards))
+    test_split = dataclasses.replace(manifest, source={"dataset": "flickr30k", "split": "test",
+                                                       "split_file": "dataset_flickr30k.json"})
+    assert ev.is_karpathy_test(test_split, 1000, flickr) and not ev.is_karpathy_test(test_split, 5000)

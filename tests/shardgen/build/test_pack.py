@@ -8,7 +8,7 @@ import numpy as np
 from shardgen.sources.coco import CocoImage
 from shardgen.errors import BadImage
 from shardgen.build.pack import Prepared, iter_shard_batches
-from shardgen.build.writer import Sample
+from shardgen.format import Sample
 
 
 def _record(i: int) -> CocoImage:
@@ -16,8 +16,8 @@ def _record(i: int) -> CocoImage:
 
 
 def _ok(i: int, jpg_bytes: int = 100, conversions: tuple[str, ...] = ()) -> Prepared:
-    sample = Sample(key=f"{i:012d}", jpg=b"x" * jpg_bytes, meta={"captions": ["c"]},
-                    embeddings=np.zeros((1, 512), np.float16))
+    sample = Sample(f"{i:012d}", {"jpg": b"x" * jpg_bytes, "json": {"captions": ["c"]},
+                                  "npy": np.zeros((1, 512), np.float16)})
     return Prepared(i, _record(i), sample, conversions)
 
 

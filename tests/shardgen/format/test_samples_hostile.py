@@ -110,7 +110,7 @@ def test_the_rules_directly():
     assert parse_meta(memoryview(b'{"image_id": 7, "captions": ["a"]}'), where="s: k").captions == ["a"]
     good = encode_npy(np.zeros((1, 512), np.float16))
     fields = {"jpg": b"", "json": b'{"image_id": 7, "captions": ["a"]}', "npy": good, "txt": b"a"}
-    assert parse_sample("000000000007", fields, source="s").meta.image_id == 7
+    assert parse_sample("000000000007", fields, source="s").image_id == 7
     with pytest.raises(SchemaError, match="unexpected cls"):
         parse_sample("000000000007", {**fields, "cls": b"1"}, source="s")
     with pytest.raises(SchemaError, match=r"expected float16 \(1, 512\)"):

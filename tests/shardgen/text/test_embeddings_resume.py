@@ -37,7 +37,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     import shardgen.text.encoder
     from shardgen.text.cache import encode_captions
-    from tests.shardgen.test_embeddings_resume import _images, CHUNK, BATCH
+    from tests.shardgen.text.test_embeddings_resume import _images, CHUNK, BATCH
 
     real = shardgen.text.encoder.TextEncoder.encode_ids
     def slow(self, ids, **kw):  # slow enough that the parent's kill lands in the middle
@@ -60,9 +60,10 @@ def test_killed_encoding_resumes_to_identical_embeddings(tmp_path, tiny_encoder,
     while len(list(parts_dir(cache).glob("*/chunk-*.npy"))) < 3 and proc.poll() is None \
             and time.monotonic() < deadline:
         time.sleep(0.05)
+    alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)  # no handler runs: only what was on disk counts
     out, err = proc.communicate(timeout=60)
-    assert b"finished" not in out, err.decode()[-2000:]
+    assert alive and b"finished" not in out, err.decode()[-2000:]
     done = len(list(parts_dir(cache).glob("*/chunk-*.npy")))
     assert 3 <= done < 20
 

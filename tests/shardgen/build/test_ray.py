@@ -1,0 +1,122 @@
+"""`--executor ray` (issue 22) on one local 2-CPU Ray shared by this module: the same shard bytes as the local build
+with a Ray worker killed mid-shard (its task is retried), a rerun skips finished shards, caption chunks encoded as
+Ray tasks equal the local encoding, a task's error comes back as itself, and an unreachable --ray-address is one
+line (exit 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from shardgen.build.pipeline import BuildConfig, build_shards  # noqa: E402
+from shardgen.cli.main import main  # noqa: E402
+
+
+def test_an_unreachable_ray_address_is_one_line_exit_2(sample_coco, tmp_path, capsys):
+    argv = ["build", "--coco-root", str(sample_coco), "--split", "val", "--out", str(tmp_path / "o"), "--quiet",
+            "--executor", "ray", "--ray-address", "127.0.0.1:9"]
+    assert not ray.is_initialized()  # first in the module: the build must try to join, not reuse a session
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no Ray cluster answers at 127.0.0.1:9" in err, err
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _files(out: Path) -> dict[str, str]:
+    """sha256 of every shard and of the manifest: what must not change with the executor."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
+            if p.suffix in (".tar", ".json") and not p.name.startswith(".")}
+
+
+def _cfg(coco: Path, encoder: Path, out: Path, **kw) -> BuildConfig:
+    return BuildConfig(coco_root=coco, split="train", out=out, text_encoder=str(encoder), samples_per_shard=10,
+                       workers=2, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def local_build(sample_coco, tiny_encoder, tmp_path_factory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("local") / "train"
+    build_shards(_cfg(sample_coco, tiny_encoder, out))
+    return _files(out)
+
+
+def _kill_first_image_task(done: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first Ray worker seen running an image task (its process title names the task)."""
+    import psutil
+
+    while not done.is_set() and not killed:
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if any("shardgen._preprocess_chunk" in part for part in (proc.info["cmdline"] or [])):
+                os.kill(proc.info["pid"], signal.SIGKILL)
+                killed.append(proc.info["pid"])
+                return
+        time.sleep(0.005)
+
+
+def test_a_ray_build_with_a_worker_killed_mid_shard_is_byte_identical_to_local_and_resumes(
+        ray_session, sample_coco, tiny_encoder, tmp_path, local_build):
+    done, killed = threading.Event(), []
+    watcher = threading.Thread(target=_kill_first_image_task, args=(done, killed), daemon=True)
+    watcher.start()
+    try:
+        build_shards(_cfg(sample_coco, tiny_encoder, tmp_path / "train", executor="ray"))
+    finally:
+        done.set()
+        watcher.join()
+    assert killed, "no image task was running to kill"
+    assert _files(tmp_path / "train") == local_build and len(local_build) == 5 + 3  # 5 shards, 3 json
+    (tmp_path / "train" / "train-000004.tar").unlink()  # as if the driver died before the last shard
+    again = build_shards(_cfg(sample_coco, tiny_encoder, tmp_path / "train", executor="ray"))
+    assert again.resumed_shards == 4 and _files(tmp_path / "train") == local_build  # finished shards skipped
+
+
+def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_session, sample_coco, tiny_encoder,
+                                                                       tmp_path):
+    import torch
+
+    from shardgen.build.cluster import ray_pool
+    from shardgen.format.coco_folders import find_split
+    from shardgen.sources.coco import load_split
+    from shardgen.text.cache import encode_captions
+
+    records, _ = load_split(find_split(sample_coco, "train"))
+    submitted = []
+    with ray_pool(address=None, workers=2) as pool:
+        submit = pool.submit
+        pool.submit = lambda fn, *args, **kw: submitted.append(fn.__name__) or submit(fn, *args, **kw)
+        on_ray, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "a.pt", chunk=64,
+                                    pool=pool)
+    here, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "b.pt", chunk=64)
+    n_texts = len({c for r in records for c in r.captions})
+    assert submitted == ["encode_chunk"] * -(-n_texts // 64) and len(submitted) > 1
+    assert on_ray.texts == here.texts and torch.equal(on_ray.embeddings, here.embeddings)
+
+
+def _refuse(text: str) -> None:
+    from shardgen.errors import UserError
+
+    raise UserError(text)
+
+
+def test_an_error_raised_in_a_task_comes_back_as_itself(ray_session):
+    from shardgen.build.cluster import RayPool
+    from shardgen.errors import UserError
+
+    future = RayPool(slots=2, gpus=0, startup_s=0.0).submit(_refuse, "one line for the user")
+    with pytest.raises(UserError) as caught:
+        future.result()
+    assert type(caught.value) is UserError and str(caught.value) == "one line for the user"
