@@ -204,14 +204,15 @@ def stage_coco_dataset(p: Paths, a: argparse.Namespace) -> dict:
 
 
 def stage_train(p: Paths, a: argparse.Namespace) -> dict:
+    from loaders import LoaderConfig
     from models.config import TrainConfig
     from models.train import train
 
     shutil.rmtree(p.runs, ignore_errors=True)
     batch = min(a.train_batch, max(2, split_counts(a.images)[0] // 2))
-    cfg = TrainConfig(train_shards=str(p.shards / "train"), out=str(p.runs), batch_size=batch,
-                      max_steps=a.train_steps, arch=a.arch, pretrained=False, num_workers=2, warmup_steps=0,
-                      progress=False, device="cpu")
+    cfg = TrainConfig(train_shards=str(p.shards / "train"), out=str(p.runs), max_steps=a.train_steps, arch=a.arch,
+                      pretrained=False, warmup_steps=0, progress=False, device="cpu",
+                      loader=LoaderConfig(batch_size=batch, num_workers=2, drop_last=True))
     summary = train(cfg)
     return {"items": a.train_steps * batch, "unit": "img", "note": f"{summary['steps']} steps of {batch}, {a.arch}"}
 

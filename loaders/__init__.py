@@ -6,7 +6,7 @@ The public API; see `loader.py` for how the pieces fit (config → sources → e
 from .coco_dataset import COCOClipDataset, clip_transform, collate_all_captions
 from .config import LoaderConfig
 from .device import CLIP_MEAN, CLIP_STD, DeviceLoader, Normalize, decode_jpegs
-from .errors import DecodeError, LoaderError, SourceError, WorkerError
+from .errors import DecodeError, LoaderError, SourceError, StateError, WorkerError
 from .indexed import ShardIndexDataset
 from .loader import ShardLoader, make_loader
 from .sources import ShardSet, resolve_source
@@ -14,6 +14,7 @@ from .stream import ShardStream
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "COCOClipDataset", "DecodeError", "DeviceLoader", "LoaderConfig", "LoaderError",
-    "Normalize", "ShardIndexDataset", "ShardLoader", "ShardSet", "ShardStream", "SourceError", "WorkerError",
+    "Normalize", "ShardIndexDataset", "ShardLoader", "ShardSet", "ShardStream", "SourceError", "StateError",
+    "WorkerError",
     "clip_transform", "collate_all_captions", "decode_jpegs", "make_loader", "resolve_source",
 ]

@@ -1,6 +1,8 @@
-"""Stage 0: read planned spans of shards (I/O only). Remote reads are retried with backoff and resume after the
-last sample handed out; local read errors and corrupt tars fail at once, as `LoaderError` naming URL and key. A
-shard that holds fewer or more samples than its manifest says is bad data too: epochs are exact or they fail.
+"""Stage 0: read planned spans of shards (I/O only). A span that starts inside a shard opens it at its first
+sample through the shard's index when it has one (`seek`), else reads through the samples before it. Remote reads
+are retried with backoff and resume after the last sample handed out; local read errors and corrupt tars fail at
+once, as `LoaderError` naming URL and key. A shard that holds fewer or more samples than its manifest says is bad
+data too: epochs are exact or they fail.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from shardgen.format import (
     client_errors,
     is_remote,
     iter_sample_groups,
-    open_url,
+    open_at,
     redact,
 )
 
 from .errors import LoaderError
 from .plan import Span
+from .seek import check_landing, load_index
 
 log = logging.getLogger("loaders")
 
@@ -30,13 +33,17 @@ def iter_span(url: str, span: Span, *, count: int, retries: int, backoff: float,
     (keys, {ext: contents}) groups (views: see `iter_sample_groups(zero_copy=True)`)."""
     remote = is_remote(url)
     done = 0
+    index = load_index(url, count=count, storage_options=storage_options) if span.start else None
     for attempt in range(retries + 1):
         key = None
+        first = span.start + done if index is not None else 0  # the first sample read: seek to it
         try:
-            with open_url(url, **storage_options) as fh:
-                i = 0  # index in the shard of the group's first sample
+            with open_at(url, index.starts[first] if first else 0, **storage_options) as fh:
+                i = first  # index in the shard of the group's first sample
                 groups = iter_sample_groups(fh, zero_copy=True)
                 for keys, fields in groups:
+                    if i == first and first:
+                        check_landing(index, first, keys[0])
                     lo, hi = max(span.start + done - i, 0), min(span.stop - i, len(keys))
                     i += len(keys)
                     key = keys[-1]
@@ -55,7 +62,9 @@ def iter_span(url: str, span: Span, *, count: int, retries: int, backoff: float,
                                       "says")
             return
         except FormatError as exc:  # the bytes are wrong: reading them again will not help
-            raise LoaderError(f"{redact(url)}: {key or '<start>'}: corrupt or truncated shard ({exc})") from None
+            where = key or (f"byte {index.starts[first]} (sample {first} by {redact(index.url)})" if first
+                            else "<start>")
+            raise LoaderError(f"{redact(url)}: {where}: corrupt or truncated shard ({exc})") from None
         except client_errors() as exc:  # a dropped connection, a timeout: worth another try
             if not remote or attempt >= retries:
                 raise LoaderError(f"{redact(url)}: {key or '<start>'}: read failed ({redact(str(exc))})") from exc

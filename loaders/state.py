@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import StateError
 from .plan import Layout, rank_batches, rank_used, seen_positions
 from .sources import MAX_EPOCH_SAMPLES, ShardSet
 
@@ -101,9 +102,9 @@ def _flag(entry: dict, key: str) -> bool:
 
 def parse_state(state: dict) -> EpochState:
     """An `EpochState` from `state_dict()`'s dict, every field checked to be of its type and within the bounds
-    above. Raises ValueError naming what is missing or malformed."""
+    above. Raises StateError naming what is missing or malformed."""
     if not isinstance(state, dict) or not isinstance(state.get("segments"), list):  # one error type for all
-        raise ValueError("not a loader state dict (expected a dict with 'epoch', 'segments', ...)")  # noqa: TRY004
+        raise StateError("not a loader state dict (expected a dict with 'epoch', 'segments', ...)")  # noqa: TRY004
     try:
         if len(state["segments"]) > MAX_SEGMENTS:
             raise ValueError(f"{len(state['segments'])} segments, more than {MAX_SEGMENTS}")
@@ -123,17 +124,17 @@ def parse_state(state: dict) -> EpochState:
                           _whole(state, "n_samples", MAX_EPOCH_SAMPLES), _whole(state, "n_shards", MAX_EPOCH_SAMPLES),
                           tuple(segments), identity)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a loader state dict ({type(exc).__name__}: {exc})") from None
+        raise StateError(f"not a loader state dict ({type(exc).__name__}: {exc})") from None
 
 
 def check_fits(saved: EpochState, *, n_samples: int, n_shards: int, shards: str | None) -> None:
     """`saved` is a state of these shards: the same counts and identity, layouts the shards allow (a producer per
-    shard at most, unless resampled), segments within an epoch. Raises ValueError."""
+    shard at most, unless resampled), segments within an epoch. Raises StateError."""
     if (saved.n_samples, saved.n_shards) != (n_samples, n_shards):
-        raise ValueError(f"the loader state is of {saved.n_samples} samples in {saved.n_shards} shards; these shards "
+        raise StateError(f"the loader state is of {saved.n_samples} samples in {saved.n_shards} shards; these shards "
                          f"hold {n_samples} in {n_shards}")
     if saved.shards is not None and shards is not None and saved.shards != shards:
-        raise ValueError("the loader state is of other shards (same counts, other contents: the folder was rebuilt "
+        raise StateError("the loader state is of other shards (same counts, other contents: the folder was rebuilt "
                          "or holds another build); continuing would read another epoch")
     if saved.shards is None and shards is not None:
         log.warning("the loader state names no shard set (written by an older version): only the shards' counts "
@@ -141,10 +142,10 @@ def check_fits(saved: EpochState, *, n_samples: int, n_shards: int, shards: str 
     for segment in saved.segments:
         producers = segment.layout.world_size * segment.layout.workers
         if producers > max(n_samples if saved.resampled else n_shards, 1):
-            raise ValueError(f"the loader state's layout {describe(segment.layout)} has more producers than these "
+            raise StateError(f"the loader state's layout {describe(segment.layout)} has more producers than these "
                              f"{n_shards} shards allow")
         if segment.samples >= n_samples + segment.layout.world_size * segment.layout.batch_size:
-            raise ValueError(f"the loader state's segment has consumed {segment.samples} samples, more than an "
+            raise StateError(f"the loader state's segment has consumed {segment.samples} samples, more than an "
                              f"epoch of {n_samples} holds")
 
 
@@ -163,7 +164,7 @@ class Resume(NamedTuple):
 def plan_resume(saved: EpochState, *, layout: Layout, seed: int, shuffle: bool, resampled: bool, n_samples: int,
                 n_shards: int, shards: str | None = None) -> Resume:
     """Where a loader with `layout` (and these plan parameters, over shards of this size and `shards_identity`)
-    continues `saved`. Raises ValueError when it cannot continue exactly (other data; mid-epoch, another seed or
+    continues `saved`. Raises StateError when it cannot continue exactly (other data; mid-epoch, another seed or
     order)."""
     check_fits(saved, n_samples=n_samples, n_shards=n_shards, shards=shards)
     if not saved.segments or saved.samples == 0:
@@ -175,17 +176,17 @@ def plan_resume(saved: EpochState, *, layout: Layout, seed: int, shuffle: bool, 
     if last.samples >= world * rank_used(n_stream, last.layout):  # the epoch is over: the next one, from its start
         return Resume(saved.epoch + 1, 0, None, (), 0)
     if (saved.seed, saved.shuffle, saved.resampled) != (seed, shuffle, resampled):
-        raise ValueError(f"the loader state is {saved.samples} samples into epoch {saved.epoch} read with seed "
+        raise StateError(f"the loader state is {saved.samples} samples into epoch {saved.epoch} read with seed "
                          f"{saved.seed}, shuffle={saved.shuffle}, resampled={saved.resampled}; this loader has seed "
                          f"{seed}, shuffle={shuffle}, resampled={resampled}: the rest of that epoch is another set")
     done, part = divmod(last.samples, world * last.layout.batch_size)
     if part:
-        raise ValueError(f"the loader state's last segment ends inside a batch ({last.samples} samples, "
+        raise StateError(f"the loader state's last segment ends inside a batch ({last.samples} samples, "
                          f"{world} ranks × batch {last.layout.batch_size})")
     if last.layout == layout:
         return Resume(saved.epoch, done, stream, before, last.samples)
     if resampled:
-        raise ValueError("a resampled loader continues an epoch only with the same ranks, workers and batch size "
+        raise StateError("a resampled loader continues an epoch only with the same ranks, workers and batch size "
                          f"(saved: {describe(last.layout)}; now: {describe(layout)})")
     seen = seen_positions(np.arange(n_samples) if stream is None else stream, last.layout, rank_batches_done=done,
                           seed=saved.seed, epoch=saved.epoch)

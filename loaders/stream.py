@@ -37,12 +37,8 @@ class ShardStream(IterableDataset):
         backend = available_backends()[0] if cfg.backend == "auto" else cfg.backend
         self.pipeline = EpochPipeline(shards, cfg, rank=rank, world_size=world_size, image_size=self.image_size,
                                       backend=backend)
-        self.memory = LocalMemory()  # batch arrays of the main process (reused)
-        if len(shards.urls) < world_size * cfg.workers and not cfg.resampled:
-            raise ValueError(
-                f"{len(shards.urls)} shards for {world_size} ranks × {cfg.workers} workers: every worker "
-                f"needs a shard of its own. Rebuild with a smaller --samples-per-shard (e.g. "
-                f"{max(1, shards.n_samples // (world_size * cfg.workers))}) or use fewer workers")
+        self.memory = LocalMemory()  # batch arrays of the main process (reused); any number of shards will do:
+        # producers split the epoch at sample granularity, inside shards (`plan`), and seek there (`seek`)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Select the epoch; `skip_batches` resumes mid-epoch (skipped batches are read but not decoded)."""

@@ -1,11 +1,17 @@
 """`TrainConfig`, the one place training's settings and defaults live (the CLI reads them from here), and
 `plan_run`, which resolves the run's length on the shards at hand.
+
+How the training data is read (batch size, workers, decode threads, crop and flip, CPU or GPU decode, the seed of
+shuffling and augmentation) is the loader's concern: `TrainConfig.loader` is a `loaders.LoaderConfig`, checked
+there and nowhere else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from loaders.config import LoaderConfig
 
 from .errors import ShardSourceError
 from .image_encoder import ARCHS
@@ -14,13 +20,19 @@ from .schedule import clipped_warmup
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
+def default_loader() -> LoaderConfig:
+    """Training's loader defaults: 128 samples per batch (per process), 4 worker processes, whole batches only."""
+    return LoaderConfig(batch_size=128, num_workers=4, drop_last=True)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     train_shards: str
     out: str
     val_shards: str | None = None
+    # batch size, workers, decode threads, crop/flip, decode, seed; training always drops the last partial batch
+    loader: LoaderConfig = field(default_factory=default_loader)
     epochs: int = 10
-    batch_size: int = 128
     lr_head: float = 1e-3
     lr_trunk: float = 1e-4
     weight_decay: float = 0.1
@@ -29,17 +41,11 @@ class TrainConfig:
     arch: str = "resnet50"
     pretrained: bool = True
     weights: str | None = None
-    num_workers: int = 4
-    decode_threads: int | None = None
-    crop: str = "center"
-    flip: bool = False
-    seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 on GPUs with native bf16, else fp16 (+ loss scaling); fp32 on the CPU
     channels_last: bool = True
     compile: bool = False  # torch.compile the image tower
     synthetic: bool = False  # batches made once on the device: the step rate without data loading
-    decode: str = "cpu"  # "gpu": the loader ships JPEG bytes, decoded on the device (nvJPEG)
     max_steps: int | None = None
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
@@ -49,10 +55,12 @@ class TrainConfig:
     tensorboard: bool = False  # also log to OUT/tensorboard/ (needs the tensorboard package)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+        if not isinstance(self.loader, LoaderConfig):
+            raise TypeError(f"loader must be a loaders.LoaderConfig, got {type(self.loader).__name__}")
+        for name in ("epochs", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "keep_checkpoints", "num_workers"):
+        for name in ("warmup_steps", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -62,10 +70,18 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.decode not in ("cpu", "gpu"):
-            raise ValueError(f"decode must be 'cpu' or 'gpu', got {self.decode!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per step and process: the loader's batch size."""
+        return self.loader.batch_size
+
+    @property
+    def seed(self) -> int:
+        """The run's seed: model init here, shuffling and augmentation in the loader."""
+        return self.loader.seed
 
 
 class RunPlan(NamedTuple):

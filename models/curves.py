@@ -72,6 +72,31 @@ def _read_recalls(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {label: sorted(points) for label, points in recall.items()}
 
 
+def recall_set(label: str) -> str:
+    """The shard set of a Recall@K series label (`text→image R@5 val-3f2a1c` → `val-3f2a1c`; "" when the run was
+    evaluated on one set only)."""
+    parts = label.split(" ")
+    return parts[2] if len(parts) > 2 else ""
+
+
+def recall_style(label: str, labels: list[str]) -> tuple[tuple, str, str]:
+    """(colour, line style, marker) of a Recall@K series: one colour per shard set (tab10, then tab20 beyond 10
+    sets: never two sets alike), one colour per metric with a single set; the line style tells the direction,
+    the marker K."""
+    sets = sorted({recall_set(x) for x in labels})
+    if len(sets) > 1:
+        key, keys = recall_set(label), sets
+    else:
+        key, keys = label.split(" ")[1], sorted({x.split(" ")[1] for x in labels})  # R@1, R@5, R@10
+    palette = "tab10" if len(keys) <= 10 else "tab20"
+    from matplotlib import colormaps
+
+    colour = colormaps[palette](keys.index(key) % colormaps[palette].N)
+    style = "-" if label.startswith("text") else "--"
+    marker = {"R@1": "o", "R@5": "s", "R@10": "^"}.get(label.split(" ")[1], "o")
+    return colour, style, marker
+
+
 def plot_curves(curves: Curves, *, title: str = ""):
     """A 2×2 matplotlib `Figure`: loss, learning rates, temperature, Recall@K (points: one per evaluation)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -89,7 +114,9 @@ def plot_curves(curves: Curves, *, title: str = ""):
     ax_temp.plot(curves.steps, curves.temperature, color="tab:purple")
     ax_temp.set_title("temperature (1 / logit scale)")
     for label, points in curves.recall.items():
-        ax_recall.plot([s for s, _ in points], [v for _, v in points], marker="o", label=label)
+        colour, style, marker = recall_style(label, list(curves.recall))
+        ax_recall.plot([s for s, _ in points], [v for _, v in points], color=colour, linestyle=style,
+                       marker=marker, label=label)
     ax_recall.set_title("Recall@K" + ("" if curves.recall else " (no evaluation yet)"))
     ax_recall.set_ylim(0, 1)
     if curves.recall:

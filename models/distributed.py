@@ -23,10 +23,25 @@ class DistEnv(NamedTuple):
         return self.rank == 0
 
 
+def mps_available() -> bool:
+    """Whether Apple's Metal GPU (MPS) can be used. Guarded: a torch build without the MPS backend says no. The MPS
+    path is untested here (no Apple machine in CI); it runs what the CPU path runs, in fp32."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def auto_device() -> str:
+    """`--device auto`: CUDA, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if mps_available() else "cpu"
+
+
 def setup_distributed(device: str) -> DistEnv:
-    """Initialize DDP when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
+    """Initialize DDP when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    device = auto_device() if device == "auto" else device
+    cuda = torch.cuda.is_available() and device == "cuda"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -34,7 +49,7 @@ def setup_distributed(device: str) -> DistEnv:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return DistEnv(rank, world, torch.device("cuda", local))
-    return DistEnv(rank, world, torch.device("cpu" if device == "auto" else device))
+    return DistEnv(rank, world, torch.device(device))
 
 
 def teardown_distributed() -> None:

@@ -1,16 +1,16 @@
-"""models' exceptions, following the project's error policy (written in `shardgen.format.errors`).
+"""models' exceptions, members of the one error family written in `shardgen.format.errors`.
 
-`UserError` is bad user input (a path, option, checkpoint or environment we cannot use): the command lines print its
-message as one line and exit 2. It mirrors `shardgen.format.errors.UserError` rather than deriving from it because
-model code imports nothing of ours; `models.train` and `models.evaluate` catch both. Bad *data* in shards arrives as
-the loader's `LoaderError`; anything else is a bug and keeps its traceback.
+`UserError` is that module's class (the format layer is the one part of ours model code may import): bad user input
+(a path, option, checkpoint or environment we cannot use), one line and exit 2 from the command lines. Bad *data* in
+shards arrives as the loader's `LoaderError` or the format's `FormatError`, both `DataError`s; anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import signal
 
-class UserError(Exception):
-    """Bad input or environment for training or evaluation; the message says what to do."""
+from shardgen.format.errors import UserError
 
 
 class WeightsUnavailable(UserError, RuntimeError):
@@ -33,10 +33,13 @@ class ShardSourceError(UserError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM, SIGUSR1: `signum`) during training, after the checkpoint at `step` was written
-    (`checkpoint` is None on ranks > 0)."""
+    (`checkpoint` is None on ranks > 0); the message says where the checkpoint is and how to continue (`resume`:
+    the run folder for `--resume`); the exit code is 128 + `signum`."""
 
-    def __init__(self, step: int, checkpoint: str | None, signum: int = 2) -> None:
-        super().__init__(f"interrupted at step {step}")
+    def __init__(self, step: int, checkpoint: str | None, resume: str | None = None, signum: int = 2) -> None:
+        where = f"; checkpoint {checkpoint}; resume with --resume {resume or checkpoint}" if checkpoint else ""
+        how = "interrupted" if signum == 2 else f"stopped by {signal.Signals(signum).name}"  # 2: SIGINT
+        super().__init__(f"{how} at step {step}{where}")
         self.step, self.checkpoint, self.signum = step, checkpoint, signum
 
 

@@ -11,7 +11,8 @@ dataset_coco.json --split test`. Recall@K is computed in chunks
 Text embeddings come from the shards (the frozen tower's, precomputed); free-text queries are encoded on the fly
 with the same frozen text encoder, the one the shards' manifest names unless `--text-encoder` is given. Results go
 to `--out` (default: the checkpoint's folder) as `eval-<shards>-<hash>.json`, named by the shard set evaluated (its
-folder name and a hash of its full path or URL), so evaluating other shards never overwrites a run's results.
+folder name and a hash of its full path or URL), and so are the pictures (`image_to_text-<shards>-<hash>.png`, ...),
+so evaluating other shards never overwrites a run's results or mixes its pictures.
 """
 
 from __future__ import annotations
@@ -31,20 +32,23 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
-from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, LoaderError, make_loader
+from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader, resolve_source
 from loaders.coco_dataset import clip_transform
 from shardgen.format import Manifest, is_remote, read_local, read_manifest
+from shardgen.config import config_from_options
+from shardgen.format.errors import HANDLED, report
 from shardgen.format.storage import IMAGE_MAX_BYTES
-from shardgen.format.errors import FormatError
-from shardgen.format.errors import UserError as FormatUserError
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
 from .curves import METRICS_NAME, write_curves
+from .distributed import auto_device
 from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ImageEncoder
 from .metrics import recall_at_k, recall_at_k_folds
 from .plots import retrieval_grid
+from .preflight import own_training_warning
+from .report import chance_levels, format_table, small_split_note
 
 
 class Protocol(NamedTuple):
@@ -93,6 +97,7 @@ class LoadedModel(NamedTuple):
     model: CLIPModel
     path: Path  # the checkpoint file read
     step: int
+    train_shards: str | None = None  # as its training run was given them
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -104,22 +109,25 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: does not fit its own --arch {state['config']['arch']} "
                               f"({str(exc).splitlines()[0]})") from exc
-    return LoadedModel(model.to(device).eval(), path, int(state["step"]))
+    return LoadedModel(model.to(device).eval(), path, int(state["step"]), state["config"].get("train_shards"))
 
 
-def open_shards(shards: str, *, batch_size: int):
+def open_shards(shards: str, *, batch_size: int, flag: str = "--shards"):
+    """The whole shard set in order, in this process alone (also under torchrun: rank 0 evaluates everything).
+    Errors name `flag`, the option the user gave the shards with."""
     try:
-        return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0)
-    except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
-        raise ShardSourceError(f"--shards {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
+        return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0, rank=0,
+                           world_size=1)
+    except SourceError as exc:  # no manifest, a bad schema
+        raise ShardSourceError(f"{flag} {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
 
 
 @torch.no_grad()
 def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_size: int = 64,
-                 keep_thumbnails: int | None = 0) -> dict:
+                 keep_thumbnails: int | None = 0, flag: str = "--shards") -> dict:
     """Image embeddings `[N, 512]`, caption embeddings `[M, 512]`, caption owners `[M]`, captions, and thumbnails
     of the first `keep_thumbnails` images (None: of every image, 128 × 128 px: ~2 GB for COCO val2014's 40k)."""
-    loader = open_shards(shards, batch_size=batch_size)
+    loader = open_shards(shards, batch_size=batch_size, flag=flag)
     images, texts, owners, captions, thumbs = [], [], [], [], []
     n_images = 0
     for batch in DeviceLoader(loader, device):
@@ -162,9 +170,10 @@ def score(emb: dict, protocol: Protocol = PROTOCOLS["all"]) -> dict:
                                           n_folds=protocol.n_folds)
     seconds = time.perf_counter() - t0
     fold_images = n_images // protocol.n_folds
+    n_captions = int((emb["owner"] < n_images).sum())
     return {"protocol": protocol.name, "protocol_about": protocol.about, **recall, "n_images": n_images,
-            "n_captions": int((emb["owner"] < n_images).sum()), "n_folds": protocol.n_folds,
-            "fold_images": fold_images, "chance_text_to_image_R@5": min(1.0, 5 / fold_images),
+            "n_captions": n_captions, "n_folds": protocol.n_folds, "fold_images": fold_images,
+            **chance_levels(fold_images, n_captions // protocol.n_folds),
             "recall_seconds": round(seconds, 3), **({"folds": folds} if len(folds) > 1 else {})}
 
 
@@ -193,21 +202,15 @@ def write_result(out_dir: Path, model: LoadedModel, shards: str, result: dict) -
 
 
 def evaluate_checkpoint(checkpoint: str | Path, shards: str, *, device: str = "cpu", batch_size: int = 64,
-                        out: str | Path | None = None, protocol: str = "all") -> dict:
+                        out: str | Path | None = None, protocol: str = "all", flag: str = "--shards") -> dict:
     """Recall@K of a checkpoint on a shard set under `protocol` (a `PROTOCOLS` key), written to `out` (default: the
-    checkpoint's folder) as `eval-<shards>-<hash>[-<protocol>].json` (`results_path`); returns the results."""
+    checkpoint's folder) as `eval-<shards>-<hash>[-<protocol>].json` (`results_path`); returns the results. Errors
+    name `flag`, the option the shards were given with."""
     loaded = load_model(checkpoint, device)
-    result = score(embed_shards(loaded.model, shards, device=torch.device(device), batch_size=batch_size),
-                   PROTOCOLS[protocol])
+    result = score(embed_shards(loaded.model, shards, device=torch.device(device), batch_size=batch_size,
+                                flag=flag), PROTOCOLS[protocol])
     write_result(Path(out) if out else loaded.path.parent, loaded, shards, result)
     return result
-
-
-def format_table(result: dict) -> str:
-    lines = [f"protocol {result['protocol']}: {result['protocol_about']}", "direction        R@1     R@5     R@10"]
-    for d, label in (("text_to_image", "text → image"), ("image_to_text", "image → text")):
-        lines.append(f"{label:<15}" + "".join(f"{100 * result[f'{d}_R@{k}']:6.2f}  " for k in (1, 5, 10)))
-    return "\n".join(lines)
 
 
 def is_karpathy_test(manifest: Manifest | None, n_images: int, protocol: Protocol | None = None) -> bool:
@@ -279,7 +282,8 @@ def load_unseen(folder: Path) -> list[Image.Image]:
 @torch.no_grad()
 def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder: str | None, n_images: int,
                 unseen: Path | None, out_dir: Path, device: torch.device, k: int = 5,
-                warning: str = "") -> list[Path]:
+                warning: str = "", label: str = "shards") -> list[Path]:
+    """The retrieval pictures, named by the shard set they show (`label`, see `picture_path`)."""
     written = []
     if queries:
         from shardgen.text.encoder import TextEncoder
@@ -288,14 +292,14 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         scores, idx = (q @ emb["image"].T).topk(min(k, emb["image"].shape[0]), dim=1)
         rows = [(text, [(emb["thumbs"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, text in enumerate(queries)]
-        written.append(out_dir / "text_to_image.png")
+        written.append(out_dir / f"text_to_image-{label}.png")
         retrieval_grid(rows, title="caption -> top-5 images (cosine similarity)", warning=warning).save(written[-1])
     if n_images:
         picks = list(range(min(n_images, emb["image"].shape[0])))
         scores, idx = (emb["image"][picks] @ emb["text"].T).topk(k, dim=1)
         rows = [(emb["thumbs"][p], [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, p in enumerate(picks)]
-        written.append(out_dir / "image_to_text.png")
+        written.append(out_dir / f"image_to_text-{label}.png")
         retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)", warning=warning).save(written[-1])
     if unseen is not None:
         images = load_unseen(unseen)
@@ -305,15 +309,28 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         scores, idx = (img_emb @ emb["text"].T).topk(k, dim=1)
         rows = [(img, [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, img in enumerate(images)]
-        written.append(out_dir / "unseen_images.png")
+        written.append(out_dir / f"unseen_images-{label}.png")
         title = f"unseen images from {unseen} -> top-5 captions"
         retrieval_grid(rows, title=title, warning=warning).save(written[-1])
     return written
 
 
+def own_training(loaded: LoadedModel, shards: str) -> str | None:
+    """A warning line when `shards` hold files the checkpoint was trained on (None when its train shards are gone
+    or unreadable from here: nothing to compare)."""
+    if not loaded.train_shards:
+        return None
+    try:
+        train_urls = resolve_source(loaded.train_shards).urls
+        eval_urls = resolve_source(shards).urls
+    except SourceError:
+        return None
+    return own_training_warning(eval_urls=eval_urls, train_urls=train_urls, train_shards=loaded.train_shards)
+
+
 def run(cfg: EvalConfig) -> int:
     """The CLI's work: Recall@K table and results file, then the retrieval plots."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = torch.device(auto_device() if cfg.device == "auto" else cfg.device)
     unseen = Path(cfg.unseen) if cfg.unseen else None
     if unseen is not None and not unseen.is_dir():
         raise UserError(f"--unseen {unseen}: not a folder")
@@ -334,6 +351,9 @@ def run(cfg: EvalConfig) -> int:
     print(f"{loaded.path} (step {loaded.step}) on {cfg.shards}: {result['n_images']} images, "
           f"{result['n_captions']} captions ranked in {result['recall_seconds']:.1f} s")
     print(format_table(result))
+    note = small_split_note(result["fold_images"])
+    if note:
+        print(note)
     if protocol.n_images is not None and not is_karpathy_test(manifest, emb["image"].shape[0], protocol):
         name = "" if protocol.dataset == "coco" else "Flickr30k "
         where = "" if protocol.dataset == "coco" else " --image-root flickr30k-images"
@@ -345,23 +365,27 @@ def run(cfg: EvalConfig) -> int:
         warning = "random-init text tower (manifest): these pictures check the wiring, not what the model understands"
         print("note: these shards' text embeddings come from a random-init text tower: the numbers and pictures "
               "check the wiring, not what the model understands")
+    own = own_training(loaded, cfg.shards)
+    if own:
+        print(f"warning: {own}", file=sys.stderr)
     print(f"wrote {write_result(out_dir, loaded, cfg.shards, result)}")
     if (out_dir / METRICS_NAME).is_file():  # a training run's folder: its curves gain this evaluation's point
         print(f"wrote {write_curves(out_dir)}")
     for path in qualitative(loaded.model, emb, queries=list(cfg.queries), text_encoder=encoder,
                             n_images=cfg.show_images, unseen=unseen, out_dir=out_dir, device=device,
-                            warning=warning):
+                            warning=warning, label=shards_label(cfg.shards)):
         print(f"wrote {path}")
     return 0
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The options: each `dest` is a field of `EvalConfig` (but `--query`: `queries`), each default read off it."""
     d = EvalConfig(checkpoint="", shards="")
     p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a training --out folder (its latest.pt)")
     p.add_argument("--shards", required=True, help="val shard folder/URL")
-    p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
+    p.add_argument("--device", default=d.device, help="auto = CUDA, else Apple MPS (untested), else CPU")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per forward pass")
     p.add_argument("--query", action="append", default=list(d.queries), help="free-text query (repeatable)")
     p.add_argument("--text-encoder", default=d.text_encoder,
@@ -376,23 +400,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The CLI. Exit codes: 0 done, 1 bad data in the shards, 2 bad input."""
+    """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
+    line), 130 interrupted."""
     a = make_parser().parse_args(argv)
     try:
-        cfg = EvalConfig(checkpoint=a.checkpoint, shards=a.shards, device=a.device, batch_size=a.batch_size,
-                         queries=tuple(a.query), text_encoder=a.text_encoder, show_images=a.show_images,
-                         unseen=a.unseen, out=a.out, protocol=a.protocol)
-    except ValueError as exc:  # EvalConfig's checks
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return run(cfg)
-    except (UserError, FormatUserError) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    except (LoaderError, FormatError) as exc:  # a shard or manifest that does not parse: the message names it
-        print(f"evaluate: error: bad data: {exc}", file=sys.stderr)
-        return 1
+        return run(config_from_options(EvalConfig, a, queries=tuple(a.query)))
+    except HANDLED as exc:  # bad input (an option EvalConfig refuses, a path) or data (a shard or manifest that
+        # does not parse): one line, exit 2
+        return report("evaluate", exc)
 
 
 if __name__ == "__main__":

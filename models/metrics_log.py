@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -87,10 +87,12 @@ class Throughput:
     work, and the host is held back once the device's queue is full, so a GPU that is the bottleneck shows a wait
     near 0, and a loader that is the bottleneck shows the share of the time the GPU had nothing queued. The share
     can overstate the GPU's idle time by the work still queued when the wait began (at most a step or two).
+    `clock` (seconds; default `time.perf_counter`) is there for tests, which drive it by hand.
     """
 
-    def __init__(self) -> None:
-        self.t0, self.n, self.waited = time.perf_counter(), 0, 0.0
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.t0, self.n, self.waited = clock(), 0, 0.0
 
     def add(self, n: int) -> None:
         self.n += n
@@ -100,12 +102,12 @@ class Throughput:
         it = iter(batches)
         try:
             while True:
-                t = time.perf_counter()
+                t = self.clock()
                 try:
                     batch = next(it)
                 except StopIteration:
                     return
-                self.waited += time.perf_counter() - t
+                self.waited += self.clock() - t
                 yield batch
         finally:  # the caller stopped early: stop the source too (a loader's epoch, its prefetch)
             close = getattr(it, "close", None)
@@ -113,7 +115,7 @@ class Throughput:
                 close()
 
     def read(self) -> Reading:
-        now = time.perf_counter()
+        now = self.clock()
         elapsed = max(now - self.t0, 1e-9)
         reading = Reading(self.n / elapsed, min(1.0, self.waited / elapsed))
         self.t0, self.n, self.waited = now, 0, 0.0

@@ -1,6 +1,6 @@
 """One training step and what it updates: the model, the optimizer (two learning rates), the schedule and the
-scaler, held together as `Run` so a checkpoint can save and restore them; the precision a step computes in; plus
-the guard that makes a stop signal (Ctrl-C, SIGTERM, SIGUSR1) land between steps, never inside one.
+scaler, held together as `TrainState` so a checkpoint can save and restore them; the precision a step computes in;
+plus the guard that makes a stop signal (Ctrl-C, SIGTERM, SIGUSR1) land between steps, never inside one.
 
 A step never waits for the device: it returns its loss and gradient norm as device tensors, and the caller reads
 them (one host sync) only on the steps it logs. AdamW is the fused kernel, which also takes fp16 loss scaling's
@@ -66,7 +66,7 @@ def make_optimizer(model: CLIPModel, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 @dataclass
-class Run:
+class TrainState:
     """What a checkpoint holds besides the position: the model (and its DDP wrapper), optimizer, schedule, scaler."""
 
     model: CLIPModel
@@ -94,7 +94,7 @@ class Run:
         torch.set_rng_state(state["rng"])
 
 
-def build_run(cfg: TrainConfig, plan: RunPlan, env: DistEnv) -> Run:
+def build_run(cfg: TrainConfig, plan: RunPlan, env: DistEnv) -> TrainState:
     """A new run's model, optimizer, schedule and scaler. One that resumes skips the ImageNet weights (and the
     network): the checkpoint overwrites every weight."""
     precision = resolve_precision(cfg.precision, env.device)
@@ -110,7 +110,7 @@ def build_run(cfg: TrainConfig, plan: RunPlan, env: DistEnv) -> Run:
     optimizer = make_optimizer(model, cfg)
     scheduler = cosine_with_warmup(optimizer, warmup_steps=plan.warmup_steps, total_steps=plan.total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    return Run(model, optimizer, scheduler, scaler, precision)
+    return TrainState(model, optimizer, scheduler, scaler, precision)
 
 
 # What stops training cleanly (a checkpoint at the current step, one line): Ctrl-C, SIGTERM (how SLURM, Kubernetes
@@ -121,8 +121,9 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 class StopRequested(KeyboardInterrupt):
     """A stop signal arrived (`signum`); a KeyboardInterrupt, so SIGTERM and SIGUSR1 take Ctrl-C's path."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
+    def __init__(self, signum: int) -> None:  # SIGINT keeps Ctrl-C's own message (`errors.report`'s default)
+        super().__init__("" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}; nothing was "
+                         "saved since the last checkpoint")
         self.signum = signum
 
 
@@ -178,7 +179,7 @@ class StepStats(NamedTuple):
     lr_head: float
 
 
-def train_step(run: Run, batch: dict, *, autocast: torch.autocast, grad_clip: float) -> StepStats:
+def train_step(run: TrainState, batch: dict, *, autocast: torch.autocast, grad_clip: float) -> StepStats:
     """One optimizer step on one batch: forward, symmetric InfoNCE, backward, clip, step, schedule. Queues the
     work on the device and returns without waiting for it."""
     run.model.train()

@@ -8,7 +8,8 @@ wins over `--epochs`. The run folder (`--out`) holds `params.json` (the resolved
 `--keep-checkpoints` step checkpoints and `latest.pt`; a checkpoint stores the loader's state dict (the epoch's
 position in samples of all ranks), so `--resume` continues exactly, also with another `--nproc_per_node`,
 `--batch-size`, `--num-workers` or `--precision`. Ctrl-C, SIGTERM (preemption) and SIGUSR1 (SLURM's warning)
-write a checkpoint at the current step and exit with one line and 128 + the signal (130, 143, 138). `--synthetic` trains on batches made on the device: the step rate without data loading.
+write a checkpoint at the current step and exit with one line and 128 + the signal (130, 143, 138). `--synthetic`
+trains on batches made on the device: the step rate without data loading.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,8 +28,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from loaders import DeviceLoader, LoaderError, make_loader
-from shardgen.format.errors import UserError as FormatUserError
+from loaders import DeviceLoader, LoaderConfig, SourceError, StateError, make_loader
+from shardgen.config import config_from_options
+from shardgen.format.errors import HANDLED, report
 
 from .checkpoint import (
     LATEST,
@@ -46,9 +48,10 @@ from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
+from .preflight import check_out_writable, data_warnings
 from .step import (
-    Run,
     StepStats,
+    TrainState,
     build_run,
     interrupts_deferred,
     make_autocast,
@@ -80,39 +83,66 @@ def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Positi
         saved = legacy_loader_state(state, world_size=env.world, n_samples=shards.n_samples,
                                     n_shards=len(shards.urls), shuffle_buffer=loader.cfg.shuffle_buffer)
         loader.load_state_dict(saved)
-    except ValueError as exc:  # the loader's checks: other shards, another seed mid-epoch, a malformed entry
+    except StateError as exc:  # the loader's checks: other shards, another seed mid-epoch, a malformed entry
         raise CheckpointError(f"{path}: cannot continue its epoch: {exc}") from None
     step = int(state["step"])
     line = f"resumed from step {step} (epoch {saved['epoch']}, sample {saved['samples']}) of {path}"
     if loader.epoch != saved["epoch"]:
         line += f"; epoch {saved['epoch']} was complete"
     else:
-        was, now = saved["segments"][-1], (env.world, loader.cfg.batch_size, loader.cfg.workers)
-        if (was["world_size"], was["batch_size"], was["workers"]) != now:
-            line += (f"; was {was['world_size']} rank(s) × batch {was['batch_size']} × {was['workers']} loader "
-                     f"worker(s), now {now[0]} × {now[1]} × {now[2]}: the epoch's {loader.batches_in_pass} "
-                     "remaining batches hold exactly the samples not seen yet")
+        changed = layout_changes(saved["segments"][-1], world=env.world, batch_size=loader.cfg.batch_size,
+                                 workers=loader.cfg.workers)
+        if changed:
+            line += (f"; changed: {', '.join(changed)}: the epoch's {loader.batches_in_pass} remaining batches hold "
+                     "exactly the samples not seen yet")
     return Position(step=step, epoch=loader.epoch), line
+
+
+def layout_changes(was: dict, *, world: int, batch_size: int, workers: int) -> list[str]:
+    """What differs from the layout that read the checkpoint's epoch so far (`world size 2 → 1`, ...)."""
+    now = {"world_size": world, "batch_size": batch_size, "workers": workers}
+    names = {"world_size": "world size", "batch_size": "batch size", "workers": "loader workers"}
+    return [f"{names[k]} {was[k]} → {now[k]}" for k in names if was[k] != now[k]]
 
 
 def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunPlan:
     """With --epochs, the run ends after that many epochs whatever batch size or world size each part used:
     the steps done, the rest of the current epoch, and the epochs after it."""
     if cfg.max_steps is not None:
-        return plan
-    left = loader.batches_in_pass + max(0, cfg.epochs - pos.epoch - 1) * plan.steps_per_epoch
-    return plan._replace(total_steps=pos.step + left if pos.epoch < cfg.epochs else pos.step)
+        return plan._replace(limit=f"--max-steps {cfg.max_steps}: {max(0, cfg.max_steps - pos.step)} steps from "
+                                   f"step {pos.step}, {plan.steps_per_epoch} steps per epoch")
+    epochs_after = max(0, cfg.epochs - pos.epoch - 1)
+    left = loader.batches_in_pass + epochs_after * plan.steps_per_epoch
+    total = pos.step + left if pos.epoch < cfg.epochs else pos.step
+    rest = (f"--epochs {cfg.epochs}: {loader.batches_in_pass} steps to finish epoch {pos.epoch}, then "
+            f"{epochs_after} × {plan.steps_per_epoch} steps; {total - pos.step} steps from step {pos.step}")
+    return plan._replace(total_steps=total, limit=rest)
 
 
 def open_loader(cfg: TrainConfig):
+    # whole batches only (every rank takes the same steps; an epoch's length is fixed for resume); --synthetic
+    # reads the manifest only
+    options = replace(cfg.loader, drop_last=True, num_workers=0 if cfg.synthetic else cfg.loader.num_workers)
     try:
-        workers = 0 if cfg.synthetic else cfg.num_workers  # --synthetic reads the manifest only
-        return make_loader(cfg.train_shards, batch_size=cfg.batch_size, num_workers=workers, seed=cfg.seed,
-                           decode_threads=cfg.decode_threads, crop=cfg.crop, flip=cfg.flip, drop_last=True,
-                           decode=cfg.decode)
-    except ValueError as exc:  # the loader's SourceError (no manifest, bad schema) and its option checks
+        return make_loader(cfg.train_shards, **asdict(options))
+    except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers
         detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
+
+
+def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
+    """Open `--val-shards` as the end-of-run evaluation will (this process alone, whatever the world size), so
+    an unusable val set stops the run before its first step, naming the flag; returns warnings (one line each)
+    when the run trains on evaluation data."""
+    shards = train_loader.dataset.shards
+    if not cfg.val_shards:
+        return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=[])
+    from .evaluate import open_shards
+
+    loader = open_shards(cfg.val_shards, batch_size=1, flag="--val-shards")
+    if len(loader) < 1:
+        raise ShardSourceError(f"--val-shards {cfg.val_shards}: holds no samples to evaluate on")
+    return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=loader.dataset.shards.urls)
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
@@ -120,6 +150,13 @@ def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticL
     return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
                            embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device, seed=cfg.seed,
                            skip=len(loader) - loader.batches_in_pass, positions=loader)
+
+
+def check_out_folder(out: Path, *, fresh: bool) -> None:
+    """`--out` can be written, and without --resume holds no other run (both before the first step)."""
+    if fresh:
+        check_fresh_out(out)
+    check_out_writable(out)
 
 
 def check_fresh_out(out: Path) -> None:
@@ -140,13 +177,13 @@ def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resum
     os.replace(tmp, out / "params.json")
 
 
-def start_line(cfg: TrainConfig, plan: RunPlan, run: Run, env: DistEnv) -> str:
+def start_line(cfg: TrainConfig, plan: RunPlan, run: TrainState, env: DistEnv) -> str:
     warmup = f"warmup {plan.warmup_steps} steps"
     if plan.warmup_steps < cfg.warmup_steps:
         warmup += f" (--warmup-steps {cfg.warmup_steps} clipped to a tenth of the run)"
     millions = parameter_counts(run.model)["trainable"] / 1e6
     extras = "".join(f", {x}" for x, on in (("compiled", cfg.compile), ("synthetic input", cfg.synthetic),
-                                             ("GPU decode", cfg.decode == "gpu")) if on)
+                                             ("GPU decode", cfg.loader.decode == "gpu")) if on)
     return (f"train: {plan.total_steps} steps ({plan.limit}), {plan.samples_per_epoch * env.world} samples/epoch, "
             f"{warmup}, {millions:.1f} M trainable parameters, device {env.device}, world {env.world}, "
             f"precision {run.precision}{extras}")
@@ -162,7 +199,7 @@ class Loop(NamedTuple):
     save: Callable[[Position], Path | None]
 
 
-def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
+def run_steps(run: TrainState, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
     """Train from `pos` until `plan.total_steps`; returns the last loss. `pos` advances in place. The device is
     waited for only on logged steps (reading the loss) and checkpoints."""
     from tqdm.auto import tqdm
@@ -199,7 +236,7 @@ def run_steps(run: Run, pos: Position, loop: Loop, *, cfg: TrainConfig, env: Dis
 
 
 def log_step(metrics: MetricsLog | None, bar, stats: StepStats, window: list[torch.Tensor], *, step: int,
-             epoch: int, run: Run, reading: Reading) -> None:
+             epoch: int, run: TrainState, reading: Reading) -> None:
     """The one host sync of a logged step: this step's loss and gradient norm, the mean loss since the last
     record (`loss_avg`) and the temperature, read from the device together."""
     values = torch.stack([stats.loss.float(), stats.grad_norm.float(), torch.stack(window).float().mean(),
@@ -219,7 +256,8 @@ def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
         return {}
     from .evaluate import evaluate_checkpoint
 
-    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device))} if cfg.val_shards else {}
+    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device), flag="--val-shards")
+            } if cfg.val_shards else {}
     return {**done, "curves": str(write_curves(out, tensorboard=cfg.tensorboard))}
 
 
@@ -235,10 +273,10 @@ def train(cfg: TrainConfig) -> dict:
 def _train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    if not cfg.resume:
-        check_fresh_out(out)
+    check_out_folder(out, fresh=not cfg.resume)
     env = setup_distributed(cfg.device)
     loader = open_loader(cfg)
+    warnings = check_val_shards(cfg, loader)
     plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
     state, resumed_from = read_resume(cfg) if cfg.resume else (None, None)
     if state is not None:
@@ -259,6 +297,8 @@ def _train(cfg: TrainConfig) -> dict:
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
         log.say(start_line(cfg, plan, run, env))
+        for warning in warnings:
+            log.say(f"train: warning: {warning}")
         if resumed_line:
             log.say(f"train: {resumed_line}")
 
@@ -273,8 +313,8 @@ def _train(cfg: TrainConfig) -> dict:
     except KeyboardInterrupt as exc:
         with interrupts_deferred():
             ckpt = save(pos)
-        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, getattr(exc, "signum", signal.SIGINT)) \
-            from None
+        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out,
+                                  signum=getattr(exc, "signum", signal.SIGINT)) from None
     finally:
         source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
@@ -294,6 +334,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The options: each `dest` is a field of `TrainConfig` or of its `LoaderConfig`, each default read off them."""
     d = TrainConfig(train_shards="", out="")
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--train-shards", required=True, help="shard folder/URL with manifest.json (or brace pattern)")
@@ -302,7 +343,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the shards (unless --max-steps)")
     p.add_argument("--max-steps", type=int, default=d.max_steps,
                    help="stop after N optimizer steps; wins over --epochs (training continues across epochs)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (per GPU)")
+    p.add_argument("--batch-size", type=int, default=d.loader.batch_size, help="per process (per GPU)")
     p.add_argument("--lr-head", type=float, default=d.lr_head, help="peak learning rate of the projection head")
     p.add_argument("--lr-trunk", type=float, default=d.lr_trunk, help="peak learning rate of the ResNet trunk")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW, on weights only")
@@ -310,21 +351,24 @@ def make_parser() -> argparse.ArgumentParser:
                    help="linear warmup, clipped to a tenth of the run")
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm")
     p.add_argument("--arch", choices=list(ARCHS), default=d.arch, help="resnet18 only for CPU smoke runs and tests")
-    p.add_argument("--no-pretrained", action="store_true", help="random-init trunk (no ImageNet weights)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=d.pretrained,
+                   help="random-init trunk (no ImageNet weights)")
     p.add_argument("--weights", default=d.weights, help="local ImageNet state dict for the trunk (offline)")
-    p.add_argument("--num-workers", type=int, default=d.num_workers, help="loader worker processes")
-    p.add_argument("--decode-threads", type=int, default=d.decode_threads,
+    p.add_argument("--num-workers", type=int, default=d.loader.num_workers, help="loader worker processes")
+    p.add_argument("--decode-threads", type=int, default=d.loader.decode_threads,
                    help="JPEG decode threads per worker (default: CPUs / workers)")
-    p.add_argument("--random-crop", action="store_true", help="random crop + flip (needs --no-crop shards)")
-    p.add_argument("--seed", type=int, default=d.seed, help="model init, shuffling and augmentation")
-    p.add_argument("--device", default=d.device, help="auto = CUDA when available, else CPU")
+    p.add_argument("--random-crop", dest="crop", action="store_const", const="random", default=d.loader.crop,
+                   help="random crop + flip (needs --no-crop shards)")
+    p.add_argument("--seed", type=int, default=d.loader.seed, help="model init, shuffling and augmentation")
+    p.add_argument("--device", default=d.device, help="auto = CUDA, else Apple MPS (untested), else CPU")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 on GPUs with native bf16, else fp16 with loss scaling; fp32 on the CPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the image tower (slow first steps)")
-    p.add_argument("--synthetic", action="store_true",
+    p.add_argument("--compile", action="store_true", default=d.compile,
+                   help="torch.compile the image tower (slow first steps)")
+    p.add_argument("--synthetic", action="store_true", default=d.synthetic,
                    help="train on random batches made on the device (shapes from --train-shards, which are not "
                         "read): the step rate without data loading, to compare the loader against")
-    p.add_argument("--decode", choices=("cpu", "gpu"), default=d.decode,
+    p.add_argument("--decode", choices=("cpu", "gpu"), default=d.loader.decode,
                    help="gpu: the loader ships JPEG bytes, decoded on the device (nvJPEG)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="write step-N.pt every N steps (and at the end, and on Ctrl-C)")
@@ -332,54 +376,36 @@ def make_parser() -> argparse.ArgumentParser:
                    help="step checkpoints kept besides latest.pt (0: latest.pt only)")
     p.add_argument("--log-every", type=int, default=d.log_every, help="metrics.jsonl record every N steps")
     p.add_argument("--resume", default=d.resume, help="checkpoint file or a run's --out folder (its latest.pt)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--tensorboard", action="store_true",
+    p.add_argument("--quiet", dest="progress", action="store_false", default=d.progress, help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true", default=d.tensorboard,
                    help="also log to OUT/tensorboard/ (needs `pip install tensorboard`; skipped with a note if absent)")
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(train_shards=a.train_shards, val_shards=a.val_shards, out=a.out, epochs=a.epochs,
-                       batch_size=a.batch_size, lr_head=a.lr_head, lr_trunk=a.lr_trunk, weight_decay=a.weight_decay,
-                       warmup_steps=a.warmup_steps, grad_clip=a.grad_clip, arch=a.arch, pretrained=not a.no_pretrained,
-                       weights=a.weights, num_workers=a.num_workers, decode_threads=a.decode_threads,
-                       crop="random" if a.random_crop else "center", flip=a.random_crop, seed=a.seed, device=a.device,
-                       precision=a.precision, compile=a.compile, synthetic=a.synthetic, decode=a.decode,
-                       max_steps=a.max_steps, checkpoint_every=a.checkpoint_every,
-                       keep_checkpoints=a.keep_checkpoints, log_every=a.log_every, resume=a.resume,
-                       progress=not a.quiet, tensorboard=a.tensorboard)
+    """The TrainConfig the options ask for (`shardgen.config.config_from_options`: fields by name, a refused value
+    a UserError naming its option); `--random-crop` also flips."""
+    loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True)
+    return config_from_options(TrainConfig, a, loader=loader)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The CLI. Exit codes: 0 done, 1 bad data in the shards, 2 bad input, 128 + the signal when stopped
-    by Ctrl-C (130), SIGTERM (143) or SIGUSR1 (138), after a checkpoint."""
+    """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
+    line), 128 + the signal when stopped by Ctrl-C (130), SIGTERM (143) or SIGUSR1 (138), after a checkpoint."""
     a = make_parser().parse_args(argv)
     try:
         cfg = config_from_args(a)
-    except ValueError as exc:  # TrainConfig's checks
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:  # a value TrainConfig or LoaderConfig refuses
+        return report("train", exc)
     try:
         summary = train(cfg)
-    except (UserError, FormatUserError) as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
-    except LoaderError as exc:  # names the shard and sample
-        print(f"train: error: bad data: {exc}", file=sys.stderr)
-        return 1
-    except TrainingInterrupted as exc:
-        where = f"; checkpoint {exc.checkpoint}; resume with --resume {cfg.out}" if exc.checkpoint else ""
-        how = "interrupted" if exc.signum == signal.SIGINT else f"stopped by {signal.Signals(exc.signum).name}"
-        print(f"train: {how} at step {exc.step}{where}", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-        print(f"train: {how} while setting up; nothing was saved", file=sys.stderr)
-        return 128 + signum
+    except HANDLED as exc:  # bad input or data: one line, exit 2; Ctrl-C: 130 (TrainingInterrupted names the
+        # checkpoint); a bug keeps its traceback
+        return report("train", exc, interrupted="interrupted while setting up; nothing was saved")
     finally:
         teardown_distributed()
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's (it holds the evaluation)
+        print(json.dumps(summary, indent=2))
     return 0
 
 

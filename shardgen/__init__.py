@@ -14,6 +14,7 @@ _EXPORTS = {
     "init_encoder": "text.random_init", "BadImage": "errors", "UserError": "errors",
     "make_sample": "sources.synthetic", "FIELDS": "format", "SCHEMA_VERSION": "format", "Manifest": "format",
     "ShardInfo": "format", "make_key": "format", "show": "publish.show", "VerifyReport": "publish.verify", "verify": "publish.verify",
+    "DataError": "errors", "build_and_upload": "publish.upload",
 }
 
 __all__ = sorted(_EXPORTS)

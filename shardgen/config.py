@@ -1,17 +1,22 @@
-"""`BuildConfig`: every setting of `shardgen build`, with its default and its check, in one place.
+"""`BuildConfig`: every setting of `shardgen build`, with its default and its check, in one place; and how every
+command line (`shardgen build`, `models.train`, `models.evaluate`) derives from its config dataclasses.
 
-The command line takes its defaults from here (never restated by hand), and the module imports no torch, so
-`shardgen --help` answers at once. A bad value raises `ValueError` whose message starts with the field's name
-(the command line turns it into a one-line error naming the option).
+A command line takes its defaults from the dataclass (`field_default`, never restated by hand) and builds the
+config from the options named like its fields (`config_from_options`). A bad value raises `ValueError` whose
+message starts with the field's name; the command line turns it into a one-line `UserError` naming the option.
+The module imports no torch, so `shardgen --help` answers at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 import re
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
 
@@ -132,11 +137,32 @@ class BuildConfig:
                 "jpeg_baseline": True, "jpeg_draft_decode": self.draft, "color": "RGB"}
 
 
-def build_default(name: str) -> Any:
-    """The default of `BuildConfig.<name>` (a factory's value for fields such as `workers`)."""
-    spec = next(f for f in fields(BuildConfig) if f.name == name)
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass field `cls.<name>` (a factory's value for fields such as `workers`)."""
+    spec = next(f for f in fields(cls) if f.name == name)
     if spec.default is not MISSING:
         return spec.default
     if spec.default_factory is not MISSING:
         return spec.default_factory()
-    raise KeyError(f"BuildConfig.{name} has no default")
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def build_default(name: str) -> Any:
+    """The default of `BuildConfig.<name>`."""
+    return field_default(BuildConfig, name)
+
+
+def config_from_options(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
+    """`cls` built from the options in `args` named like its fields (an option's `dest` is the field's name), and
+    `values` (fields the options do not name one to one). A value the dataclass refuses is the user's to fix: its
+    `ValueError` (whose message starts with the field's name) becomes a one-line `UserError` naming the option."""
+    from .format.errors import UserError
+
+    from_args = {f.name: getattr(args, f.name) for f in fields(cls) if f.init and hasattr(args, f.name)}
+    try:
+        return cls(**{**from_args, **values})
+    except ValueError as exc:  # only the dataclass's own checks run here: nothing is read or computed
+        name, _, rest = str(exc).partition(" ")
+        if name in from_args:
+            raise UserError(f"--{name.replace('_', '-')} {rest}") from None
+        raise UserError(str(exc)) from None

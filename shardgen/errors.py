@@ -1,12 +1,13 @@
-"""shardgen's exceptions; the policy they follow is written in `shardgen.format.errors`.
+"""shardgen's exceptions, members of the one error family written in `shardgen.format.errors`.
 
-`UserError` (bad input: one line, exit 2) and `SchemaError` (a manifest or shard that does not parse) come from the
-format layer; `BadImage` is a per-image failure that the build counts by reason instead of raising.
+`UserError` (bad input: one line, exit 2), `DataError` and its `SchemaError` (a manifest or shard that does not
+parse) come from the format layer; `BadImage` is bad data too, a per-image failure that the build counts by reason
+instead of raising.
 """
 
 from __future__ import annotations
 
-from .format.errors import FormatError, SchemaError, TarFormatError, UserError
+from .format.errors import DataError, FormatError, SchemaError, TarFormatError, UserError
 
 
 class EncoderLoadError(UserError):
@@ -14,7 +15,7 @@ class EncoderLoadError(UserError):
     what to do."""
 
 
-class BadImage(Exception):
+class BadImage(DataError):
     """A per-sample image failure; `reason` is the short counter name recorded in the manifest."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
@@ -23,4 +24,4 @@ class BadImage(Exception):
         self.detail = detail
 
 
-__all__ = ["BadImage", "EncoderLoadError", "FormatError", "SchemaError", "TarFormatError", "UserError"]
+__all__ = ["BadImage", "DataError", "EncoderLoadError", "FormatError", "SchemaError", "TarFormatError", "UserError"]

@@ -97,6 +97,8 @@ def test_imports_point_one_way():
     entry_points = {"train.py", "evaluate.py", "__init__.py"}
     for path in (ROOT / "models").glob("*.py"):
         allowed = ("loaders", "shardgen") if path.name in entry_points else ("shardgen.format",)
+        if path.name == "config.py":  # TrainConfig holds the loader's LoaderConfig
+            allowed = ("loaders.config", "shardgen.format")
         bad = {m for m in _imports(path) if not m.startswith(allowed)}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
@@ -118,3 +120,19 @@ def test_functions_stay_short():
                     body = lines[node.lineno - 1:node.end_lineno]
                     if len(body) > 60 and not any("# long:" in line for line in body):
                         raise AssertionError(f"{path.relative_to(ROOT)}: {node.name} has {len(body)} lines")
+
+
+def test_the_formats_constants_are_defined_once():
+    """Writer and readers import these from the one module that owns them (`shardgen/format/names.py`; the
+    sample's member list from the schema); a second definition could drift."""
+    owner = {name: "shardgen/format/names.py" for name in
+             ("EMBED_DIM", "EMBED_DTYPE", "MAX_IMAGE_ID", "MAX_STORED_IMAGE_PIXELS", "MANIFEST_NAME")}
+    owner["FIELDS"] = "shardgen/format/schema.py"
+    for package in ("shardgen", "loaders", "models", "benchmarks"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.parse(path.read_text()).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                    if isinstance(node, ast.AnnAssign) else []
+                for name in {t.id for t in targets if isinstance(t, ast.Name)} & owner.keys():
+                    assert path == ROOT / owner[name], \
+                        f"{path.relative_to(ROOT)} defines {name} again: import it from {owner[name]}"

@@ -24,16 +24,54 @@ JOURNAL_NAME = ".shardgen-journal.json"
 _COUNTS = ("n_samples", "n_bytes", "input_end", "n_captions")
 
 
+def _settings(cfg: BuildConfig, fingerprint: str) -> dict:
+    return {"split": cfg.split, "encoder": fingerprint, "preprocess": cfg.preprocess_record(),
+            "samples_per_shard": cfg.samples_per_shard, "max_shard_bytes": cfg.max_shard_bytes,
+            "max_image_pixels": cfg.max_image_pixels}
+
+
 def config_hash(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: str) -> str:
     """Identifies a build: split, encoder, everything that changes which images land in which shard, and the input."""
-    h = hashlib.sha256(json.dumps({
-        "split": cfg.split, "encoder": fingerprint, "preprocess": cfg.preprocess_record(),
-        "samples_per_shard": cfg.samples_per_shard, "max_shard_bytes": cfg.max_shard_bytes,
-        "max_image_pixels": cfg.max_image_pixels,
-    }, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(_settings(cfg, fingerprint), sort_keys=True).encode())
     for r in records:
         h.update(f"{r.image_id}\t{r.file_name}\t{chr(31).join(r.captions)}\n".encode())
     return h.hexdigest()
+
+
+def build_identity(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: str) -> dict:
+    """What the journal records of a build besides its hash, so a refusal can say what differs: the settings, and
+    the inputs' count and digest."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{r.image_id}\t{r.file_name}\t{chr(31).join(r.captions)}\n".encode())
+    return {"hash": config_hash(cfg, records, fingerprint), "settings": _settings(cfg, fingerprint),
+            "inputs": {"n_images": len(records), "sha256": h.hexdigest()}}
+
+
+def _flat(settings: dict) -> dict:
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def differences(saved: dict, identity: dict) -> list[str]:
+    """What differs between a journaled build (`saved`: its settings and inputs, when it recorded them) and this
+    one, one phrase each (`samples_per_shard 10 → 100`, `the text encoder`, `the input: 48 → 40 images`)."""
+    was, now = _flat(saved.get("settings") or {}), _flat(identity["settings"])
+    found = []
+    for key in sorted(set(was) | set(now)):
+        if key in was and was.get(key) != now.get(key):
+            found.append("the text encoder" if key == "encoder" else f"{key} {was.get(key)} → {now.get(key)}")
+    inputs, was_inputs = identity["inputs"], saved.get("inputs") or {}
+    if was_inputs.get("n_images", inputs["n_images"]) != inputs["n_images"]:
+        found.append(f"the input: {was_inputs['n_images']} → {inputs['n_images']} images")
+    elif was_inputs.get("sha256", inputs["sha256"]) != inputs["sha256"]:
+        found.append(f"the input: the same {inputs['n_images']} images, other files, ids or captions")
+    return found
 
 
 def _is_tally(value: object) -> bool:
@@ -47,8 +85,9 @@ def _is_entry(entry: object, name: str) -> bool:
             and _is_tally(entry.get("failures")) and _is_tally(entry.get("conversions")))
 
 
-def _read(path: Path, split: str) -> tuple[str, list[dict]] | None:
-    """(config hash, shard entries), or None when the file does not hold a journal of `split`'s shards."""
+def _read(path: Path, split: str) -> tuple[dict, list[dict]] | None:
+    """(the journal's settings, inputs and config hash; shard entries), or None when the file does not hold a
+    journal of `split`'s shards."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -58,11 +97,17 @@ def _read(path: Path, split: str) -> tuple[str, list[dict]] | None:
         return None
     if not all(_is_entry(entry, shard_name(split, i)) for i, entry in enumerate(data["shards"])):
         return None
-    return data["config_hash"], data["shards"]
+    saved = {"hash": data["config_hash"]}
+    for key in ("settings", "inputs"):  # absent in journals written before they were recorded
+        if isinstance(data.get(key), dict):
+            saved[key] = data[key]
+    return saved, data["shards"]
 
 
-def load_journal(out: Path, split: str, build_hash: str, *, warn: Callable[[str], None]) -> list[dict]:
-    """Finished shards from an earlier (possibly killed) run; stops at the first one missing or altered on disk."""
+def load_journal(out: Path, split: str, identity: dict, *, warn: Callable[[str], None]) -> list[dict]:
+    """Finished shards from an earlier (possibly killed) run of the build `identity` (`build_identity`); stops at
+    the first one missing or altered on disk. Raises UserError naming what differs when the folder holds another
+    build."""
     path = out / JOURNAL_NAME
     if not path.is_file():
         return []
@@ -70,9 +115,10 @@ def load_journal(out: Path, split: str, build_hash: str, *, warn: Callable[[str]
     if journal is None:
         warn(f"{path} is not a readable build journal; ignoring it and building every shard again")
         return []
-    saved_hash, entries = journal
-    if saved_hash != build_hash:
-        raise UserError(f"{out} holds a build with other inputs or settings; use a new --out or delete it")
+    saved, entries = journal
+    if saved["hash"] != identity["hash"]:
+        what = "; ".join(differences(saved, identity)) or "other inputs or settings"
+        raise UserError(f"{out} holds a build with other inputs or settings ({what}); use a new --out or delete it")
     done = []
     for entry in entries:
         shard = out / entry["name"]
@@ -83,5 +129,7 @@ def load_journal(out: Path, split: str, build_hash: str, *, warn: Callable[[str]
     return done
 
 
-def save_journal(out: Path, build_hash: str, shards: list[dict]) -> None:
-    write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": build_hash, "shards": shards}))
+def save_journal(out: Path, identity: dict, shards: list[dict]) -> None:
+    write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": identity["hash"],
+                                                      "settings": identity["settings"],
+                                                      "inputs": identity["inputs"], "shards": shards}))

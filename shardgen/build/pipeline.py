@@ -32,7 +32,7 @@ from ..text.cache import (
 from ..errors import UserError
 from ..format import Manifest, embeddings_cache_path, shard_name
 from ..format.coco_folders import SPLIT_FOLDERS, find_split
-from .journal import JOURNAL_NAME, config_hash, load_journal, save_journal
+from .journal import JOURNAL_NAME, build_identity, load_journal, save_journal
 from ..sources.karpathy import load_flickr, load_karpathy
 from ..sources.table import load_table
 from ..sources.webdataset import load_webdataset
@@ -136,10 +136,10 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[Path], None] | None = 
     with locked_out_dir(out), _executor(cfg) as pool:
         log(f"{cfg.dataset_split}: {len(records)} images with captions in {split.images}")
         emb = _embed_captions(cfg, records, out, pool)
-        build_hash = config_hash(cfg, records, encoder_fingerprint(cfg.text_encoder))
-        journal = load_journal(out, cfg.dataset_split, build_hash, warn=warn)
+        identity = build_identity(cfg, records, encoder_fingerprint(cfg.text_encoder))
+        journal = load_journal(out, cfg.dataset_split, identity, warn=warn)
         with user_write_errors(out):
-            shards = _write_shards(cfg, records, emb, out, journal=journal, build_hash=build_hash,
+            shards = _write_shards(cfg, records, emb, out, journal=journal, identity=identity,
                                    on_shard=on_shard, pool=pool)
             if cfg.dali_index:  # after packing, so resumed shards (or ones from a run without the flag) get one too
                 for entry in shards:
@@ -192,7 +192,7 @@ def _remove_unjournaled(out: Path, split: str, kept: set[str]) -> None:
 
 
 def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbeddings, out: Path, *,
-                  journal: list[dict], build_hash: str, on_shard: Callable[[Path], None] | None,
+                  journal: list[dict], identity: dict, on_shard: Callable[[Path], None] | None,
                   pool: Any = None) -> list[dict]:
     """Preprocess and write the shards after the journaled ones; returns every shard's journal entry."""
     from tqdm.auto import tqdm
@@ -218,7 +218,7 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
         else:
             unplaced = batch.failures
             continue
-        save_journal(out, build_hash, shards)
+        save_journal(out, identity, shards)
         if batch.samples and on_shard is not None:
             on_shard(out / shards[-1]["name"])
     if not shards:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import fields
 from pathlib import Path
 
-from ..config import BuildConfig, build_default
+from ..config import BuildConfig, build_default, config_from_options
 
 DESCRIPTION = """\
 Turn one COCO split into WebDataset tar shards: one sample per image with the preprocessed JPEG, all captions and
@@ -145,58 +144,25 @@ def _add_processing(p: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace, out: Path) -> BuildConfig:
     """The BuildConfig the options ask for; a value it refuses is the user's to fix (one line naming the option)."""
-    from ..errors import UserError
-
-    values = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
-    try:
-        return BuildConfig(**{**values, "out": out})
-    except ValueError as exc:  # BuildConfig's messages start with the field name
-        message = str(exc)
-        name = message.split(" ", 1)[0]
-        raise UserError(f"--{name.replace('_', '-')} {message.split(' ', 1)[1]}" if name in values else message) \
-            from None
+    return config_from_options(BuildConfig, args, out=out)
 
 
 def cmd_build(args) -> int:
     from ..build.pipeline import build_shards
     from ..format import is_remote
+    from ..publish.upload import build_and_upload, staging_folder
 
     dest = str(args.out)
-    out = Path(args.out)
     if is_remote(dest):  # build into a local staging folder, upload each shard as it closes, manifest last
-        out = args.staging or Path(".shardgen-staging") / dest.split("://", 1)[1].replace("/", "_")
-    cfg = build_config(args, out)
-    if is_remote(dest):
-        report = _build_and_upload(cfg, dest, quiet=not cfg.progress)
+        cfg = build_config(args, args.staging or staging_folder(dest))
+        published = build_and_upload(cfg, dest, progress=cfg.progress)
+        report, sent = published.build, published.upload
+        print(f"uploaded to {dest}: {len(sent.skipped)} shards verified in place, {len(sent.uploaded)} files sent")
     else:
-        report = build_shards(cfg)
+        report = build_shards(build_config(args, Path(args.out)))
     print(report.summary())
     for reason, entry in report.manifest.failures.items():
         print(f"  skipped {entry['count']} ({reason}): {', '.join(entry['files'][:5])}"
               + (" ..." if entry["count"] > 5 else ""))
     return 0
 
-
-def _build_and_upload(cfg, dest: str, *, quiet: bool):
-    """MosaicML's pattern: each finished shard starts uploading while the build goes on; indexes go last."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import fsspec
-
-    from ..build.pipeline import build_shards
-    from ..format import with_timeouts
-    from ..publish.upload import check_destination, remove_indexes, upload
-
-    fs, root = fsspec.core.url_to_fs(dest, **with_timeouts(dest))
-    # the build's settings are known once it is done; another split's manifest is refused before anything changes
-    check_destination(fs, root.rstrip("/"), {"split": cfg.split}, dest=dest, what=f"a {cfg.split} build")
-    remove_indexes(fs, root.rstrip("/"))  # readers never see an old manifest over the new build's shards
-    with ThreadPoolExecutor(2) as pool:
-        pending = []
-        report = build_shards(cfg, on_shard=lambda p: pending.append(
-            pool.submit(fs.put_file, str(p), f"{root.rstrip('/')}/{p.name}")))
-        for f in pending:
-            f.result()
-    rep = upload(cfg.out, dest, progress=not quiet)  # verifies every shard (re-sends any that differ), manifest last
-    print(f"uploaded to {dest}: {len(rep.skipped)} shards verified in place, {len(rep.uploaded)} files sent")
-    return report

@@ -1,10 +1,10 @@
 """The `shardgen` command line. The only module that sees argparse; each subcommand calls one library function.
 
-Exit codes: 0 success, 1 verification found problems, 2 bad input (one line on stderr), 130 interrupted.
-Only `UserError` (bad input or environment) and `FormatError` (data that does not follow the format) become that
-one line; any other exception is a bug and keeps its traceback. `shardgen build`'s defaults are read off
-`BuildConfig`, never restated here. Importing this module loads neither torch nor the format layer (numpy,
-fsspec), so `--help` answers at once; each subcommand imports what it needs.
+Exit codes: 0 success, 1 verification found problems, 2 bad input or bad data (one line on stderr), 130
+interrupted, all mapped by `shardgen.format.errors.report` (as in `models.train` and `models.evaluate`): only
+`UserError` and `DataError` become that one line; any other exception is a bug and keeps its traceback.
+`shardgen build`'s defaults are read off `BuildConfig`, never restated here. Importing this module loads neither
+torch nor the format layer (numpy, fsspec), so `--help` answers at once; each subcommand imports what it needs.
 """
 
 from __future__ import annotations
@@ -294,16 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         args = _parse(make_parser(), argv)
     except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    from ..errors import FormatError, UserError
+    from ..format.errors import HANDLED, report
 
     try:
         return COMMANDS[args.command](args)
-    except (UserError, FormatError) as exc:
-        print(f"shardgen {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"shardgen {args.command}: interrupted (rerun the same command to resume)", file=sys.stderr)
-        return 130
+    except HANDLED as exc:  # bad input or data: one line, exit 2; Ctrl-C: 130; a bug keeps its traceback
+        return report(f"shardgen {args.command}", exc, interrupted="interrupted (rerun the same command to resume)")
 
 
 if __name__ == "__main__":

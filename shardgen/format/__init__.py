@@ -8,7 +8,7 @@ no torch.
 """
 
 from .captions import embeddings_cache_path, load_embeddings_cache
-from .errors import FormatError, SchemaError, TarFormatError, UserError
+from .errors import DataError, FormatError, SchemaError, TarFormatError, UserError
 from .manifest import (
                     Manifest,
                     ShardInfo,
@@ -31,13 +31,14 @@ from .names import (
 )
 from .npy import decode_npy, encode_npy, npy_layout
 from .record import check_meta, iter_records, parse_meta, parse_sample
-from .schema import FIELDS, MAX_IMAGE_ID, SCHEMA, Field, Sample, SampleMeta, Schema
+from .schema import FIELDS, SCHEMA, Field, Sample, SampleMeta, Schema
 from .storage import (
                     access_error,
                     client_errors,
                     is_remote,
                     RefusedFile,
                     join,
+                    open_at,
                     open_local,
                     open_url,
                     protocols,
@@ -59,6 +60,7 @@ __all__ = [
                     "SCHEMA_VERSION",
                     "SIZES_NAME",
                     "WIDS_INDEX_NAME",
+                    "DataError",
                     "FormatError",
                     "Manifest",
                     "SCHEMA",
@@ -88,6 +90,7 @@ __all__ = [
                     "load_manifest",
                     "make_key",
                     "npy_layout",
+                    "open_at",
                     "open_local",
                     "open_url",
                     "parse_meta",

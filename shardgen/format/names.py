@@ -15,6 +15,10 @@ SCHEMA_VERSION = 1
 FORMAT_NAME = "coco-clip-webdataset"
 EMBED_DIM = 512
 EMBED_DTYPE = "float16"
+MAX_IMAGE_ID = 10**12 - 1  # the sample key spells the image id in 12 digits (`make_key`)
+# A stored (preprocessed) image whose header claims more pixels is refused before decoding: far above any image a
+# build writes (COCO's originals are <= 640 px). The build's own limit on its inputs is BuildConfig.max_image_pixels.
+MAX_STORED_IMAGE_PIXELS = 40_000_000
 
 MANIFEST_NAME = "manifest.json"
 SIZES_NAME = "sizes.json"  # open_clip: {shard_name: n_samples}

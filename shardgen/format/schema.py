@@ -23,10 +23,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import SchemaError
-from .names import EMBED_DIM, EMBED_DTYPE, make_key
+from .names import EMBED_DIM, EMBED_DTYPE, MAX_IMAGE_ID, make_key
 from .npy import decode_npy, encode_npy, npy_layout
 
-MAX_IMAGE_ID = 10**12 - 1  # the key spells the id in 12 digits
 _EMBED_DTYPE = np.dtype(EMBED_DTYPE)  # a dtype compared with a str parses the str each time (~1 µs)
 
 Values = Mapping[str, Any]  # a sample's decoded values by field extension

@@ -3,9 +3,10 @@
 Both the writer side (`verify`, `upload`) and the reader side (`loaders`) open shards through these functions,
 so a remote prefix behaves exactly like a local folder.
 
-HTTP(S) files are opened as plain sequential streams (one GET, no Range requests): every reader reads a shard
-front to back, and many servers (`python -m http.server` among them) ignore Range, which fsspec's default
-block-wise HTTP file needs past its first 5 MB block. A password in a URL never reaches a message: every error
+HTTP(S) files are opened as plain sequential streams (one GET): every reader reads a shard front to back, and
+many servers (`python -m http.server` among them) ignore Range, which fsspec's default block-wise HTTP file needs
+past its first 5 MB block. A reader that starts inside a shard (`open_at`) asks for the rest with one Range
+request, and reads past the bytes before `start` when the server ignores it. A password in a URL never reaches a message: every error
 raised here names the URL through `redact`.
 
 Remote reads carry connect/read timeouts (`with_timeouts`), so a frozen server fails an attempt within about a
@@ -145,6 +146,21 @@ def open_url(url: str, mode: str = "rb", **storage_options):
         raise FileNotFoundError(f"{redact(url)}: not found") from exc
 
 
+def open_at(url: str, start: int, **storage_options):
+    """`open_url(url)` positioned at byte `start`: a local or S3 file seeks there; HTTP(S) asks for the rest
+    with a Range request (a server that ignores Range sends it all: the bytes before `start` are read past)."""
+    if start and _is_http(url):
+        return _open_http(url, with_timeouts(url, storage_options, reading=True), start=start)
+    fh = open_url(url, "rb", **storage_options)
+    if start:
+        try:
+            fh.seek(start)
+        except BaseException:
+            fh.close()
+            raise
+    return fh
+
+
 def protocols(fs) -> tuple[str, ...]:
     """The protocol names of an fsspec filesystem (one string or several)."""
     return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
@@ -164,16 +180,33 @@ def client_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _open_http(url: str, storage_options: dict):
+def _open_http(url: str, storage_options: dict, *, start: int = 0):
     import aiohttp  # fsspec's HTTP filesystem is built on it; imported here so local readers never load it
 
     try:
-        fh = fsspec.open(url, "rb", **{"block_size": 0, **storage_options}).open()  # 0: a streaming file
-    except UserError:
+        opener = fsspec.open(url, "rb", **{"block_size": 0, **storage_options})  # 0: a streaming file
+        if not start:
+            fh = opener.open()
+        else:  # the instance's own headers (credentials) and the range
+            headers = {**opener.fs.kwargs.get("headers", {}), "Range": f"bytes={start}-"}
+            fh = opener.fs.open(opener.path, "rb", block_size=0, headers=headers)
+    except UserError:  # a redirect off the origin (`_same_origin_redirects`)
         raise
     except (OSError, aiohttp.ClientError) as exc:
         raise _http_error(url, exc) from None  # not chained: the cause's text holds the URL unredacted
-    return _HTTPStream(fh, url, aiohttp.ClientError)
+    stream = _HTTPStream(fh, url, aiohttp.ClientError)
+    if start and getattr(getattr(fh, "r", None), "status", 206) != 206:  # Range ignored: the whole body comes
+        _read_past(stream, start)
+    return stream
+
+
+def _read_past(stream, n: int) -> None:
+    """Read and drop `n` bytes of `stream` (a server that ignored a Range request)."""
+    while n > 0:
+        got = len(stream.read(min(n, 1 << 20)))
+        if not got:
+            raise ConnectionError(f"{redact(stream.url)}: body ended before the requested range")
+        n -= got
 
 
 class _HTTPStream(io.RawIOBase):
@@ -182,7 +215,7 @@ class _HTTPStream(io.RawIOBase):
 
     def __init__(self, fh, url: str, client_error: type[Exception]) -> None:
         super().__init__()
-        self._fh, self._url, self._client_error = fh, url, client_error
+        self._fh, self.url, self._client_error = fh, url, client_error
 
     def readable(self) -> bool:
         return True
@@ -191,7 +224,7 @@ class _HTTPStream(io.RawIOBase):
         try:
             return self._fh.read(size)
         except self._client_error as exc:
-            raise ConnectionError(f"{redact(self._url)}: connection lost ({type(exc).__name__}: "
+            raise ConnectionError(f"{redact(self.url)}: connection lost ({type(exc).__name__}: "
                                   f"{redact(exc)})") from None
 
     def readinto(self, buffer) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .errors import SchemaError, TarFormatError
-from .tarwalk import Run, iter_chunks
+from .tarwalk import UstarMembers, iter_chunks
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -64,7 +64,7 @@ class _Grouper:
 
     def chunk(self, chunk) -> list[Group]:
         out: list[Group] = []
-        if not isinstance(chunk, Run):
+        if not isinstance(chunk, UstarMembers):
             for name, data in chunk:
                 self._add(name, data, out)
             return out
@@ -108,7 +108,8 @@ class _Grouper:
         return out
 
     @staticmethod
-    def _columns(chunk: Run, blob: bytes, dot: np.ndarray, bounds: list[int]) -> tuple[int, int, Group] | None:
+    def _columns(chunk: UstarMembers, blob: bytes, dot: np.ndarray, bounds: list[int]
+                 ) -> tuple[int, int, Group] | None:
         """The whole samples starting at `bounds` (member indices; the last one ends the last sample) as
         (first member, end, group), if all have the same number of members, keys of one length, the same
         extensions in the same order, none twice; else None."""
@@ -127,7 +128,7 @@ class _Grouper:
         keys = [_text(blob[i * 100:i * 100 + d]) for i in range(lo, hi, e)]
         return lo, hi, (keys, {x: chunk.contents(slice(lo + j, hi, e)) for j, x in enumerate(exts)})
 
-    def _runs(self, chunk: Run, blob: bytes, dot: np.ndarray, bounds: list[int]) -> list:
+    def _runs(self, chunk: UstarMembers, blob: bytes, dot: np.ndarray, bounds: list[int]) -> list:
         """The samples starting at `bounds` split into runs of samples with the same key length and extensions,
         each as (lo, hi, group) or (lo, hi, None) when it cannot be a group."""
         lens = chunk.name_len.tolist()

@@ -93,7 +93,7 @@ class Step(NamedTuple):
     (0: a window's worth), whether the end-of-archive marker was seen, and what is wrong at the stop (None:
     nothing)."""
 
-    members: list[tuple[bytes, bytes]] | Sequence  # (raw name, content) pairs, or a `tarwalk.Run`
+    members: list[tuple[bytes, bytes]] | Sequence  # (raw name, content) pairs, or a `tarwalk.UstarMembers`
     pos: int
     need: int
     stop: bool

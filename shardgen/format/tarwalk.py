@@ -109,11 +109,12 @@ class _Window:
 
 
 class _MappedWindow:
-    """Windows of a memory-mapped local file: no read copies, and members can be views of the map."""
+    """Windows of a memory-mapped local file from its current position (a reader that seeked to a sample's
+    first header starts there): no read copies, and members can be views of the map."""
 
     def __init__(self, fh) -> None:
         self.whole = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
-        self.base, self.data, self.n, self.eof = 0, self.whole[:0], 0, False
+        self.base, self.data, self.n, self.eof = fh.tell(), self.whole[:0], 0, False
 
     def release(self) -> None:  # the map itself is closed by the GC once no member view needs it
         self.data = self.whole = None
@@ -130,7 +131,7 @@ class _MappedWindow:
 def _open_window(fh, zero_copy: bool):
     if zero_copy:
         try:
-            if fh.seekable() and fh.tell() == 0 and os.fstat(fh.fileno()).st_size > 0:
+            if fh.seekable() and fh.tell() < os.fstat(fh.fileno()).st_size:
                 return _MappedWindow(fh)
         except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
             pass  # not a local file: read it
@@ -190,11 +191,11 @@ def _fast_walk(buf, n: int, copy: bool = True) -> Step | None:
     is_nul = names == 0
     name_len = np.where(is_nul.any(axis=1), is_nul.argmax(axis=1), 100)
     starts = ((cand[:full] + 1) * BLOCK).tolist()
-    run = Run(names, name_len, starts, sizes[:full].tolist(), memoryview(buf), copy) if full else []
-    return Step(run, end * BLOCK, need, stop)
+    found = UstarMembers(names, name_len, starts, sizes[:full].tolist(), memoryview(buf), copy) if full else []
+    return Step(found, end * BLOCK, need, stop)
 
 
-class Run(NamedTuple):
+class UstarMembers(NamedTuple):
     """Plain USTAR members found by `_fast_walk` in one window, as arrays: per member its 100-byte name field and
     the name's length, and where its content lies in `view`. `copy`: contents must be copied out (the window's
     buffer is reused)."""
@@ -219,9 +220,9 @@ class Run(NamedTuple):
         return list(zip(names, self.contents(slice(lo, hi))))
 
 
-def iter_chunks(fh, zero_copy: bool = False) -> Iterator[Run | list[tuple[bytes, bytes]]]:
-    """The regular files of the tar stream `fh`, one chunk per window read: a `Run` (plain USTAR, found with
-    numpy) or a list of (raw name, content). With `zero_copy`, a local file is memory-mapped and contents are
+def iter_chunks(fh, zero_copy: bool = False) -> Iterator[UstarMembers | list[tuple[bytes, bytes]]]:
+    """The regular files of the tar stream `fh`, one chunk per window read: a `UstarMembers` (plain USTAR, found
+    with numpy) or a list of (raw name, content). With `zero_copy`, a local file is memory-mapped and contents are
     read-only memoryviews of the map."""
     window = _open_window(fh, zero_copy)
     try:
@@ -230,7 +231,7 @@ def iter_chunks(fh, zero_copy: bool = False) -> Iterator[Run | list[tuple[bytes,
         window.release()
 
 
-def _walk(window, copy: bool) -> Iterator[Run | list[tuple[bytes, bytes]]]:
+def _walk(window, copy: bool) -> Iterator[UstarMembers | list[tuple[bytes, bytes]]]:
     """Window after window: the numpy walk where it applies, else the exact one; members before a problem are
     yielded, then the problem is raised."""
     window.refill(0, 0)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from ..format import SchemaError, UserError, iter_records, load_manifest
+from ..format import SchemaError, UserError, iter_records, join, load_manifest, redact
+from ..format.names import MAX_STORED_IMAGE_PIXELS
 
 CELL = 224
 TEXT_H = 96
@@ -22,7 +23,6 @@ PAD = 8
 WRAP, LINES = 32, 6  # caption characters per line, lines per caption
 CAPTION_CHARS = WRAP * LINES + 1  # enough to fill the lines and to show that the caption goes on
 LETTERBOX_FILL = (236, 236, 236)  # light gray bars: the picture's own edges stay visible on the white page
-MAX_IMAGE_PIXELS = 40_000_000  # far above any preprocessed image; a header claiming more is refused undecoded
 
 
 @dataclass
@@ -74,7 +74,7 @@ def _thumbnail(jpg, where: str) -> Image.Image:
     problem = None
     try:
         img = Image.open(io.BytesIO(jpg))
-        if img.width * img.height > MAX_IMAGE_PIXELS:  # judged on the header, before any decoding
+        if img.width * img.height > MAX_STORED_IMAGE_PIXELS:  # judged on the header, before any decoding
             problem = f"image claims {img.width}x{img.height} pixels"
         else:
             img.draft("RGB", (CELL, CELL))  # JPEG: decode at a reduced scale
@@ -90,7 +90,8 @@ def show(source: str, out_png: str | Path, *, n: int = 16, columns: int = 4) -> 
     """Write a grid of the first `n` samples to `out_png` and return statistics for the whole set.
 
     Every sample is checked by the format's rules (`format.parse_sample`); the first that breaks one stops the
-    run with a `SchemaError` naming its shard and key (run `shardgen verify` to list them all). Bad options and
+    run with a `SchemaError` naming its shard and key (run `shardgen verify` to list them all), as does a shard
+    holding another number of samples than the manifest says. Bad options and
     an unreadable source raise `UserError`."""
     if n < 1:
         raise UserError(f"n must be at least 1 (got {n})")
@@ -99,11 +100,17 @@ def show(source: str, out_png: str | Path, *, n: int = 16, columns: int = 4) -> 
     manifest = load_manifest(source)
     items: list[tuple[Image.Image, str]] = []
     per_image: Counter[int] = Counter()
+    per_shard: Counter[str] = Counter()
     for record in iter_records(source, manifest):
         captions = record.captions
         per_image[len(captions)] += 1
+        per_shard[record.source] += 1
         if len(items) < n:
             items.append((_thumbnail(record.jpg, f"{record.source}: {record.key}"), captions[0]))
+    for shard in manifest.shards:  # statistics of a manifest that lies about its shards would lie too
+        if per_shard[shard.name] != shard.n_samples:
+            raise SchemaError(f"{redact(join(source, shard.name))}: holds {per_shard[shard.name]} samples, its "
+                              f"manifest says {shard.n_samples}")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     render_grid(items, columns=min(columns, max(1, len(items)))).save(out_png)

@@ -32,10 +32,10 @@ from ..format import (
     read_manifest,
     redact,
 )
+from ..format.names import MAX_STORED_IMAGE_PIXELS
 
 MAX_PROBLEMS_PER_SHARD = 20
 SLACK_BYTES = 64 << 20  # read this far past a shard's n_bytes, so what a longer shard holds is still listed
-MAX_IMAGE_PIXELS = 40_000_000  # far above any preprocessed image (COCO originals are <= 640 px)
 
 
 @dataclass
@@ -61,7 +61,7 @@ def check_sample(key: str, fields: dict, *, image_size: int | None, source: str 
     meta = record.meta
     try:
         with Image.open(io.BytesIO(record.jpg)) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:  # before decoding: a header may claim anything
+            if img.width * img.height > MAX_STORED_IMAGE_PIXELS:  # before decoding: a header may claim anything
                 return [f"{key}: image claims {img.width}x{img.height} pixels, more than a shard image can be"]
             img.load()
             if img.mode != "RGB" or img.format != "JPEG":

@@ -28,9 +28,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from ..errors import UserError
 from ..format.coco_folders import _IMAGE_FOLDERS, _MAX_DEPTH, SPLIT_FOLDERS, SplitLayout
+from ..format.names import MAX_IMAGE_ID
 from .roots import check_root, list_folders, open_input, under
-
-MAX_IMAGE_ID = 10**12 - 1  # sample keys are the id in 12 digits
 
 
 @dataclass(frozen=True)

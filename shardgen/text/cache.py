@@ -26,9 +26,9 @@ import torch
 from ..sources.coco import CocoImage
 from ..format.atomic import save_torch_atomic
 from ..format.captions import CACHE_VERSION, load_embeddings_cache
+from ..format.names import EMBED_DIM
 
 ENCODE_CHUNK = 4096  # captions per persisted chunk: ~40 s of CPU work on 2 cores with the full tower
-EMBED_DIM = 512
 
 
 @dataclass

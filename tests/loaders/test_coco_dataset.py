@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader
 
 from loaders import COCOClipDataset, ShardIndexDataset, collate_all_captions
 
-from ..shardgen.helpers import read_all
+from ..helpers import read_all
 
 
 def test_seed_api_on_raw_folder(sample_coco, train_shards):

@@ -2,18 +2,13 @@
 epoch interrupted on 2 ranks continues on 1 and the other way round."""
 
 import json
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..helpers import free_port
 
 
 def _worker(rank: int, world: int, port: int, shards: str, out: str) -> None:
@@ -35,7 +30,7 @@ def _worker(rank: int, world: int, port: int, shards: str, out: str) -> None:
 
 
 def test_two_process_gloo_epoch(tmp_path, train_shards):
-    mp.spawn(_worker, args=(2, _free_port(), str(train_shards), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(train_shards), str(tmp_path)), nprocs=2, join=True)
     r = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert r[0]["batches"] == r[1]["batches"] == r[0]["len"] == 6
     keys = r[0]["keys"] + r[1]["keys"]
@@ -91,7 +86,7 @@ def _one_rank(shards: str, out, *, stop: int) -> list[str]:
 
 
 def _two_ranks(shards: str, out, *, stop: int) -> list[str]:
-    mp.spawn(_elastic_worker, args=(2, _free_port(), shards, str(out), stop), nprocs=2, join=True)
+    mp.spawn(_elastic_worker, args=(2, free_port(), shards, str(out), stop), nprocs=2, join=True)
     r = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
     assert r[0]["state"] == r[1]["state"] and r[0]["batches"] == r[1]["batches"]
     (out / "state.json").write_text(json.dumps(r[0]["state"]))

@@ -20,7 +20,7 @@ from PIL import Image
 from loaders import LoaderError, make_loader
 from loaders.decode import DecodeError, available_backends, decode_into
 
-from ..shardgen.helpers import rewrite_member
+from ..helpers import rewrite_member
 
 VICTIM = 3  # the 4th sample of shard 0
 

@@ -13,20 +13,16 @@ from shardgen.errors import UserError
 from shardgen.publish.upload import upload
 from shardgen.publish.verify import verify
 
+from ..helpers import free_port
 from ..netutil import FileServer
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     mp = pytest.MonkeyPatch()
@@ -156,7 +152,7 @@ def test_bad_credentials_are_a_clear_error(tmp_path, train_shards, monkeypatch, 
 
     import s3fs
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

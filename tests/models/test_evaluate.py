@@ -8,23 +8,20 @@ import shutil
 import pytest
 import torch
 
+from loaders import LoaderConfig
 from models.evaluate import main as evaluate
-from models.evaluate import results_path
+from models.evaluate import results_path, shards_label
 from models.train import TrainConfig, train
+
+from ..helpers import one_line
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, small_shards) -> pathlib.Path:
     run = tmp_path_factory.mktemp("eval") / "run"
-    train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, batch_size=8,
-                      num_workers=0, decode_threads=1, max_steps=1, progress=False))
+    train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, max_steps=1,
+                      progress=False, loader=LoaderConfig(batch_size=8, num_workers=0, decode_threads=1)))
     return run
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def test_results_are_named_by_the_shards_and_go_to_out(tmp_path, tiny_run, small_shards, train_shards, capsys):
@@ -39,7 +36,8 @@ def test_results_are_named_by_the_shards_and_go_to_out(tmp_path, tiny_run, small
     out = tmp_path / "elsewhere"
     assert evaluate(["--checkpoint", str(tiny_run / "latest.pt"), "--shards", str(small_shards), "--out", str(out),
                      "--show-images", "1"]) == 0
-    assert results_path(out, str(small_shards)).is_file() and (out / "image_to_text.png").is_file()
+    assert results_path(out, str(small_shards)).is_file()
+    assert (out / f"image_to_text-{shards_label(str(small_shards))}.png").is_file()
     assert f"wrote {results_path(out, str(small_shards))}" in capsys.readouterr().out
 
 
@@ -58,17 +56,17 @@ def test_query_finds_a_relative_encoder_path_from_another_directory(tmp_path, ti
     args = ["--checkpoint", str(tiny_run), "--shards", str(shards), "--query", "a red circle", "--show-images", "0",
             "--out", str(tmp_path / "out")]
     assert evaluate(args) == 0
-    assert (tmp_path / "out" / "text_to_image.png").is_file()
+    assert (tmp_path / "out" / f"text_to_image-{shards_label(str(shards))}.png").is_file()
     assert "random-init text tower" in capsys.readouterr().out
     shutil.rmtree(project / "enc")
     assert evaluate(args) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "'enc', a local path that is not a folder" in err and "--text-encoder PATH" in err
 
 
 def test_missing_and_crafted_checkpoints_are_one_line_errors(tmp_path, small_shards, capsys):
     assert evaluate(["--checkpoint", str(tmp_path / "nothere"), "--shards", str(small_shards)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "nothere: no such checkpoint" in err and "resume" not in err
 
     class Touch:
@@ -77,7 +75,7 @@ def test_missing_and_crafted_checkpoints_are_one_line_errors(tmp_path, small_sha
 
     torch.save({"model": Touch(), "config": {"arch": "resnet18"}, "step": 1}, tmp_path / "evil.pt")
     assert evaluate(["--checkpoint", str(tmp_path / "evil.pt"), "--shards", str(small_shards)]) == 2
-    assert "refused to load" in _one_line_error(capsys)
+    assert "refused to load" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "created-by-the-pickle").exists()
 
 
@@ -87,13 +85,19 @@ def test_help_shows_the_defaults(capsys):
     assert "(default: 64)" in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_value_evalconfig_refuses_is_named_by_its_option(tmp_path, capsys):
+    argv = ["--checkpoint", str(tmp_path / "c.pt"), "--shards", str(tmp_path), "--batch-size", "0"]
+    assert evaluate(argv) == 2
+    assert one_line(capsys.readouterr().err) == "evaluate: error: --batch-size must be >= 1, got 0"
+
+
 def test_protocol_needing_more_images_than_the_shards_hold_is_one_line_before_any_work(tiny_run, small_shards,
                                                                                        capsys, monkeypatch):
     import models.evaluate as ev
 
     monkeypatch.setattr(ev, "embed_shards", None)  # reaching it would be a TypeError, not exit 2
     assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(small_shards), "--protocol", "5k"]) == 2
-    err = _one_line_error(capsys)
+    err = one_line(capsys.readouterr().err)
     assert "--protocol 5k ranks the first 5000 images, these shards hold 48" in err and "--karpathy" in err
 
 
@@ -144,3 +148,44 @@ def test_flickr30k_1k_protocol_ranks_the_flickr_test_split_and_is_named_in_table
     test_split = dataclasses.replace(manifest, source={"dataset": "flickr30k", "split": "test",
                                                        "split_file": "dataset_flickr30k.json"})
     assert ev.is_karpathy_test(test_split, 1000, flickr) and not ev.is_karpathy_test(test_split, 5000)
+
+
+def test_pictures_are_named_per_shard_set_and_the_table_shows_chance(tmp_path, tiny_run, small_shards, train_shards,
+                                                                    capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert evaluate(["--checkpoint", str(run), "--shards", str(small_shards), "--show-images", "1"]) == 0
+    table = capsys.readouterr().out
+    assert evaluate(["--checkpoint", str(run), "--shards", str(train_shards), "--show-images", "1"]) == 0
+    # two sets, two pictures: the second evaluation left the first one's picture as it was
+    assert sorted(p.name for p in run.glob("image_to_text-*.png")) == sorted(
+        f"image_to_text-{shards_label(str(s))}.png" for s in (small_shards, train_shards))
+    chance = [line for line in table.splitlines() if line.startswith("  chance")]
+    assert len(chance) == 2 and chance[0].split()[1:] == ["2.08", "10.42", "20.83"]  # text → image: K / 48
+    result = json.loads(results_path(run, str(small_shards)).read_text())
+    assert result["chance_text_to_image_R@5"] == pytest.approx(5 / 48)
+    assert "by construction" not in table  # 48 images per ranking: every R@K can miss
+
+
+def test_chance_levels_and_the_small_split_note():
+    from models.report import chance_levels, small_split_note
+
+    levels = chance_levels(4, 20)  # 4 images, 5 captions each
+    assert levels["chance_text_to_image_R@1"] == 0.25 and levels["chance_text_to_image_R@5"] == 1.0
+    assert levels["chance_image_to_text_R@1"] == pytest.approx(5 / 20)
+    assert levels["chance_image_to_text_R@10"] == pytest.approx(1 - 1 / 184756 * 3003)  # C(15,10) / C(20,10)
+    assert small_split_note(4) == ("note: each ranking holds only 4 images, so text → image R@5/10 are 100 by "
+                                   "construction; compare with the chance rows, or evaluate on more images")
+    assert small_split_note(11) is None
+
+
+def test_curves_give_each_shard_set_its_own_colour():
+    from models.curves import recall_style
+
+    sets = [f"s{i}-abc123" for i in range(12)]
+    labels = [f"{d} R@{k} {s}" for s in sets for d in ("text→image", "image→text") for k in (1, 5, 10)]
+    styles = {label: recall_style(label, labels) for label in labels}
+    colours = {s: {styles[x][0] for x in labels if x.endswith(s)} for s in sets}
+    assert all(len(c) == 1 for c in colours.values())  # one colour per set
+    assert len({next(iter(c)) for c in colours.values()}) == 12  # never two sets alike
+    assert len({styles[x][1:] for x in labels}) == 6  # direction × K told apart by line style and marker

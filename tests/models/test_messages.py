@@ -15,11 +15,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import models.evaluate as evaluate_module
+import models.train as train_module
 from models import curves
 from models.evaluate import main as evaluate
 from models.metrics_log import MetricsLog
 from models.train import main as train
 from shardgen.cli.hints import python_command
+
+from ..helpers import lying_manifest, malformed_manifest, one_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,11 +34,6 @@ def _demo():
     spec.loader.exec_module(module)
     return module
 
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +123,33 @@ def test_a_checkpoint_that_does_not_exist_is_named(tmp_path, small_shards, capsy
     assert evaluate(["--checkpoint", str(tmp_path / "nothere"), "--shards", str(small_shards)]) == 2
     assert "nothere: no such checkpoint (give a checkpoint file or a training --out folder)" in \
         one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("corrupt", [malformed_manifest, lying_manifest])
+def test_a_malformed_or_lying_manifest_is_one_line_exit_2_from_train_and_evaluate(tmp_path, small_shards, demo_run,
+                                                                                 capsys, corrupt):
+    shards = corrupt(small_shards, tmp_path / "train")
+    argv = ["--train-shards", str(shards), "--out", str(tmp_path / "run"), "--arch", "resnet18", "--no-pretrained",
+            "--batch-size", "8", "--num-workers", "0", "--epochs", "1", "--quiet"]
+    assert train(argv) == 2
+    err = capsys.readouterr().err  # a lie is met mid-epoch: after the run's start line, one line says it
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[-1].startswith("train: error: ") and str(shards) in lines[-1], err
+    assert all(not line.startswith("train: error") for line in lines[:-1]), err
+    assert evaluate(["--checkpoint", str(demo_run), "--shards", str(shards), "--out", str(tmp_path / "e")]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("evaluate: error: ") and str(shards) in line
+    assert not list((tmp_path / "e").glob("eval-*.json"))
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_bug_while_opening_the_shards_keeps_its_traceback(tmp_path, small_shards, demo_run, monkeypatch, command):
+    """Only the loader's SourceError becomes a one-line "cannot use these shards"; a ValueError is a bug."""
+    def buggy(*args, **kwargs):
+        raise ValueError("a bug, not a bad source")
+
+    monkeypatch.setattr(train_module if command == "train" else evaluate_module, "make_loader", buggy)
+    argv = ["--train-shards", str(small_shards), "--out", str(tmp_path / "run"), "--num-workers", "0"] \
+        if command == "train" else ["--checkpoint", str(demo_run), "--shards", str(small_shards)]
+    with pytest.raises(ValueError, match="a bug, not a bad source"):
+        (train if command == "train" else evaluate)(argv)

@@ -2,14 +2,14 @@
 `--compile`, `--synthetic` input and the data-wait share. CPU here; the CUDA variants run in `make gpu-check`."""
 
 import json
-import time
 
 import pytest
 import torch
 
 import models.train as train_module
 from models.metrics_log import Throughput
-from models.step import Run, resolve_precision
+from models.step import TrainState, resolve_precision
+from loaders import LoaderConfig
 from models.train import TrainConfig, main, train
 
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__")
@@ -17,10 +17,10 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _cfg(shards, out, **kw):
-    base = dict(train_shards=str(shards), out=str(out), arch="resnet18", pretrained=False, batch_size=8,
-                num_workers=0, decode_threads=1, warmup_steps=2, log_every=1, progress=False, max_steps=2,
-                checkpoint_every=1000)
-    return TrainConfig(**{**base, **kw})
+    base = dict(train_shards=str(shards), out=str(out), arch="resnet18", pretrained=False, warmup_steps=2,
+                log_every=1, progress=False, max_steps=2, checkpoint_every=1000)
+    return TrainConfig(**{**base, **kw}, loader=LoaderConfig(batch_size=8, num_workers=0, decode_threads=1,
+                                                             drop_last=True))
 
 
 def _records(out):
@@ -164,11 +164,11 @@ def test_an_empty_scaler_state_loads_into_an_fp16_run(tmp_path):
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    saved = Run(model, opt, sched, torch.amp.GradScaler("cpu", enabled=False))
+    saved = TrainState(model, opt, sched, torch.amp.GradScaler("cpu", enabled=False))
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "scaler": saved.scaler.state_dict(), "rng": torch.get_rng_state()}
     assert state["scaler"] == {}
-    fp16 = Run(model, opt, sched, torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0), "fp16")
+    fp16 = TrainState(model, opt, sched, torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0), "fp16")
     fp16.load_state_dict(state, tmp_path / "x.pt")
     assert fp16.scaler.get_scale() == 1024.0
 
@@ -194,18 +194,31 @@ def test_compile_wraps_the_tower_and_keeps_checkpoints_portable(tmp_path, small_
     assert summary["steps"] == 3
 
 
+class Clock:
+    """A clock that moves only when told: the test says how long each wait and each step take."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_data_wait_is_the_share_of_time_spent_waiting_for_batches():
+    clock = Clock()
+
     def slow_source(n, seconds):
         for i in range(n):
-            time.sleep(seconds)
+            clock.now += seconds  # inside next(): the time the step waits for this batch
             yield i
 
-    for wait, work in ((0.03, 0.01), (0.0, 0.03)):
-        meter = Throughput()
+    for wait, work in ((0.03, 0.01), (0.0, 0.03), (0.05, 0.0)):
+        meter = Throughput(clock=clock)
         for _ in meter.timed(slow_source(6, wait)):
-            time.sleep(work)
+            clock.now += work
             meter.add(1)
         reading = meter.read()
-        expected = wait / (wait + work)
-        assert reading.data_wait == pytest.approx(expected, abs=0.2), (wait, work, reading)
-        assert reading.samples_per_s == pytest.approx(1 / (wait + work), rel=0.5)
+        assert reading.data_wait == pytest.approx(wait / (wait + work)), (wait, work, reading)
+        assert reading.samples_per_s == pytest.approx(1 / (wait + work)), (wait, work, reading)
+    clock.now += 2.0  # a reading covers the time since the previous one: here 2 s without a batch
+    assert meter.read() == (0.0, 0.0)

@@ -1,25 +1,32 @@
 """Training end to end on CPU: resume exactness, a real 2-process DDP step, proof that the model learns, and the
 run's shape as a user sees it (steps asked = steps done, checkpoints kept, Ctrl-C, resume with another batch size)."""
 
+import dataclasses
 import json
 import os
 import shutil
 import signal
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 import models.train as train_module
-from models.evaluate import evaluate_checkpoint, results_path
-from models.train import TrainConfig, main, train
+from models.evaluate import evaluate_checkpoint, results_path, shards_label
+from loaders import LoaderConfig
+from models.config import default_loader
+from models.train import TrainConfig, config_from_args, main, make_parser, train
+
+from ..helpers import free_port, one_line
 
 
 def _cfg(shards, out, **kw):
-    base = dict(train_shards=str(shards), out=str(out), arch="resnet18", pretrained=False, batch_size=8,
-                num_workers=0, decode_threads=1, warmup_steps=2, log_every=1, progress=False, epochs=2)
-    return TrainConfig(**{**base, **kw})
+    """A small run's TrainConfig; `kw` may name fields of TrainConfig and of its LoaderConfig."""
+    loader = {"batch_size": 8, "num_workers": 0, "decode_threads": 1, "drop_last": True}
+    loader.update((k, kw.pop(k)) for k in list(kw) if k in {f.name for f in dataclasses.fields(LoaderConfig)})
+    base = dict(train_shards=str(shards), out=str(out), arch="resnet18", pretrained=False, warmup_steps=2,
+                log_every=1, progress=False, epochs=2)
+    return TrainConfig(**{**base, **kw}, loader=LoaderConfig(**loader))
 
 
 def _records(out):
@@ -58,11 +65,6 @@ def test_resume_gives_the_same_next_steps(tmp_path, small_shards):
         assert resumed[step] == pytest.approx(full[step], abs=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank, world, port, shards, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
@@ -81,7 +83,7 @@ def _ddp_worker(rank, world, port, shards, out):
 def test_two_process_gloo_ddp_training_step(tmp_path, train_shards):
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(train_shards), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(train_shards), str(out)), nprocs=2, join=True)
     r0, r1 = (json.loads((out / f"rank{i}.json").read_text()) for i in range(2))
     assert r0["steps"] == r1["steps"] == 2 and r0["checksum"] is not None
 
@@ -147,8 +149,8 @@ def test_evaluate_cli_writes_table_json_and_retrieval_plots(tmp_path, train_shar
     assert code == 0 and "text → image" in out and "48 images" in out
     result = json.loads(results_path(run, str(train_shards)).read_text())
     assert result["n_images"] == 48 and 0 <= result["text_to_image_R@5"] <= 1 and result["step"] == 1
-    for name, rows in (("text_to_image.png", 2), ("image_to_text.png", 2), ("unseen_images.png", 3)):
-        with Image.open(run / name) as img:
+    for name, rows in (("text_to_image", 2), ("image_to_text", 2), ("unseen_images", 3)):
+        with Image.open(run / f"{name}-{shards_label(str(train_shards))}.png") as img:
             assert img.size[1] > rows * 128  # one row per query, each with thumbnails/captions
 
 
@@ -175,7 +177,26 @@ def test_help_shows_the_defaults(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert exit_info.value.code == 0
-    assert f"(default: {TrainConfig.batch_size})" in text and "(default: resnet50)" in text
+    assert f"(default: {default_loader().batch_size})" in text and "(default: resnet50)" in text
+
+
+def test_the_options_are_the_configs_fields_with_their_defaults(capsys):
+    base = ["--train-shards", "s", "--out", "o"]
+    assert config_from_args(make_parser().parse_args(base)) == TrainConfig(train_shards="s", out="o")
+    cfg = config_from_args(make_parser().parse_args(base + [
+        "--batch-size", "8", "--num-workers", "0", "--decode-threads", "1", "--random-crop", "--seed", "3",
+        "--no-pretrained", "--quiet", "--max-steps", "5"]))
+    assert cfg.loader == LoaderConfig(batch_size=8, num_workers=0, decode_threads=1, crop="random", flip=True, seed=3,
+                                      drop_last=True)
+    assert (cfg.batch_size, cfg.seed, cfg.pretrained, cfg.progress, cfg.max_steps) == (8, 3, False, False, 5)
+    cfg = config_from_args(make_parser().parse_args(base + [
+        "--decode", "gpu", "--synthetic", "--compile", "--tensorboard", "--precision", "fp32", "--resume", "r"]))
+    assert (cfg.loader.decode, cfg.synthetic, cfg.compile, cfg.tensorboard, cfg.precision, cfg.resume) == \
+        ("gpu", True, True, True, "fp32", "r")
+    assert main(base + ["--num-workers", "-1"]) == 2  # checked once, by LoaderConfig, named by its option
+    assert one_line(capsys.readouterr().err) == "train: error: --num-workers must be >= 0, got -1"
+    assert main(base + ["--log-every", "0"]) == 2
+    assert one_line(capsys.readouterr().err) == "train: error: --log-every must be >= 1, got 0"
 
 
 def _interrupt_at(monkeypatch, k, *, signal_during=False):
@@ -238,8 +259,10 @@ def test_resume_with_another_batch_size_reads_the_rest_of_the_epoch_and_ends_on_
     capsys.readouterr()
     assert main(_cli(small_shards, out, "--epochs", 2, "--batch-size", 16, "--resume", out)) == 0
     err = capsys.readouterr().err
-    assert ("resumed from step 3 (epoch 0, sample 24)" in err and "was 1 rank(s) × batch 8 × 1 loader worker(s), "
-            "now 1 × 16 × 1: the epoch's 1 remaining batches" in err)
+    assert ("resumed from step 3 (epoch 0, sample 24)" in err and "changed: batch size 8 → 16: the epoch's 1 "
+            "remaining batches" in err)
+    # the start line describes the rest of the run, not a fresh one
+    assert "(--epochs 2: 1 steps to finish epoch 0, then 1 × 3 steps; 4 steps from step 3)" in err
     assert [len(b) for b in seen] == [16] * 4 and sorted(_losses(out)) == list(range(1, 8))
     rest = seen[0]
     assert not set(first) & set(rest) and len(set(first + rest)) == 40  # the epoch's other samples, once
@@ -278,3 +301,9 @@ def test_resume_from_a_crafted_checkpoint_is_refused(tmp_path, small_shards, cap
     assert main(_cli(small_shards, tmp_path / "run", "--max-steps", 1, "--resume", tmp_path / "evil.pt")) == 2
     err = capsys.readouterr().err.strip()
     assert "evil.pt: refused to load" in err and "\n" not in err and not target.exists()
+
+
+def test_the_resume_line_names_a_world_size_change():
+    was = {"world_size": 2, "batch_size": 8, "workers": 2}
+    assert train_module.layout_changes(was, world=1, batch_size=8, workers=2) == ["world size 2 → 1"]
+    assert train_module.layout_changes(was, world=2, batch_size=8, workers=2) == []

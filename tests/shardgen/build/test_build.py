@@ -19,7 +19,7 @@ from shardgen.sources.coco import load_split
 from shardgen.format.coco_folders import find_split
 from shardgen.text.encoder import TextEncoder
 
-from ..helpers import digests, read_all
+from ...helpers import digests, read_all
 
 
 def test_round_trip_captions_align_with_embeddings(train_shards, sample_coco, tiny_encoder):

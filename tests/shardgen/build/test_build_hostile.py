@@ -25,7 +25,7 @@ from shardgen.build.pipeline import JOURNAL_NAME, BuildConfig, build_shards
 from shardgen.cli.main import main
 from shardgen.build.outdir import LOCK_NAME
 
-from ..helpers import digests, read_all
+from ...helpers import digests, one_line, read_all
 
 REPO = Path(shardgen.__file__).parents[1]
 
@@ -34,11 +34,6 @@ def build_argv(coco: Path, out: Path, encoder: Path, *extra: str, split: str = "
     return ["build", "--coco-root", str(coco), "--split", split, "--out", str(out), "--text-encoder", str(encoder),
             "--samples-per-shard", "5", "--workers", "1", "--quiet", *extra]
 
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture

@@ -15,13 +15,10 @@ from shardgen.cli.build import build_config
 from shardgen.config import BuildConfig
 from shardgen.errors import SchemaError
 
+from ...helpers import one_line
+
 BUILD = ["build", "--coco-root", "c", "--split", "train", "--out", "o"]
 
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_build_defaults_are_build_configs():

@@ -17,11 +17,8 @@ from shardgen.cli.main import main
 from shardgen.cli.hints import python_command, tool_command
 from shardgen.sources.download import report
 
+from ...helpers import lying_manifest, malformed_manifest, one_line
 
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def _build(coco: Path, out: Path, encoder: Path | str) -> list[str]:
@@ -77,3 +74,13 @@ def test_next_lines_name_commands_that_run_from_here(tmp_path, monkeypatch):
     assert python_command() == "python"
     if (Path(bin_dir) / "shardgen").is_file():
         assert tool_command("shardgen", "shardgen") == "shardgen"
+
+
+@pytest.mark.parametrize("corrupt", [malformed_manifest, lying_manifest])
+def test_a_malformed_or_lying_manifest_is_bad_data_one_line_exit_2(tmp_path, train_shards, capsys, corrupt):
+    shards = corrupt(train_shards, tmp_path / "train")
+    assert main(["show", str(shards), "--out", str(tmp_path / "grid.png")]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("shardgen show: error: bad data: ") and str(shards) in line
+    assert ("not valid JSON" if corrupt is malformed_manifest else "manifest says 11") in line
+    assert not (tmp_path / "grid.png").exists()

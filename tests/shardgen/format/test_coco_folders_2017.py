@@ -13,7 +13,7 @@ from shardgen.format import Manifest
 from shardgen.format.coco_folders import describe_layout, find_split
 from shardgen.sources.synthetic import make_sample
 
-from ..helpers import read_all
+from ...helpers import read_all
 
 
 @pytest.fixture(scope="module")

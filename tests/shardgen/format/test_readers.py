@@ -12,7 +12,7 @@ import pytest
 from shardgen.build.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 
-from ..helpers import read_all
+from ...helpers import read_all
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,20 @@ def test_webdataset_plain_pipeline(train_shards, truth):
         assert np.array_equal(npy, s["npy"]) and npy.dtype == np.float16
         seen.append(key)
     assert seen == list(truth)
+
+
+def test_the_format_docs_webdataset_snippet_runs_on_any_shard_set(train_shards, truth, tmp_path, monkeypatch):
+    """docs/format.md's snippet, as written, on a set of 5 shards (not the 83 of COCO train)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "format.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(doc) if line.startswith("import json, webdataset as wds"))
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "train").symlink_to(train_shards)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec("\n".join(doc[start:start + 3]), scope)
+    assert [key for key, *_ in scope["ds"]] == list(truth)
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -8,7 +8,6 @@ import functools
 import io
 import json
 import shutil
-import socket
 import tarfile
 import threading
 import urllib.request
@@ -32,8 +31,8 @@ from shardgen.publish.show import show
 from shardgen.publish.upload import upload
 from shardgen.publish.verify import verify
 
+from ...helpers import free_port, rewrite_member
 from ...netutil import FileServer
-from ..helpers import rewrite_member
 
 
 @pytest.fixture
@@ -109,14 +108,8 @@ def test_redact_hides_passwords_like_pip(url, shown):
     assert redact(url) == shown
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again on return: connections are refused
-
-
 def test_a_refused_connection_is_not_reported_as_not_found(tmp_path):
-    url = f"http://user:secret@127.0.0.1:{_closed_port()}/shards"
+    url = f"http://user:secret@127.0.0.1:{free_port()}/shards"
     for call in (lambda: open_url(f"{url}/x.tar"), lambda: read_manifest(url)):
         with pytest.raises(ConnectionError, match="cannot connect") as info:
             call()

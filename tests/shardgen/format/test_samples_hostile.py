@@ -25,7 +25,7 @@ from shardgen.format import (
 from shardgen.publish.show import render_grid, show
 from shardgen.publish.verify import verify
 
-from ..helpers import DROP, read_all, rewrite_member
+from ...helpers import DROP, read_all, rewrite_member
 
 
 def _npy_with_bad_header(data: bytes) -> bytes:

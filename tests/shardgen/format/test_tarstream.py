@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from shardgen.format import TarFormatError, decode_npy, encode_npy, iter_samples
-from shardgen.format.tarwalk import Run, iter_chunks
+from shardgen.format.tarwalk import UstarMembers, iter_chunks
 
 
 def iter_members(fh):
     """The member walk under the sample reader, flattened: (name, content) per regular file."""
     for chunk in iter_chunks(fh):
-        for name, data in chunk.members() if isinstance(chunk, Run) else chunk:
+        for name, data in chunk.members() if isinstance(chunk, UstarMembers) else chunk:
             yield name.decode("utf-8", "surrogateescape"), data
 
 

@@ -5,7 +5,7 @@ from PIL import Image
 from shardgen.cli.main import main
 from shardgen.publish.verify import verify
 
-from ..helpers import read_all, rewrite_member
+from ...helpers import read_all, rewrite_member
 
 
 def test_verify_clean(train_shards, capsys):

@@ -15,6 +15,7 @@ from shardgen.sources.download import download_coco, find_kaggle_credentials
 from shardgen.errors import UserError
 from shardgen.format.coco_folders import find_split
 
+from ...helpers import free_port
 from ...netutil import FileServer
 
 
@@ -204,20 +205,12 @@ def test_expansion_limit_can_be_passed_in(tmp_path, coco_zips, capsys):
     assert (tmp_path / "root" / "annotations" / "captions_val2014.json").is_file()
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_refused_connection_fails_fast_with_a_hint_and_leaves_nothing(tmp_path, capsys):
     import time
 
     root = tmp_path / "coco"
     t0 = time.perf_counter()
-    code = main(["download", "--root", str(root), "--base-url", f"http://127.0.0.1:{_closed_port()}/", "--quiet"])
+    code = main(["download", "--root", str(root), "--base-url", f"http://127.0.0.1:{free_port()}/", "--quiet"])
     elapsed = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

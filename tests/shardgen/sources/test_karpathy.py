@@ -14,7 +14,7 @@ from shardgen.errors import UserError
 from shardgen.format.coco_folders import find_split
 from shardgen.sources.karpathy import load_karpathy, write_karpathy_file
 
-from ..helpers import read_all
+from ...helpers import read_all
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,88 @@
+"""The test helpers more than one test module uses: shard readers independent of loaders/ (so they check the
+files themselves), shard and manifest editors for hostile inputs, `one_line` (what a command printed is one line
+and no traceback) and `free_port` (a loopback port for servers and DDP rendezvous)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from pathlib import Path
+
+from shardgen.format import decode_npy, iter_tar_samples
+
+
+def read_all(shard_dir: Path) -> list[tuple[str, dict]]:
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    out = []
+    for shard in manifest["shards"]:
+        with open(shard_dir / shard["name"], "rb") as fh:
+            for key, fields in iter_tar_samples(fh):
+                meta = json.loads(fields["json"])
+                out.append((key, {"meta": meta, "npy": decode_npy(fields["npy"]), "txt": fields["txt"].decode(),
+                                  "jpg": fields["jpg"]}))
+    return out
+
+
+def digests(shard_dir: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(shard_dir.iterdir())
+            if p.suffix in (".tar", ".json") and not p.name.startswith(".")}
+
+
+DROP = object()  # returned by an edit: leave the member out
+
+
+def rewrite_member(shard: Path, edit) -> None:
+    """Rewrite a shard in place, replacing each member's bytes with `edit(name, data)` (None keeps it, DROP
+    leaves it out)."""
+    import io
+    import tarfile
+
+    members = []
+    with tarfile.open(shard) as tar:
+        for m in tar:
+            members.append((m, tar.extractfile(m).read()))
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            new = edit(m.name, data)
+            if new is DROP:
+                continue
+            if new is not None:
+                data, m.size = new, len(new)
+            tar.addfile(m, io.BytesIO(data))
+
+
+def one_line(err: str) -> str:
+    """The one line a command printed to stderr; fails when there are more, or a traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def malformed_manifest(shards: Path, into: Path) -> Path:
+    """A copy of the shard folder `shards` whose manifest.json is not JSON."""
+    import shutil
+
+    shutil.copytree(shards, into)
+    (into / "manifest.json").write_text('{"format": "shardgen", "shards": [')
+    return into
+
+
+def lying_manifest(shards: Path, into: Path) -> Path:
+    """A copy of the shard folder `shards` whose manifest claims one sample more in the first shard than it holds
+    (and in its totals): a well-formed manifest that disagrees with its shards."""
+    import shutil
+
+    shutil.copytree(shards, into)
+    data = json.loads((into / "manifest.json").read_text())
+    data["shards"][0]["n_samples"] += 1
+    data["totals"]["n_samples"] = data["totals"].get("n_samples", 0) + 1
+    (into / "manifest.json").write_text(json.dumps(data, indent=2))
+    return into
