@@ -9,7 +9,7 @@ only, so it fits a checkpoint loaded with `torch.load(weights_only=True)`.
 
 A state is checked before anything is planned from it (it comes from a file): every count a whole number within
 bounds (`parse_state`), then against the shards it is loaded over (`plan_resume`): their count and identity (a
-digest of the manifest's names and sha256s, `shards_identity`), at most one producer (rank × worker) per shard,
+digest of the manifest's names and sha256s, `shards_identity`), no more producers (rank × worker) than samples,
 no more samples than an epoch holds. A state without an identity (written before it had one) is accepted with a
 warning when the counts match.
 """
@@ -128,8 +128,8 @@ def parse_state(state: dict) -> EpochState:
 
 
 def check_fits(saved: EpochState, *, n_samples: int, n_shards: int, shards: str | None) -> None:
-    """`saved` is a state of these shards: the same counts and identity, layouts the shards allow (a producer per
-    shard at most, unless resampled), segments within an epoch. Raises StateError."""
+    """`saved` is a state of these shards: the same counts and identity, layouts the shards allow (no more
+    producers than samples), segments within an epoch. Raises StateError."""
     if (saved.n_samples, saved.n_shards) != (n_samples, n_shards):
         raise StateError(f"the loader state is of {saved.n_samples} samples in {saved.n_shards} shards; these shards "
                          f"hold {n_samples} in {n_shards}")
@@ -140,10 +140,10 @@ def check_fits(saved: EpochState, *, n_samples: int, n_shards: int, shards: str 
         log.warning("the loader state names no shard set (written by an older version): only the shards' counts "
                     "were checked")
     for segment in saved.segments:
-        producers = segment.layout.world_size * segment.layout.workers
-        if producers > max(n_samples if saved.resampled else n_shards, 1):
-            raise StateError(f"the loader state's layout {describe(segment.layout)} has more producers than these "
-                             f"{n_shards} shards allow")
+        producers = segment.layout.world_size * segment.layout.workers  # the replay loops over them
+        if producers > max(n_samples, 1):
+            raise StateError(f"the loader state's layout {describe(segment.layout)} has more producers (ranks × "
+                             f"workers) than these shards have samples ({n_samples})")
         if segment.samples >= n_samples + segment.layout.world_size * segment.layout.batch_size:
             raise StateError(f"the loader state's segment has consumed {segment.samples} samples, more than an "
                              f"epoch of {n_samples} holds")

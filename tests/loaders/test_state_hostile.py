@@ -56,10 +56,11 @@ def test_crafted_states_fail_at_once_with_one_value_error(train_shards, state, n
 
 
 def test_layouts_the_shards_do_not_allow_are_refused(train_shards, state):
-    """5 shards allow 5 producers (ranks × workers) at most: a state claiming 4 ranks × 2 workers is not theirs."""
+    """48 samples allow 48 producers (ranks × workers) at most: a state claiming 16 ranks × 4 workers is not theirs
+    (replaying it would loop over every producer)."""
     loader = make_loader(str(train_shards), batch_size=4, seed=5)
-    with pytest.raises(ValueError, match="more producers than these 5 shards allow"):
-        loader.load_state_dict(_segment(state, world_size=4, workers=2, samples=0))
+    with pytest.raises(ValueError, match=r"more producers \(ranks × workers\) than these shards have samples \(48\)"):
+        loader.load_state_dict(_segment(state, world_size=16, workers=4, samples=0))
     with pytest.raises(ValueError, match="more than an epoch of 48 holds"):
         loader.load_state_dict(_segment(state, samples=48 + 4))
 
