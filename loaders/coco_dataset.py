@@ -15,14 +15,15 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from shardgen.format import embeddings_cache_path, load_embeddings_cache
+from shardgen.format import embeddings_cache_path, load_embeddings_cache, open_local
+from shardgen.format.storage import IMAGE_MAX_BYTES
 from shardgen.format.coco_folders import find_split
 
 from .device import CLIP_MEAN, CLIP_STD
@@ -61,6 +62,16 @@ class PackedStrings(Sequence):
         return self.data[self.offsets[index]:self.offsets[index + 1]].tobytes().decode("utf-8")
 
 
+def _check_file_names(cache: dict, path: Path) -> None:
+    """Every file name in the cache stays inside the image folder it is joined to (no absolute path, drive or
+    `..`): the cache is a file like any other, and `__getitem__` would otherwise read wherever it points."""
+    for name in cache["file_names"]:
+        if not isinstance(name, str) or not name or "\0" in name or any(
+                pure.is_absolute() or pure.anchor or ".." in pure.parts
+                for pure in (PurePosixPath(name), PureWindowsPath(name))):
+            raise SourceError(f"{path}: file name {name!r:.80} would leave the image folder; refusing this cache")
+
+
 def _check_images_match(cache: dict, path: Path, images_dir: Path, split: str) -> None:
     """The cache must describe this split's images: a val cache with split='train' would fail at every item."""
     first = cache["file_names"][0] if len(cache["file_names"]) else None
@@ -84,6 +95,7 @@ class COCOClipDataset(Dataset):
             raise FileNotFoundError(f"{path}: no caption embedding cache; create it with `shardgen build --coco-root "
                                     f"{root} --split {split} --out shards/{split} --embeddings-cache {path}` "
                                     "(or pass embeddings= the OUT/<split>_text_embeddings.pt a build wrote)")
+        _check_file_names(cache, path)
         _check_images_match(cache, path, layout.images_dir, split)
         self.split, self.images_dir = split, layout.images_dir
         self.transform = transform if transform is not None else clip_transform()
@@ -103,7 +115,9 @@ class COCOClipDataset(Dataset):
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> dict:
-        with Image.open(self.images_dir / self._file_names[index]) as img:
+        # the one opener of user-named files: a regular file below the image folder (links too), size checked first
+        with open_local(self.images_dir / self._file_names[index], root=self.images_dir,
+                        max_bytes=IMAGE_MAX_BYTES) as fh, Image.open(fh) as img:
             image = self.transform(img.convert("RGB"))
         item = {"image": image, "image_id": int(self.image_ids[index])}
         lo, hi = int(self._first[index]), int(self._first[index + 1])

@@ -21,7 +21,7 @@ from .config import LoaderConfig
 from .plan import rank_batches
 from .slots import SlotRing
 from .sources import resolve_source
-from .state import EpochState, Segment, parse_state, plan_resume
+from .state import EpochState, Segment, parse_state, plan_resume, shards_identity
 from .stream import ShardStream
 from .workers import WorkerPool
 
@@ -87,7 +87,7 @@ class ShardLoader:
         segment = Segment(self.dataset.pipeline.layout, self._base + self.dataset.world_size * n)
         shards = self.dataset.shards
         return EpochState(self.epoch, self.cfg.seed, self.cfg.shuffle, self.cfg.resampled, shards.n_samples,
-                          len(shards.urls), (*self._history, segment)).as_dict()
+                          len(shards.urls), (*self._history, segment), shards_identity(shards)).as_dict()
 
     def load_state_dict(self, state: dict) -> None:
         """Continue where `state_dict()` was taken: the next iteration yields the samples of that epoch not yet
@@ -96,7 +96,7 @@ class ShardLoader:
         cfg, shards = self.cfg, self.dataset.shards
         resume = plan_resume(parse_state(state), layout=self.dataset.pipeline.layout, seed=cfg.seed,
                              shuffle=cfg.shuffle, resampled=cfg.resampled, n_samples=shards.n_samples,
-                             n_shards=len(shards.urls))
+                             n_shards=len(shards.urls), shards=shards_identity(shards))
         if resume.stream is not None:
             self.close()  # running workers were started without the remaining stream
         self.dataset.resume(resume.epoch, resume.stream, resume.skip_batches)

@@ -2,7 +2,9 @@
 
 Accepted: a shard folder or remote prefix holding `manifest.json` (local, s3://, https://, any fsspec URL), a brace
 pattern (`shards/train-{000000..000082}.tar`, expanded by webdataset, `::` lists too), or a list of shard URLs. Counts come from the manifest (or
-open_clip's `sizes.json`) next to the shards: exact epochs need them, so we never guess.
+open_clip's `sizes.json`) next to the shards: exact epochs need them, so we never guess. Counts are bounded before
+anything is planned over them: a shard's by what its bytes can hold (a manifest's are checked as it is parsed; a
+`sizes.json` has no sizes, so by the largest shard the format admits), an epoch's by `MAX_EPOCH_SAMPLES`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from dataclasses import dataclass
 from webdataset.shardlists import expand_urls
 
 from shardgen.format import EMBED_DIM, MANIFEST_NAME, SIZES_NAME, Manifest, SchemaError, join, read_text
+from shardgen.format.manifest import MAX_SHARD_BYTES, MIN_SAMPLE_BYTES
 
 from .errors import SourceError
+
+MAX_SHARD_SAMPLES = MAX_SHARD_BYTES // MIN_SAMPLE_BYTES
+MAX_EPOCH_SAMPLES = 10**10  # more than LAION-5B: the plan holds a list entry per batch, so this bounds its memory
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,8 @@ def resolve_source(source, *, storage_options: dict | None = None, embed_dim: in
             if manifest is None:
                 raise SourceError(_no_manifest_message(folder))
             _check(manifest, folder, embed_dim)
-            return ShardSet([join(folder, s.name) for s in manifest.shards], [s.n_samples for s in manifest.shards],
-                            manifest)
+            return _bounded(ShardSet([join(folder, s.name) for s in manifest.shards],
+                                     [s.n_samples for s in manifest.shards], manifest))
         # webdataset's own expansion: braces, `::`-joined lists, WDS_ environment variables
         urls = expand_urls(str(source)) if isinstance(source, (str, os.PathLike)) else [str(u) for u in source]
     except SchemaError as exc:
@@ -103,11 +109,24 @@ def resolve_source(source, *, storage_options: dict | None = None, embed_dim: in
             else:
                 try:
                     counts_by_folder[folder] = json.loads(read_text(join(folder, SIZES_NAME), **opts))
+                except (SchemaError, ValueError) as exc:  # too large, not JSON (ValueError: digits past the limit)
+                    raise SourceError(f"{join(folder, SIZES_NAME)}: not a sizes file ({exc})") from None
                 except FileNotFoundError:
                     raise SourceError(f"{url}: no manifest.json or sizes.json in {folder}; the loader needs "
                                       "sample counts for exact epochs") from None
         try:
-            counts.append(int(counts_by_folder[folder][_basename(url)]))
-        except KeyError:
+            count = counts_by_folder[folder][_basename(url)]
+        except (KeyError, TypeError):
             raise SourceError(f"{url}: not listed in the manifest of {folder}") from None
-    return ShardSet(urls, counts, manifest)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_SHARD_SAMPLES:
+            raise SourceError(f"{url}: {SIZES_NAME} of {folder} gives {count!r:.40} samples, not a count in "
+                              f"0..{MAX_SHARD_SAMPLES}")
+        counts.append(count)
+    return _bounded(ShardSet(urls, counts, manifest))
+
+
+def _bounded(shards: ShardSet) -> ShardSet:
+    if shards.n_samples > MAX_EPOCH_SAMPLES:
+        raise SourceError(f"{_dirname(shards.urls[0])}: {shards.n_samples} samples, more than an epoch may have "
+                          f"({MAX_EPOCH_SAMPLES})")
+    return shards

@@ -82,9 +82,11 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
     import random
     import signal
 
-    # Ctrl-C is for the training process (the whole process group gets it): it stops iterating, and these workers
-    # stay usable for the next loop; they end when it closes the pipes or exits.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, SIGTERM and SIGUSR1 are for the training process (a terminal, SLURM signal the whole group): it stops
+    # iterating, or checkpoints and exits; these workers end when it closes the pipes or exits (or kills them).
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     _exit_with_parent(parent)
     torch.set_num_threads(1)
     random.seed(seed + worker)
@@ -247,7 +249,7 @@ def _shutdown(processes, commands, results) -> None:
     for proc in processes:
         proc.join(timeout=2)
         if proc.is_alive():
-            proc.terminate()
+            proc.kill()  # SIGTERM is ignored (above)
             proc.join(timeout=2)
     for conn in (*commands, *results):
         conn.close()

@@ -12,6 +12,7 @@ not supported), so `latest.pt` is always a complete file and costs no extra disk
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from shardgen.format.atomic import save_torch_atomic
 
 from .errors import CheckpointError, UnsafeCheckpoint
 
@@ -127,7 +130,7 @@ def legacy_loader_state(state: dict, *, world_size: int, n_samples: int, n_shard
             world, seed, batch, workers = (world_size, int(config["seed"]), int(config["batch_size"]),
                                            int(config["num_workers"]))
         epoch = int(saved["epoch"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf)
         raise CheckpointError(f"its loader position is unreadable ({type(exc).__name__}: {exc})") from None
     if samples and (config.get("random_crop") or config.get("crop") == "random" or config.get("flip")):
         # those loaders drew augmentations and the shuffle from one generator: their mid-epoch order cannot be
@@ -170,10 +173,14 @@ class CheckpointWriter:
 
 
 def _write_atomic(state: dict, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    """The caption cache's mechanism (`save_torch_atomic`): nothing temporary left behind, a full disk one line."""
+    try:
+        return save_torch_atomic(state, path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({os.strerror(exc.errno)}); free some space "
+                              "(or fix the folder's permissions) and resume from the last checkpoint") from None
 
 
 def _link_atomic(source: Path, dest: Path) -> None:

@@ -8,6 +8,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
+
 from shardgen.format.errors import UserError
 
 
@@ -30,13 +32,15 @@ class ShardSourceError(UserError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training, after the checkpoint at `step` was written (`checkpoint` is None on ranks > 0); the
-    message says where the checkpoint is and how to continue (`resume`: the run folder for `--resume`)."""
+    """Ctrl-C (or SIGTERM, SIGUSR1: `signum`) during training, after the checkpoint at `step` was written
+    (`checkpoint` is None on ranks > 0); the message says where the checkpoint is and how to continue (`resume`:
+    the run folder for `--resume`); the exit code is 128 + `signum`."""
 
-    def __init__(self, step: int, checkpoint: str | None, resume: str | None = None) -> None:
+    def __init__(self, step: int, checkpoint: str | None, resume: str | None = None, signum: int = 2) -> None:
         where = f"; checkpoint {checkpoint}; resume with --resume {resume or checkpoint}" if checkpoint else ""
-        super().__init__(f"interrupted at step {step}{where}")
-        self.step, self.checkpoint = step, checkpoint
+        how = "interrupted" if signum == 2 else f"stopped by {signal.Signals(signum).name}"  # 2: SIGINT
+        super().__init__(f"{how} at step {step}{where}")
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
 
 
 __all__ = ["CheckpointError", "ShardSourceError", "TrainingInterrupted", "UnsafeCheckpoint", "UserError",

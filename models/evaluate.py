@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import re
@@ -33,9 +34,10 @@ from PIL import Image
 
 from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader, resolve_source
 from loaders.coco_dataset import clip_transform
-from shardgen.format import Manifest, is_remote, read_manifest
+from shardgen.format import Manifest, is_remote, read_local, read_manifest
 from shardgen.config import config_from_options
 from shardgen.format.errors import HANDLED, report
+from shardgen.format.storage import IMAGE_MAX_BYTES
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
@@ -249,6 +251,34 @@ def locate_text_encoder(manifest: Manifest, shards: str) -> str:
                     f"here, from {shards} or the folders above it: pass --text-encoder PATH")
 
 
+MAX_UNSEEN = 8  # images in the --unseen figure
+MAX_UNSEEN_PIXELS = 50_000_000  # as the build's default --max-image-pixels: a header claiming more is not decoded
+
+
+def load_unseen(folder: Path) -> list[Image.Image]:
+    """The first `MAX_UNSEEN` images of `folder` that decode, as RGB. Every file is read through the one opener
+    of user-named files (a FIFO, a device, a directory named .jpg, a link out of the folder, a file over
+    `IMAGE_MAX_BYTES` are refused before a byte is read); a file that does not decode, or whose header claims
+    more than `MAX_UNSEEN_PIXELS`, is skipped. What was skipped is said in one line; none usable is a UserError."""
+    images, skipped = [], []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")):
+        if len(images) == MAX_UNSEEN:
+            break
+        try:
+            img = Image.open(io.BytesIO(read_local(path, root=folder, max_bytes=IMAGE_MAX_BYTES)))
+            if img.width * img.height > MAX_UNSEEN_PIXELS:  # before decoding: a header may claim anything
+                skipped.append(f"{path.name} ({img.width}x{img.height}, over {MAX_UNSEEN_PIXELS / 1e6:g} Mpx)")
+                continue
+            images.append(img.convert("RGB"))
+        except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # unreadable, not an image, truncated
+            skipped.append(f"{path.name} ({str(exc).removeprefix(f'{path}: ')})")
+    if skipped:
+        print(f"note: --unseen: skipped {len(skipped)} file(s): {'; '.join(skipped)}", file=sys.stderr)
+    if not images:
+        raise UserError(f"--unseen {folder}: no image that decodes (.jpg, .jpeg, .png, .webp)")
+    return images
+
+
 @torch.no_grad()
 def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder: str | None, n_images: int,
                 unseen: Path | None, out_dir: Path, device: torch.device, k: int = 5,
@@ -272,13 +302,13 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder
         written.append(out_dir / f"image_to_text-{label}.png")
         retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)", warning=warning).save(written[-1])
     if unseen is not None:
-        files = sorted(p for p in unseen.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[:8]
+        images = load_unseen(unseen)
         tf = clip_transform()
-        batch = torch.stack([tf(Image.open(f).convert("RGB")) for f in files]).to(device)
+        batch = torch.stack([tf(img) for img in images]).to(device)  # [n, 3, 224, 224]
         img_emb = model(batch).float().cpu()
         scores, idx = (img_emb @ emb["text"].T).topk(k, dim=1)
-        rows = [(Image.open(f), [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
-                for r, f in enumerate(files)]
+        rows = [(img, [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
+                for r, img in enumerate(images)]
         written.append(out_dir / f"unseen_images-{label}.png")
         title = f"unseen images from {unseen} -> top-5 captions"
         retrieval_grid(rows, title=title, warning=warning).save(written[-1])

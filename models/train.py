@@ -7,8 +7,9 @@ wins over `--epochs`. The run folder (`--out`) holds `params.json` (the resolved
 (loss, learning rates, samples/s and the share of time spent waiting for data), `train.log`, the last
 `--keep-checkpoints` step checkpoints and `latest.pt`; a checkpoint stores the loader's state dict (the epoch's
 position in samples of all ranks), so `--resume` continues exactly, also with another `--nproc_per_node`,
-`--batch-size`, `--num-workers` or `--precision`. Ctrl-C writes a checkpoint at the current step and exits with
-130. `--synthetic` trains on batches made on the device: the step rate without data loading.
+`--batch-size`, `--num-workers` or `--precision`. Ctrl-C, SIGTERM (preemption) and SIGUSR1 (SLURM's warning)
+write a checkpoint at the current step and exit with one line and 128 + the signal (130, 143, 138). `--synthetic`
+trains on batches made on the device: the step rate without data loading.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -53,6 +55,7 @@ from .step import (
     build_run,
     interrupts_deferred,
     make_autocast,
+    stop_signals,
     train_step,
 )
 from .synthetic import SyntheticLoader
@@ -261,7 +264,13 @@ def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
 def train(cfg: TrainConfig) -> dict:
     """Run training; returns a summary (steps, last loss, checkpoint path, eval results if val shards given).
 
-    Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C."""
+    Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C, SIGTERM or
+    SIGUSR1 (`step.STOP_SIGNALS`: one handler for the three)."""
+    with stop_signals():
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     check_out_folder(out, fresh=not cfg.resume)
@@ -301,10 +310,11 @@ def train(cfg: TrainConfig) -> dict:
     data = DeviceLoader(source, env.device, channels_last=cfg.channels_last and env.device.type == "cuda")
     try:
         last_loss = run_steps(run, pos, Loop(source, data, plan, metrics, save), cfg=cfg, env=env)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         with interrupts_deferred():
             ckpt = save(pos)
-        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out) from None
+        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out,
+                                  signum=getattr(exc, "signum", signal.SIGINT)) from None
     finally:
         source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
@@ -381,7 +391,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
-    line), 130 interrupted (checkpoint written)."""
+    line), 128 + the signal when stopped by Ctrl-C (130), SIGTERM (143) or SIGUSR1 (138), after a checkpoint."""
     a = make_parser().parse_args(argv)
     try:
         cfg = config_from_args(a)

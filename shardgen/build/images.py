@@ -8,7 +8,9 @@ makes decoding a 640×480 JPEG ~3× cheaper; the antialiased resize that follows
 What a header claims is checked before anything is decoded: more pixels than the build's limit is `too_large`,
 and a JPEG too short to hold the blocks its header claims is `corrupt_image` (libjpeg would otherwise fill the
 missing part with grey and PIL would not say so). Only raster formats PIL decodes itself are opened (no EPS, which
-would run Ghostscript).
+would run Ghostscript). Files are read through `format.read_local`: a FIFO, a device or a directory in place of an
+image is `unreadable_file`, a link leading out of the image folder `unsafe_file_name`, a file over
+`IMAGE_MAX_BYTES` `too_large`, each counted before a byte is read.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from PIL import (  # noqa: F401 - registers the formats in FORMATS before any op
 )
 
 from ..errors import BadImage
+from ..format.errors import SchemaError
+from ..format.storage import IMAGE_MAX_BYTES, RefusedFile, read_local
+
+_REFUSED = {"not_a_file": "unreadable_file", "outside_root": "unsafe_file_name", "too_large": "too_large"}
 
 IMAGE_READ_RETRIES = 3  # tries of a remote image read that failed for network reasons, before the build stops
 RETRY_BACKOFF_S = 1.0  # the wait before the second try; doubled each time
@@ -116,11 +122,13 @@ def _check_claims(img: Image.Image, data: bytes, *, max_pixels: int, path: str |
                                         "many pixels (truncated or crafted)")
 
 
-def read_image_bytes(path: str | Path, *, sleep=None) -> bytes:
-    """The one place the build reads an image file: a local path as it always was, a URL (`s3://`, `https://`)
-    through fsspec with the storage layer's timeouts, retried `IMAGE_READ_RETRIES` times with backoff on network
-    errors. A file that is not there is `BadImage("missing_file")` (counted, the build goes on); a network that
-    stays down raises (the build stops and resumes from its journal when rerun)."""
+def read_image_bytes(path: str | Path, *, root: str | Path | None = None, sleep=None) -> bytes:
+    """The one place the build reads an image file: a local path through the format layer's one opener of
+    user-named files (`read_local`: a regular file inside `root`, at most `IMAGE_MAX_BYTES`; a refusal is counted
+    by reason), a URL (`s3://`, `https://`) through fsspec with the storage layer's timeouts and the same size
+    cap, retried `IMAGE_READ_RETRIES` times with backoff on network errors. A file that is not there is
+    `BadImage("missing_file")` (counted, the build goes on); a network that stays down raises (the build stops
+    and resumes from its journal when rerun)."""
     from ..format.storage import client_errors, is_remote, read_bytes
     from ..sources.roots import TarMember, read_member
 
@@ -128,13 +136,19 @@ def read_image_bytes(path: str | Path, *, sleep=None) -> bytes:
         read = lambda: read_member(path)  # noqa: E731
     elif not is_remote(str(path)):
         try:
-            return Path(path).read_bytes()
+            return read_local(path, root=root, max_bytes=IMAGE_MAX_BYTES)
         except FileNotFoundError:
             raise BadImage("missing_file", str(path)) from None
+        except RefusedFile as exc:
+            raise BadImage(_REFUSED[exc.reason], str(exc)) from None
         except OSError as exc:
             raise BadImage("unreadable_file", f"{path}: {exc}") from exc
     else:
-        read = lambda: read_bytes(str(path))  # noqa: E731
+        def read() -> bytes:
+            try:
+                return read_bytes(str(path), max_bytes=IMAGE_MAX_BYTES)
+            except SchemaError as exc:  # more than IMAGE_MAX_BYTES came
+                raise BadImage("too_large", str(exc)) from None
     import time
 
     sleep = sleep or time.sleep
@@ -152,10 +166,11 @@ def read_image_bytes(path: str | Path, *, sleep=None) -> bytes:
 
 
 def preprocess_image(path: str | Path, *, size: int, crop: bool, quality: int, draft: bool,
-                     max_pixels: int) -> ImageResult:
-    """Read `path`, fix mode/orientation, resize/crop, and encode a baseline JPEG. Raises `BadImage`."""
+                     max_pixels: int, root: str | Path | None = None) -> ImageResult:
+    """Read `path` (a regular file, inside `root` when given), fix mode/orientation, resize/crop, and encode a
+    baseline JPEG. Raises `BadImage`."""
     notes: list[str] = []
-    data = read_image_bytes(path)
+    data = read_image_bytes(path, root=root)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below

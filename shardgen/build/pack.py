@@ -17,6 +17,7 @@ import sys
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from ..sources.coco import CocoImage
@@ -62,12 +63,20 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def image_folder(rec: CocoImage) -> Path | None:
+    """The folder `rec.file_name` is relative to (its image folder): what a link in it may not lead out of. None
+    for an image that is no local file (a URL, a member of a tar)."""
+    if not isinstance(rec.path, Path):
+        return None
+    return rec.path.parents[len(PurePosixPath(rec.file_name).parts) - 1]
+
+
 def _preprocess_chunk(records: list[CocoImage], cfg: BuildConfig) -> list:
     out = []
     for rec in records:
         try:
             out.append(preprocess_image(rec.path, size=cfg.image_size, crop=cfg.crop, quality=cfg.jpeg_quality,
-                                        draft=cfg.draft, max_pixels=cfg.max_image_pixels))
+                                        draft=cfg.draft, max_pixels=cfg.max_image_pixels, root=image_folder(rec)))
         except BadImage as exc:
             out.append(exc)
     return out

@@ -168,7 +168,8 @@ def _cmd_upload(args) -> int:
     from ..publish.upload import upload
 
     opts = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
-    rep = upload(args.src, args.dest, workers=args.workers, storage_options=opts, progress=not args.quiet)
+    rep = upload(args.src, args.dest, workers=args.workers, storage_options=opts, progress=not args.quiet,
+                 overwrite=args.overwrite)
     print(f"upload {args.dest}: {len(rep.uploaded)} files sent ({rep.n_bytes / 1e6:.1f} MB of shards), "
           f"{len(rep.skipped)} already there and verified")
     return 0
@@ -184,6 +185,20 @@ def _cmd_export(args) -> int:
           f"{args.out}/{args.split}; run: {tool_command('clip_benchmark', 'clip_benchmark.cli')} eval "
           f"--dataset wds/coco_shardgen --dataset_root {args.out} --task zeroshot_retrieval ...")
     return 0
+
+
+def _add_upload(sub) -> None:
+    p = sub.add_parser("upload", help="copy shards to cloud storage (any fsspec URL), manifest last",
+                       description="Check every shard and what the destination holds, then upload shards in "
+                                   "parallel, skip those already there (resume), verify what landed, then write "
+                                   "sizes.json, shardindex.json and manifest.json.")
+    p.add_argument("src", type=Path, help="local shard folder")
+    p.add_argument("dest", help="s3://bucket/prefix, gs://..., az://..., file://...")
+    p.add_argument("--workers", type=positive_int, default=8)
+    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace another dataset (other split, source or settings) the destination holds")
+    p.add_argument("--quiet", action="store_true")
 
 
 def _add_download(sub) -> None:
@@ -227,14 +242,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_download(sub)
 
-    p = sub.add_parser("upload", help="copy shards to cloud storage (any fsspec URL), manifest last",
-                       description="Upload shards in parallel, skip those already there (resume), verify what "
-                                   "landed, then write sizes.json, shardindex.json and manifest.json.")
-    p.add_argument("src", type=Path, help="local shard folder")
-    p.add_argument("dest", help="s3://bucket/prefix, gs://..., az://..., file://...")
-    p.add_argument("--workers", type=positive_int, default=8)
-    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
-    p.add_argument("--quiet", action="store_true")
+    _add_upload(sub)
 
     p = sub.add_parser("export", help="rewrite shards for another tool (CLIP_benchmark retrieval layout)")
     p.add_argument("source", help="shard folder or URL holding manifest.json (usually the val split)")

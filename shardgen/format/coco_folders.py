@@ -52,21 +52,35 @@ def _root_dir(root: str | os.PathLike) -> Path:
     return root
 
 
+def _shallowest(found: list[Path], root: Path, what: str) -> Path | None:
+    """The one shallowest of `found` (paths below root), None when there is none. Two at that depth are
+    ambiguous (a second, partial copy of a folder beside the real one): UserError naming both."""
+    if not found:
+        return None
+    depth = min(len(p.relative_to(root).parts) for p in found)
+    top = [p for p in found if len(p.relative_to(root).parts) == depth]
+    if len(top) > 1:
+        raise UserError(f"{what}: {top[0]} and {top[1]}" + (f" (and {len(top) - 2} more)" if len(top) > 2 else "")
+                        + f" lie at the same depth under {root}; point --coco-root at the one to use")
+    return top[0]
+
+
 def find_split(root: str | os.PathLike, split: str) -> SplitLayout:
-    """Locate the split's image folder and captions file anywhere under root (shallowest match wins)."""
+    """Locate the split's image folder and captions file anywhere under root (the shallowest match; two at the
+    same depth are refused, naming both)."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     root = _root_dir(root)
     folder = SPLIT_FOLDERS[split]
-    images_dir = annotations = None
     ann_name = f"captions_{folder}.json"
+    folders, files = [], []
     for d in _walk(root):
-        if images_dir is None and d.name == folder and d != root:
-            images_dir = d
-        if annotations is None and (d / ann_name).is_file():
-            annotations = d / ann_name
-        if images_dir is not None and annotations is not None:
-            break
+        if d.name == folder and d != root:
+            folders.append(d)
+        if (d / ann_name).is_file():
+            files.append(d / ann_name)
+    images_dir = _shallowest(folders, root, f"two {folder}/ image folders")
+    annotations = _shallowest(files, root, f"two {ann_name} files")
     if images_dir is None and root.name == folder:
         images_dir = root
     if annotations is None:
@@ -79,16 +93,18 @@ def find_split(root: str | os.PathLike, split: str) -> SplitLayout:
 
 def find_image_folder(root: str | os.PathLike, folder: str) -> Path:
     """Locate the image folder `folder` (one of `SPLIT_FOLDERS`' values, e.g. `val2014`) anywhere under root, for
-    split files that name images by folder and file name (Karpathy's `dataset_coco.json`)."""
+    split files that name images by folder and file name (Karpathy's `dataset_coco.json`); two at the same
+    depth are refused, naming both."""
     if folder not in _IMAGE_FOLDERS:
         raise UserError(f"unknown image folder {folder!r}; expected one of {', '.join(sorted(_IMAGE_FOLDERS))}")
     root = _root_dir(root)
     if root.name == folder:
         return root
-    for d in _walk(root):
-        if d.name == folder and d != root:
-            return d
-    raise UserError(f"no {folder}/ image folder found under {root} (looked {_MAX_DEPTH} levels deep)")
+    found = _shallowest([d for d in _walk(root) if d.name == folder and d != root], root,
+                        f"two {folder}/ image folders")
+    if found is None:
+        raise UserError(f"no {folder}/ image folder found under {root} (looked {_MAX_DEPTH} levels deep)")
+    return found
 
 
 def describe_layout(root: str | os.PathLike) -> str:

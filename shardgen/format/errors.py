@@ -51,8 +51,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 def exit_code(exc: BaseException) -> int | None:
     """The exit code for `exc`, or None for a bug (which must keep its traceback)."""
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
+    if isinstance(exc, KeyboardInterrupt):  # models.train's SIGTERM, SIGUSR1 carry their `signum`: 143, 138
+        return EXIT_INTERRUPTED - 2 + getattr(exc, "signum", 2)
     if isinstance(exc, (UserError, DataError)):
         return EXIT_BAD_INPUT
     return None

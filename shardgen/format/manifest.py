@@ -22,6 +22,13 @@ from .names import (
     is_split_name,
 )
 from .storage import access_error, join, read_bytes, redact
+from .tarheader import BLOCK
+
+# Every member of a sample (one per field, none empty) takes a 512-byte header and at least one 512-byte block, so
+# a shard of n samples holds at least n × MIN_SAMPLE_BYTES bytes: a manifest claiming more samples than its bytes
+# can hold is refused before any reader plans an epoch over them.
+MIN_SAMPLE_BYTES = len(schema.FIELDS) * 2 * BLOCK  # the core fields (jpg, json, npy, txt): a lower bound
+MAX_SHARD_BYTES = 1 << 40  # 1 TiB: far above any shard (the builder's default cap is 512 MiB)
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,8 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any], *, source: str = "manifest") -> Manifest:
         """The manifest in `data`, checked: the schema version, a split and shard names a reader can open safely
         (`names.is_shard_name`: plain base names inside the folder, none twice), counts and sizes that are
-        non-negative integers, sha256 digests. Raises SchemaError naming `source`."""
+        non-negative integers, sample counts that fit the shard's bytes (`MIN_SAMPLE_BYTES` each, at most
+        `MAX_SHARD_BYTES`), sha256 digests. Raises SchemaError naming `source`."""
         try:
             if not isinstance(data, dict):
                 raise TypeError(f"a JSON object expected, got {type(data).__name__}")
@@ -153,8 +161,13 @@ def _shards(entries: list, split: str) -> list[ShardInfo]:
         if not (isinstance(sha, str) and len(sha) == 64 and not sha.strip("0123456789abcdef")):
             raise ValueError(f"shard {name}: sha256 {sha!r:.80} is not 64 hex digits")
         seen.add(name)
-        shards.append(ShardInfo(name=name, n_samples=_count(entry, "n_samples"), n_bytes=_count(entry, "n_bytes"),
-                                sha256=sha))
+        n_samples, n_bytes = _count(entry, "n_samples"), _count(entry, "n_bytes")
+        if n_bytes > MAX_SHARD_BYTES:
+            raise ValueError(f"shard {name}: n_bytes {n_bytes} is more than a shard can be ({MAX_SHARD_BYTES})")
+        if n_samples * MIN_SAMPLE_BYTES > n_bytes:
+            raise ValueError(f"shard {name}: {n_samples} samples cannot fit in {n_bytes} bytes (each takes at least "
+                             f"{MIN_SAMPLE_BYTES} bytes of tar headers and blocks)")
+        shards.append(ShardInfo(name=name, n_samples=n_samples, n_bytes=n_bytes, sha256=sha))
     return shards
 
 

@@ -11,7 +11,13 @@ raised here names the URL through `redact`.
 
 Remote reads carry connect/read timeouts (`with_timeouts`), so a frozen server fails an attempt within about a
 minute instead of stalling for the clients' defaults (s3fs × botocore retries: ~7 minutes per attempt); the
-loader then warns and retries, or raises.
+loader then warns and retries, or raises. A timeout never fires while bytes keep coming, so `read_bytes` (every
+metadata read: manifest, indexes, sizes.json) stops at `METADATA_MAX_BYTES`; an HTTP redirect to another origin
+(scheme, host, port) is refused, as the manifest's shard names are.
+
+Local files named by a user or a manifest are opened by `open_local` only: regular files (a FIFO would block,
+`/dev/zero` never ends, a directory is no image), their size checked before a byte is read, and, given a root,
+inside it once symlinks are resolved.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ import io
 import os
 import re
 import socket
+import stat
 from urllib.parse import urlparse
 
 import fsspec
 
-from .errors import UserError
+from .errors import SchemaError, UserError
 
 _NETLOC = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<netloc>[^/?#\s]*)")
 
@@ -82,8 +89,33 @@ def with_timeouts(url: str, storage_options: dict | None = None, *, reading: boo
         client = dict(opts.get("client_kwargs", {}))
         client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
                                                            sock_read=READ_TIMEOUT_S))
+        client.setdefault("trace_configs", [_same_origin_redirects()])
         opts["client_kwargs"] = client
     return opts
+
+
+_REDIRECT_GUARD = None  # one TraceConfig for every client: fsspec caches filesystems by their options' repr
+
+
+def _same_origin_redirects():
+    """An aiohttp trace that refuses a redirect to another origin (scheme, host, port) than the request's: a
+    shard server must not send the reader to a host the user never named (the manifest's names stay in its
+    folder for the same reason). Raised as UserError: retrying would meet the same redirect."""
+    global _REDIRECT_GUARD
+    if _REDIRECT_GUARD is None:
+        import aiohttp
+        from yarl import URL  # aiohttp's URL type
+
+        async def check(session, context, params) -> None:
+            target = params.url.join(URL(params.response.headers.get("Location", "")))
+            if target.origin() != params.url.origin():
+                raise UserError(f"{redact(str(params.url))}: the server redirects to {redact(str(target))}, "
+                                "another origin; refusing to follow (give the final URL instead)")
+
+        _REDIRECT_GUARD = aiohttp.TraceConfig()
+        _REDIRECT_GUARD.on_request_redirect.append(check)
+        _REDIRECT_GUARD.freeze()
+    return _REDIRECT_GUARD
 
 
 def _is_http(url: str) -> bool:
@@ -98,6 +130,8 @@ def open_url(url: str, mode: str = "rb", **storage_options):
     answers with another error. Every message names the URL without its password."""
     url = str(url)
     reading = "r" in mode and "+" not in mode
+    if mode == "rb" and not is_remote(url):
+        return open_local(url.removeprefix("file://"))
     own_retries = "retries" in storage_options.get("config_kwargs", {})
     storage_options = with_timeouts(url, storage_options, reading=reading)
     if _is_http(url) and mode == "rb":
@@ -156,6 +190,8 @@ def _open_http(url: str, storage_options: dict, *, start: int = 0):
         else:  # the instance's own headers (credentials) and the range
             headers = {**opener.fs.kwargs.get("headers", {}), "Range": f"bytes={start}-"}
             fh = opener.fs.open(opener.path, "rb", block_size=0, headers=headers)
+    except UserError:  # a redirect off the origin (`_same_origin_redirects`)
+        raise
     except (OSError, aiohttp.ClientError) as exc:
         raise _http_error(url, exc) from None  # not chained: the cause's text holds the URL unredacted
     stream = _HTTPStream(fh, url, aiohttp.ClientError)
@@ -202,10 +238,12 @@ class _HTTPStream(io.RawIOBase):
         super().close()
 
 
-def _http_error(url: str, exc: Exception) -> OSError:
+def _http_error(url: str, exc: Exception) -> OSError | UserError:
     """What an HTTP open failure means. fsspec reports any failure of its size probe as FileNotFoundError, with
-    the real cause (a status, a refused connection) chained."""
+    the real cause (a status, a refused connection, a refused redirect) chained."""
     cause = exc.__cause__ if isinstance(exc, FileNotFoundError) and exc.__cause__ is not None else exc
+    if isinstance(cause, UserError):  # `_same_origin_redirects`
+        return cause
     where = redact(url)
     status = getattr(cause, "status", None)
     if status in (404, 410) or (cause is exc and isinstance(exc, FileNotFoundError)):
@@ -225,14 +263,81 @@ def access_error(url: str, exc: OSError) -> UserError:
     return UserError(f"{redact(url)}: cannot read ({type(exc).__name__}: {redact(exc)})")
 
 
-def read_text(url: str, **storage_options) -> str:
-    with open_url(url, "rb", **storage_options) as fh:
-        return fh.read().decode("utf-8")
+# The most a metadata file (manifest, sizes.json, a wids index) may hold: a manifest entry is ~150 bytes, so this
+# admits ~400k shards (~400M samples at the default 1000 per shard), and stops a server streaming without end.
+METADATA_MAX_BYTES = 64 << 20
+# The most an image file named by a user (a COCO folder, --unseen, a dataset's cache) may hold: COCO's are < 1 MB,
+# a 50 Mpx camera JPEG ~30 MB; a larger file is refused before it is read.
+IMAGE_MAX_BYTES = 256 << 20
 
 
-def read_bytes(url: str, **storage_options) -> bytes:
+def read_text(url: str, *, max_bytes: int | None = None, **storage_options) -> str:
+    """`read_bytes` as UTF-8 text."""
+    return read_bytes(url, max_bytes=max_bytes, **storage_options).decode("utf-8")
+
+
+def read_bytes(url: str, *, max_bytes: int | None = None, **storage_options) -> bytes:
+    """The whole file at `url`, at most `max_bytes` (default `METADATA_MAX_BYTES`) of it: a longer one raises
+    SchemaError naming the URL once `max_bytes + 1` bytes came (a read timeout never fires while bytes keep
+    coming)."""
+    max_bytes = METADATA_MAX_BYTES if max_bytes is None else max_bytes
+    chunks, size = [], 0
     with open_url(url, "rb", **storage_options) as fh:
-        return fh.read()
+        while size <= max_bytes and (chunk := fh.read(min(8 << 20, max_bytes + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    if size > max_bytes:
+        raise SchemaError(f"{redact(url)}: more than {max_bytes} bytes; refusing to read further (metadata "
+                          "files and shards are bounded by what their manifest says)")
+    return b"".join(chunks)
+
+
+class RefusedFile(OSError):
+    """A local file `open_local` does not read; `reason` is a short counter name: `not_a_file`, `too_large` or
+    `outside_root`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def open_local(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
+               max_bytes: int | None = None) -> io.BufferedReader:
+    """Open a local file named by a user or a manifest for reading: only a regular file (not a FIFO, which would
+    block the open or the read, a device such as /dev/zero, or a directory), of at most `max_bytes`, and when
+    `root` is given, inside `root` once symlinks are resolved. Raises RefusedFile (an OSError naming the path)
+    or the OSError of the open (FileNotFoundError, PermissionError)."""
+    real = os.path.realpath(path)
+    if root is not None:
+        base = os.path.realpath(root)
+        if os.path.commonpath([real, base]) != base:
+            raise RefusedFile("outside_root", f"{path}: leads outside {root} (to {real}); refusing to read it")
+    # O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting; cleared below for files
+    fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) \
+                else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a file"
+            raise RefusedFile("not_a_file", f"{path}: is {kind}, not a regular file; refusing to read it")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise RefusedFile("too_large", f"{path}: {info.st_size} bytes, more than the {max_bytes} allowed")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_local(path: str | os.PathLike, *, max_bytes: int, root: str | os.PathLike | None = None) -> bytes:
+    """A whole local file through `open_local`, never more than `max_bytes` (a file that grows while read
+    included)."""
+    with open_local(path, root=root, max_bytes=max_bytes) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RefusedFile("too_large", f"{path}: more than the {max_bytes} bytes allowed")
+    return data
 
 
 def reachable(url: str, *, timeout: float = 3.0) -> bool:

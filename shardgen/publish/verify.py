@@ -1,9 +1,11 @@
 """`shardgen verify`: recount and checksum every shard against the manifest and check every sample.
 
-Per shard: size and sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: every
+The manifest's `embed_dim` is the format's. Per shard (read no further than `SLACK_BYTES` past the manifest's
+`n_bytes`): size and sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: every
 field of the sample schema (`format.schema`, through `format.parse_sample`: exactly the schema's members, a JSON
 object whose image id the key spells, at least one caption, float16 `[n_captions, 512]` embeddings loaded without
-pickle, `txt` the first caption, and any field added since), then the JPEG decodes to the recorded size and the embedding rows are finite and unit-norm. Every
+pickle, `txt` the first caption, and any field added since), then the JPEG decodes to the recorded size and the
+embedding rows are finite and unit-norm. Every
 problem is listed (exit 1); a source that cannot be read at all (credentials, network) is a `UserError`.
 """
 
@@ -17,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..format import (
+    EMBED_DIM,
     MANIFEST_NAME,
     Manifest,
     SchemaError,
@@ -32,6 +35,7 @@ from ..format import (
 from ..format.names import MAX_STORED_IMAGE_PIXELS
 
 MAX_PROBLEMS_PER_SHARD = 20
+SLACK_BYTES = 64 << 20  # read this far past a shard's n_bytes, so what a longer shard holds is still listed
 
 
 @dataclass
@@ -98,16 +102,23 @@ def verify(source: str, *, progress: bool = False) -> VerifyReport:
     if isinstance(manifest, str):
         return VerifyReport(problems=[manifest])
     report = VerifyReport()
+    if manifest.embed_dim != EMBED_DIM:  # every sample's rows are checked to be EMBED_DIM wide (parse_sample)
+        report.problems.append(f"{MANIFEST_NAME}: embed_dim {manifest.embed_dim}, but shard embeddings are "
+                               f"{EMBED_DIM}-d (the format's); readers would refuse these shards")
     image_size = manifest.preprocess.get("image_size") if manifest.preprocess.get("crop") == "center" else None
     last_key = ""
     for shard in tqdm(manifest.shards, desc="verify", unit="shard", disable=not progress):
         report.n_shards += 1
-        try:
-            data = read_bytes(join(source, shard.name))
+        try:  # a bounded read: a file far longer than its manifest says (or without end) is not read to its end
+            data = read_bytes(join(source, shard.name), max_bytes=shard.n_bytes + SLACK_BYTES)
         except PermissionError as exc:  # the credentials, not the data: stop here
             raise access_error(join(source, shard.name), exc) from None
         except OSError as exc:
             report.problems.append(f"{shard.name}: cannot read ({redact(exc)})")
+            continue
+        except SchemaError:
+            report.problems.append(f"{shard.name}: more than {SLACK_BYTES} bytes past the {shard.n_bytes} the "
+                                   "manifest says; not read further")
             continue
         report.n_bytes += len(data)
         shard_problems = _check_bytes(data, shard)

@@ -9,7 +9,8 @@ Every record is checked, because one bad record must neither crash a build nor s
   `bad_file_name`, `unsafe_file_name`): no file name can point outside the image folder;
 - an annotation that is not an object or has no usable `image_id` is counted as `malformed_annotation`; one for an
   unknown image as `caption_without_image`; a caption that is not text (a number, null, a list) as
-  `caption_not_text`, and a blank one as `empty_caption`: none is turned into text and embedded;
+  `caption_not_text` (a lone surrogate, which JSON's `\\ud800` escape can spell, too), and a blank one as
+  `empty_caption`: none is turned into text and embedded; a file name with a lone surrogate is `unsafe_file_name`;
 - two images with one id are refused up front (`UserError`, before any encoding): annotations point at ids, so
   which captions belong to which file cannot be known.
 
@@ -55,13 +56,30 @@ def _read_json(annotations: Path | str) -> tuple[list, list]:
     try:
         with open_input(annotations, "annotations file") as fh:
             data = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8, > 4300-digit integers
         raise UserError(f"{annotations}: cannot read annotations ({type(exc).__name__}: {exc})".splitlines()[0]) \
             from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
         raise UserError(f"{annotations}: malformed COCO captions file (needs 'images' and 'annotations' lists)")
     return data["images"], data["annotations"]
+
+
+def is_text(value: object) -> bool:
+    """A str UTF-8 can encode: JSON's `\\ud800` escapes decode to lone surrogates, which no tokenizer, journal or
+    file system takes (they would fail after every caption was encoded)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """`text` as it can be written anywhere: a lone surrogate as its escape (for the counts of what was skipped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def valid_id(value: object) -> bool:
@@ -71,7 +89,7 @@ def valid_id(value: object) -> bool:
 
 def safe_relative(name: str) -> bool:
     """A path that stays inside the folder it is joined to, on POSIX and on Windows alike."""
-    if not name or "\x00" in name:
+    if not name or "\x00" in name or not is_text(name):
         return False
     for pure in (PurePosixPath(name), PureWindowsPath(name)):
         if pure.is_absolute() or pure.anchor or ".." in pure.parts:
@@ -92,13 +110,13 @@ def _index_images(images: list, annotations: Path, report: CaptionReport) -> dic
     for info in images:
         if not isinstance(info, dict) or not valid_id(info.get("id")):
             label = info.get("file_name", info.get("id", "?")) if isinstance(info, dict) else repr(info)[:80]
-            report.problems["bad_image_id"].append(str(label))
+            report.problems["bad_image_id"].append(printable(str(label)))
             continue
         name = info.get("file_name")
         if not isinstance(name, str) or not name.strip():
             report.problems["bad_file_name"].append(f"image {info['id']}")
         elif not safe_relative(name):
-            report.problems["unsafe_file_name"].append(name)
+            report.problems["unsafe_file_name"].append(printable(name))
         else:
             by_id[info["id"]] = info
     return by_id
@@ -110,14 +128,14 @@ def _group_captions(annotations: list, images: dict[int, dict], report: CaptionR
     for ann in annotations:
         if not isinstance(ann, dict) or not valid_id(ann.get("image_id")):
             label = ann.get("id", "?") if isinstance(ann, dict) else repr(ann)[:80]
-            report.problems["malformed_annotation"].append(str(label))
+            report.problems["malformed_annotation"].append(printable(str(label)))
             continue
         image = images.get(ann["image_id"])
         if image is None:
-            report.problems["caption_without_image"].append(str(ann.get("id", "?")))
+            report.problems["caption_without_image"].append(printable(str(ann.get("id", "?"))))
             continue
         caption = ann.get("caption")
-        if not isinstance(caption, str):
+        if not is_text(caption):  # a number, null, a list, or a lone surrogate
             report.problems["caption_not_text"].append(image["file_name"])
             continue
         text = clean_caption(caption)

@@ -30,6 +30,8 @@ from .coco import (
     CaptionReport,
     CocoImage,
     clean_caption,
+    is_text,
+    printable,
     load_split,
     safe_relative,
     valid_id,
@@ -64,7 +66,7 @@ def _read_images(path: Path) -> list:
     try:
         with path.open("rb") as fh:
             data = json.load(fh, object_hook=_drop_tokens)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8, > 4300-digit integers
         raise UserError(f"{path}: cannot read the Karpathy split file ({type(exc).__name__}: {exc})".splitlines()[0]) \
             from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -92,10 +94,10 @@ def _captions(entry: dict, report: CaptionReport) -> tuple[str, ...]:
     caps = []
     for sentence in entry["sentences"]:
         raw = sentence.get("raw") if isinstance(sentence, dict) else None
-        if not isinstance(raw, str):
-            report.problems["caption_not_text"].append(entry["filename"])
+        if not is_text(raw):  # not a string, or a lone surrogate
+            report.problems["caption_not_text"].append(printable(entry["filename"]))
         elif not (text := clean_caption(raw)):
-            report.problems["empty_caption"].append(entry["filename"])
+            report.problems["empty_caption"].append(printable(entry["filename"]))
         else:
             caps.append(text)
     return tuple(caps)
@@ -105,10 +107,10 @@ def _image_path(entry: dict, folder: Callable[[str], Path], report: CaptionRepor
     """Where the entry's image lies, or None (counted) when its folder or name could point anywhere else."""
     name, where = entry["filename"], entry["filepath"]
     if where not in IMAGE_FOLDERS:
-        report.problems["bad_filepath"].append(f"{where[:80]}/{name[:80]}")
+        report.problems["bad_filepath"].append(printable(f"{where[:80]}/{name[:80]}"))
         return None
     if not name.strip() or not safe_relative(name):
-        report.problems["unsafe_file_name"].append(name[:200])
+        report.problems["unsafe_file_name"].append(printable(name[:200]))
         return None
     return folder(where) / name
 
@@ -143,7 +145,7 @@ def load_karpathy(split_file: str | Path, coco_root: str | Path, split: str) -> 
             continue
         caps = _captions(entry, report)
         if not caps:
-            report.problems["no_captions"].append(entry["filename"])
+            report.problems["no_captions"].append(printable(entry["filename"]))
             continue
         records.append(CocoImage(image_id=entry["cocoid"], file_name=entry["filename"], path=image, captions=caps))
     source = {"dataset": "coco2014", "split": split, "split_file": path.name,
@@ -188,7 +190,7 @@ def load_flickr(split_file: str | Path, image_root: str | Path, split: str) -> K
     for entry in sorted((e for e in entries if e["split"] == split), key=lambda e: e["imgid"]):
         name = entry["filename"]
         if not name.strip() or not safe_relative(name):
-            report.problems["unsafe_file_name"].append(name[:200])
+            report.problems["unsafe_file_name"].append(printable(name[:200]))
             continue
         caps = _captions(entry, report)
         if not caps:

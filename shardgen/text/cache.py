@@ -14,7 +14,6 @@ holds them.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from ..sources.coco import CocoImage
+from ..format.atomic import save_torch_atomic
 from ..format.captions import CACHE_VERSION, load_embeddings_cache
 from ..format.names import EMBED_DIM
 
@@ -81,23 +81,8 @@ def save_cache(path: Path, emb: CaptionEmbeddings, images: list[CocoImage], fing
         "captions": [list(im.captions) for im in images],
         "file_names": [im.file_name for im in images],
     }
-    # Per process, in a folder of its own: torch names the archive's records after the file, so the temporary file
-    # keeps the name `<cache>.tmp` that makes the cache's bytes reproducible.
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.mkdir(exist_ok=True)
-    tmp = staging / f"{path.name}.tmp"
-    try:
-        try:
-            torch.save(data, tmp)
-        except RuntimeError as exc:  # torch's archive writer reports a failed write (a full disk) this way
-            needed = emb.embeddings.numel() * emb.embeddings.element_size() + sum(map(len, emb.texts))
-            if shutil.disk_usage(staging).free >= needed:
-                raise
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        staging.rmdir()
+    needed = emb.embeddings.numel() * emb.embeddings.element_size() + sum(map(len, emb.texts))
+    save_torch_atomic(data, path, needed_bytes=needed)  # a full disk: OSError(ENOSPC), no .tmp left
     shutil.rmtree(parts_dir(path), ignore_errors=True)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -88,6 +89,10 @@ def load_clip_text(name_or_path: str = DEFAULT_TEXT_ENCODER):
                 tokenizer, model = _from_pretrained(name_or_path, local_only=False)
     except EncoderLoadError:
         raise
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused it: nothing ran, and nothing should
+        raise EncoderLoadError(f"text encoder {name_or_path!r}: its weights file holds pickled objects other than "
+                               "tensors (it could run code); refusing it: use a model folder with model.safetensors"
+                               ) from None
     except (OSError, ValueError) as exc:
         detail = " ".join(str(exc).split())  # transformers' messages span lines; keep all of it on one
         raise EncoderLoadError(f"cannot load text encoder {name_or_path!r}: {detail[:400]}") from exc

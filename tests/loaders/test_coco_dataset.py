@@ -89,3 +89,32 @@ def test_old_cache_without_mapping_support_still_reads(sample_coco, train_shards
     rows = [data["texts"].index(c) for c in data["captions"][5]]
     assert item["captions"] == data["captions"][5]
     assert torch.equal(item["text_embeddings"], data["embeddings"][rows].float())
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../outside.jpg", "sub/../../outside.jpg", "C:\\x.jpg"])
+def test_cache_file_names_leaving_the_image_folder_are_refused(sample_coco, train_shards, tmp_path, name):
+    from loaders.errors import SourceError
+
+    cache = torch.load(train_shards / "train_text_embeddings.pt", weights_only=True)
+    cache["file_names"] = [name, *cache["file_names"][1:]]
+    crafted = tmp_path / "crafted.pt"
+    torch.save(cache, crafted)
+    with pytest.raises(SourceError, match="would leave the image folder"):
+        COCOClipDataset("train", root=sample_coco, embeddings=crafted)
+
+
+def test_images_are_read_through_the_one_opener(sample_coco, train_shards, tmp_path):
+    """A link out of the image folder (or a FIFO) in place of an image is refused, not read."""
+    import shutil
+
+    from shardgen.format import RefusedFile
+
+    root = tmp_path / "coco"
+    shutil.copytree(sample_coco, root, symlinks=True)
+    ds = COCOClipDataset("train", root=root, embeddings=train_shards / "train_text_embeddings.pt")
+    first = ds.images_dir / ds._file_names[0]
+    outside = tmp_path / "outside.jpg"
+    shutil.move(first, outside)
+    first.symlink_to(outside)
+    with pytest.raises(RefusedFile, match="leads outside"):
+        ds[0]

@@ -1,5 +1,6 @@
 """Shards to a real S3 API (moto on loopback) and back, and streaming over HTTP with a dropped connection."""
 
+import shutil
 import socket
 
 import boto3
@@ -91,6 +92,25 @@ def test_upload_interrupt_resume_verify_and_stream(s3, train_shards, monkeypatch
     _same(_keys_images(remote), _keys_images(local))
     workers = make_loader("s3://shards/coco/train", batch_size=4, num_workers=2, seed=3)
     assert sorted(k for k, _, _ in _keys_images(workers)) == sorted(k for k, _, _ in _keys_images(local))
+
+
+def test_refused_uploads_and_builds_leave_the_s3_copy_readable(s3, tmp_path, train_shards, sample_coco,
+                                                               tiny_encoder, capsys):
+    """Checks come before the old indexes are removed: a shard edited after its build, another split."""
+    upload(train_shards, "s3://shards/keep/train", progress=False)
+    before = s3.get_object(Bucket="shards", Key="keep/train/manifest.json")["Body"].read()
+    edited = tmp_path / "edited"
+    shutil.copytree(train_shards, edited)
+    with open(edited / "train-000002.tar", "r+b") as fh:
+        fh.seek(3000)
+        fh.write(b"X")
+    assert main(["upload", str(edited), "s3://shards/keep/train", "--quiet"]) == 2
+    assert "sha256 differs" in capsys.readouterr().err
+    assert main(["build", "--coco-root", str(sample_coco), "--split", "val", "--out", "s3://shards/keep/train",
+                 "--staging", str(tmp_path / "stage"), "--text-encoder", str(tiny_encoder), "--quiet"]) == 2
+    assert "holds another dataset, a train set of 48 samples" in capsys.readouterr().err
+    assert s3.get_object(Bucket="shards", Key="keep/train/manifest.json")["Body"].read() == before
+    assert main(["verify", "s3://shards/keep/train", "--quiet"]) == 0
 
 
 def test_missing_bucket_is_a_clear_error(s3, train_shards, capsys):

@@ -142,3 +142,26 @@ def test_metrics_log_keeps_only_records_up_to_the_start_step(tmp_path):
     import json
 
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_error_and_leaves_no_tmp(tmp_path, monkeypatch):
+    """torch reports the failed write as a bare RuntimeError and left a 63 MB `.tmp` on the full disk; the caption
+    cache's mechanism (`shardgen.format.atomic`) makes it a CheckpointError (one line, exit 2), nothing left."""
+    import shutil
+
+    import torch as torch_module
+
+    from models.checkpoint import CheckpointWriter
+    from models.errors import CheckpointError
+
+    def save_on_a_full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"\0" * 1000)  # what a full disk lets through
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch_module, "save", save_on_a_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 100))
+    writer = CheckpointWriter(tmp_path / "run", keep=2)
+    with pytest.raises(CheckpointError, match="step-00000007.pt: cannot write the checkpoint .No space left"):
+        writer.save({"weights": torch_module.zeros(1000)}, step=7)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []

@@ -85,3 +85,25 @@ def test_sample_cli_writes_2017_layout(tmp_path, capsys):
     assert len(list((tmp_path / "s" / "train2017").glob("????????????.jpg"))) == 1
     assert main(["sample", str(tmp_path / "t"), "--images", "1", "--year", "2017", "--karpathy", "--quiet"]) == 2
     assert "--karpathy describes COCO 2014" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("second", ["train2017", "annotations/captions_train2017.json"])
+def test_two_candidates_at_the_same_depth_are_refused_naming_both(coco2017, tmp_path, second):
+    """A second, partial train2017/ (or captions file) beside the real one at the same depth was used silently
+    (39 of 40 images then missing); which one is meant cannot be known."""
+    import shutil
+
+    root = tmp_path / "coco"
+    shutil.copytree(coco2017, root / "main")
+    real, copy = root / "main" / second, root / "backup" / second  # both at the same depth
+    copy.parent.mkdir(parents=True)
+    if real.is_dir():
+        copy.mkdir()
+        shutil.copy(next(real.iterdir()), copy)  # partial
+    else:
+        shutil.copy(real, copy)
+    with pytest.raises(UserError, match="same depth") as info:
+        find_split(root, "train2017")
+    assert str(real) in str(info.value) and str(copy) in str(info.value)
+    shutil.rmtree(root / "backup")
+    assert find_split(root, "train2017").images_dir == root / "main" / "train2017"

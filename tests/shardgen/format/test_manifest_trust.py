@@ -14,7 +14,7 @@ from shardgen.publish.upload import upload
 
 
 def _manifest(**shard) -> dict:
-    entry = {"name": "train-000000.tar", "n_samples": 10, "n_bytes": 4096, "sha256": "0" * 64, **shard}
+    entry = {"name": "train-000000.tar", "n_samples": 10, "n_bytes": 1 << 20, "sha256": "0" * 64, **shard}
     return {"schema_version": 1, "split": "train", "text_encoder": {}, "preprocess": {}, "shards": [entry]}
 
 
@@ -77,3 +77,12 @@ def test_readers_and_upload_never_leave_the_folder(tmp_path, train_shards):
     with pytest.raises(UserError, match="leads outside"):
         upload(src, f"file://{dest}", progress=False)
     assert not dest.exists() or not any(dest.iterdir())
+
+
+@pytest.mark.parametrize(("n_samples", "n_bytes"), [(10**15, 1 << 20), (10**20, 1 << 20), (10**15, 10**19),
+                                                    (257, 257 * 4096 - 1)])
+def test_sample_counts_must_fit_the_shard_bytes(n_samples, n_bytes):
+    """A manifest claiming 10^15 samples made the loader's plan grow for minutes; 10^20 ended in OverflowError."""
+    with pytest.raises(SchemaError, match="m.json: .*(cannot fit|more than a shard)"):
+        Manifest.from_dict(_manifest(n_samples=n_samples, n_bytes=n_bytes), source="m.json")
+    assert Manifest.from_dict(_manifest(n_samples=256, n_bytes=256 * 4096)).n_samples == 256

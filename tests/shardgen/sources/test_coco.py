@@ -128,3 +128,33 @@ def test_deeply_nested_annotations_are_a_user_error(tmp_path):
     (tmp_path / "annotations" / "captions_train2014.json").write_text("[" * 200_000 + "]" * 200_000)
     with pytest.raises(UserError, match="captions_train2014.json"):
         load_split(find_split(tmp_path, "train"))
+
+
+def _annotations(tmp_path, images, annotations):
+    (tmp_path / "train2014").mkdir(exist_ok=True)
+    (tmp_path / "annotations").mkdir(exist_ok=True)
+    path = tmp_path / "annotations" / "captions_train2014.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))  # ensure_ascii: \ud800 escapes
+    return find_split(tmp_path, "train")
+
+
+def test_lone_surrogates_in_captions_and_file_names_are_skipped_and_counted(tmp_path):
+    """JSON's \\ud800 escape decodes to a lone surrogate, which crashed the tokenizer or the journal after every
+    caption was encoded; such a caption or file name is skipped and counted, in a form any file can hold."""
+    layout = _annotations(tmp_path, [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b\udc00.jpg"}],
+                          [{"id": 10, "image_id": 1, "caption": "a dog \ud800"},
+                           {"id": 11, "image_id": 1, "caption": "a dog"},
+                           {"id": 12, "image_id": 2, "caption": "a cat"}])
+    records, report = load_split(layout)
+    assert [(r.file_name, r.captions) for r in records] == [("a.jpg", ("a dog",))]
+    assert report.problems["caption_not_text"] == ["a.jpg"]
+    assert report.problems["unsafe_file_name"] == ["b\\udc00.jpg"]
+    json.dumps(report.problems, ensure_ascii=False).encode("utf-8")  # writable as the manifest's failures
+
+
+def test_integers_past_pythons_digit_limit_are_one_user_error(tmp_path):
+    """json raises ValueError, not JSONDecodeError, for an integer over 4300 digits."""
+    layout = _annotations(tmp_path, [], [])
+    layout.annotations.write_text('{"images": [{"id": ' + "9" * 5000 + '}], "annotations": []}')
+    with pytest.raises(UserError, match="cannot read annotations .*ValueError.*digits"):
+        load_split(layout)

@@ -136,3 +136,16 @@ def test_paths_leaving_the_image_folders_are_skipped_and_counted(split_file, sam
                                                                                       key=lambda i: entries[i]["cocoid"])]
     assert len(got.report.problems["bad_filepath"]) == 3 and len(got.report.problems["unsafe_file_name"]) == 3
     assert all(r.path.is_relative_to(sample_coco / "val2014") for r in got.records)
+
+
+def test_surrogates_and_huge_integers_in_a_split_file(split_file, sample_coco, tmp_path):
+    entries = _entries(split_file)
+    test = next(i for i, e in enumerate(entries) if e["split"] == "test")
+    entries[test]["sentences"][0]["raw"] = "a dog \ud800"
+    path = tmp_path / "surrogate.json"
+    path.write_text(json.dumps({"images": entries}))
+    got = load_karpathy(path, sample_coco, "test")
+    assert got.report.problems["caption_not_text"] == [entries[test]["filename"]]
+    path.write_text('{"images": [{"cocoid": ' + "1" * 5000 + "}]}")
+    with pytest.raises(UserError, match="cannot read the Karpathy split file .ValueError"):
+        load_karpathy(path, sample_coco, "test")

@@ -81,3 +81,17 @@ def test_placeholder_tokenizer_is_refused(monkeypatch, tiny_encoder):
 def test_missing_local_path(tmp_path):
     with pytest.raises(EncoderLoadError, match="not a directory"):
         TextEncoder(str(tmp_path / "nope"))
+
+
+def test_a_pickled_weights_file_is_refused_in_one_line(tiny_encoder, tmp_path):
+    """An encoder folder (named by a manifest, say) whose pytorch_model.bin is a pickle of more than tensors: nothing
+    runs (weights_only), and the message does not suggest `weights_only=False` either."""
+    import shutil
+
+    folder = tmp_path / "enc"
+    shutil.copytree(tiny_encoder, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"x": print}, folder / "pytorch_model.bin")  # a reference to a callable: refused by weights_only
+    with pytest.raises(EncoderLoadError, match="pickled objects other than tensors") as info:
+        text.load_clip_text(str(folder))
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
