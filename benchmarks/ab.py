@@ -113,6 +113,7 @@ def same_bytes(work: Path, trees: dict[str, Path]) -> dict:
 
 def run(work: Path, *, a: str, b: str, rounds: int = 3, images: int = 2000, build_images: int = 1000,
         workers: int = 2, epochs: int = 3) -> dict:
+    work = work.resolve()  # the children run in their own tree
     root, encoder, cache, shards = _inputs(work, images)
     trees = {rev: export_tree(rev, work / f"tree-{rev}") for rev in (a, b)}
     identical = same_bytes(work, trees)
