@@ -4,6 +4,7 @@ and no traceback) and `free_port` (a loopback port for servers and DDP rendezvou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -86,3 +87,32 @@ def lying_manifest(shards: Path, into: Path) -> Path:
     data["totals"]["n_samples"] = data["totals"].get("n_samples", 0) + 1
     (into / "manifest.json").write_text(json.dumps(data, indent=2))
     return into
+
+
+@contextlib.contextmanager
+def moto_s3(*buckets: str):
+    """A moto S3 server on loopback with `buckets` made, the AWS environment pointing at it for the duration;
+    yields a boto3 client. s3fs's cached instances are dropped on entry and exit (they bind an endpoint)."""
+    import boto3
+    import pytest
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    mp = pytest.MonkeyPatch()
+    endpoint = f"http://127.0.0.1:{port}"
+    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        mp.setenv(k, v)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    for bucket in buckets:
+        client.create_bucket(Bucket=bucket)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield client
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        mp.undo()
+        server.stop()

@@ -3,7 +3,6 @@
 import shutil
 import socket
 
-import boto3
 import pytest
 import torch
 
@@ -13,32 +12,15 @@ from shardgen.errors import UserError
 from shardgen.publish.upload import upload
 from shardgen.publish.verify import verify
 
-from ..helpers import free_port
+from ..helpers import free_port, moto_s3
 from ..netutil import FileServer
 
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    mp = pytest.MonkeyPatch()
-    endpoint = f"http://127.0.0.1:{port}"
-    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        mp.setenv(k, v)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket="shards")
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield client
-    s3fs.S3FileSystem.clear_instance_cache()
-    mp.undo()
-    server.stop()
+    with moto_s3("shards") as client:
+        yield client
 
 
 def _keys_images(loader):

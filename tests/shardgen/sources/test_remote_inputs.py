@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,40 +12,18 @@ import pytest
 from shardgen.build.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 
+from ...helpers import moto_s3
 from .test_table import write_table
 from .test_webdataset import img2dataset_dir  # noqa: F401 - the fixture, shared
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def bucket(sample_coco):
     """A moto S3 server holding the sample's val split (images and annotations) under s3://inputs/coco2014."""
-    import boto3
-    import s3fs
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    mp = pytest.MonkeyPatch()
-    endpoint = f"http://127.0.0.1:{port}"
-    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        mp.setenv(k, v)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket="inputs")
-    for path in [*(sample_coco / "val2014").iterdir(), *(sample_coco / "annotations").glob("captions_val2014.json")]:
-        client.upload_file(str(path), "inputs", f"coco2014/{path.relative_to(sample_coco).as_posix()}")
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield client
-    s3fs.S3FileSystem.clear_instance_cache()
-    mp.undo()
-    server.stop()
+    with moto_s3("inputs") as client:
+        for path in [*(sample_coco / "val2014").iterdir(), *(sample_coco / "annotations").glob("captions_val2014.json")]:
+            client.upload_file(str(path), "inputs", f"coco2014/{path.relative_to(sample_coco).as_posix()}")
+        yield client
 
 
 def _tars(out: Path) -> dict[str, str]:
