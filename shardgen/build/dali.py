@@ -9,9 +9,8 @@ import tarfile
 from pathlib import Path
 
 from ..format import split_member_name
-from .writer import write_text_atomic
+from .writer import DALI_INDEX_VERSION, write_text_atomic
 
-DALI_INDEX_VERSION = "v1.2"
 
 
 def dali_index_text(shard: Path) -> str:

@@ -207,7 +207,8 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
     for batch in iter_shard_batches(prepared, samples_per_shard=cfg.samples_per_shard,
                                     max_shard_bytes=cfg.max_shard_bytes, input_end=len(records)):
         if batch.samples:
-            info = write_shard(out / shard_name(cfg.dataset_split, len(shards)), batch.samples)
+            info = write_shard(out / shard_name(cfg.dataset_split, len(shards)), batch.samples,
+                               index=cfg.dali_index)
             shards.append({**asdict(info), "input_end": batch.input_end, "failures": batch.failures,
                            "conversions": batch.conversions,
                            "n_captions": sum(len(s.meta["captions"]) for s in batch.samples)})
