@@ -67,11 +67,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def malformed_manifest(shards: Path, into: Path) -> Path:
-    """A copy of the shard folder `shards` whose manifest.json is not JSON."""
+def copy_shards(shards: Path, into: Path) -> Path:
+    """A copy of the shard folder `shards` at `into`, for a test to damage."""
     import shutil
 
     shutil.copytree(shards, into)
+    return into
+
+
+def malformed_manifest(shards: Path, into: Path) -> Path:
+    """A copy of the shard folder `shards` whose manifest.json is not JSON."""
+    copy_shards(shards, into)
     (into / "manifest.json").write_text('{"format": "shardgen", "shards": [')
     return into
 
@@ -79,9 +85,7 @@ def malformed_manifest(shards: Path, into: Path) -> Path:
 def lying_manifest(shards: Path, into: Path) -> Path:
     """A copy of the shard folder `shards` whose manifest claims one sample more in the first shard than it holds
     (and in its totals): a well-formed manifest that disagrees with its shards."""
-    import shutil
-
-    shutil.copytree(shards, into)
+    copy_shards(shards, into)
     data = json.loads((into / "manifest.json").read_text())
     data["shards"][0]["n_samples"] += 1
     data["totals"]["n_samples"] = data["totals"].get("n_samples", 0) + 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 
@@ -14,16 +13,11 @@ from loaders import LoaderError, make_loader
 from loaders.errors import SourceError
 
 from ..bounded import within
-
-
-def _copy(train_shards, tmp_path):
-    d = tmp_path / "s"
-    shutil.copytree(train_shards, d)
-    return d
+from ..helpers import copy_shards
 
 
 def test_a_fifo_in_place_of_a_shard_fails_at_once(tmp_path, train_shards):
-    d = _copy(train_shards, tmp_path)
+    d = copy_shards(train_shards, tmp_path / "s")
     (d / "train-000000.tar").unlink()
     os.mkfifo(d / "train-000000.tar")
     with pytest.raises(LoaderError, match="train-000000.tar.*FIFO"):
@@ -32,7 +26,7 @@ def test_a_fifo_in_place_of_a_shard_fails_at_once(tmp_path, train_shards):
 
 @pytest.mark.parametrize("n_samples", [10**15, 10**20])
 def test_a_manifest_claiming_absurd_counts_is_refused(tmp_path, train_shards, n_samples):
-    d = _copy(train_shards, tmp_path)
+    d = copy_shards(train_shards, tmp_path / "s")
     manifest = json.loads((d / "manifest.json").read_text())
     manifest["shards"][0]["n_samples"] = n_samples
     (d / "manifest.json").write_text(json.dumps(manifest))
@@ -42,7 +36,7 @@ def test_a_manifest_claiming_absurd_counts_is_refused(tmp_path, train_shards, n_
 
 @pytest.mark.parametrize("count", [10**15, 10**20, -1, "10", True])
 def test_a_sizes_json_claiming_absurd_counts_is_refused(tmp_path, train_shards, count):
-    d = _copy(train_shards, tmp_path)
+    d = copy_shards(train_shards, tmp_path / "s")
     (d / "manifest.json").unlink()
     sizes = json.loads((d / "sizes.json").read_text())
     sizes["train-000000.tar"] = count

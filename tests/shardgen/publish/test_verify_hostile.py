@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 from shardgen.publish.verify import verify
 
 from ...bounded import within
-
-
-def _copy(train_shards, tmp_path):
-    d = tmp_path / "s"
-    shutil.copytree(train_shards, d)
-    return d
+from ...helpers import copy_shards
 
 
 def test_a_fifo_or_dev_zero_in_place_of_a_shard_is_a_problem(tmp_path, train_shards):
-    d = _copy(train_shards, tmp_path)
+    d = copy_shards(train_shards, tmp_path / "s")
     (d / "train-000001.tar").unlink()
     os.mkfifo(d / "train-000001.tar")
     (d / "train-000002.tar").unlink()
@@ -34,7 +28,7 @@ def test_a_fifo_or_dev_zero_in_place_of_a_shard_is_a_problem(tmp_path, train_sha
 def test_a_shard_far_longer_than_its_manifest_is_not_read_to_its_end(tmp_path, train_shards, monkeypatch):
     from shardgen.publish import verify as verify_module
 
-    d = _copy(train_shards, tmp_path)
+    d = copy_shards(train_shards, tmp_path / "s")
     with open(d / "train-000000.tar", "ab") as fh:
         fh.write(b"\0" * 4096)
     n_bytes = json.loads((d / "manifest.json").read_text())["shards"][0]["n_bytes"]
@@ -45,7 +39,7 @@ def test_a_shard_far_longer_than_its_manifest_is_not_read_to_its_end(tmp_path, t
 
 
 def test_a_manifest_embed_dim_other_than_the_shards_fails(tmp_path, train_shards):
-    d = _copy(train_shards, tmp_path)
+    d = copy_shards(train_shards, tmp_path / "s")
     manifest = json.loads((d / "manifest.json").read_text())
     manifest["embed_dim"] = 768
     (d / "manifest.json").write_text(json.dumps(manifest))
