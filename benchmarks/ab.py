@@ -49,11 +49,16 @@ print(json.dumps({"n": n, "img_per_s": best}))
 
 
 def export_tree(rev: str, dest: Path) -> Path:
-    """`rev`'s files (no .git) in `dest`; reused when already there."""
-    if not (dest / "shardgen").is_dir():
-        dest.mkdir(parents=True, exist_ok=True)
+    """`rev`'s files (no .git) in `dest`; reused only while `rev` still names the commit exported there (a branch
+    or HEAD moves)."""
+    sha = subprocess.run(["git", "rev-parse", rev], capture_output=True, text=True, check=True).stdout.strip()
+    stamp = dest / ".exported-commit"
+    if not stamp.is_file() or stamp.read_text() != sha:
+        subprocess.run(["rm", "-rf", str(dest)], check=True)
+        dest.mkdir(parents=True)
         archive = subprocess.run(["git", "archive", rev], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        stamp.write_text(sha)
     return dest
 
 

@@ -70,11 +70,11 @@ def test_resume_after_interrupted_build(tmp_path, sample_coco, tiny_encoder, tra
     real = build_mod.write_shard
     calls = []
 
-    def dying_write(path, samples):
+    def dying_write(path, samples, **kwargs):
         if len(calls) == 2:
             raise KeyboardInterrupt
         calls.append(path.name)
-        return real(path, samples)
+        return real(path, samples, **kwargs)
 
     monkeypatch.setattr(build_mod, "write_shard", dying_write)
     cfg = BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=str(tiny_encoder),

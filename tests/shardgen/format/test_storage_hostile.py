@@ -63,6 +63,36 @@ def test_open_local_checks_the_size_before_reading(tmp_path):
     assert read_local(path, max_bytes=1000) == b"x" * 1000
 
 
+@pytest.mark.parametrize("max_bytes, whole", [(100, True), (25, False)])
+def test_read_local_takes_a_file_that_grows_while_read_up_to_the_cap(tmp_path, monkeypatch, max_bytes, whole):
+    """read_local asks for the size it found (not for max_bytes, which would allocate the whole cap per image);
+    a file that grows after that is still read whole, or refused past the cap."""
+    path = tmp_path / "growing.jpg"
+    path.write_bytes(b"a" * 10)
+    real_fstat = os.fstat
+
+    def fstat_then_grow(fd):
+        info = real_fstat(fd)
+        with open(path, "ab") as fh:  # 20 more bytes land after the size was taken
+            fh.write(b"b" * 20)
+        return info
+
+    opened = open_local
+
+    def open_then_patch(*args, **kwargs):  # only read_local's own size check sees the growth
+        fh = opened(*args, **kwargs)
+        monkeypatch.setattr(storage.os, "fstat", fstat_then_grow)
+        return fh
+
+    monkeypatch.setattr(storage, "open_local", open_then_patch)
+    if whole:
+        assert read_local(path, max_bytes=max_bytes) == b"a" * 10 + b"b" * 20
+    else:
+        with pytest.raises(RefusedFile, match="more than the 25 bytes") as info:
+            read_local(path, max_bytes=max_bytes)
+        assert info.value.reason == "too_large"
+
+
 def test_open_local_refuses_symlinks_out_of_the_root(tmp_path):
     root, outside = tmp_path / "images", tmp_path / "secret.txt"
     root.mkdir()
