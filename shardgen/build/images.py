@@ -16,6 +16,7 @@ image is `unreadable_file`, a link leading out of the image folder `unsafe_file_
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ from PIL import (  # noqa: F401 - registers the formats in FORMATS before any op
 
 from ..errors import BadImage
 from ..format.errors import SchemaError
-from ..format.storage import IMAGE_MAX_BYTES, RefusedFile, read_local
+from ..format.storage import IMAGE_MAX_BYTES, RefusedFile, client_errors, is_remote, read_bytes, read_local
+from ..sources.roots import TarMember, read_member
 
 _REFUSED = {"not_a_file": "unreadable_file", "outside_root": "unsafe_file_name", "too_large": "too_large"}
 
@@ -129,9 +131,6 @@ def read_image_bytes(path: str | Path, *, root: str | Path | None = None, sleep=
     cap, retried `IMAGE_READ_RETRIES` times with backoff on network errors. A file that is not there is
     `BadImage("missing_file")` (counted, the build goes on); a network that stays down raises (the build stops
     and resumes from its journal when rerun)."""
-    from ..format.storage import client_errors, is_remote, read_bytes
-    from ..sources.roots import TarMember, read_member
-
     if isinstance(path, TarMember):  # a webdataset input's image, read in place from its tar
         read = lambda: read_member(path)  # noqa: E731
     elif not is_remote(str(path)):
@@ -149,8 +148,6 @@ def read_image_bytes(path: str | Path, *, root: str | Path | None = None, sleep=
                 return read_bytes(str(path), max_bytes=IMAGE_MAX_BYTES)
             except SchemaError as exc:  # more than IMAGE_MAX_BYTES came
                 raise BadImage("too_large", str(exc)) from None
-    import time
-
     sleep = sleep or time.sleep
     attempt = 0
     while True:
