@@ -75,7 +75,6 @@ def test_webdataset_tars_on_s3_build_the_same_bytes_as_local(bucket, img2dataset
 
 def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
     from shardgen.build import images
-    from shardgen.format import storage
 
     calls, waits = [], []
 
@@ -85,13 +84,14 @@ def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
             raise ConnectionError(f"{url}: connection reset")
         return b"bytes"
 
-    monkeypatch.setattr(storage, "read_bytes", flaky)
+    monkeypatch.setattr(images, "read_bytes", flaky)
     assert images.read_image_bytes("s3://inputs/x.jpg", sleep=waits.append) == b"bytes"
     assert len(calls) == 3 and waits == [1.0, 2.0]
+
     def down(url, **_):
         raise ConnectionError(f"{url}: connection refused")
 
-    monkeypatch.setattr(storage, "read_bytes", down)
+    monkeypatch.setattr(images, "read_bytes", down)
     with pytest.raises(ConnectionError):
         images.read_image_bytes("s3://inputs/x.jpg", sleep=waits.append)
     assert waits == [1.0, 2.0, 1.0, 2.0]  # three tries, two waits, then the error stops the build
@@ -100,12 +100,11 @@ def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
 def test_a_missing_remote_image_is_counted_not_retried(monkeypatch):
     from shardgen.build import images
     from shardgen.errors import BadImage
-    from shardgen.format import storage
 
     def missing(url, **_):
         raise FileNotFoundError(f"{url}: not found")
 
-    monkeypatch.setattr(storage, "read_bytes", missing)
+    monkeypatch.setattr(images, "read_bytes", missing)
     with pytest.raises(BadImage) as caught:
         images.read_image_bytes("s3://inputs/x.jpg", sleep=pytest.fail)
     assert caught.value.reason == "missing_file"
