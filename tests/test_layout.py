@@ -136,3 +136,15 @@ def test_the_formats_constants_are_defined_once():
                 for name in {t.id for t in targets if isinstance(t, ast.Name)} & owner.keys():
                     assert path == ROOT / owner[name], \
                         f"{path.relative_to(ROOT)} defines {name} again: import it from {owner[name]}"
+
+
+def test_no_test_folder_is_skipped_by_pytest(pytestconfig):
+    """Every folder holding test files is collected: pytest's default `norecursedirs` skips folders named `build`,
+    which once hid tests/shardgen/build/ from `make test` (pyproject sets the list)."""
+    from fnmatch import fnmatch
+
+    skipped = pytestconfig.getini("norecursedirs")
+    for test_file in (ROOT / "tests").rglob("test_*.py"):
+        for part in test_file.relative_to(ROOT).parent.parts:
+            hidden = [pattern for pattern in skipped if fnmatch(part, pattern)]
+            assert not hidden, f"{test_file.relative_to(ROOT)} is never collected: {part!r} matches {hidden}"
