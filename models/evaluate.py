@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import re
@@ -34,10 +33,9 @@ from PIL import Image
 
 from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader, resolve_source
 from loaders.coco_dataset import clip_transform
-from shardgen.format import Manifest, is_remote, read_local, read_manifest
+from shardgen.format import Manifest, is_remote, read_manifest
 from shardgen.config import config_from_options
 from shardgen.format.errors import HANDLED, report
-from shardgen.format.storage import IMAGE_MAX_BYTES
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
@@ -46,7 +44,7 @@ from .distributed import auto_device
 from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ImageEncoder
 from .metrics import recall_at_k, recall_at_k_folds
-from .plots import retrieval_grid
+from .qualitative import qualitative
 from .preflight import own_training_warning
 from .report import chance_levels, format_table, small_split_note
 
@@ -251,70 +249,6 @@ def locate_text_encoder(manifest: Manifest, shards: str) -> str:
                     f"here, from {shards} or the folders above it: pass --text-encoder PATH")
 
 
-MAX_UNSEEN = 8  # images in the --unseen figure
-MAX_UNSEEN_PIXELS = 50_000_000  # as the build's default --max-image-pixels: a header claiming more is not decoded
-
-
-def load_unseen(folder: Path) -> list[Image.Image]:
-    """The first `MAX_UNSEEN` images of `folder` that decode, as RGB. Every file is read through the one opener
-    of user-named files (a FIFO, a device, a directory named .jpg, a link out of the folder, a file over
-    `IMAGE_MAX_BYTES` are refused before a byte is read); a file that does not decode, or whose header claims
-    more than `MAX_UNSEEN_PIXELS`, is skipped. What was skipped is said in one line; none usable is a UserError."""
-    images, skipped = [], []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")):
-        if len(images) == MAX_UNSEEN:
-            break
-        try:
-            img = Image.open(io.BytesIO(read_local(path, root=folder, max_bytes=IMAGE_MAX_BYTES)))
-            if img.width * img.height > MAX_UNSEEN_PIXELS:  # before decoding: a header may claim anything
-                skipped.append(f"{path.name} ({img.width}x{img.height}, over {MAX_UNSEEN_PIXELS / 1e6:g} Mpx)")
-                continue
-            images.append(img.convert("RGB"))
-        except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # unreadable, not an image, truncated
-            skipped.append(f"{path.name} ({str(exc).removeprefix(f'{path}: ')})")
-    if skipped:
-        print(f"note: --unseen: skipped {len(skipped)} file(s): {'; '.join(skipped)}", file=sys.stderr)
-    if not images:
-        raise UserError(f"--unseen {folder}: no image that decodes (.jpg, .jpeg, .png, .webp)")
-    return images
-
-
-@torch.no_grad()
-def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], text_encoder: str | None, n_images: int,
-                unseen: Path | None, out_dir: Path, device: torch.device, k: int = 5,
-                warning: str = "", label: str = "shards") -> list[Path]:
-    """The retrieval pictures, named by the shard set they show (`label`, see `picture_path`)."""
-    written = []
-    if queries:
-        from shardgen.text.encoder import TextEncoder
-
-        q = TextEncoder(text_encoder, device=device).encode(queries).to(emb["image"].dtype)  # [Q, 512]
-        scores, idx = (q @ emb["image"].T).topk(min(k, emb["image"].shape[0]), dim=1)
-        rows = [(text, [(emb["thumbs"][j], float(s)) for s, j in zip(scores[r], idx[r])])
-                for r, text in enumerate(queries)]
-        written.append(out_dir / f"text_to_image-{label}.png")
-        retrieval_grid(rows, title="caption -> top-5 images (cosine similarity)", warning=warning).save(written[-1])
-    if n_images:
-        picks = list(range(min(n_images, emb["image"].shape[0])))
-        scores, idx = (emb["image"][picks] @ emb["text"].T).topk(k, dim=1)
-        rows = [(emb["thumbs"][p], [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
-                for r, p in enumerate(picks)]
-        written.append(out_dir / f"image_to_text-{label}.png")
-        retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)", warning=warning).save(written[-1])
-    if unseen is not None:
-        images = load_unseen(unseen)
-        tf = clip_transform()
-        batch = torch.stack([tf(img) for img in images]).to(device)  # [n, 3, 224, 224]
-        img_emb = model(batch).float().cpu()
-        scores, idx = (img_emb @ emb["text"].T).topk(k, dim=1)
-        rows = [(img, [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
-                for r, img in enumerate(images)]
-        written.append(out_dir / f"unseen_images-{label}.png")
-        title = f"unseen images from {unseen} -> top-5 captions"
-        retrieval_grid(rows, title=title, warning=warning).save(written[-1])
-    return written
-
-
 def own_training(loaded: LoadedModel, shards: str) -> str | None:
     """A warning line when `shards` hold files the checkpoint was trained on (None when its train shards are gone
     or unreadable from here: nothing to compare)."""
@@ -371,9 +305,14 @@ def run(cfg: EvalConfig) -> int:
     print(f"wrote {write_result(out_dir, loaded, cfg.shards, result)}")
     if (out_dir / METRICS_NAME).is_file():  # a training run's folder: its curves gain this evaluation's point
         print(f"wrote {write_curves(out_dir)}")
-    for path in qualitative(loaded.model, emb, queries=list(cfg.queries), text_encoder=encoder,
+    query_emb = None
+    if cfg.queries:
+        from shardgen.text.encoder import TextEncoder
+
+        query_emb = TextEncoder(encoder, device=device).encode(list(cfg.queries))
+    for path in qualitative(loaded.model, emb, queries=list(cfg.queries), query_emb=query_emb,
                             n_images=cfg.show_images, unseen=unseen, out_dir=out_dir, device=device,
-                            warning=warning, label=shards_label(cfg.shards)):
+                            transform=clip_transform(), warning=warning, label=shards_label(cfg.shards)):
         print(f"wrote {path}")
     return 0
 
