@@ -17,11 +17,12 @@ import logging
 from typing import NamedTuple
 
 from shardgen.format import client_errors, read_text, redact, split_member_name
+from shardgen.format.dali_index import DALI_INDEX_VERSION
+from shardgen.format.tarheader import BLOCK
 
 from .errors import LoaderError
 
 log = logging.getLogger("loaders")
-BLOCK = 512
 _CACHE_LIMIT = 4096  # shard URLs whose index (or its absence) a process remembers
 
 
@@ -45,9 +46,10 @@ def parse_index(text: str, *, url: str) -> ShardIndex:
     """A DALI v1.2 index's sample starts and keys. Raises LoaderError naming `url`."""
     lines = text.splitlines()
     head = lines[0].split() if lines else []
-    if len(head) != 2 or head[0] != "v1.2" or not head[1].isdigit() or int(head[1]) != len(lines) - 1:
-        raise LoaderError(f"{redact(url)}: not a DALI v1.2 index (header {lines[0][:40] if lines else ''!r} does "
-                          f"not match its {max(len(lines) - 1, 0)} sample lines)")
+    if len(head) != 2 or head[0] != DALI_INDEX_VERSION or not head[1].isdigit() or int(head[1]) != len(lines) - 1:
+        raise LoaderError(f"{redact(url)}: not a DALI {DALI_INDEX_VERSION} index (header "
+                          f"{lines[0][:40] if lines else ''!r} does not match its {max(len(lines) - 1, 0)} sample "
+                          "lines)")
     starts, keys = [0], []
     for n, line in enumerate(lines[1:], start=2):
         fields = line.split()

@@ -1,7 +1,7 @@
-"""DALI `.idx` index files, one per shard (format `v1.2`, as NVIDIA's `wds2idx.py` writes): a header line
-`v1.2 <n_samples>`, then one line per sample listing `ext offset size name` for each member, where offset is where
-the member's data starts. Written beside each shard by `shardgen build` (on by default; `--no-dali-index` skips it);
-the loader seeks inside shards with it (`loaders.seek`)."""
+"""DALI `.idx` index files (`format.dali_index`) for shards already on disk, by walking the tar: for shards the
+writer did not index itself (resumed ones, a run with `--no-dali-index` before, `shardgen export`). Written beside
+each shard by `shardgen build` (on by default; `--no-dali-index` skips it); the loader seeks inside shards with it
+(`loaders.seek`)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import tarfile
 from pathlib import Path
 
 from ..format import split_member_name
-from .writer import DALI_INDEX_VERSION, write_text_atomic
+from ..format.dali_index import Member, dali_index_text
+from .writer import write_text_atomic
 
 
-
-def dali_index_text(shard: Path) -> str:
+def shard_index_text(shard: Path) -> str:
     """The DALI index for one local shard."""
-    samples: list[list[str]] = []
+    samples: list[list[Member]] = []
     last = None
     with tarfile.open(shard) as tar:
         for m in tar:
@@ -25,11 +25,11 @@ def dali_index_text(shard: Path) -> str:
             if key != last:
                 samples.append([])
                 last = key
-            samples[-1].append(f"{ext} {m.offset_data} {m.size} {m.name}")
-    return f"{DALI_INDEX_VERSION} {len(samples)}\n" + "".join(" ".join(s) + "\n" for s in samples)
+            samples[-1].append((ext, m.offset_data, m.size, m.name))
+    return dali_index_text(samples)
 
 
 def write_dali_index(shard: Path) -> Path:
     path = shard.with_suffix(".idx")
-    write_text_atomic(path, dali_index_text(shard))
+    write_text_atomic(path, shard_index_text(shard))
     return path

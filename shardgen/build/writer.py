@@ -13,13 +13,12 @@ from pathlib import Path
 import webdataset as wds
 
 from ..format import ShardInfo, schema
+from ..format.dali_index import Member, dali_index_text
 from ..format.digest import file_digests
+from ..format.tarheader import BLOCK
 from ..format.schema import Sample
 
 __all__ = ["Sample", "temp_path", "write_shard", "write_text_atomic"]  # Sample: the format's, written here
-
-DALI_INDEX_VERSION = "v1.2"  # the `.idx` beside a shard (`build.dali` has the format)
-_BLOCK = 512
 
 
 def temp_path(path: Path) -> Path:
@@ -33,7 +32,7 @@ def write_shard(path: Path, samples: list[Sample], *, index: bool = False) -> Sh
     take exactly one 512-byte header (never for our names), no index is written and `build.dali` walks the tar."""
     tmp = temp_path(path)
     sample_schema = schema.SCHEMA
-    lines: list[str] | None = [] if index else None
+    entries: list[list[Member]] | None = [] if index else None  # per sample; None once offsets are unknown
     try:
         with open(tmp, "wb") as fh:
             writer = wds.TarWriter(fh, user="", group="", mode=0o444, mtime=0, encoder=False)
@@ -41,16 +40,20 @@ def write_shard(path: Path, samples: list[Sample], *, index: bool = False) -> Sh
                 members = sample_schema.encode(sample.values)
                 start = writer.tarstream.offset
                 writer.write({"__key__": sample.key, **members})
-                if lines is not None:
-                    lines = _index_line(lines, sample.key, members, start, writer.tarstream.offset)
+                if entries is not None:
+                    laid_out = _index_members(sample.key, members, start, writer.tarstream.offset)
+                    if laid_out is None:
+                        entries = None
+                    else:
+                        entries.append(laid_out)
             writer.close()
             fh.flush()
             os.fsync(fh.fileno())
         (sha256,) = file_digests(tmp, "sha256")
         info = ShardInfo(name=path.name, n_samples=len(samples), n_bytes=tmp.stat().st_size, sha256=sha256)
         os.replace(tmp, path)
-        if lines is not None:
-            write_text_atomic(path.with_suffix(".idx"), f"{DALI_INDEX_VERSION} {len(lines)}\n" + "".join(lines))
+        if entries is not None:
+            write_text_atomic(path.with_suffix(".idx"), dali_index_text(entries))
     except BaseException as exc:  # a full disk or an interrupt: leave no partial file behind, then re-raise
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:
@@ -59,18 +62,15 @@ def write_shard(path: Path, samples: list[Sample], *, index: bool = False) -> Sh
     return info
 
 
-def _index_line(lines: list[str], key: str, members: dict[str, bytes], start: int, end: int) -> list[str] | None:
-    """`lines` plus this sample's index line (`ext offset size name` per member, in tar order), or None when the
-    tar did not lay the sample out as one header block per member (then no offsets are known)."""
-    parts, pos = [], start
+def _index_members(key: str, members: dict[str, bytes], start: int, end: int) -> list[Member] | None:
+    """This sample's index members (ext, data offset, size, name, in tar order), or None when the tar did not lay
+    the sample out as one header block per member (then no offsets are known)."""
+    laid_out, pos = [], start
     for ext in sorted(members):
         size = len(members[ext])
-        parts.append(f"{ext} {pos + _BLOCK} {size} {key}.{ext}")
-        pos += _BLOCK + -(-size // _BLOCK) * _BLOCK
-    if pos != end:
-        return None
-    lines.append(" ".join(parts) + "\n")
-    return lines
+        laid_out.append((ext, pos + BLOCK, size, f"{key}.{ext}"))
+        pos += BLOCK + -(-size // BLOCK) * BLOCK
+    return laid_out if pos == end else None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

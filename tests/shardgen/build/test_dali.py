@@ -4,7 +4,7 @@ one header block (a long name), the writer writes none and the build's walk does
 
 from __future__ import annotations
 
-from shardgen.build.dali import dali_index_text
+from shardgen.build.dali import shard_index_text
 from shardgen.build.pipeline import BuildConfig, build_shards
 from shardgen.build.writer import write_shard
 from shardgen.format.schema import Sample
@@ -15,7 +15,7 @@ def test_the_writers_index_is_the_walks(tmp_path, sample_coco, tiny_encoder):
     build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
                              samples_per_shard=5, workers=1, progress=False))
     shards = sorted(out.glob("val-*.tar"))
-    assert shards and all(s.with_suffix(".idx").read_text() == dali_index_text(s) for s in shards)
+    assert shards and all(s.with_suffix(".idx").read_text() == shard_index_text(s) for s in shards)
 
 
 def test_a_long_member_name_leaves_the_index_to_the_walk(tmp_path):
@@ -39,5 +39,5 @@ def test_a_long_member_name_leaves_the_index_to_the_walk(tmp_path):
     finally:
         schema.SCHEMA = real
     assert short.n_samples == 1
-    assert (tmp_path / "a.idx").read_text() == dali_index_text(tmp_path / "a.tar")
+    assert (tmp_path / "a.idx").read_text() == shard_index_text(tmp_path / "a.tar")
     assert not (tmp_path / "b.idx").exists()
