@@ -22,7 +22,6 @@ inside it once symlinks are resolved.
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import re
@@ -308,9 +307,9 @@ def open_local(path: str | os.PathLike, *, root: str | os.PathLike | None = None
     block the open or the read, a device such as /dev/zero, or a directory), of at most `max_bytes`, and when
     `root` is given, inside `root` once symlinks are resolved. Raises RefusedFile (an OSError naming the path)
     or the OSError of the open (FileNotFoundError, PermissionError)."""
-    real = _real_path(path)
+    real = os.path.realpath(path)
     if root is not None:
-        base = _real_folder(os.fspath(root))
+        base = os.path.realpath(root)
         if os.path.commonpath([real, base]) != base:
             raise RefusedFile("outside_root", f"{path}: leads outside {root} (to {real}); refusing to read it")
     # O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting; cleared below for files
@@ -329,23 +328,6 @@ def open_local(path: str | os.PathLike, *, root: str | os.PathLike | None = None
     except BaseException:
         os.close(fd)
         raise
-
-
-@functools.lru_cache(maxsize=4096)
-def _real_folder(folder: str) -> str:
-    """A folder's real path, resolved once per process: a build reads thousands of images from a few folders, and
-    resolving every component of every image path again was the largest per-image cost the checks added."""
-    return os.path.realpath(folder)
-
-
-def _real_path(path: str | os.PathLike) -> str:
-    """`os.path.realpath(path)`, with its folder's resolution cached; a file that is itself a link (or a name such
-    as `..`) is resolved whole."""
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    if name in ("", ".", "..") or os.path.islink(path):
-        return os.path.realpath(path)
-    return os.path.join(_real_folder(os.path.abspath(folder or ".")), name)
 
 
 def read_local(path: str | os.PathLike, *, max_bytes: int, root: str | os.PathLike | None = None) -> bytes:
