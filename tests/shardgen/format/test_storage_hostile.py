@@ -93,6 +93,23 @@ def test_read_local_takes_a_file_that_grows_while_read_up_to_the_cap(tmp_path, m
         assert info.value.reason == "too_large"
 
 
+def test_a_folder_replaced_by_a_link_after_a_read_is_refused(tmp_path):
+    """Every read resolves its path anew: a subfolder swapped for a link out of the root between two reads (a
+    shared image folder changed during a build) is refused on the second read, not trusted from the first."""
+    root, outside = tmp_path / "images", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub" / "a.jpg").write_bytes(b"ok")
+    (outside / "a.jpg").write_bytes(b"secret")
+    assert read_local(root / "sub" / "a.jpg", root=root, max_bytes=10) == b"ok"
+    (root / "sub" / "a.jpg").unlink()
+    (root / "sub").rmdir()
+    (root / "sub").symlink_to(outside)
+    with pytest.raises(RefusedFile) as info:
+        read_local(root / "sub" / "a.jpg", root=root, max_bytes=10)
+    assert info.value.reason == "outside_root"
+
+
 def test_open_local_refuses_symlinks_out_of_the_root(tmp_path):
     root, outside = tmp_path / "images", tmp_path / "secret.txt"
     root.mkdir()
