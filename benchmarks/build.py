@@ -59,7 +59,7 @@ def _vm_hwm_kb() -> int:
 
 
 def _child(kind: str, root: str, out: str, limit: int, encoder: str, workers: int, cache: str) -> None:
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     t0 = time.perf_counter()
     if kind == "naive":

@@ -89,7 +89,7 @@ class Check(NamedTuple):
 
 def ensure_shards(check: Check) -> dict:
     """The sample and its shards under `work` (kept for a rerun)."""
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
     from shardgen.sources.synthetic import make_sample
 
     s = check.sizes

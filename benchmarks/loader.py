@@ -113,7 +113,7 @@ def decode_floor(jpgs: list[bytes], threads: int = 1) -> int:
 
 def run(work: Path, *, images: int = 2000) -> dict:
     from loaders import make_loader
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     root = ensure_sample(work, max(images, 4000))
     shards = work / f"loader-shards-{images}"

@@ -31,7 +31,7 @@ def _noop() -> None:
 
 
 def _child(executor: str, root: str, out: str, encoder: str, cache: str, per_shard: int, workers: int) -> None:
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     startup = overhead_ms = 0.0
     if executor == "ray":

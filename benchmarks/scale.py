@@ -155,7 +155,7 @@ def stage_encode_full(p: Paths, a: argparse.Namespace) -> dict:
 
 
 def stage_build(p: Paths, a: argparse.Namespace) -> dict:
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     shutil.rmtree(p.shards, ignore_errors=True)
     n = 0

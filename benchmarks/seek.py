@@ -22,7 +22,7 @@ STARTS = (0, 250, 500, 750, 990)
 
 
 def _shard(work: Path) -> Path:
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     out = work / "seek-shard"
     if not (out / "manifest.json").is_file():

@@ -31,7 +31,7 @@ def sample_coco(tmp_path_factory) -> Path:
 
 
 def _build(tmp_path_factory, coco: Path, encoder: Path, split: str, per_shard: int) -> Path:
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     out = tmp_path_factory.mktemp("shards") / split
     build_shards(BuildConfig(coco_root=coco, split=split, out=out, text_encoder=str(encoder),

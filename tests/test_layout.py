@@ -19,7 +19,7 @@ def _loaded_after(statement: str) -> set[str]:
 
 def test_import_loaders_pulls_no_builder_models_or_transformers():
     loaded = _loaded_after("import loaders")
-    for heavy in ("shardgen.build", "shardgen.text", "models", "transformers", "PIL.ImageDraw", "torchvision"):
+    for heavy in ("shardgen.sharding", "shardgen.text", "models", "transformers", "PIL.ImageDraw", "torchvision"):
         assert heavy not in loaded, f"`import loaders` imports {heavy}"
 
 
@@ -42,7 +42,7 @@ def _imports(path: Path) -> set[str]:
 
 # shardgen's stage folders, bottom to top: a folder may import the loose modules (config, errors), format/ and
 # the folders listed before it, never one after it (the CLI sits on top; nothing imports it).
-STAGES = ("format", "sources", "text", "build", "publish", "cli")
+STAGES = ("format", "sources", "text", "sharding", "publish", "cli")
 LOOSE = {"__init__", "__main__", "config", "errors"}
 
 
@@ -140,7 +140,7 @@ def test_the_formats_constants_are_defined_once():
 
 def test_no_test_folder_is_skipped_by_pytest(pytestconfig):
     """Every folder holding test files is collected: pytest's default `norecursedirs` skips folders named `build`,
-    which once hid tests/shardgen/build/ from `make test` (pyproject sets the list)."""
+    which once hid tests/shardgen/build/ (now sharding/) from `make test` (pyproject sets the list)."""
     from fnmatch import fnmatch
 
     skipped = pytestconfig.getini("norecursedirs")
@@ -148,3 +148,24 @@ def test_no_test_folder_is_skipped_by_pytest(pytestconfig):
         for part in test_file.relative_to(ROOT).parent.parts:
             hidden = [pattern for pattern in skipped if fnmatch(part, pattern)]
             assert not hidden, f"{test_file.relative_to(ROOT)} is never collected: {part!r} matches {hidden}"
+
+
+# The directory patterns of GitHub's standard Python .gitignore (github/gitignore Python.gitignore) and the names
+# pytest and structure tools treat as generated: a package folder matching one would be dropped from a
+# contributor's commits or skipped by tools.
+GENERATED_DIRS = ("build", "develop-eggs", "dist", "downloads", "eggs", ".eggs", "lib", "lib64", "parts", "sdist",
+                  "var", "wheels", "share", "*.egg-info", "htmlcov", ".tox", ".nox", "instance", "docs/_build",
+                  "target", "profile_default", "__pypackages__", "celerybeat-schedule", "env", ".env", ".venv",
+                  "venv", "ENV", "env.bak", "venv.bak", "site", ".mypy_cache", ".pytest_cache", "cython_debug",
+                  "out", "tmp", "bin", "obj", "node_modules", "cover", "logs")
+
+
+def test_no_package_folder_has_a_generated_name():
+    """No folder of a package or of the tests is named like build output (`shardgen/build/` once was)."""
+    from fnmatch import fnmatch
+
+    for package in ("shardgen", "loaders", "models", "tests", "benchmarks"):
+        for init in (ROOT / package).rglob("*.py"):
+            for part in init.relative_to(ROOT).parent.parts:
+                hit = [p for p in GENERATED_DIRS if fnmatch(part, p)]
+                assert not hit, f"{init.parent.relative_to(ROOT)}: folder {part!r} matches .gitignore's {hit}"

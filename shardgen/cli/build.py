@@ -150,7 +150,7 @@ def build_config(args: argparse.Namespace, out: Path) -> BuildConfig:
 
 
 def cmd_build(args) -> int:
-    from ..build.pipeline import build_shards
+    from ..sharding.pipeline import build_shards
     from ..format import is_remote
     from ..publish.upload import build_and_upload, staging_folder
 

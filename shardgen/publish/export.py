@@ -1,5 +1,5 @@
 """Side formats for other tools: the CLIP_benchmark retrieval layout (DALI `.idx` files are written by the build,
-`shardgen.build.dali`).
+`shardgen.sharding.dali`).
 
 - CLIP_benchmark (`--dataset wds/...`) reads `DIR/dataset_type.txt` (`retrieval`), `DIR/<split>/nshards.txt`
   and shards `0.tar … N-1.tar` whose samples hold an image and a `txt` with every caption on its own line.

@@ -46,7 +46,7 @@ from ..format import (
 from ..format.storage import METADATA_MAX_BYTES
 
 if TYPE_CHECKING:  # the build (torch, the text tower) is imported only when `build_and_upload` runs
-    from ..build.pipeline import BuildReport
+    from ..sharding.pipeline import BuildReport
     from ..config import BuildConfig
 
 
@@ -253,7 +253,7 @@ def build_and_upload(cfg: BuildConfig, dest: str, *, progress: bool = True) -> P
     indexes at `dest` go first, each finished shard starts uploading while the build goes on (MosaicML's pattern),
     then `upload` verifies every shard (re-sending any that differ) and writes the indexes, the manifest last.
     Raises UserError on access or network failures."""
-    from ..build.pipeline import build_shards
+    from ..sharding.pipeline import build_shards
 
     try:
         fs, root = fsspec.core.url_to_fs(dest, **with_timeouts(dest))

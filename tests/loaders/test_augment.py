@@ -50,7 +50,7 @@ def test_a_resumed_epoch_replays_the_device_augmentation(train_shards):
 
 
 def test_no_crop_shards_work_under_gpu_decode(tmp_path, sample_coco, tiny_encoder):
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     out = tmp_path / "nocrop"
     build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),

@@ -19,7 +19,7 @@ from tests.netutil import FileServer
 @pytest.fixture(scope="module")
 def one_shard(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
     """The 48 train images in one shard, with its DALI index."""
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     out = tmp_path_factory.mktemp("one") / "train"
     build_shards(BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=str(tiny_encoder),

@@ -217,7 +217,7 @@ def test_brace_pattern_and_url_list(train_shards):
 
 
 def test_random_crop_and_flip_on_uint8(tmp_path, sample_coco, tiny_encoder):
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     out = tmp_path / "nocrop"
     build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def small_shards(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
     """48 train images at 64 px in shards of 10 (6 steps per epoch at batch size 8)."""
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     out = tmp_path_factory.mktemp("small") / "train"
     build_shards(BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=str(tiny_encoder),

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def one_val_shard(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
     """The sample's 12 val images at 64 px in one shard."""
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     out = tmp_path_factory.mktemp("val1") / "val"
     build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),

@@ -103,7 +103,7 @@ def test_cli_smoke_run_and_offline_weights_error(tmp_path, train_shards, capsys,
 
 @pytest.fixture(scope="module")
 def learning_shards(tmp_path_factory, tiny_encoder):
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
     from shardgen.sources.synthetic import make_sample
 
     root = make_sample(tmp_path_factory.mktemp("learn") / "coco", images=320, val_images=80, seed=3, workers=2)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import shardgen.build.pipeline
+import shardgen.sharding.pipeline
 from shardgen.cli import main as cli
 from shardgen.cli.main import main, make_parser, parse_byte_size
 from shardgen.cli.build import build_config
@@ -112,7 +112,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch, bug):
     def broken(*args, **kwargs):
         raise bug
 
-    monkeypatch.setattr(shardgen.build.pipeline, "build_shards", broken)
+    monkeypatch.setattr(shardgen.sharding.pipeline, "build_shards", broken)
     with pytest.raises(type(bug), match="a bug"):
         main(BUILD)
 
@@ -121,13 +121,13 @@ def test_bad_data_is_one_line_and_ctrl_c_is_130(monkeypatch, capsys):
     def bad_manifest(*args, **kwargs):
         raise SchemaError("o/manifest.json: not a valid shardgen manifest")
 
-    monkeypatch.setattr(shardgen.build.pipeline, "build_shards", bad_manifest)
+    monkeypatch.setattr(shardgen.sharding.pipeline, "build_shards", bad_manifest)
     assert main(BUILD) == 2
     assert "o/manifest.json" in one_line(capsys.readouterr().err)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shardgen.build.pipeline, "build_shards", interrupted)
+    monkeypatch.setattr(shardgen.sharding.pipeline, "build_shards", interrupted)
     assert main(BUILD) == 130
     assert "rerun the same command to resume" in one_line(capsys.readouterr().err)

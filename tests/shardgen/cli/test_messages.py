@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shardgen.build.pipeline import BuildConfig, build_shards
+from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 from shardgen.cli.hints import python_command, tool_command
 from shardgen.sources.download import report

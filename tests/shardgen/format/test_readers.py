@@ -9,7 +9,7 @@ from argparse import Namespace
 import numpy as np
 import pytest
 
-from shardgen.build.pipeline import BuildConfig, build_shards
+from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 
 from ...helpers import read_all

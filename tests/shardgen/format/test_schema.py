@@ -40,7 +40,7 @@ NCAP = Field("ncap", "the number of captions, decimal ASCII (test-only)",
 @pytest.fixture(scope="module")
 def ncap_shards(tmp_path_factory, sample_coco, tiny_encoder):
     """The val split built with the extra field registered (and unregistered again afterwards)."""
-    from shardgen.build.pipeline import BuildConfig, build_shards
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     patch = pytest.MonkeyPatch()
     patch.setattr(schema, "SCHEMA", SCHEMA.with_field(NCAP))

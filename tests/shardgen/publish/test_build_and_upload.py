@@ -4,8 +4,8 @@ tests/loaders/test_remote.py)."""
 
 import json
 
-from shardgen.build import pipeline
-from shardgen.build.pipeline import build_shards
+from shardgen.sharding import pipeline
+from shardgen.sharding.pipeline import build_shards
 from shardgen.config import BuildConfig
 from shardgen.publish import upload as upload_module
 from shardgen.publish.upload import build_and_upload, staging_folder

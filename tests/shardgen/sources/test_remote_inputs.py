@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shardgen.build.pipeline import BuildConfig, build_shards
+from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 
 from ...helpers import moto_s3
@@ -74,7 +74,7 @@ def test_webdataset_tars_on_s3_build_the_same_bytes_as_local(bucket, img2dataset
 
 
 def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
-    from shardgen.build import images
+    from shardgen.sharding import images
 
     calls, waits = [], []
 
@@ -98,7 +98,7 @@ def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
 
 
 def test_a_missing_remote_image_is_counted_not_retried(monkeypatch):
-    from shardgen.build import images
+    from shardgen.sharding import images
     from shardgen.errors import BadImage
 
     def missing(url, **_):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shardgen.build.pipeline import BuildConfig, build_shards
+from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 from shardgen.format.coco_folders import find_split
 from shardgen.sources.coco import load_split

@@ -7,7 +7,7 @@ import numpy as np
 
 from shardgen.sources.coco import CocoImage
 from shardgen.errors import BadImage
-from shardgen.build.pack import Prepared, iter_shard_batches
+from shardgen.sharding.pack import Prepared, iter_shard_batches
 from shardgen.format import Sample
 
 

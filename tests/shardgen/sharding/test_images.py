@@ -6,7 +6,7 @@ from PIL import Image
 
 from shardgen.config import BuildConfig
 from shardgen.errors import BadImage
-from shardgen.build.images import preprocess_image as _preprocess_image
+from shardgen.sharding.images import preprocess_image as _preprocess_image
 
 _BUILD = BuildConfig(coco_root=".", split="train", out=".")  # the build's defaults
 
@@ -170,7 +170,7 @@ def test_jpeg_too_short_for_its_header_is_corrupt_not_grey(tmp_path, progressive
 
 @pytest.mark.parametrize("kind", ["baseline", "progressive", "optimized", "gray", "444", "flat_q1"])
 def test_real_jpegs_are_above_the_size_floor(tmp_path, kind):
-    from shardgen.build.images import min_jpeg_bytes
+    from shardgen.sharding.images import min_jpeg_bytes
 
     img = Image.new("RGB", (640, 480), (50, 60, 70)) if kind == "flat_q1" else _photo()
     options = {"baseline": {}, "progressive": {"progressive": True}, "optimized": {"optimize": True},

@@ -16,7 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from shardgen.build.pipeline import BuildConfig, build_shards  # noqa: E402
+from shardgen.sharding.pipeline import BuildConfig, build_shards  # noqa: E402
 from shardgen.cli.main import main  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_sessio
                                                                        tmp_path):
     import torch
 
-    from shardgen.build.cluster import ray_pool
+    from shardgen.sharding.cluster import ray_pool
     from shardgen.format.coco_folders import find_split
     from shardgen.sources.coco import load_split
     from shardgen.text.cache import encode_captions
@@ -113,7 +113,7 @@ def _refuse(text: str) -> None:
 
 
 def test_an_error_raised_in_a_task_comes_back_as_itself(ray_session):
-    from shardgen.build.cluster import RayPool
+    from shardgen.sharding.cluster import RayPool
     from shardgen.errors import UserError
 
     future = RayPool(slots=2, gpus=0, startup_s=0.0).submit(_refuse, "one line for the user")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shardgen.build.journal import differences
-from shardgen.build.pipeline import BuildConfig, build_shards
+from shardgen.sharding.journal import differences
+from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.errors import UserError
 
 

@@ -21,9 +21,9 @@ from PIL import Image
 
 import shardgen
 import shardgen.text.encoder
-from shardgen.build.pipeline import JOURNAL_NAME, BuildConfig, build_shards
+from shardgen.sharding.pipeline import JOURNAL_NAME, BuildConfig, build_shards
 from shardgen.cli.main import main
-from shardgen.build.outdir import LOCK_NAME
+from shardgen.sharding.outdir import LOCK_NAME
 
 from ...helpers import digests, one_line, read_all
 
@@ -66,7 +66,7 @@ def test_second_build_into_a_locked_folder_is_refused_naming_the_holder(tmp_path
     hold_lock = textwrap.dedent("""
         import sys, time
         from pathlib import Path
-        from shardgen.build.outdir import locked_out_dir
+        from shardgen.sharding.outdir import locked_out_dir
         with locked_out_dir(Path(sys.argv[1])):
             print("locked", flush=True)
             time.sleep(120)
@@ -112,7 +112,7 @@ def _alive(pid: int) -> bool:
 def test_image_processes_die_with_a_killed_build(tmp_path, sample_coco, tiny_encoder):
     slow_images = textwrap.dedent("""
         import sys, time
-        import shardgen.build.pack as pack
+        import shardgen.sharding.pack as pack
         real = pack.preprocess_image
         def slow(*args, **kwargs):
             time.sleep(0.2)

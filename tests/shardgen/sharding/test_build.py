@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-import shardgen.build.pipeline as build_mod
-from shardgen.build.pipeline import BuildConfig, build_shards
+import shardgen.sharding.pipeline as build_mod
+from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 from shardgen.sources.coco import load_split
 from shardgen.format.coco_folders import find_split

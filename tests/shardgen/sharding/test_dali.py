@@ -4,9 +4,9 @@ one header block (a long name), the writer writes none and the build's walk does
 
 from __future__ import annotations
 
-from shardgen.build.dali import shard_index_text
-from shardgen.build.pipeline import BuildConfig, build_shards
-from shardgen.build.writer import write_shard
+from shardgen.sharding.dali import shard_index_text
+from shardgen.sharding.pipeline import BuildConfig, build_shards
+from shardgen.sharding.writer import write_shard
 from shardgen.format.schema import Sample
 
 
