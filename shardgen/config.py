@@ -27,7 +27,6 @@ DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 # Karpathy's split file (`dataset_coco.json`) tags every COCO 2014 image train, restval, val or test; a --split
 # with --karpathy picks one tag or, for the common 113k training set, train+restval.
-EXECUTORS = ("local", "ray")
 # Karpathy's other split files (dataset_flickr30k.json, dataset_flickr8k.json) tag images train, val or test.
 TAGS = ("train", "val", "test")
 KARPATHY_SPLITS = {"train": ("train",), "restval": ("restval",), "train+restval": ("train", "restval"),
@@ -38,7 +37,7 @@ KARPATHY_SPLITS = {"train": ("train",), "restval": ("restval",), "train+restval"
 class BuildConfig:
     coco_root: Path | str | None  # a COCO folder or URL (s3://...); None with --captions or a non-COCO split file
     split: str | None  # None only with --captions (every row of the table)
-    out: Path
+    out: Path | str  # a local folder, or a URL (s3://bucket/prefix) the shard tasks write to
     text_encoder: str = DEFAULT_TEXT_ENCODER
     image_size: int = 224
     crop: bool = True
@@ -58,8 +57,9 @@ class BuildConfig:
     captions: Path | str | None = None  # an image-caption table (.jsonl, .csv, .parquet), images under image_root
     image_root: Path | str | None = None  # the folder (or URL) the table's or a non-COCO split file's images lie in
     webdataset: str | None = None  # webdataset tars (img2dataset's jpg + txt), a brace pattern of paths or URLs
-    executor: str = "local"  # local: image processes on this machine; ray: tasks on a Ray cluster
+    executor: str = "local"  # where tasks run: one of `sharding.executors.names()` (inline, local, ray)
     ray_address: str | None = None  # with executor ray: the cluster (default: RAY_ADDRESS, else a local Ray)
+    staging: Path | None = None  # with an --out URL: the local work folder (lock, journal, caption cache)
 
     def __post_init__(self) -> None:
         for name in ("image_size", "samples_per_shard", "max_shard_bytes", "max_image_pixels", "workers",
@@ -71,8 +71,10 @@ class BuildConfig:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
         self._check_input()
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        from .sharding.executors import names  # the executors' folder is their registry (stdlib imports only)
+
+        if self.executor not in names():
+            raise ValueError(f"executor must be one of {', '.join(names())}, got {self.executor!r}")
         if self.ray_address is not None and self.executor != "ray":
             raise ValueError("ray_address needs --executor ray")
         if self.captions is not None or self.image_root is not None or self.webdataset is not None:

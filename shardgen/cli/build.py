@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from ..config import BuildConfig, build_default, config_from_options
+from ..sharding.executors import names as executor_names
 
 DESCRIPTION = """\
 Turn one COCO split into WebDataset tar shards: one sample per image with the preprocessed JPEG, all captions and
@@ -38,8 +39,12 @@ other inputs (instead of --coco-root):
   --coco-root, --image-root, --captions and --webdataset also take URLs (s3://bucket/coco, https://...).
 
 executors (--executor):
-  local                    image processes on this machine (default)
-  ray                      Ray tasks on --ray-address (or RAY_ADDRESS; else a local Ray): the same bytes
+  local                    shard tasks on --workers processes of this machine (default)
+  inline                   every task in this process, one after another (debugging, profiling)
+  ray                      Ray tasks on --ray-address HOST:PORT, auto or ray://HOST:10001 (or RAY_ADDRESS; else a
+                           Ray started here): the same bytes; each node is checked first (input, encoder, credentials,
+                           Pillow/libjpeg versions); relative paths are made absolute here
+  Each shard task writes its own shard straight to --out (a folder, or s3://... gs://...).
 """
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -92,13 +97,14 @@ def add_build(sub) -> None:
                         "e.g. 'cc3m/{00000..00331}.tar'")
     p.add_argument("--image-root", dest="image_root", type=path_or_url, default=d("image_root"), metavar="DIR",
                    help="the folder or URL the --captions table's (or a Flickr split file's) image paths are under")
-    p.add_argument("--karpathy", dest="karpathy", type=Path, default=d("karpathy"), metavar="dataset_coco.json",
+    p.add_argument("--karpathy", dest="karpathy", type=path_or_url, default=d("karpathy"), metavar="dataset_coco.json",
                    help="build a Karpathy split from this split file, images from the 2014 folders under "
                         "--coco-root, captions from the file")
-    p.add_argument("--out", required=True, help="output folder (one per split), or s3://... gs://... to build "
-                   "in a local staging folder and upload each shard as it closes")
-    p.add_argument("--staging", type=Path, default=None, help="local folder for --out URLs "
-                   "(default: .shardgen-staging/<bucket_path>)")
+    p.add_argument("--out", required=True, type=path_or_url, help="output folder (one per split), or s3://... "
+                   "gs://...: the shard tasks write their shards there themselves, the manifest goes last")
+    p.add_argument("--staging", dest="staging", type=Path, default=d("staging"), help="with an --out URL: the "
+                   "local work folder for the lock, the journal and the caption cache (~1 KB per unique caption at "
+                   "512-d) (default: .shardgen-staging/<bucket_path>)")
     _add_processing(p)
 
 
@@ -135,33 +141,31 @@ def _add_processing(p: argparse.ArgumentParser) -> None:
                    help="write a DALI v1.2 .idx index next to each shard: the loader seeks inside shards with it "
                         "(when ranks × workers outnumber the shards, or a resume lands mid-shard), DALI reads it "
                         "(default: on)")
-    p.add_argument("--executor", choices=["local", "ray"], default=d("executor"),
-                   help="where images are processed: local processes, or tasks on a Ray cluster (default: "
-                        "%(default)s)")
+    p.add_argument("--executor", choices=executor_names(), default=d("executor"),
+                   help="where shard tasks run: inline (this process), local (--workers processes), or ray (a Ray "
+                        "cluster) (default: %(default)s)")
     p.add_argument("--ray-address", dest="ray_address", default=d("ray_address"), metavar="ADDR",
                    help="the Ray cluster for --executor ray (default: RAY_ADDRESS, else a Ray started here)")
     p.add_argument("--quiet", dest="progress", action="store_false", default=d("progress"),
                    help="no progress bars")
 
 
-def build_config(args: argparse.Namespace, out: Path) -> BuildConfig:
+def build_config(args: argparse.Namespace) -> BuildConfig:
     """The BuildConfig the options ask for; a value it refuses is the user's to fix (one line naming the option)."""
-    return config_from_options(BuildConfig, args, out=out)
+    return config_from_options(BuildConfig, args)
 
 
 def cmd_build(args) -> int:
+    from ..format import is_remote, redact
+    from ..publish.upload import build_and_upload
     from ..sharding.pipeline import build_shards
-    from ..format import is_remote
-    from ..publish.upload import build_and_upload, staging_folder
 
-    dest = str(args.out)
-    if is_remote(dest):  # build into a local staging folder, upload each shard as it closes, manifest last
-        cfg = build_config(args, args.staging or staging_folder(dest))
-        published = build_and_upload(cfg, dest, progress=cfg.progress)
-        report, sent = published.build, published.upload
-        print(f"uploaded to {dest}: {len(sent.skipped)} shards verified in place, {len(sent.uploaded)} files sent")
+    cfg = build_config(args)
+    if is_remote(str(cfg.out)):  # the tasks write to the store; another dataset's prefix is refused first
+        report = build_and_upload(cfg)
+        print(f"written to {redact(str(cfg.out))}: {len(report.manifest.shards)} shards, the manifest last")
     else:
-        report = build_shards(build_config(args, Path(args.out)))
+        report = build_shards(cfg)
     print(report.summary())
     for reason, entry in report.manifest.failures.items():
         print(f"  skipped {entry['count']} ({reason}): {', '.join(entry['files'][:5])}"

@@ -55,6 +55,9 @@ class Manifest:
     # Where the split came from when it is not COCO 2014's own train/val: {"dataset": "coco2017", ...} or a
     # Karpathy split file's name and sha256. Optional: absent in manifests of COCO 2014 builds.
     source: dict[str, Any] | None = None
+    # How the shards were made: the toolkit and image codec versions, the input (kind, location as given, the
+    # sha256 of its index files) and the settings. Optional: absent in manifests written before it was recorded.
+    provenance: dict[str, Any] | None = None
 
     @property
     def n_samples(self) -> int:
@@ -84,6 +87,7 @@ class Manifest:
             },
             "failures": self.failures,
             "conversions": self.conversions,
+            **({"provenance": self.provenance} if self.provenance is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -110,6 +114,9 @@ class Manifest:
             origin = data.get("source")
             if origin is not None and not isinstance(origin, dict):
                 raise TypeError(f"source is a {type(origin).__name__}, not an object")
+            provenance = data.get("provenance")
+            if provenance is not None and not isinstance(provenance, dict):
+                raise TypeError(f"provenance is a {type(provenance).__name__}, not an object")
             return cls(
                 split=split,
                 text_encoder=dict(data["text_encoder"]),
@@ -121,6 +128,7 @@ class Manifest:
                 schema_version=version,
                 embed_dim=_count(data, "embed_dim", default=EMBED_DIM),
                 source=origin,
+                provenance=provenance,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SchemaError):

@@ -12,8 +12,8 @@ destination with the same size and checksum is skipped, so an interrupted upload
 against the manifest's sha256). The indexes go last, the manifest very last, so a reader never sees an index
 pointing at missing shards. The S3 endpoint follows `AWS_ENDPOINT_URL` (MinIO, R2, moto) or `--endpoint-url`.
 
-`build_and_upload` is `shardgen build --out s3://...`: a build staged in a local folder, each shard sent as it
-closes, then the same upload pass (another split's prefix is refused before anything changes).
+`build_and_upload` is `shardgen build --out s3://...`: the shard tasks write their shards to the store themselves
+(another split's prefix is refused before anything changes); the manifest goes last.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from ..format import (
 from ..format.storage import METADATA_MAX_BYTES
 
 if TYPE_CHECKING:  # the build (torch, the text tower) is imported only when `build_and_upload` runs
-    from ..sharding.pipeline import BuildReport
     from ..config import BuildConfig
+    from ..sharding.pipeline import BuildReport
 
 
 @dataclass
@@ -236,42 +236,22 @@ def upload(src: str | Path, dest: str, *, workers: int = 8, storage_options: dic
     return report
 
 
-class Published(NamedTuple):
-    """What `build_and_upload` did: the build (in the local staging folder) and the final upload pass."""
-
-    build: BuildReport
-    upload: UploadReport
-
-
-def staging_folder(dest: str) -> Path:
-    """The default local folder a build for `dest` (a URL) is staged in: `.shardgen-staging/<bucket_path>`."""
-    return Path(".shardgen-staging") / dest.split("://", 1)[1].replace("/", "_")
-
-
-def build_and_upload(cfg: BuildConfig, dest: str, *, progress: bool = True) -> Published:
-    """Build `cfg` into its local folder `cfg.out` and publish it at `dest` (a folder URL) as it goes: the old
-    indexes at `dest` go first, each finished shard starts uploading while the build goes on (MosaicML's pattern),
-    then `upload` verifies every shard (re-sending any that differ) and writes the indexes, the manifest last.
-    Raises UserError on access or network failures."""
+def build_and_upload(cfg: BuildConfig) -> BuildReport:
+    """Build `cfg` straight into its output URL (`cfg.out`, e.g. s3://bucket/prefix): the old indexes there go
+    first (after a check that the prefix holds no other split), the shard tasks write their shards to the store
+    themselves, and the build writes the indexes and the manifest there last. The driver's disk holds only its work
+    folder (`cfg.staging`: lock, journal, caption cache). Raises UserError on access or network failures."""
     from ..sharding.pipeline import build_shards
 
+    dest = str(cfg.out)
     try:
         fs, root = fsspec.core.url_to_fs(dest, **with_timeouts(dest))
     except (ImportError, ValueError) as exc:  # an unknown protocol or its missing package: nothing has run yet
         raise UserError(f"{redact(dest)}: {exc} (for s3:// install s3fs, for gs:// gcsfs)") from None
     root = root.rstrip("/")
     try:  # the build's settings are known once it is done; another split's manifest is refused before any change
-        check_destination(fs, root, {"split": cfg.split}, dest=dest, what=f"a {cfg.split} build")
+        check_destination(fs, root, {"split": cfg.dataset_split}, dest=dest, what=f"a {cfg.dataset_split} build")
         remove_indexes(fs, root)  # readers never see an old manifest over the new build's shards
+        return build_shards(cfg)
     except client_errors() as exc:
         raise _error(dest, exc) from exc
-    with ThreadPoolExecutor(2) as pool:
-        pending = []
-        report = build_shards(cfg, on_shard=lambda p: pending.append(pool.submit(fs.put_file, str(p),
-                                                                                 f"{root}/{p.name}")))
-        try:
-            for sent in pending:
-                sent.result()
-        except client_errors() as exc:
-            raise _error(dest, exc) from exc
-    return Published(report, upload(cfg.out, dest, progress=progress))

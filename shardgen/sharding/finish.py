@@ -15,7 +15,6 @@ from ..sources.coco import CocoImage
 from ..config import BuildConfig
 from ..text.cache import CaptionEmbeddings
 from ..format import (
-    EMBED_DIM,
     EMBED_DTYPE,
     MANIFEST_NAME,
     SIZES_NAME,
@@ -25,7 +24,7 @@ from ..format import (
     sizes_json,
     wids_index_json,
 )
-from .writer import write_text_atomic
+from .outputs import Output
 
 MAX_LISTED_FILES = 1000  # per reason in the manifest; counts are always complete
 TRUNCATED_CAPTION = "caption_truncated_to_77_tokens"
@@ -61,32 +60,52 @@ def tally_problems(caption_problems: Mapping[str, list[str]], shards: Sequence[d
 
 
 def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_problems: Mapping[str, list[str]],
-                      records: Sequence[CocoImage], emb: CaptionEmbeddings,
-                      source: dict[str, Any] | None = None) -> Manifest:
+                      records: Sequence[CocoImage], emb: CaptionEmbeddings, source: dict[str, Any] | None = None,
+                      provenance: dict[str, Any] | None = None, fingerprint: str | None = None) -> Manifest:
     """The manifest of a finished build from its journal entries (one per shard, in order); `source` says where a
-    split other than COCO 2014's own came from (COCO 2017, a Karpathy split file and its sha256)."""
+    split other than COCO 2014's own came from (COCO 2017, a Karpathy split file and its sha256); `provenance`
+    is the input's kind, location and index files' sha256 (`inputs.read_input`)."""
     failures, conversions = tally_problems(caption_problems, shards, records, emb)
+    width = int(emb.embeddings.shape[1])
     return Manifest(
         split=cfg.dataset_split,
         source=source,
-        text_encoder={"name": cfg.text_encoder, **_encoder_path(cfg.text_encoder), "random_init": emb.random_init,
+        text_encoder={"name": encoder_name(cfg.text_encoder),
+                      **({"fingerprint": fingerprint} if fingerprint else {}), "random_init": emb.random_init,
                       "semantic": not emb.random_init, "output": "text_embeds (projected, EOS-pooled)",
-                      "embed_dim": EMBED_DIM, "dtype": EMBED_DTYPE, "l2_normalized": True},
+                      "embed_dim": width, "dtype": EMBED_DTYPE, "l2_normalized": True},
         preprocess=cfg.preprocess_record(),
         shards=[ShardInfo(**{k: e[k] for k in ("name", "n_samples", "n_bytes", "sha256")}) for e in shards],
         failures=failures, conversions=conversions,
         n_captions=sum(e["n_captions"] for e in shards),
+        embed_dim=width,
+        provenance={**environment_record(), "input": provenance or {}, "settings": build_settings(cfg)},
     )
 
 
-def _encoder_path(text_encoder: str) -> dict[str, str]:
-    """A local encoder folder is also recorded resolved, so readers elsewhere (`models.evaluate --query`) find it."""
+def encoder_name(text_encoder: str) -> str:
+    """How the manifest names the encoder: a hub id as it is, a local folder by its base name (no path of the
+    building machine; `models.evaluate` looks for it beside the shards, and the fingerprint says which it was)."""
     path = Path(text_encoder).expanduser()
-    return {"path": str(path.resolve())} if path.is_dir() else {}
+    return path.name if path.is_dir() else text_encoder
 
 
-def write_manifest(out: Path, manifest: Manifest) -> None:
+def environment_record() -> dict[str, Any]:
+    from .probe import environment
+
+    found = environment()
+    return {"toolkit_version": found.pop("toolkit"), "codecs": found}
+
+
+def build_settings(cfg: BuildConfig) -> dict[str, Any]:
+    """The settings that decide the shards' bytes and layout (no paths: those are the input's)."""
+    return {"split": cfg.dataset_split, "samples_per_shard": cfg.samples_per_shard,
+            "max_shard_bytes": cfg.max_shard_bytes, "max_image_pixels": cfg.max_image_pixels,
+            "dali_index": cfg.dali_index, "limit": cfg.limit, "encode_batch_size": cfg.encode_batch_size}
+
+
+def write_manifest(output: Output, manifest: Manifest) -> None:
     """open_clip's sizes.json and the wids index first, the manifest last: readers trust what it lists."""
-    write_text_atomic(out / SIZES_NAME, sizes_json(manifest))
-    write_text_atomic(out / WIDS_INDEX_NAME, wids_index_json(manifest))
-    write_text_atomic(out / MANIFEST_NAME, manifest.to_json())
+    output.write_text(SIZES_NAME, sizes_json(manifest))
+    output.write_text(WIDS_INDEX_NAME, wids_index_json(manifest))
+    output.write_text(MANIFEST_NAME, manifest.to_json())

@@ -18,6 +18,7 @@ from ..config import BuildConfig
 from ..errors import UserError
 from ..format import shard_name
 from ..format.digest import file_digests
+from .outputs import Output
 from .writer import write_text_atomic
 
 JOURNAL_NAME = ".shardgen-journal.json"
@@ -30,11 +31,17 @@ def _settings(cfg: BuildConfig, fingerprint: str) -> dict:
             "max_image_pixels": cfg.max_image_pixels}
 
 
+def _record_line(r: CocoImage) -> bytes:
+    """A record as the build identity sees it: id, name, where the image is read (so another --image-root is
+    another build) and captions."""
+    return f"{r.image_id}\t{r.file_name}\t{r.path}\t{chr(31).join(r.captions)}\n".encode("utf-8", "surrogatepass")
+
+
 def config_hash(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: str) -> str:
     """Identifies a build: split, encoder, everything that changes which images land in which shard, and the input."""
     h = hashlib.sha256(json.dumps(_settings(cfg, fingerprint), sort_keys=True).encode())
     for r in records:
-        h.update(f"{r.image_id}\t{r.file_name}\t{chr(31).join(r.captions)}\n".encode())
+        h.update(_record_line(r))
     return h.hexdigest()
 
 
@@ -43,7 +50,7 @@ def build_identity(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: 
     the inputs' count and digest."""
     h = hashlib.sha256()
     for r in records:
-        h.update(f"{r.image_id}\t{r.file_name}\t{chr(31).join(r.captions)}\n".encode())
+        h.update(_record_line(r))
     return {"hash": config_hash(cfg, records, fingerprint), "settings": _settings(cfg, fingerprint),
             "inputs": {"n_images": len(records), "sha256": h.hexdigest()}}
 
@@ -70,7 +77,7 @@ def differences(saved: dict, identity: dict) -> list[str]:
     if was_inputs.get("n_images", inputs["n_images"]) != inputs["n_images"]:
         found.append(f"the input: {was_inputs['n_images']} → {inputs['n_images']} images")
     elif was_inputs.get("sha256", inputs["sha256"]) != inputs["sha256"]:
-        found.append(f"the input: the same {inputs['n_images']} images, other files, ids or captions")
+        found.append(f"the input: the same {inputs['n_images']} images, other files, folders, ids or captions")
     return found
 
 
@@ -104,10 +111,11 @@ def _read(path: Path, split: str) -> tuple[dict, list[dict]] | None:
     return saved, data["shards"]
 
 
-def load_journal(out: Path, split: str, identity: dict, *, warn: Callable[[str], None]) -> list[dict]:
+def load_journal(output: Output, split: str, identity: dict, *, warn: Callable[[str], None]) -> list[dict]:
     """Finished shards from an earlier (possibly killed) run of the build `identity` (`build_identity`); stops at
-    the first one missing or altered on disk. Raises UserError naming what differs when the folder holds another
-    build."""
+    the first one missing or altered (locally: its sha256; on a store: its size). Raises UserError naming what
+    differs when the folder holds another build."""
+    out = output.work
     path = out / JOURNAL_NAME
     if not path.is_file():
         return []
@@ -121,9 +129,9 @@ def load_journal(out: Path, split: str, identity: dict, *, warn: Callable[[str],
         raise UserError(f"{out} holds a build with other inputs or settings ({what}); use a new --out or delete it")
     done = []
     for entry in entries:
-        shard = out / entry["name"]
-        if not shard.is_file() or shard.stat().st_size != entry["n_bytes"] \
-                or file_digests(shard, "sha256")[0] != entry["sha256"]:
+        if output.size(entry["name"]) != entry["n_bytes"]:
+            break
+        if not output.remote and file_digests(out / entry["name"], "sha256")[0] != entry["sha256"]:
             break
         done.append(entry)
     return done

@@ -1,12 +1,16 @@
-"""Shard writing: samples → a byte-reproducible tar, written atomically (a per-process `.tmp`, then rename).
+"""Shard writing: samples → a byte-reproducible tar at a local path or a URL, hashed as it is written.
 
 A sample's members are what the sample schema (`format.schema.SCHEMA`) encodes from its values; members are
 grouped per sample and sorted (key, then extension); mtime, owner and mode are fixed, so the same samples always
-give the same bytes. The tar format is plain USTAR via webdataset's `TarWriter`.
+give the same bytes. The tar format is plain USTAR via webdataset's `TarWriter`. A local shard is written to a
+per-process `.tmp`, fsynced and renamed; a remote one (`s3://…`) is streamed to the store through fsspec, which
+makes it visible whole when the upload completes. The sha256 and size come from the bytes as they are written:
+no second read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -14,9 +18,9 @@ import webdataset as wds
 
 from ..format import ShardInfo, schema
 from ..format.dali_index import Member, dali_index_text
-from ..format.digest import file_digests
-from ..format.tarheader import BLOCK
 from ..format.schema import Sample
+from ..format.storage import is_remote
+from ..format.tarheader import BLOCK
 
 __all__ = ["Sample", "temp_path", "write_shard", "write_text_atomic"]  # Sample: the format's, written here
 
@@ -26,31 +30,52 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
-def write_shard(path: Path, samples: list[Sample], *, index: bool = False) -> ShardInfo:
-    """Write samples (in key order) to `path` atomically; return its manifest entry. With `index`, also write the
-    shard's DALI `.idx` from the offsets the writer knows (no second walk of the tar); where a member did not
-    take exactly one 512-byte header (never for our names), no index is written and `build.dali` walks the tar."""
-    tmp = temp_path(path)
+class _Hashing:
+    """A write-only file that hashes and counts what passes through it to `sink`."""
+
+    def __init__(self, sink) -> None:
+        self.sink, self.sha256, self.n_bytes = sink, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.n_bytes += len(data)
+        return self.sink.write(data)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
+def _write_tar(fh, samples: list[Sample], entries: list | None) -> list | None:
+    """Write the samples (in key order) as a tar to `fh`; the index entries, or None once offsets are unknown."""
     sample_schema = schema.SCHEMA
-    entries: list[list[Member]] | None = [] if index else None  # per sample; None once offsets are unknown
+    writer = wds.TarWriter(fh, user="", group="", mode=0o444, mtime=0, encoder=False)
+    for sample in sorted(samples, key=lambda s: s.key):
+        members = sample_schema.encode(sample.values)
+        start = writer.tarstream.offset
+        writer.write({"__key__": sample.key, **members})
+        if entries is not None:
+            laid_out = _index_members(sample.key, members, start, writer.tarstream.offset)
+            entries = None if laid_out is None else [*entries, laid_out]
+    writer.close()
+    return entries
+
+
+def write_shard(path: Path | str, samples: list[Sample], *, index: bool = False) -> ShardInfo:
+    """Write samples (in key order) to `path` (a local path, written atomically, or a URL); return its manifest
+    entry. With `index`, also write the shard's DALI `.idx` from the offsets the writer knows (no second walk of
+    the tar); where a member did not take exactly one 512-byte header (never for our names), no index is written
+    (`sharding.dali` walks a local tar instead)."""
+    if is_remote(str(path)):
+        return _write_remote(str(path), samples, index=index)
+    path = Path(path)
+    tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as fh:
-            writer = wds.TarWriter(fh, user="", group="", mode=0o444, mtime=0, encoder=False)
-            for sample in sorted(samples, key=lambda s: s.key):
-                members = sample_schema.encode(sample.values)
-                start = writer.tarstream.offset
-                writer.write({"__key__": sample.key, **members})
-                if entries is not None:
-                    laid_out = _index_members(sample.key, members, start, writer.tarstream.offset)
-                    if laid_out is None:
-                        entries = None
-                    else:
-                        entries.append(laid_out)
-            writer.close()
-            fh.flush()
-            os.fsync(fh.fileno())
-        (sha256,) = file_digests(tmp, "sha256")
-        info = ShardInfo(name=path.name, n_samples=len(samples), n_bytes=tmp.stat().st_size, sha256=sha256)
+        with open(tmp, "wb") as raw:
+            fh = _Hashing(raw)
+            entries = _write_tar(fh, samples, [] if index else None)
+            raw.flush()
+            os.fsync(raw.fileno())
+        info = ShardInfo(name=path.name, n_samples=len(samples), n_bytes=fh.n_bytes, sha256=fh.sha256.hexdigest())
         os.replace(tmp, path)
         if entries is not None:
             write_text_atomic(path.with_suffix(".idx"), dali_index_text(entries))
@@ -60,6 +85,21 @@ def write_shard(path: Path, samples: list[Sample], *, index: bool = False) -> Sh
             exc.filename = str(path)  # a failed write() names no file; say which shard it was
         raise
     return info
+
+
+def _write_remote(url: str, samples: list[Sample], *, index: bool) -> ShardInfo:
+    import fsspec
+
+    from ..format.storage import with_timeouts
+
+    fs, where = fsspec.core.url_to_fs(url, **with_timeouts(url))
+    with fs.open(where, "wb") as raw:  # an object store shows the object only once the upload completes
+        fh = _Hashing(raw)
+        entries = _write_tar(fh, samples, [] if index else None)
+    if entries is not None:
+        fs.pipe_file(where[:-len(".tar")] + ".idx", dali_index_text(entries).encode())
+    return ShardInfo(name=url.rsplit("/", 1)[-1], n_samples=len(samples), n_bytes=fh.n_bytes,
+                     sha256=fh.sha256.hexdigest())
 
 
 def _index_members(key: str, members: dict[str, bytes], start: int, end: int) -> list[Member] | None:

@@ -1,7 +1,7 @@
 """Caption embeddings for a split, computed once and cached as `<split>_text_embeddings.pt` (the seed's file).
 
-Captions are deduplicated by text; the cache stores each unique text once with its fp16, L2-normalized 512-d
-embedding, plus every image's caption list, so the map-style `COCOClipDataset` and rebuilds reuse it. A rebuild
+Captions are deduplicated by text; the cache stores each unique text once with its fp16, L2-normalized
+embedding (the tower's width: 512, 768, ...), plus every image's caption list, so the map-style `COCOClipDataset` and rebuilds reuse it. A rebuild
 encodes only texts the cache lacks, and loads no model at all when nothing is missing.
 
 Encoding survives interrupts: the missing texts are sorted by token length and cut into chunks of
@@ -36,7 +36,7 @@ class CaptionEmbeddings:
     text_encoder: str
     random_init: bool
     texts: list[str]  # unique captions
-    embeddings: torch.Tensor  # [U, 512] float16, L2-normalized rows
+    embeddings: torch.Tensor  # [U, D] float16, L2-normalized rows (D: the tower's width)
     truncated: list[str]  # texts longer than 77 tokens (encoded from their first 77)
 
     def __post_init__(self) -> None:
@@ -46,22 +46,31 @@ class CaptionEmbeddings:
         self._array = self.embeddings.numpy()
 
     def rows_for(self, captions: tuple[str, ...] | list[str]) -> np.ndarray:
-        """`[n, 512]` float16 for these captions, row i ↔ captions[i] (a copy)."""
+        """`[n, D]` float16 for these captions, row i ↔ captions[i] (a copy)."""
         return self._array[[self._row[c] for c in captions]]
 
 
+_FINGERPRINTS: dict[tuple, str] = {}  # (folder, each file's name, size, mtime) → fingerprint: hashed once a process
+
+
 def encoder_fingerprint(name: str) -> str:
-    """Identify an encoder: for local dirs include config and weight sizes, so a replaced model invalidates the cache."""
+    """Identify an encoder: a hub id as it is; a local folder by the content of its config, tokenizer and weight
+    files (sha256 of their bytes, not their sizes or the folder's path), so weights replaced in place invalidate
+    the cache and the same tower copied elsewhere does not. Written `<base name>#<16 hex digits>`."""
     path = Path(name).expanduser()
     if not path.is_dir():
         return name
-    h = hashlib.sha256(name.encode())
-    for f in sorted(path.iterdir()):
-        if f.suffix in (".json", ".safetensors", ".bin", ".txt"):
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
-            if f.name == "config.json":
-                h.update(f.read_bytes())
-    return f"{name}#{h.hexdigest()[:16]}"
+    files = sorted(f for f in path.iterdir() if f.suffix in (".json", ".safetensors", ".bin", ".txt") and f.is_file())
+    key = (str(path.resolve()), *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.name}\0".encode())
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+        _FINGERPRINTS[key] = f"{path.name}#{h.hexdigest()[:16]}"
+    return _FINGERPRINTS[key]
 
 
 def parts_dir(cache: Path) -> Path:
@@ -96,14 +105,14 @@ def _chunk_key(fingerprint: str, texts: list[str], *, device: str, batch_size: i
     return h.hexdigest()[:20]
 
 
-def _load_chunk(path: Path, rows: int) -> np.ndarray | None:
-    """A finished chunk `[rows, 512]` float16 (memory-mapped: a resume holds no second copy), or None when it is
+def _load_chunk(path: Path, rows: int, width: int) -> np.ndarray | None:
+    """A finished chunk `[rows, width]` float16 (memory-mapped: a resume holds no second copy), or None when it is
     missing or not whole (it is encoded again)."""
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    return arr if arr.dtype == np.float16 and arr.shape == (rows, EMBED_DIM) else None
+    return arr if arr.dtype == np.float16 and arr.shape == (rows, width) else None
 
 
 def _save_chunk(path: Path, arr: np.ndarray) -> None:
@@ -120,7 +129,7 @@ _WORKER_ENCODERS: dict[tuple[str, str], object] = {}  # in a Ray worker: the tow
 
 
 def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_size: int) -> np.ndarray:
-    """One chunk of token ids → `[len(ids), 512]` float16, as a task of its own (a Ray task under `--executor ray`,
+    """One chunk of token ids → `[len(ids), D]` float16, as a task of its own (a Ray task under `--executor ray`,
     on a GPU where the cluster has one); the tower stays loaded in the worker for its next chunk."""
     from shardgen.text.encoder import TextEncoder
 
@@ -135,8 +144,8 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
                      batch_size: int, chunk: int = ENCODE_CHUNK, progress: bool = False,
                      pool=None) -> tuple[torch.Tensor, set[str], bool]:
     """Encode `texts` (unique) chunk by chunk, keeping finished chunks on disk; continue an interrupted run.
-    With `pool` (`build.cluster.RayPool`) the missing chunks are encoded as its tasks, all at once, each asking for
-    a GPU where the cluster has one. Returns (`[N, 512]` float16 in `texts` order, the truncated texts,
+    With `pool` (an executor whose tasks run elsewhere: `sharding.executors.ray`) the missing chunks are encoded as its tasks, all at once, each asking for
+    a GPU where the cluster has one. Returns (`[N, D]` float16 in `texts` order, the truncated texts,
     random_init)."""
     from tqdm.auto import tqdm
 
@@ -150,15 +159,21 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
     folder = parts_dir(cache) / _chunk_key(fingerprint, [texts[i] for i in order], device=device,
                                            batch_size=batch_size, chunk=chunk)
     starts = range(0, len(order), chunk)
+    width = encoder.embed_dim  # the tower's projection: 512 for ViT-B, 768 for ViT-L/14, ...
     done = {s: a for s in starts
-            if (a := _load_chunk(folder / f"chunk-{s // chunk:06d}.npy", min(chunk, len(order) - s))) is not None}
+            if (a := _load_chunk(folder / f"chunk-{s // chunk:06d}.npy", min(chunk, len(order) - s), width))
+            is not None}
     resumed = sum(len(a) for a in done.values())
     bar = tqdm(total=len(order), initial=resumed, desc="encode captions" + (f" (resumed {resumed})" if resumed else ""),
                unit="cap", disable=not progress)
+    if pool is not None:
+        from shardgen.sharding.executors import Resources
+
+        ask = Resources(gpus=1 if pool.gpus else 0)
     tasks = {} if pool is None else {
         s: pool.submit(encode_chunk, text_encoder, device, [ids[i] for i in order[s:s + chunk]], batch_size,
-                       num_gpus=1 if pool.gpus else 0) for s in starts if s not in done}
-    out = torch.empty(len(texts), EMBED_DIM, dtype=torch.float16)
+                       resources=ask) for s in starts if s not in done}
+    out = torch.empty(len(texts), width, dtype=torch.float16)
     for s in starts:
         idx = order[s:s + chunk]
         arr = done.get(s)
@@ -168,7 +183,7 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
             folder.mkdir(parents=True, exist_ok=True)
             _save_chunk(folder / f"chunk-{s // chunk:06d}.npy", arr)
             bar.update(len(idx))
-        out[torch.tensor(idx, dtype=torch.long)] = torch.from_numpy(np.array(arr))  # [len(idx), 512], one chunk copied
+        out[torch.tensor(idx, dtype=torch.long)] = torch.from_numpy(np.array(arr))  # [len(idx), D], one chunk copied
     bar.close()
     return out, {texts[i] for i in cut}, encoder.random_init
 
@@ -182,7 +197,7 @@ def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, 
     fingerprint = encoder_fingerprint(text_encoder)
     cached = load_embeddings_cache(cache)
     row: dict[str, int] = {}  # text → row of `table`
-    table = torch.empty(0, EMBED_DIM, dtype=torch.float16)
+    table: torch.Tensor | None = None  # [rows, D]: the cache's, then the newly encoded ones
     truncated: set[str] = set()
     random_init = False
     if cached is not None and cached.get("fingerprint") == fingerprint:
@@ -196,9 +211,11 @@ def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, 
                                                  cache=cache, device=device, batch_size=batch_size, chunk=chunk,
                                                  progress=progress, pool=pool)
         truncated |= cut
-        row.update((t, len(table) + i) for i, t in enumerate(missing))
-        table = torch.cat([table, new])
-    stacked = table[torch.tensor([row[t] for t in texts], dtype=torch.long)]  # [U, 512], one gather: no per-row work
+        row.update((t, (0 if table is None else len(table)) + i) for i, t in enumerate(missing))
+        table = new if table is None else torch.cat([table, new])
+    if table is None:  # no captions at all
+        table = torch.empty(0, EMBED_DIM, dtype=torch.float16)
+    stacked = table[torch.tensor([row[t] for t in texts], dtype=torch.long)]  # [U, D], one gather: no per-row work
     emb = CaptionEmbeddings(text_encoder=text_encoder, random_init=random_init, texts=texts,
                             embeddings=stacked.contiguous(), truncated=sorted(t for t in truncated if t in row))
     return emb, bool(missing) or cached is None

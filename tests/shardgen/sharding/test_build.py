@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import shardgen.sharding.pipeline as build_mod
+import shardgen.sharding.shardtask as shardtask
 from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 from shardgen.sources.coco import load_split
@@ -67,22 +68,22 @@ def test_rebuild_is_byte_identical_and_workers_do_not_matter(tmp_path, sample_co
 
 def test_resume_after_interrupted_build(tmp_path, sample_coco, tiny_encoder, train_shards, monkeypatch):
     out = tmp_path / "resume"
-    real = build_mod.write_shard
+    real = shardtask.write_shard
     calls = []
 
     def dying_write(path, samples, **kwargs):
         if len(calls) == 2:
             raise KeyboardInterrupt
-        calls.append(path.name)
+        calls.append(path)
         return real(path, samples, **kwargs)
 
-    monkeypatch.setattr(build_mod, "write_shard", dying_write)
+    monkeypatch.setattr(shardtask, "write_shard", dying_write)
     cfg = BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=str(tiny_encoder),
                       samples_per_shard=10, workers=1, progress=False)
     with pytest.raises(KeyboardInterrupt):
         build_shards(cfg)
     assert not (out / "manifest.json").exists()
-    monkeypatch.setattr(build_mod, "write_shard", real)
+    monkeypatch.setattr(shardtask, "write_shard", real)
     report = build_shards(cfg)
     assert report.resumed_shards == 2
     assert digests(out) == digests(train_shards)
@@ -178,14 +179,18 @@ def test_one_split_per_out_dir(tmp_path, train_shards, sample_coco, tiny_encoder
                  "--text-encoder", str(tiny_encoder), "--quiet"]) == 2
 
 
-def test_rebuild_reuses_embedding_cache_without_loading_model(tmp_path, train_shards, sample_coco, monkeypatch):
+def test_rebuild_reuses_embedding_cache_without_loading_model(tmp_path, train_shards, sample_coco, tiny_encoder,
+                                                              monkeypatch):
     out = tmp_path / "cached"
     shutil.copytree(train_shards, out)
     os.remove(out / "manifest.json")
     import shardgen.text.encoder
 
     monkeypatch.setattr(shardgen.text.encoder.TextEncoder, "__init__", lambda *a, **k: pytest.fail("model was loaded"))
-    enc = json.loads((train_shards / "manifest.json").read_text())["text_encoder"]["name"]
-    build_shards(BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=enc, samples_per_shard=10,
+    recorded = json.loads((train_shards / "manifest.json").read_text())["text_encoder"]
+    assert recorded["name"] == tiny_encoder.name  # the base name, no path of the building machine
+    assert recorded["fingerprint"].startswith(f"{tiny_encoder.name}#")
+    build_shards(BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=str(tiny_encoder),
+                             samples_per_shard=10,
                       workers=1, progress=False))
     assert digests(out) == digests(train_shards)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from shardgen.sharding.pack import _preprocess_chunk, image_folder
+from shardgen.sharding.pack import image_folder, preprocess_records as _preprocess_chunk
 from shardgen.config import BuildConfig
 from shardgen.errors import BadImage
 from shardgen.sources.coco import CocoImage

@@ -31,5 +31,5 @@ def test_differences_of_inputs_and_of_a_journal_that_recorded_no_settings():
     was = {"settings": {"split": "val", "encoder": "b", "preprocess": {"image_size": 64}},
            "inputs": {"n_images": 10, "sha256": "y"}}
     assert differences(was, now) == ["the text encoder",
-                                     "the input: the same 10 images, other files, ids or captions"]
+                                     "the input: the same 10 images, other files, folders, ids or captions"]
     assert differences({"hash": "old"}, now) == []  # an older journal: the message stays general

@@ -55,12 +55,12 @@ def local_build(sample_coco, tiny_encoder, tmp_path_factory) -> dict[str, str]:
 
 
 def _kill_first_image_task(done: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the first Ray worker seen running an image task (its process title names the task)."""
+    """SIGKILL the first Ray worker seen running a shard task (its process title names the task)."""
     import psutil
 
     while not done.is_set() and not killed:
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if any("shardgen._preprocess_chunk" in part for part in (proc.info["cmdline"] or [])):
+            if any("shardgen.run_shard_task" in part for part in (proc.info["cmdline"] or [])):
                 os.kill(proc.info["pid"], signal.SIGKILL)
                 killed.append(proc.info["pid"])
                 return
@@ -88,14 +88,14 @@ def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_sessio
                                                                        tmp_path):
     import torch
 
-    from shardgen.sharding.cluster import ray_pool
+    from shardgen.sharding.executors import open_executor
     from shardgen.format.coco_folders import find_split
     from shardgen.sources.coco import load_split
     from shardgen.text.cache import encode_captions
 
     records, _ = load_split(find_split(sample_coco, "train"))
     submitted = []
-    with ray_pool(address=None, workers=2) as pool:
+    with open_executor("ray", workers=2) as pool:
         submit = pool.submit
         pool.submit = lambda fn, *args, **kw: submitted.append(fn.__name__) or submit(fn, *args, **kw)
         on_ray, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "a.pt", chunk=64,
@@ -113,10 +113,10 @@ def _refuse(text: str) -> None:
 
 
 def test_an_error_raised_in_a_task_comes_back_as_itself(ray_session):
-    from shardgen.sharding.cluster import RayPool
     from shardgen.errors import UserError
+    from shardgen.sharding.executors.ray import RayExecutor
 
-    future = RayPool(slots=2, gpus=0, startup_s=0.0).submit(_refuse, "one line for the user")
+    future = RayExecutor(capacity=2, gpus=0, startup_s=0.0).submit(_refuse, "one line for the user")
     with pytest.raises(UserError) as caught:
         future.result()
     assert type(caught.value) is UserError and str(caught.value) == "one line for the user"

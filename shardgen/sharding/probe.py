@@ -1,0 +1,101 @@
+"""The cluster check before any work: one probe task per node asks whether that node can do the job, so a node
+that cannot fails the build in one line (exit 2) before anything is encoded or written, not as a traceback from
+its first task.
+
+A node must read the input and the text encoder, resolve the object store's credentials and endpoint where the
+input or output is a URL, and run the same toolkit and image codecs as the driver (`environment()`): Pillow and
+libjpeg-turbo decide the bytes of every stored JPEG, so a node with another build would write other bytes without
+any check noticing. Executors that run tasks on this machine (inline, local) share the driver's environment and
+are not probed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..config import BuildConfig
+from ..errors import UserError
+from ..format.storage import is_remote, redact
+from .executors import Executor
+
+PACKAGE = "coco-clip-shards"
+
+
+def toolkit_version() -> str:
+    try:
+        return metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def environment() -> dict[str, str]:
+    """What decides a shard's bytes besides the inputs and settings: the toolkit and the image codecs."""
+    from PIL import Image, features
+
+    found = {"toolkit": toolkit_version(), "pillow": Image.__version__,
+             "libjpeg_turbo": features.version("libjpeg_turbo") or "none"}
+    try:
+        found["simplejpeg"] = metadata.version("simplejpeg")
+    except metadata.PackageNotFoundError:
+        found["simplejpeg"] = "none"
+    return found
+
+
+def _readable(location: str) -> str | None:
+    """Why `location` (a local path, a URL or a hub id) cannot be read from here, or None."""
+    if is_remote(location):
+        import fsspec
+
+        from ..format.storage import client_errors, with_timeouts
+
+        try:
+            fs, root = fsspec.core.url_to_fs(location, **with_timeouts(location))
+            fs.info(root)
+        except FileNotFoundError:
+            return None  # an output prefix need not exist yet; the input's own readers name a missing file
+        except (ImportError, ValueError) as exc:
+            return f"{redact(location)}: {exc}"
+        except client_errors() as exc:
+            return f"{redact(location)}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return None
+    path = Path(location)
+    if not path.is_absolute():
+        return None  # a hub id (the text encoder), not a path
+    return None if path.exists() else f"{location}: no such file or folder on this node"
+
+
+def probe_node(locations: list[str]) -> dict[str, Any]:
+    """Run on a node: its name, its environment and what it cannot read."""
+    problems = [why for loc in locations if (why := _readable(loc))]
+    return {"node": socket.gethostname(), "pid": os.getpid(), "environment": environment(), "problems": problems}
+
+
+def _locations(cfg: BuildConfig, output: str) -> list[str]:
+    values = [cfg.coco_root, cfg.image_root, cfg.karpathy, cfg.captions, output]
+    if Path(cfg.text_encoder).is_absolute():
+        values.append(cfg.text_encoder)
+    if cfg.webdataset is not None:
+        values.append(cfg.webdataset.split("{", 1)[0].rsplit("/", 1)[0])
+    return [str(v) for v in values if v is not None]
+
+
+def check_nodes(pool: Executor, cfg: BuildConfig, *, output: str) -> None:
+    """Probe every node of `pool`'s cluster (nothing for executors on this machine); raise UserError naming the
+    first node that cannot do the job and why."""
+    if pool.runs_here:
+        return
+    mine = environment()
+    for future in pool.each_node(probe_node, _locations(cfg, output)):
+        found = future.result()
+        where = f"node {found['node']}"
+        if found["problems"]:
+            raise UserError(f"{where} cannot do this build: {found['problems'][0]}")
+        theirs = found["environment"]
+        differ = [f"{k} {theirs.get(k)} (here {v})" for k, v in mine.items() if theirs.get(k) != v]
+        if differ:
+            raise UserError(f"{where} runs {', '.join(differ)}: its shards would have other bytes; install the "
+                            "same versions on every node")
