@@ -150,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", default="HEAD", help="the revision measured against it (default HEAD)")
     parser.add_argument("--work", type=Path, default=Path("bench_out/ab"), help="scratch folder")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bytes-only", action="store_true", help="only compare the 300-image sample's files")
     args = parser.parse_args(argv)
+    if args.bytes_only:
+        work = args.work.resolve()
+        trees = {rev: export_tree(rev, work / f"tree-{rev}") for rev in (args.a, args.b)}
+        return 0 if not same_bytes(work, trees)["differ"] else 1
     run(args.work, a=args.a, b=args.b, rounds=args.rounds)
     return 0
 
