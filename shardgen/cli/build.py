@@ -161,7 +161,7 @@ def cmd_build(args) -> int:
     from ..sharding.pipeline import build_shards
 
     cfg = build_config(args)
-    if is_remote(str(cfg.out)):  # the tasks write to the store; another dataset's prefix is refused first
+    if "://" in str(cfg.out):  # the tasks write to the store; another dataset's prefix is refused first
         report = build_and_upload(cfg)
         print(f"written to {redact(str(cfg.out))}: {len(report.manifest.shards)} shards, the manifest last")
     else:

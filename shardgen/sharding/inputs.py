@@ -94,7 +94,7 @@ def _coco_source(split: str, layout) -> dict[str, Any] | None:
 
 
 def _absolute(value: Path | str | None) -> Path | str | None:
-    if value is None or is_remote(str(value)):
+    if value is None or "://" in str(value):
         return value
     path = Path(os.path.abspath(Path(value).expanduser()))
     return path if isinstance(value, Path) else str(path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import BuildConfig
-from ..format.storage import is_remote, with_timeouts
+from ..format.storage import with_timeouts
 
 
 def staging_folder(dest: str) -> Path:
@@ -30,7 +30,7 @@ class Output:
     @classmethod
     def of(cls, cfg: BuildConfig) -> Output:
         location = str(cfg.out)
-        if is_remote(location):
+        if "://" in location:  # a URL (file:// too): the tasks write through fsspec
             return cls(location.rstrip("/"), Path(cfg.staging or staging_folder(location)), True)
         return cls(location, Path(location), False)
 

@@ -15,12 +15,12 @@ holds only the lock, the journal and the caption cache.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from ..format.storage import is_remote, join, redact
 from ..sources.coco import CocoImage
 from ..text.cache import CaptionEmbeddings, encode_captions, encoder_fingerprint, save_cache
 from .dali import write_dali_index
-from .executors import Executor, TaskLost, open_executor
+from .executors import Executor, Resources, TaskLost, open_executor
 from .finish import assemble_manifest, write_manifest
 from .inputs import SplitInput, absolute_paths, read_input
 from .journal import JOURNAL_NAME, build_identity, load_journal, save_journal
@@ -114,14 +114,21 @@ def _embed_captions(cfg: BuildConfig, records: list[CocoImage], work: Path,
                     pool: Executor | None = None) -> CaptionEmbeddings:
     """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew."""
     cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else embeddings_cache_path(work, cfg.dataset_split)
+    device, submit = _resolve_device(cfg.device), None
+    if pool is not None and not pool.runs_here:  # the chunks become the cluster's tasks, on its GPUs if it has any
+        device = "cuda" if pool.gpus else "cpu"
+        submit = partial(_submit_encoding, pool, Resources(gpus=1 if pool.gpus else 0))
     with user_write_errors(cache.parent, only_under=True):  # chunks are written as encoding goes (`embeddings`)
-        emb, dirty = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache,
-                                     device=_resolve_device(cfg.device), batch_size=cfg.encode_batch_size,
-                                     progress=cfg.progress, pool=None if pool is None or pool.runs_here else pool)
+        emb, dirty = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache, device=device,
+                                     batch_size=cfg.encode_batch_size, progress=cfg.progress, submit=submit)
         if dirty:
             cache.parent.mkdir(parents=True, exist_ok=True)
             save_cache(cache, emb, records, encoder_fingerprint(cfg.text_encoder))
     return emb
+
+
+def _submit_encoding(pool: Executor, resources: Resources, fn: Callable, *args):
+    return pool.submit(fn, *args, resources=resources)
 
 
 def iter_tasks(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbeddings, out: str, *,

@@ -19,7 +19,6 @@ import webdataset as wds
 from ..format import ShardInfo, schema
 from ..format.dali_index import Member, dali_index_text
 from ..format.schema import Sample
-from ..format.storage import is_remote
 from ..format.tarheader import BLOCK
 
 __all__ = ["Sample", "temp_path", "write_shard", "write_text_atomic"]  # Sample: the format's, written here
@@ -65,7 +64,7 @@ def write_shard(path: Path | str, samples: list[Sample], *, index: bool = False)
     entry. With `index`, also write the shard's DALI `.idx` from the offsets the writer knows (no second walk of
     the tar); where a member did not take exactly one 512-byte header (never for our names), no index is written
     (`sharding.dali` walks a local tar instead)."""
-    if is_remote(str(path)):
+    if "://" in str(path):  # a URL (file:// too): written through fsspec
         return _write_remote(str(path), samples, index=index)
     path = Path(path)
     tmp = temp_path(path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,18 +143,16 @@ def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_siz
 # long: one loop that loads or encodes each chunk, with the progress bar that shows the resumed part
 def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, cache: Path, device: str,
                      batch_size: int, chunk: int = ENCODE_CHUNK, progress: bool = False,
-                     pool=None) -> tuple[torch.Tensor, set[str], bool]:
+                     submit: Callable | None = None) -> tuple[torch.Tensor, set[str], bool]:
     """Encode `texts` (unique) chunk by chunk, keeping finished chunks on disk; continue an interrupted run.
-    With `pool` (an executor whose tasks run elsewhere: `sharding.executors.ray`) the missing chunks are encoded as its tasks, all at once, each asking for
-    a GPU where the cluster has one. Returns (`[N, D]` float16 in `texts` order, the truncated texts,
-    random_init)."""
+    With `submit` (`submit(fn, *args)` → a future, e.g. a Ray executor's, asking for a GPU where the cluster has
+    one) the missing chunks are encoded as its tasks, all at once, on `device` there. Returns (`[N, D]` float16 in
+    `texts` order, the truncated texts, random_init)."""
     from tqdm.auto import tqdm
 
     from shardgen.text.encoder import TextEncoder
 
-    encoder = TextEncoder(text_encoder, device="cpu" if pool is not None else device)
-    if pool is not None:
-        device = "cuda" if pool.gpus else "cpu"
+    encoder = TextEncoder(text_encoder, device="cpu" if submit is not None else device)  # here: tokenize only
     ids, cut = encoder.tokenize(texts)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)  # chunks of similar length: less padding
     folder = parts_dir(cache) / _chunk_key(fingerprint, [texts[i] for i in order], device=device,
@@ -166,13 +165,9 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
     resumed = sum(len(a) for a in done.values())
     bar = tqdm(total=len(order), initial=resumed, desc="encode captions" + (f" (resumed {resumed})" if resumed else ""),
                unit="cap", disable=not progress)
-    if pool is not None:
-        from shardgen.sharding.executors import Resources
-
-        ask = Resources(gpus=1 if pool.gpus else 0)
-    tasks = {} if pool is None else {
-        s: pool.submit(encode_chunk, text_encoder, device, [ids[i] for i in order[s:s + chunk]], batch_size,
-                       resources=ask) for s in starts if s not in done}
+    tasks = {} if submit is None else {
+        s: submit(encode_chunk, text_encoder, device, [ids[i] for i in order[s:s + chunk]], batch_size)
+        for s in starts if s not in done}
     out = torch.empty(len(texts), width, dtype=torch.float16)
     for s in starts:
         idx = order[s:s + chunk]
@@ -190,7 +185,7 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
 
 def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, device: str = "cpu",
                     batch_size: int = 256, progress: bool = False, chunk: int = ENCODE_CHUNK,
-                    pool=None) -> tuple[CaptionEmbeddings, bool]:
+                    submit: Callable | None = None) -> tuple[CaptionEmbeddings, bool]:
     """Embeddings for every caption of `images`, from the cache where possible (missing ones encoded on `pool`'s
     tasks when given). Returns (embeddings, cache_dirty)."""
     texts = list(dict.fromkeys(c for im in images for c in im.captions))
@@ -209,7 +204,7 @@ def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, 
     if missing:
         new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
                                                  cache=cache, device=device, batch_size=batch_size, chunk=chunk,
-                                                 progress=progress, pool=pool)
+                                                 progress=progress, submit=submit)
         truncated |= cut
         row.update((t, (0 if table is None else len(table)) + i) for i, t in enumerate(missing))
         table = new if table is None else torch.cat([table, new])

@@ -64,7 +64,9 @@ def open_executor(name: str, *, workers: int, address: str | None = None,
                   progress: bool = False) -> AbstractContextManager[Executor]:
     """The executor `name` (one of `names()`), as a context manager that shuts it down after the build."""
     if name not in names():
-        raise ValueError(f"executor must be one of {', '.join(names())}, got {name!r}")
+        from ...errors import UserError
+
+        raise UserError(f"--executor {name}: not an executor here; choose one of {', '.join(names())}")
     module = importlib.import_module(f"{__name__}.{name}")
     return module.open_executor(workers=workers, address=address, progress=progress)
 

@@ -23,7 +23,7 @@ BUILD = ["build", "--coco-root", "c", "--split", "train", "--out", "o"]
 
 def test_build_defaults_are_build_configs():
     args = make_parser().parse_args(BUILD)
-    assert build_config(args, Path("o")) == BuildConfig(coco_root=Path("c"), split="train", out=Path("o"))
+    assert build_config(args) == BuildConfig(coco_root=Path("c"), split="train", out=Path("o"))
     build_parser = next(a for a in make_parser()._actions if a.dest == "command").choices["build"]
     options = {a.dest for a in build_parser._actions}
     assert {f.name for f in dataclasses.fields(BuildConfig)} <= options  # every setting has an option
@@ -44,7 +44,7 @@ def test_byte_sizes_with_units(text, expected):
 
 def test_max_shard_bytes_takes_units(capsys):
     args = make_parser().parse_args([*BUILD, "--max-shard-bytes", "1GB"])
-    assert build_config(args, Path("o")).max_shard_bytes == 10**9
+    assert build_config(args).max_shard_bytes == 10**9
     assert main([*BUILD, "--max-shard-bytes", "5XB"]) == 2
     assert "--max-shard-bytes: '5XB' is not a size" in capsys.readouterr().err
 

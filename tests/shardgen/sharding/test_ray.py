@@ -96,10 +96,12 @@ def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_sessio
     records, _ = load_split(find_split(sample_coco, "train"))
     submitted = []
     with open_executor("ray", workers=2) as pool:
-        submit = pool.submit
-        pool.submit = lambda fn, *args, **kw: submitted.append(fn.__name__) or submit(fn, *args, **kw)
+        def submit(fn, *args):
+            submitted.append(fn.__name__)
+            return pool.submit(fn, *args)
+
         on_ray, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "a.pt", chunk=64,
-                                    pool=pool)
+                                    submit=submit)
     here, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "b.pt", chunk=64)
     n_texts = len({c for r in records for c in r.captions})
     assert submitted == ["encode_chunk"] * -(-n_texts // 64) and len(submitted) > 1
