@@ -19,6 +19,7 @@ flickr30k-1k`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -38,9 +39,9 @@ from .coco import (
 )
 from ..config import KARPATHY_SPLITS
 from ..errors import UserError
-from ..format.digest import file_digests
+from ..format.storage import redact
 from ..format.coco_folders import find_image_folder, find_split
-from .roots import as_root, check_root, under
+from .roots import as_root, check_root, open_input, under
 
 IMAGE_FOLDERS = ("train2014", "val2014")
 TAGS = ("train", "restval", "val", "test")
@@ -62,16 +63,24 @@ def _drop_tokens(obj: dict) -> dict:
     return obj
 
 
-def _read_images(path: Path) -> list:
+def _read_images(path: Path | str) -> tuple[list, str]:
+    """The split file's `images` (a local path or a URL) and the sha256 of its bytes."""
     try:
-        with path.open("rb") as fh:
-            data = json.load(fh, object_hook=_drop_tokens)
+        with open_input(path, "Karpathy split file") as fh:
+            raw = fh.read()
+        data = json.loads(raw, object_hook=_drop_tokens)
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8, > 4300-digit integers
-        raise UserError(f"{path}: cannot read the Karpathy split file ({type(exc).__name__}: {exc})".splitlines()[0]) \
-            from exc
+        raise UserError(f"{redact(str(path))}: cannot read the Karpathy split file ({type(exc).__name__}: {exc})"
+                        .splitlines()[0]) from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise UserError(f"{path}: not a Karpathy split file (needs an 'images' list, as in dataset_coco.json)")
-    return data["images"]
+        raise UserError(f"{redact(str(path))}: not a Karpathy split file (needs an 'images' list, as in "
+                        "dataset_coco.json)")
+    return data["images"], hashlib.sha256(raw).hexdigest()
+
+
+def _file_name(split_file: Path | str) -> str:
+    """The split file's base name (`dataset_flickr30k.json`), for a path or a URL."""
+    return str(split_file).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def _check_entry(path: Path, i: int, entry: object) -> None:
@@ -120,8 +129,8 @@ def load_karpathy(split_file: str | Path, coco_root: str | Path, split: str) -> 
     cleaned captions, sorted by COCO id; the image folders are looked up under `coco_root` when first needed."""
     if split not in KARPATHY_SPLITS:
         raise UserError(f"unknown Karpathy split {split!r}; expected one of {', '.join(KARPATHY_SPLITS)}")
-    path = Path(split_file)
-    entries = _read_images(path)
+    path = split_file if "://" in str(split_file) else Path(split_file)
+    entries, digest = _read_images(path)
     seen: dict[int, int] = {}
     for i, entry in enumerate(entries):
         _check_entry(path, i, entry)
@@ -148,8 +157,7 @@ def load_karpathy(split_file: str | Path, coco_root: str | Path, split: str) -> 
             report.problems["no_captions"].append(printable(entry["filename"]))
             continue
         records.append(CocoImage(image_id=entry["cocoid"], file_name=entry["filename"], path=image, captions=caps))
-    source = {"dataset": "coco2014", "split": split, "split_file": path.name,
-              "split_file_sha256": file_digests(path, "sha256")[0], "captions": "split file sentences[].raw",
+    source = {"dataset": "coco2014", "split": split, "split_file": _file_name(path), "split_file_sha256": digest, "captions": "split file sentences[].raw",
               "tags": dict(sorted(Counter(e["split"] for e in entries).items()))}
     return KarpathySplit(records=records, report=report, source=source)
 
@@ -174,8 +182,8 @@ def load_flickr(split_file: str | Path, image_root: str | Path, split: str) -> K
     `image_root/<filename>` (`flickr30k-images/`), captions from `sentences[].raw`."""
     if split not in FLICKR_TAGS:
         raise UserError(f"unknown split {split!r} for a Flickr split file; expected one of {', '.join(FLICKR_TAGS)}")
-    path = Path(split_file)
-    entries = _read_images(path)
+    path = split_file if "://" in str(split_file) else Path(split_file)
+    entries, digest = _read_images(path)
     seen: dict[int, int] = {}
     for i, entry in enumerate(entries):
         _check_flickr_entry(path, i, entry)
@@ -197,8 +205,9 @@ def load_flickr(split_file: str | Path, image_root: str | Path, split: str) -> K
             report.problems["no_captions"].append(name)
             continue
         records.append(CocoImage(image_id=entry["imgid"], file_name=name, path=under(root, name), captions=caps))
-    source = {"dataset": path.stem.removeprefix("dataset_"), "split": split, "split_file": path.name,
-              "split_file_sha256": file_digests(path, "sha256")[0], "captions": "split file sentences[].raw",
+    name = _file_name(path)
+    source = {"dataset": name.rsplit(".", 1)[0].removeprefix("dataset_"), "split": split, "split_file": name,
+              "split_file_sha256": digest, "captions": "split file sentences[].raw",
               "ids": "split file imgid", "tags": dict(sorted(Counter(e["split"] for e in entries).items()))}
     return KarpathySplit(records=records, report=report, source=source)
 
