@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,8 +143,38 @@ def token_source() -> str | None:
     return str(default) if default.is_file() else None
 
 
-_AUTH_FIX = ("the cluster asks for an authentication token: on the head node run `ray get-auth-token` and put the "
-             "token in RAY_AUTH_TOKEN (or in ~/.ray/auth_token) here")
+_AUTH_FIX = ("the cluster asks for an authentication token (Ray's default from 2.59 on), none was found here: on the "
+             "head node run `ray get-auth-token` and put the token in RAY_AUTH_TOKEN, or in ~/.ray/auth_token here")
+
+
+@contextmanager
+def _held_stderr() -> Iterator[list[str]]:
+    """File descriptor 2 (C++ logging included) goes to a temporary file for the block; what was written there is
+    in the yielded list once the block is left."""
+    sys.stderr.flush()
+    saved, written = os.dup(2), []
+    with tempfile.TemporaryFile("w+", errors="replace") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield written
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            written.append(held.read())
+
+
+def _use_token_if_found() -> None:
+    """Send the token where Ray would find one: what `ray.init(address="auto")` does by itself, and a joined
+    `HOST:PORT` does only when `RAY_AUTH_MODE=token` is set before Ray reads its configuration."""
+    if "RAY_AUTH_MODE" in os.environ or token_source() is None:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray already imported (a notebook, a test): it re-reads its configuration here
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError:
+        return
+    _enable_token_auth()
 
 
 @contextmanager
@@ -150,6 +182,10 @@ def open_executor(*, workers: int, address: str | None = None, progress: bool = 
     """A Ray session for one build: an already initialized one (a test's, a notebook's) is used and left running;
     else `address` (or `RAY_ADDRESS`) is joined, or a local Ray with `workers` CPUs is started, and shut down
     after."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "auto", "local"):
+        check_address(address)
+        _use_token_if_found()
     try:
         import ray
     except ImportError:
@@ -157,20 +193,17 @@ def open_executor(*, workers: int, address: str | None = None, progress: bool = 
     t0 = time.perf_counter()
     owned = not ray.is_initialized()
     if owned:
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        if address not in (None, "auto", "local"):
-            check_address(address)
-            if "RAY_AUTH_MODE" not in os.environ and token_source() is not None:
-                os.environ["RAY_AUTH_MODE"] = "token"  # what `ray.init(address="auto")` reads from the session
         try:
-            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False, logging_level="ERROR")
+            with _held_stderr() as held:  # Ray's core worker prints a line per retry; the user gets one line
+                ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False, logging_level="ERROR")
+            sys.stderr.write("".join(held))
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            text = str(exc)
-            if "auth" in text.lower() or "token" in text.lower():
-                raise UserError(f"--ray-address {address}: {_AUTH_FIX}") from None
-            raise UserError(f"--ray-address {address}: cannot join the Ray cluster ({text.splitlines()[0]})") \
-                from None
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "auth" in text.lower() or "token" in text.lower() or token_source() is None:
+                raise UserError(f"--ray-address {address}: cannot join the Ray cluster ({text}); if {_AUTH_FIX}") \
+                    from None
+            raise UserError(f"--ray-address {address}: cannot join the Ray cluster ({text})") from None
     try:
         resources = ray.cluster_resources()
         yield RayExecutor(max(1, int(resources.get("CPU", 1))), int(resources.get("GPU", 0)),
