@@ -113,7 +113,16 @@ def open_input(path: str | os.PathLike, what: str, *, max_bytes: int | None = IN
     try:
         if is_remote(str(path)):
             fh = open_url(str(path), "rb")
-            return fh if max_bytes is None else io.BufferedReader(_Capped(fh, str(path), what, max_bytes))
+            if max_bytes is None:
+                return fh
+            if fh.seekable():  # S3 & co. know the size (and parquet seeks): checked before a byte is read
+                size = getattr(fh, "size", None)
+                if size is not None and size > max_bytes:
+                    fh.close()
+                    raise UserError(f"{redact(str(path))}: {what} holds {size} bytes, more than the {max_bytes} an "
+                                    "input file may")
+                return fh
+            return io.BufferedReader(_Capped(fh, str(path), what, max_bytes))
         return open_local(path, max_bytes=max_bytes)
     except FileNotFoundError:
         raise UserError(f"{redact(str(path))}: {what} not found") from None

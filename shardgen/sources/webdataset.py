@@ -8,7 +8,11 @@ sample's image is recorded by where it lies (`roots.TarMember`: the tar's URL, o
 when the build preprocesses it, so nothing is extracted. The caption is the sample's `.txt` (img2dataset writes the
 caption there and in `.json`'s `caption`). Sample keys that are all whole numbers (img2dataset's `000000123`) are
 the image ids; otherwise the ids are the samples' ranks in listing order. A sample without an image
-(`missing_file`) or a caption (`no_captions`, `empty_caption`) is counted; a tar that cannot be read is one line.
+(`missing_file`) or a caption (`no_captions`, `empty_caption`), whose `.txt` is not text (`caption_not_text`: not
+UTF-8, or control characters), whose image or caption member is larger than an image file may be (`too_large`,
+never read), or whose key is digits only to Unicode (`00000²`: `bad_image_id`) is counted. A tar that cannot be
+read (a member claiming more bytes than the stream holds included) is one line, as is a tar named twice and, through
+`check_output_apart`, a tar inside the build's output folder.
 """
 
 from __future__ import annotations
