@@ -55,18 +55,32 @@ def iter_span(url: str, span: Span, *, count: int, retries: int, backoff: float,
                     if i >= span.stop:
                         break
                 if i < span.stop:
+                    if first:  # counted from where the index put sample `first`: the index's count is off
+                        raise LoaderError(_index_misplaces(index, url, first, f"the shard ends {i - first} samples "
+                                                           f"later, at sample {i} of the {count} its manifest says"))
                     raise LoaderError(f"{redact(url)}: {key or '<start>'}: shard ends after {i} samples; its "
                                       f"manifest says {count}")
                 if span.stop == count and (i > count or next(groups, None) is not None):
+                    if first:
+                        raise LoaderError(_index_misplaces(index, url, first, "the shard holds more samples after "
+                                                           f"it than the {count} its manifest says"))
                     raise LoaderError(f"{redact(url)}: shard holds more samples than the {count} its manifest "
                                       "says")
             return
         except FormatError as exc:  # the bytes are wrong: reading them again will not help
-            where = key or (f"byte {index.starts[first]} (sample {first} by {redact(index.url)})" if first
-                            else "<start>")
-            raise LoaderError(f"{redact(url)}: {where}: corrupt or truncated shard ({exc})") from None
+            if first and key is None:  # no member header where the index says a sample starts
+                raise LoaderError(_index_misplaces(index, url, first, f"no sample starts there ({exc})")) from None
+            raise LoaderError(f"{redact(url)}: {key or '<start>'}: corrupt or truncated shard ({exc})") from None
         except client_errors() as exc:  # a dropped connection, a timeout: worth another try
             if not remote or attempt >= retries:
                 raise LoaderError(f"{redact(url)}: {key or '<start>'}: read failed ({redact(str(exc))})") from exc
             log.warning("%s: %s; retrying (%d/%d)", redact(url), redact(str(exc)), attempt + 1, retries)
             time.sleep(backoff * 2 ** attempt)
+
+
+def _index_misplaces(index, url: str, sample: int, what: str) -> str:
+    """A read that seeked by the shard's index went wrong: the index is blamed, not the shard (`shardgen verify`
+    checks the two against each other)."""
+    return (f"{redact(index.url)}: places sample {sample} at byte {index.starts[sample]} of {redact(url)}, but "
+            f"{what}: the index does not fit its shard (shardgen verify checks both); rebuild the index (rerun "
+            "shardgen build on the folder) or delete it")
