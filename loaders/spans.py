@@ -17,8 +17,11 @@ from shardgen.format import (
     is_remote,
     iter_sample_groups,
     open_at,
+    open_local,
     redact,
 )
+
+from shardgen.format.tarheader import BLOCK, checksum_ok
 
 from .errors import LoaderError
 from .plan import Span
@@ -68,14 +71,31 @@ def iter_span(url: str, span: Span, *, count: int, retries: int, backoff: float,
                                       "says")
             return
         except FormatError as exc:  # the bytes are wrong: reading them again will not help
-            if first and key is None:  # no member header where the index says a sample starts
+            if first and key is None and _no_header_at(url, index.starts[first]):  # no header where a sample starts
                 raise LoaderError(_index_misplaces(index, url, first, f"no sample starts there ({exc})")) from None
+            if first and key is None:  # past a local shard's end (a cut shard), or a remote one: either may be at fault
+                raise LoaderError(f"{redact(url)}: byte {index.starts[first]} (sample {first} by {redact(index.url)}): "
+                                  f"corrupt or truncated shard, or an index that does not fit it ({exc})") from None
             raise LoaderError(f"{redact(url)}: {key or '<start>'}: corrupt or truncated shard ({exc})") from None
         except client_errors() as exc:  # a dropped connection, a timeout: worth another try
             if not remote or attempt >= retries:
                 raise LoaderError(f"{redact(url)}: {key or '<start>'}: read failed ({redact(str(exc))})") from exc
             log.warning("%s: %s; retrying (%d/%d)", redact(url), redact(str(exc)), attempt + 1, retries)
             time.sleep(backoff * 2 ** attempt)
+
+
+def _no_header_at(url: str, offset: int) -> bool:
+    """Whether the 512 bytes at `offset` of the local shard at `url` are no tar header (a remote shard is not read
+    again): then the index that put a sample there is at fault, not the shard (a cut shard fails further on)."""
+    if is_remote(url):
+        return False
+    try:
+        with open_local(url.removeprefix("file://")) as fh:
+            fh.seek(offset)
+            header = fh.read(BLOCK)
+    except OSError:
+        return False
+    return len(header) == BLOCK and not checksum_ok(header)
 
 
 def _index_misplaces(index, url: str, sample: int, what: str) -> str:
