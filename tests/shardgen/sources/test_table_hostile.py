@@ -201,3 +201,17 @@ def test_a_fifo_as_any_input_file_is_one_line_not_a_hang(tmp_path, capsys):
             "--split", "test", "--out", str(tmp_path / "o"), "--quiet"]
     assert within(10, main, argv) == 2
     assert "is a FIFO" in one_line(capsys.readouterr().err)
+
+
+def test_an_input_file_over_its_cap_is_refused_local_before_reading_remote_once_past_it(tmp_path):
+    from shardgen.sources.roots import open_input
+
+    (tmp_path / "t.jsonl").write_bytes(b"x" * 100)
+    with pytest.raises(UserError, match=r"captions table .*t.jsonl: 100 bytes, more than the 10 allowed"):
+        open_input(tmp_path / "t.jsonl", "captions table", max_bytes=10)
+    with FileServer({"/t.jsonl": b"x" * 100_000}, ranges=False) as srv:
+        with open_input(f"{srv.url}/t.jsonl", "captions table", max_bytes=100_000) as fh:
+            assert len(fh.read()) == 100_000
+        with open_input(f"{srv.url}/t.jsonl", "captions table", max_bytes=1000) as fh, \
+                pytest.raises(UserError, match=r"t.jsonl: captions table holds more than the 1000 bytes"):
+            fh.read()
