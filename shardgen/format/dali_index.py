@@ -43,6 +43,39 @@ def parse_dali_index(text: str) -> list[list[Member]]:
     return samples
 
 
+def tiles(samples: list[list[Member]], data: bytes) -> bool:
+    """Whether `samples` (a parsed index) lists exactly the members of the tar `data`, checked the quick way:
+    each member's plain USTAR header (checksum, regular file, name, size) lies right before its data, the
+    headers follow each other with nothing between, and the end-of-archive marker follows the last. False means
+    "not shown" (pax headers, long names, a lie): compare with `index_members` then. ~20× faster than that walk
+    (tarfile builds an object per member)."""
+    from .errors import FormatError
+    from .tar import split_member_name
+    from .tarheader import BLOCK, ZERO_BLOCK, checksum_ok, parse_number
+
+    view = memoryview(data)
+    pos, last = 0, None
+    for members in samples:
+        keys = {split_member_name(name)[0] for _, _, _, name in members}
+        if len(keys) != 1 or keys == {last}:  # a sample is the run of members with one key, as the builder groups
+            return False
+        last = keys.pop()
+        for _, offset, size, name in members:
+            header = bytes(view[pos:pos + BLOCK])
+            if offset != pos + BLOCK or len(header) < BLOCK or not checksum_ok(header) \
+                    or header[156] not in (0, 48) or header[345] != 0:
+                return False
+            try:
+                if parse_number(header[124:136]) != size:
+                    return False
+            except FormatError:
+                return False
+            if header[:100].split(b"\0", 1)[0] != name.encode("utf-8", "surrogateescape"):
+                return False
+            pos = offset + -(-size // BLOCK) * BLOCK
+    return bytes(view[pos:pos + BLOCK]) == ZERO_BLOCK
+
+
 def index_members(fileobj: IO[bytes]) -> list[list[Member]]:
     """What the index of the tar `fileobj` lists: its regular members grouped by sample key, in tar order. Raises
     `tarfile.TarError` for a tar that does not parse."""

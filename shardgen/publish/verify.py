@@ -35,7 +35,7 @@ from ..format import (
     read_text,
     redact,
 )
-from ..format.dali_index import index_members, parse_dali_index
+from ..format.dali_index import index_members, parse_dali_index, tiles
 from ..format.names import MAX_STORED_IMAGE_PIXELS
 
 MAX_PROBLEMS_PER_SHARD = 20
@@ -160,6 +160,8 @@ def _check_index(source: str, shard: ShardInfo, data: bytes, *, shard_sound: boo
         listed = parse_dali_index(text)
     except SchemaError as exc:
         return [f"{name}: {exc}"]
+    if tiles(listed, data):
+        return []
     try:
         actual = index_members(io.BytesIO(data))
     except tarfile.TarError:
