@@ -219,4 +219,6 @@ def load_table(path: str | Path, image_root: str | Path, split: str | None, *, i
         records.append(CocoImage(image_id=ids[image], file_name=image, path=under(root, image), captions=caps))
     source = {"dataset": "table", "captions": Path(str(path).split("?", 1)[0]).name, "split": split,
               "rows": len(rows), "ids": f"{cols.image_id} column" if has_ids else "rank of the sorted paths"}
+    if cols != TableColumns():  # recorded only when named (a default table's manifest is unchanged)
+        source["columns"] = cols._asdict()
     return TableInput(records=records, report=report, source=source)

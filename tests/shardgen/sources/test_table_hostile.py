@@ -175,6 +175,9 @@ def test_columns_can_be_named_for_each_role(tmp_path):
                      split_column="fold")
     assert [(r.file_name, r.image_id, r.captions) for r in got.records] == [("a.jpg", 5, ("x",))]
     assert got.source["ids"] == "key column"
+    assert got.source["columns"] == {"image": "filepath", "caption": "title", "image_id": "key", "split": "fold"}
+    assert "columns" not in load_table(write_table([{"image": "a.jpg", "caption": "x"}], tmp_path / "d.csv"), tmp_path,
+                                       None).source
     with pytest.raises(UserError, match=r"no 'image' or 'caption' column .* needs 'image' and 'caption' \(others name them: --image-column"):
         load_table(path, tmp_path, None)
     with pytest.raises(UserError, match=r"needs 'filepath' and 'caption'"):
