@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
-from shardgen.format import client_errors, read_text, redact, split_member_name
-from shardgen.format.dali_index import DALI_INDEX_VERSION
+from shardgen.format import SchemaError, client_errors, read_text, redact, split_member_name
+from shardgen.format.dali_index import parse_dali_index
 from shardgen.format.tarheader import BLOCK
 
 from .errors import LoaderError
@@ -44,24 +44,18 @@ def index_url(shard_url: str) -> str:
 
 def parse_index(text: str, *, url: str) -> ShardIndex:
     """A DALI v1.2 index's sample starts and keys. Raises LoaderError naming `url`."""
-    lines = text.splitlines()
-    head = lines[0].split() if lines else []
-    if len(head) != 2 or head[0] != DALI_INDEX_VERSION or not head[1].isdigit() or int(head[1]) != len(lines) - 1:
-        raise LoaderError(f"{redact(url)}: not a DALI {DALI_INDEX_VERSION} index (header "
-                          f"{lines[0][:40] if lines else ''!r} does not match its {max(len(lines) - 1, 0)} sample "
-                          "lines)")
+    try:
+        samples = parse_dali_index(text)
+    except SchemaError as exc:
+        raise LoaderError(f"{redact(url)}: {exc}") from None
     starts, keys = [0], []
-    for n, line in enumerate(lines[1:], start=2):
-        fields = line.split()
-        numbers = fields[1::4] + fields[2::4]
-        if not fields or len(fields) % 4 or not all(x.isdigit() for x in numbers):
-            raise LoaderError(f"{redact(url)}: line {n}: expected `ext offset size name` per member")
-        offsets = [int(off) for off in fields[1::4]]
+    for n, members in enumerate(samples, start=2):
+        offsets = [offset for _, offset, _, _ in members]
         if min(offsets) <= starts[-1]:  # samples lie in index order, each after the one before
             raise LoaderError(f"{redact(url)}: line {n}: member data at byte {min(offsets)}, not after the "
                               f"previous sample (which ends at byte {starts[-1]})")
-        starts.append(max(off + -(-int(size) // BLOCK) * BLOCK for off, size in zip(offsets, fields[2::4])))
-        keys.append(split_member_name(fields[3])[0])
+        starts.append(max(offset + -(-size // BLOCK) * BLOCK for _, offset, size, _ in members))
+        keys.append(split_member_name(members[0][3])[0])
     return ShardIndex(url, starts, keys)
 
 

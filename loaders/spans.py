@@ -17,8 +17,11 @@ from shardgen.format import (
     is_remote,
     iter_sample_groups,
     open_at,
+    open_local,
     redact,
 )
+
+from shardgen.format.tarheader import BLOCK, checksum_ok
 
 from .errors import LoaderError
 from .plan import Span
@@ -55,18 +58,49 @@ def iter_span(url: str, span: Span, *, count: int, retries: int, backoff: float,
                     if i >= span.stop:
                         break
                 if i < span.stop:
+                    if first:  # counted from where the index put sample `first`: the index's count is off
+                        raise LoaderError(_index_misplaces(index, url, first, f"the shard ends {i - first} samples "
+                                                           f"later, at sample {i} of the {count} its manifest says"))
                     raise LoaderError(f"{redact(url)}: {key or '<start>'}: shard ends after {i} samples; its "
                                       f"manifest says {count}")
                 if span.stop == count and (i > count or next(groups, None) is not None):
+                    if first:
+                        raise LoaderError(_index_misplaces(index, url, first, "the shard holds more samples after "
+                                                           f"it than the {count} its manifest says"))
                     raise LoaderError(f"{redact(url)}: shard holds more samples than the {count} its manifest "
                                       "says")
             return
         except FormatError as exc:  # the bytes are wrong: reading them again will not help
-            where = key or (f"byte {index.starts[first]} (sample {first} by {redact(index.url)})" if first
-                            else "<start>")
-            raise LoaderError(f"{redact(url)}: {where}: corrupt or truncated shard ({exc})") from None
+            if first and key is None and _no_header_at(url, index.starts[first]):  # no header where a sample starts
+                raise LoaderError(_index_misplaces(index, url, first, f"no sample starts there ({exc})")) from None
+            if first and key is None:  # past a local shard's end (a cut shard), or a remote one: either may be at fault
+                raise LoaderError(f"{redact(url)}: byte {index.starts[first]} (sample {first} by {redact(index.url)}): "
+                                  f"corrupt or truncated shard, or an index that does not fit it ({exc})") from None
+            raise LoaderError(f"{redact(url)}: {key or '<start>'}: corrupt or truncated shard ({exc})") from None
         except client_errors() as exc:  # a dropped connection, a timeout: worth another try
             if not remote or attempt >= retries:
                 raise LoaderError(f"{redact(url)}: {key or '<start>'}: read failed ({redact(str(exc))})") from exc
             log.warning("%s: %s; retrying (%d/%d)", redact(url), redact(str(exc)), attempt + 1, retries)
             time.sleep(backoff * 2 ** attempt)
+
+
+def _no_header_at(url: str, offset: int) -> bool:
+    """Whether the 512 bytes at `offset` of the local shard at `url` are no tar header (a remote shard is not read
+    again): then the index that put a sample there is at fault, not the shard (a cut shard fails further on)."""
+    if is_remote(url):
+        return False
+    try:
+        with open_local(url.removeprefix("file://")) as fh:
+            fh.seek(offset)
+            header = fh.read(BLOCK)
+    except OSError:
+        return False
+    return len(header) == BLOCK and not checksum_ok(header)
+
+
+def _index_misplaces(index, url: str, sample: int, what: str) -> str:
+    """A read that seeked by the shard's index went wrong: the index is blamed, not the shard (`shardgen verify`
+    checks the two against each other)."""
+    return (f"{redact(index.url)}: places sample {sample} at byte {index.starts[sample]} of {redact(url)}, but "
+            f"{what}: the index does not fit its shard (shardgen verify checks both); rebuild the index (rerun "
+            "shardgen build on the folder) or delete it")

@@ -60,6 +60,10 @@ class BuildConfig:
     executor: str = "local"  # where tasks run: one of `sharding.executors.names()` (inline, local, ray)
     ray_address: str | None = None  # with executor ray: the cluster (default: RAY_ADDRESS, else a local Ray)
     staging: Path | None = None  # with an --out URL: the local work folder (lock, journal, caption cache)
+    image_column: str = "image"  # a table's columns (--captions): the image path, its caption, its id, its split
+    caption_column: str = "caption"
+    id_column: str = "image_id"
+    split_column: str = "split"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "samples_per_shard", "max_shard_bytes", "max_image_pixels", "workers",

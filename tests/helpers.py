@@ -35,7 +35,8 @@ DROP = object()  # returned by an edit: leave the member out
 
 def rewrite_member(shard: Path, edit) -> None:
     """Rewrite a shard in place, replacing each member's bytes with `edit(name, data)` (None keeps it, DROP
-    leaves it out)."""
+    leaves it out); its DALI index, when it has one, is rewritten to fit (as a build would write it: a test of a
+    lying index writes one itself, `shardgen verify` lists a stale one)."""
     import io
     import tarfile
 
@@ -51,6 +52,10 @@ def rewrite_member(shard: Path, edit) -> None:
             if new is not None:
                 data, m.size = new, len(new)
             tar.addfile(m, io.BytesIO(data))
+    if shard.with_suffix(".idx").exists():
+        from shardgen.sharding.dali import write_dali_index
+
+        write_dali_index(shard)
 
 
 def one_line(err: str) -> str:

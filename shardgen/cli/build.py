@@ -95,6 +95,11 @@ def add_build(sub) -> None:
     p.add_argument("--webdataset", dest="webdataset", default=d("webdataset"), metavar="URLS",
                    help="webdataset tars (img2dataset's jpg + txt per sample): a brace pattern of paths or URLs, "
                         "e.g. 'cc3m/{00000..00331}.tar'")
+    for column, what in (("image", "the image path"), ("caption", "the caption"), ("id", "the image id (optional)"),
+                         ("split", "the split (optional)")):
+        dest = f"{column}_column"
+        p.add_argument(f"--{column}-column", dest=dest, default=d(dest), metavar="NAME",
+                       help=f"with --captions: the column holding {what} (default: %(default)s)")
     p.add_argument("--image-root", dest="image_root", type=path_or_url, default=d("image_root"), metavar="DIR",
                    help="the folder or URL the --captions table's (or a Flickr split file's) image paths are under")
     p.add_argument("--karpathy", dest="karpathy", type=path_or_url, default=d("karpathy"), metavar="dataset_coco.json",

@@ -27,6 +27,7 @@ from .names import (
                     WIDS_INDEX_NAME,
                     is_shard_name,
                     make_key,
+                    parse_decimal,
                     shard_name,
 )
 from .npy import decode_npy, encode_npy, npy_layout
@@ -89,6 +90,7 @@ __all__ = [
                     "load_embeddings_cache",
                     "load_manifest",
                     "make_key",
+                    "parse_decimal",
                     "npy_layout",
                     "open_at",
                     "open_local",

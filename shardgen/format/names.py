@@ -32,6 +32,15 @@ def make_key(image_id: int) -> str:
     return f"{image_id:012d}"
 
 
+_DECIMAL_RE = re.compile(r"[0-9]+")
+
+
+def parse_decimal(text: str) -> int | None:
+    """`text` as a whole number when it is ASCII digits only, else None. `str.isdigit()` is no such check: it
+    accepts `²` and other Unicode digits, which `int()` then refuses (or reads as another number)."""
+    return int(text) if isinstance(text, str) and _DECIMAL_RE.fullmatch(text) else None
+
+
 _SPLIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _SHARD_RE = re.compile(r"(?P<split>[A-Za-z0-9][A-Za-z0-9_-]*)-(?P<index>[0-9]{6,})\.tar")
 

@@ -210,8 +210,9 @@ def _read_past(stream, n: int) -> None:
 
 
 class _HTTPStream(io.RawIOBase):
-    """An HTTP body read front to back (fsspec's streaming file), whose failures mid-body (a dropped connection)
-    are ConnectionErrors naming the URL, like the failures to open it."""
+    """An HTTP body read front to back (fsspec's streaming file), whose failures mid-body (a dropped connection, a
+    stall past the read timeout) are ConnectionError or TimeoutError naming the URL, like the failures to open
+    it: OSErrors, which every reader retries as network failures."""
 
     def __init__(self, fh, url: str, client_error: type[Exception]) -> None:
         super().__init__()
@@ -226,6 +227,9 @@ class _HTTPStream(io.RawIOBase):
         except self._client_error as exc:
             raise ConnectionError(f"{redact(self.url)}: connection lost ({type(exc).__name__}: "
                                   f"{redact(exc)})") from None
+        except TimeoutError as exc:  # fsspec's FSTimeoutError (an asyncio timeout): a server that stalls mid-body
+            raise TimeoutError(f"{redact(self.url)}: the server stopped sending ({type(exc).__name__}, no byte for "
+                               f"{READ_TIMEOUT_S:g} s)") from None
 
     def readinto(self, buffer) -> int:
         data = self.read(len(memoryview(buffer).cast("B")))
@@ -266,6 +270,14 @@ def access_error(url: str, exc: OSError) -> UserError:
 # The most a metadata file (manifest, sizes.json, a wids index) may hold: a manifest entry is ~150 bytes, so this
 # admits ~400k shards (~400M samples at the default 1000 per shard), and stops a server streaming without end.
 METADATA_MAX_BYTES = 64 << 20
+# The most an input file that is read whole (COCO annotations, a Karpathy split file, a caption table) may hold:
+# COCO's largest annotations file is 66 MB, dataset_coco.json 144 MB, CC12M's caption table 2.6 GB.
+INPUT_MAX_BYTES = 4 << 30
+# Tries of a remote read that failed for network reasons (a refused or cut connection, a read timeout) before
+# the caller gives up: an input file (table, tar, annotations) and each image of a build; the wait before the
+# second try is RETRY_BACKOFF_S, doubled each time.
+READ_TRIES = 3
+RETRY_BACKOFF_S = 1.0
 # The most an image file named by a user (a COCO folder, --unseen, a dataset's cache) may hold: COCO's are < 1 MB,
 # a 50 Mpx camera JPEG ~30 MB; a larger file is refused before it is read.
 IMAGE_MAX_BYTES = 256 << 20

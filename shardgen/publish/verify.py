@@ -5,14 +5,16 @@ The manifest's `embed_dim` is the format's. Per shard (read no further than `SLA
 field of the sample schema (`format.schema`, through `format.parse_sample`: exactly the schema's members, a JSON
 object whose image id the key spells, at least one caption, float16 `[n_captions, 512]` embeddings loaded without
 pickle, `txt` the first caption, and any field added since), then the JPEG decodes to the recorded size and the
-embedding rows are finite and unit-norm. Every
-problem is listed (exit 1); a source that cannot be read at all (credentials, network) is a `UserError`.
+embedding rows are finite and unit-norm. A shard's DALI `.idx`, when there is one, lists exactly the tar's
+members where they lie (the loader seeks by it); one that does not is the index's problem, named by the `.idx`.
+Every problem is listed (exit 1); a source that cannot be read at all (credentials, network) is a `UserError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import tarfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,8 +32,10 @@ from ..format import (
     parse_sample,
     read_bytes,
     read_manifest,
+    read_text,
     redact,
 )
+from ..format.dali_index import index_members, parse_dali_index, tiles
 from ..format.names import MAX_STORED_IMAGE_PIXELS
 
 MAX_PROBLEMS_PER_SHARD = 20
@@ -129,7 +133,52 @@ def verify(source: str, *, progress: bool = False) -> VerifyReport:
         report.problems.extend(f"{shard.name}: {p}" for p in shard_problems[:MAX_PROBLEMS_PER_SHARD])
         if len(shard_problems) > MAX_PROBLEMS_PER_SHARD:
             report.problems.append(f"{shard.name}: ... and {len(shard_problems) - MAX_PROBLEMS_PER_SHARD} more")
+        report.problems.extend(_check_index(source, shard, data, shard_sound=not shard_problems))
     return report
+
+
+def index_name(shard_name: str) -> str:
+    """The DALI index beside a shard: `<name>.idx` for `<name>.tar`."""
+    return shard_name.removesuffix(".tar") + ".idx"
+
+
+def _check_index(source: str, shard: ShardInfo, data: bytes, *, shard_sound: bool) -> list[str]:
+    """Problems of the shard's DALI index (none when it has none): it must list exactly the tar's members, where
+    they are, as the loader seeks by it. A lying index is the index's fault, named as such."""
+    name = index_name(shard.name)
+    try:
+        text = read_text(join(source, name))
+    except FileNotFoundError:
+        return []
+    except PermissionError as exc:
+        raise access_error(join(source, name), exc) from None
+    except OSError as exc:
+        return [f"{name}: cannot read ({redact(exc)})"]
+    except (SchemaError, UnicodeDecodeError) as exc:  # longer than any index, or not text
+        return [f"{name}: not a DALI index ({exc})".splitlines()[0]]
+    try:
+        listed = parse_dali_index(text)
+    except SchemaError as exc:
+        return [f"{name}: {exc}"]
+    if tiles(listed, data):
+        return []
+    try:
+        actual = index_members(io.BytesIO(data))
+    except tarfile.TarError:
+        return []  # the shard's own problem, listed with it
+    if listed == actual:
+        return []
+    fix = "rebuild it (rerun shardgen build on the folder) or delete it"
+    fault = f"the index does not fit {shard.name}" + (" (which checks out)" if shard_sound else "")
+    if len(listed) != len(actual):
+        return [f"{name}: lists {len(listed)} samples, {shard.name} holds {len(actual)}: {fault}; {fix}"]
+    i = next(i for i, (a, b) in enumerate(zip(listed, actual)) if a != b)
+    return [f"{name}: sample {i} is {_members(listed[i])} by the index, {_members(actual[i])} in the tar: "
+            f"{fault}; {fix}"]
+
+
+def _members(members: list) -> str:
+    return " ".join(f"{n}@{offset}+{size}" for _, offset, size, n in members)[:200]
 
 
 def _check_bytes(data: bytes, shard: ShardInfo) -> list[str]:

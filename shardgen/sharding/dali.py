@@ -5,28 +5,16 @@ each shard by `shardgen build` (on by default; `--no-dali-index` skips it); the 
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
-from ..format import split_member_name
-from ..format.dali_index import Member, dali_index_text
+from ..format.dali_index import dali_index_text, index_members
 from .writer import write_text_atomic
 
 
 def shard_index_text(shard: Path) -> str:
     """The DALI index for one local shard."""
-    samples: list[list[Member]] = []
-    last = None
-    with tarfile.open(shard) as tar:
-        for m in tar:
-            if not m.isfile():
-                continue
-            key, ext = split_member_name(m.name)
-            if key != last:
-                samples.append([])
-                last = key
-            samples[-1].append((ext, m.offset_data, m.size, m.name))
-    return dali_index_text(samples)
+    with open(shard, "rb") as fh:
+        return dali_index_text(index_members(fh))
 
 
 def write_dali_index(shard: Path) -> Path:

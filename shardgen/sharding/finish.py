@@ -64,7 +64,7 @@ def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_probl
                       provenance: dict[str, Any] | None = None, fingerprint: str | None = None) -> Manifest:
     """The manifest of a finished build from its journal entries (one per shard, in order); `source` says where a
     split other than COCO 2014's own came from (COCO 2017, a Karpathy split file and its sha256); `provenance`
-    is the input's kind, location and index files' sha256 (`inputs.read_input`)."""
+    is the input's kind, location and index files' sha256 (`inputs.load_input`)."""
     failures, conversions = tally_problems(caption_problems, shards, records, emb)
     width = int(emb.embeddings.shape[1])
     return Manifest(

@@ -34,13 +34,22 @@ from PIL import (  # noqa: F401 - registers the formats in FORMATS before any op
 
 from ..errors import BadImage
 from ..format.errors import SchemaError
-from ..format.storage import IMAGE_MAX_BYTES, RefusedFile, client_errors, is_remote, read_bytes, read_local
+from ..format.storage import (
+    IMAGE_MAX_BYTES,
+    READ_TRIES,
+    RETRY_BACKOFF_S,
+    RefusedFile,
+    client_errors,
+    is_remote,
+    read_bytes,
+    read_local,
+)
 from ..sources.roots import TarMember, read_member
 
 _REFUSED = {"not_a_file": "unreadable_file", "outside_root": "unsafe_file_name", "too_large": "too_large"}
 
-IMAGE_READ_RETRIES = 3  # tries of a remote image read that failed for network reasons, before the build stops
-RETRY_BACKOFF_S = 1.0  # the wait before the second try; doubled each time
+IMAGE_READ_RETRIES = READ_TRIES  # tries of a remote image read that failed for network reasons (the storage
+                                 # layer's), before the build stops; RETRY_BACKOFF_S before the second, doubled
 
 # Raster formats decoded in-process (JPEG includes camera MPO files); any other kind is counted as corrupt_image.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
@@ -155,6 +164,8 @@ def read_image_bytes(path: str | Path, *, root: str | Path | None = None, sleep=
             return read()
         except FileNotFoundError:
             raise BadImage("missing_file", str(path)) from None
+        except RefusedFile as exc:  # a tar member over the size cap, or its tar replaced by a FIFO
+            raise BadImage(_REFUSED[exc.reason], str(exc)) from None
         except client_errors():
             attempt += 1
             if attempt == IMAGE_READ_RETRIES:

@@ -1,4 +1,4 @@
-"""What a build reads, made ready for tasks that run elsewhere: the input's records (`read_input`, one source per
+"""What a build reads, made ready for tasks that run elsewhere: the input's records (`load_input`, one source per
 kind of input), the input's provenance for the manifest, and the settings' paths made absolute on the driver
 (`absolute_paths`), since tasks run in other processes and on other nodes with other working directories.
 """
@@ -18,7 +18,7 @@ from ..format.storage import IMAGE_MAX_BYTES, is_remote, read_bytes, redact
 from ..sources.coco import CaptionReport, CocoImage, find_remote_split, load_split
 from ..sources.karpathy import load_flickr, load_karpathy
 from ..sources.table import load_table
-from ..sources.webdataset import load_webdataset
+from ..sources.webdataset import check_output_apart, load_webdataset
 
 INDEX_FILE_MAX_BYTES = 4 << 30  # an index file hashed for the manifest is read through the storage layer's cap
 
@@ -49,18 +49,20 @@ def _sha256(location: Path | str) -> str:
     return h.hexdigest()
 
 
-def read_input(cfg: BuildConfig) -> SplitInput:
+def load_input(cfg: BuildConfig) -> SplitInput:
     """The split's images, sorted by id: a COCO split (2014 or 2017) from its captions file (a folder or a URL), a
     Karpathy split from its split file with the images from the 2014 folders, a Flickr split file's images under
     --image-root, an image-caption table's, or webdataset tars'. Raises UserError on bad input."""
     if cfg.webdataset is not None:
+        check_output_apart(cfg.webdataset, cfg.out)  # a re-shard in place would replace its own input
         wds = load_webdataset(cfg.webdataset)
         listing = "\n".join(sorted({str(r.path.url) for r in wds.records})).encode()
         prov = {"kind": "webdataset", "location": redact(cfg.webdataset),
                 "index_files": {"tar list": hashlib.sha256(listing).hexdigest()}}
         return SplitInput(wds.records, wds.report, wds.source, cfg.webdataset, cfg.webdataset, prov)
     if cfg.captions is not None:
-        table = load_table(cfg.captions, cfg.image_root, cfg.split)
+        table = load_table(cfg.captions, cfg.image_root, cfg.split, image_column=cfg.image_column,
+                           caption_column=cfg.caption_column, id_column=cfg.id_column, split_column=cfg.split_column)
         return SplitInput(table.records, table.report, table.source, cfg.captions, str(cfg.image_root),
                           _provenance("table", str(cfg.captions), [cfg.captions]))
     if cfg.image_root is not None:

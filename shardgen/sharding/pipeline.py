@@ -34,14 +34,14 @@ from ..text.cache import CaptionEmbeddings, encode_captions, encoder_fingerprint
 from .dali import write_dali_index
 from .executors import Executor, Resources, TaskLost, open_executor
 from .finish import assemble_manifest, write_manifest
-from .inputs import SplitInput, absolute_paths, read_input
+from .inputs import SplitInput, absolute_paths, load_input
 from .journal import JOURNAL_NAME, build_identity, load_journal, save_journal
 from .outdir import check_out_dir, locked_out_dir, user_write_errors
 from .outputs import Output
 from .probe import check_nodes
 from .shardtask import ShardTask, TaskSummary, run_shard_task
 
-__all__ = ["JOURNAL_NAME", "BuildConfig", "BuildReport", "SplitInput", "build_shards", "read_input"]
+__all__ = ["JOURNAL_NAME", "BuildConfig", "BuildReport", "SplitInput", "build_shards", "load_input"]
 
 TASKS_IN_FLIGHT_PER_SLOT = 2  # ranges submitted ahead per task the executor runs at once: every slot stays busy
 
@@ -81,10 +81,11 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[str], None] | None = N
     log = _stderr("") if cfg.progress else (lambda msg: None)
     warn = _stderr("shardgen build: warning: ")
     cfg = absolute_paths(cfg)
-    split = read_input(cfg)
+    split = load_input(cfg)
     records = split.records[: cfg.limit] if cfg.limit else split.records
     if not records:
-        raise UserError(f"{redact(str(split.captions_file))}: no images with usable captions")
+        raise UserError(f"{redact(str(split.captions_file))}: no images with usable captions "
+                        f"({split.report.summary()})")
     output = Output.of(cfg)
     check_out_dir(output.work, cfg.dataset_split)
     with locked_out_dir(output.work), open_executor(cfg.executor, workers=cfg.workers, address=cfg.ray_address,

@@ -5,8 +5,9 @@ function of that list and the build config.
 Every record is checked, because one bad record must neither crash a build nor slip into the shards:
 
 - an image whose id is not a whole number in 0..10^12 (the 12-digit sample key), whose `file_name` is missing or
-  would leave the image folder (`../`, absolute, a drive) is skipped and counted (`bad_image_id`,
-  `bad_file_name`, `unsafe_file_name`): no file name can point outside the image folder;
+  would leave the image folder (`../`, absolute outside it, a drive) is skipped and counted (`bad_image_id`,
+  `bad_file_name`, `unsafe_file_name`): no file name can point outside the image folder (`roots.relative_name`,
+  which also normalizes `./a.jpg` to `a.jpg`);
 - an annotation that is not an object or has no usable `image_id` is counted as `malformed_annotation`; one for an
   unknown image as `caption_without_image`; a caption that is not text (a number, null, a list) as
   `caption_not_text` (a lone surrogate, which JSON's `\\ud800` escape can spell, too), and a blank one as
@@ -21,6 +22,7 @@ id without a word and stops the whole build with a KeyError on one annotation la
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from ..errors import UserError
 from ..format.coco_folders import _IMAGE_FOLDERS, _MAX_DEPTH, SPLIT_FOLDERS, SplitLayout
 from ..format.names import MAX_IMAGE_ID
-from .roots import check_root, list_folders, open_input, under
+from .roots import check_root, list_folders, read_input, relative_name, under
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,16 @@ class CaptionReport:
 
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
+    def summary(self, examples: int = 2) -> str:
+        """What was skipped, by reason, with the first few names: `bad_image_id 3 (a.jpg (image_id '1.5'), ...)`;
+        for an error that says why no image is usable."""
+        parts = []
+        for reason, names in sorted(self.problems.items()):
+            if names:
+                shown = ", ".join(names[:examples]) + (", ..." if len(names) > examples else "")
+                parts.append(f"{reason} {len(names)} ({shown})")
+        return "; ".join(parts) or "nothing skipped"
+
 
 def clean_caption(text: str) -> str:
     """Normalize unicode (NFC) and whitespace: no leading/trailing blanks, no newlines, single spaces."""
@@ -54,9 +66,8 @@ def clean_caption(text: str) -> str:
 
 def _read_json(annotations: Path | str) -> tuple[list, list]:
     try:
-        with open_input(annotations, "annotations file") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8, > 4300-digit integers
+        data = read_input(annotations, "annotations file", json.load)
+    except (ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8, > 4300-digit integers
         raise UserError(f"{annotations}: cannot read annotations ({type(exc).__name__}: {exc})".splitlines()[0]) \
             from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
@@ -65,10 +76,14 @@ def _read_json(annotations: Path | str) -> tuple[list, list]:
     return data["images"], data["annotations"]
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab and line ends, and DEL
+
+
 def is_text(value: object) -> bool:
-    """A str UTF-8 can encode: JSON's `\\ud800` escapes decode to lone surrogates, which no tokenizer, journal or
-    file system takes (they would fail after every caption was encoded)."""
-    if not isinstance(value, str):
+    """A str UTF-8 can encode and without control characters: JSON's `\\ud800` escapes decode to lone
+    surrogates, which no tokenizer, journal or file system takes (they would fail after every caption was
+    encoded), and a NUL or an ESC is binary, not a caption (an ESC sequence would also reach the terminal)."""
+    if not isinstance(value, str) or _CONTROL.search(value):
         return False
     try:
         value.encode("utf-8")
@@ -87,18 +102,10 @@ def valid_id(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_IMAGE_ID
 
 
-def safe_relative(name: str) -> bool:
-    """A path that stays inside the folder it is joined to, on POSIX and on Windows alike."""
-    if not name or "\x00" in name or not is_text(name):
-        return False
-    for pure in (PurePosixPath(name), PureWindowsPath(name)):
-        if pure.is_absolute() or pure.anchor or ".." in pure.parts:
-            return False
-    return True
-
-
-def _index_images(images: list, annotations: Path, report: CaptionReport) -> dict[int, dict]:
-    """Image id → image record, for every well-formed image; the rest counted by reason."""
+def _index_images(images: list, annotations: Path, report: CaptionReport, root: Path | str | None = None
+                  ) -> dict[int, dict]:
+    """Image id → image record (its `file_name` normalized by `roots.relative_name`), for every well-formed image;
+    the rest counted by reason."""
     seen: dict[int, object] = {}
     for info in images:
         if isinstance(info, dict) and valid_id(info.get("id")):
@@ -115,10 +122,10 @@ def _index_images(images: list, annotations: Path, report: CaptionReport) -> dic
         name = info.get("file_name")
         if not isinstance(name, str) or not name.strip():
             report.problems["bad_file_name"].append(f"image {info['id']}")
-        elif not safe_relative(name):
+        elif (relative := relative_name(name, root)) is None:
             report.problems["unsafe_file_name"].append(printable(name))
         else:
-            by_id[info["id"]] = info
+            by_id[info["id"]] = {**info, "file_name": relative}
     return by_id
 
 
@@ -151,7 +158,7 @@ def load_split(layout: SplitLayout) -> tuple[list[CocoImage], CaptionReport]:
     """Read every image and its cleaned captions, sorted by image id; report what was skipped and why."""
     images, annotations = _read_json(layout.annotations)
     report = CaptionReport()
-    by_id = _index_images(images, layout.annotations, report)
+    by_id = _index_images(images, layout.annotations, report, layout.images_dir)
     captions = _group_captions(annotations, by_id, report)
     records = []
     for image_id in sorted(by_id):

@@ -34,14 +34,13 @@ from .coco import (
     is_text,
     printable,
     load_split,
-    safe_relative,
     valid_id,
 )
 from ..config import KARPATHY_SPLITS
 from ..errors import UserError
 from ..format.storage import redact
 from ..format.coco_folders import find_image_folder, find_split
-from .roots import as_root, check_root, open_input, under
+from .roots import as_root, check_root, read_input, relative_name, under
 
 IMAGE_FOLDERS = ("train2014", "val2014")
 TAGS = ("train", "restval", "val", "test")
@@ -66,10 +65,9 @@ def _drop_tokens(obj: dict) -> dict:
 def _read_images(path: Path | str) -> tuple[list, str]:
     """The split file's `images` (a local path or a URL) and the sha256 of its bytes."""
     try:
-        with open_input(path, "Karpathy split file") as fh:
-            raw = fh.read()
+        raw = read_input(path, "Karpathy split file", lambda fh: fh.read())
         data = json.loads(raw, object_hook=_drop_tokens)
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8, > 4300-digit integers
+    except (ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8, > 4300-digit integers
         raise UserError(f"{redact(str(path))}: cannot read the Karpathy split file ({type(exc).__name__}: {exc})"
                         .splitlines()[0]) from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -118,10 +116,11 @@ def _image_path(entry: dict, folder: Callable[[str], Path], report: CaptionRepor
     if where not in IMAGE_FOLDERS:
         report.problems["bad_filepath"].append(printable(f"{where[:80]}/{name[:80]}"))
         return None
-    if not name.strip() or not safe_relative(name):
+    relative = relative_name(name)
+    if relative is None:
         report.problems["unsafe_file_name"].append(printable(name[:200]))
         return None
-    return folder(where) / name
+    return under(folder(where), relative)
 
 
 def load_karpathy(split_file: str | Path, coco_root: str | Path, split: str) -> KarpathySplit:
@@ -196,9 +195,9 @@ def load_flickr(split_file: str | Path, image_root: str | Path, split: str) -> K
     report = CaptionReport()
     records = []
     for entry in sorted((e for e in entries if e["split"] == split), key=lambda e: e["imgid"]):
-        name = entry["filename"]
-        if not name.strip() or not safe_relative(name):
-            report.problems["unsafe_file_name"].append(printable(name[:200]))
+        name = relative_name(entry["filename"], root)
+        if name is None:
+            report.problems["unsafe_file_name"].append(printable(entry["filename"][:200]))
             continue
         caps = _captions(entry, report)
         if not caps:
