@@ -138,7 +138,7 @@ def iter_tasks(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedding
     n = cfg.samples_per_shard
     for first in range(start, len(records), n):
         recs = records[first:first + n]
-        yield ShardTask(first // n, first, recs, [emb.rows_for(r.captions) for r in recs], out, cfg)
+        yield ShardTask(first // n, first, recs, emb.rows_for_each([r.captions for r in recs]), out, cfg)
 
 
 def _in_order(pool: Executor, tasks: Iterator[ShardTask]) -> Iterator[tuple[ShardTask, TaskSummary]]:

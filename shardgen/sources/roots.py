@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -41,6 +42,11 @@ def as_root(root: str | os.PathLike) -> Path | str:
     return text.rstrip("/") if is_remote(text) else Path(root)
 
 
+# A name of these characters alone needs no decoding, has no drive, backslash or escape: only its segments are
+# looked at (the rest of `relative_name` costs ~40 µs, per image and per source)
+_PLAIN = re.compile(r"[A-Za-z0-9_.+=,~@ /-]+")
+
+
 def relative_name(name: object, root: Path | str | None = None) -> str | None:
     """The one name of an image file under `root`, as every source keys and joins it, or None when `name` could
     point outside the root (counted `unsafe_file_name` by the caller). Every source checks names here, once:
@@ -52,6 +58,9 @@ def relative_name(name: object, root: Path | str | None = None) -> str | None:
     - an absolute path (a URL under a URL root) that lies inside `root` is made relative to it; one outside it is
       refused.
     """
+    if isinstance(name, str) and _PLAIN.fullmatch(name) and name.strip() and not name.startswith("/"):  # fast
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        return None if ".." in parts else ("/".join(parts) or None)
     if not isinstance(name, str) or not name.strip() or "\x00" in name or not _encodable(name):
         return None
     remote = isinstance(root, str) and is_remote(root)

@@ -46,6 +46,11 @@ class CaptionEmbeddings:
         # build's one writing process)
         self._array = self.embeddings.numpy()
 
+    def rows_for_each(self, caption_lists: list[tuple[str, ...]]) -> list[np.ndarray]:
+        """`rows_for` of each caption list, from one gather (a shard task's worth at once: ~µs per image)."""
+        rows = [self._row[c] for captions in caption_lists for c in captions]
+        return np.split(self._array[rows], np.cumsum([len(c) for c in caption_lists[:-1]]))
+
     def rows_for(self, captions: tuple[str, ...] | list[str]) -> np.ndarray:
         """`[n, D]` float16 for these captions, row i ↔ captions[i] (a copy)."""
         return self._array[[self._row[c] for c in captions]]
