@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import torch
 
+from shardgen.format import redact_fields
+
 from .checkpoint import Position
 from .clip import CLIPModel
 from .config import RunPlan, TrainConfig
@@ -77,10 +79,12 @@ class TrainState:
     ddp: torch.nn.Module | None = None  # set once the state is restored; the model itself in one process
 
     def state_dict(self, pos: Position, cfg: TrainConfig, loader_state: dict) -> dict:
-        """Tensors and plain data only, so it loads with `weights_only=True`."""
+        """Tensors and plain data only, so it loads with `weights_only=True`; the config's URLs without their
+        passwords."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": pos.step,
-                "loader": loader_state, "rng": torch.get_rng_state(), "config": asdict(cfg)}
+                "loader": loader_state, "rng": torch.get_rng_state(),
+                "config": redact_fields(asdict(cfg))}
 
     def load_state_dict(self, state: dict, path: Path) -> None:
         try:

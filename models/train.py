@@ -30,7 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from loaders import DeviceLoader, LoaderConfig, SourceError, StateError, make_loader
 from shardgen.config import config_from_options
-from shardgen.format.errors import HANDLED, report
+from shardgen.format import redact, redact_fields, write_text_atomic
+from shardgen.format.errors import HANDLED, parser_exit_code, report
 
 from .checkpoint import (
     LATEST,
@@ -126,7 +127,8 @@ def open_loader(cfg: TrainConfig):
     try:
         return make_loader(cfg.train_shards, **asdict(options))
     except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers
-        detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
+        # the loader's message starts with the source too (its password hidden)
+        detail = str(exc).removeprefix(f"{redact(cfg.train_shards)}: ")
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
 
 
@@ -167,14 +169,13 @@ def check_fresh_out(out: Path) -> None:
 
 
 def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resumed_from: Path | None) -> None:
-    """`params.json`: the configuration and what it resolved to on these shards and machines."""
-    params = {"config": asdict(cfg), "total_steps": plan.total_steps, "limit": plan.limit,
+    """`params.json`: the configuration and what it resolved to on these shards and machines (URLs without their
+    passwords)."""
+    params = {"config": redact_fields(asdict(cfg)), "total_steps": plan.total_steps, "limit": plan.limit,
               "warmup_steps": plan.warmup_steps, "steps_per_epoch": plan.steps_per_epoch,
               "samples_per_epoch": plan.samples_per_epoch * env.world, "world_size": env.world,
-              "device": str(env.device), "resumed_from": str(resumed_from) if resumed_from else None}
-    tmp = out / "params.json.tmp"
-    tmp.write_text(json.dumps(params, indent=2) + "\n")
-    os.replace(tmp, out / "params.json")
+              "device": str(env.device), "resumed_from": redact(resumed_from) if resumed_from else None}
+    write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
 
 
 def start_line(cfg: TrainConfig, plan: RunPlan, run: TrainState, env: DistEnv) -> str:
@@ -391,8 +392,12 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
-    line), 128 + the signal when stopped by Ctrl-C (130), SIGTERM (143) or SIGUSR1 (138), after a checkpoint."""
-    a = make_parser().parse_args(argv)
+    line), 128 + the signal when stopped by Ctrl-C (130), SIGTERM (143) or SIGUSR1 (138), after a checkpoint.
+    `--help` returns 0 and a usage error 2 (argparse printed them), as `shardgen` does."""
+    try:
+        a = make_parser().parse_args(argv)
+    except SystemExit as exc:
+        return parser_exit_code(exc)
     try:
         cfg = config_from_args(a)
     except UserError as exc:  # a value TrainConfig or LoaderConfig refuses

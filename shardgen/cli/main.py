@@ -290,11 +290,12 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..format.errors import HANDLED, parser_exit_code, report
+
     try:
         args = _parse(make_parser(), argv)
     except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    from ..format.errors import HANDLED, report
+        return parser_exit_code(exc)
 
     try:
         return COMMANDS[args.command](args)

@@ -99,6 +99,12 @@ def exit_code(exc: BaseException) -> int | None:
     return None
 
 
+def parser_exit_code(exc: SystemExit) -> int:
+    """The code of argparse's `SystemExit` (0 for `--help`, 2 for a usage error), for a `main(argv)` that returns
+    its code instead of exiting."""
+    return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_BAD_INPUT
+
+
 def error_line(prog: str, exc: BaseException, *, interrupted: str = "interrupted") -> str:
     """`exc` as the one line a command prints: `prog: error: ...`, `prog: error: bad data: ...`, or for Ctrl-C
     `prog: <the exception's own message, else interrupted>`. Whitespace (a multi-line message) is collapsed,
