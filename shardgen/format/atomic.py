@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import UserError
+
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where O_EXCL alone refuses an existing name
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -80,8 +82,15 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def open_append(path: Path) -> BinaryIO:
-    """`path` opened to append (created if missing); a link at `path` is refused (ELOOP)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o666)
+    """`path` opened to append (created if missing). Raises UserError when `path` is a link (it may point out of
+    the folder)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise UserError(f"{path}: is a link; refusing to write through it (remove it, or choose another "
+                        "folder)") from None
     return os.fdopen(fd, "ab")
 
 
