@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -45,20 +44,13 @@ from .checkpoint import (
 from .clip import parameter_counts
 from .config import PRECISIONS, RunPlan, TrainConfig, plan_run
 from .curves import write_curves
-from .distributed import DistEnv, setup_distributed, teardown_distributed
-from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
+from .distributed import DistEnv, StopVote, group_lost, setup_distributed, teardown_distributed
+from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
 from .preflight import check_out_writable, data_warnings
-from .step import (
-    StepStats,
-    TrainState,
-    build_run,
-    interrupts_deferred,
-    make_autocast,
-    stop_signals,
-    train_step,
-)
+from .step import StepStats, TrainState, build_run, make_autocast, train_step
+from .stop import StopRequested, group_broke, interrupts_deferred, stop_requested, stop_signals, stopped
 from .synthetic import SyntheticLoader
 
 __all__ = ["TrainConfig", "main", "train"]
@@ -198,6 +190,7 @@ class Loop(NamedTuple):
     plan: RunPlan
     metrics: MetricsLog | None  # rank 0 only
     save: Callable[[Position], Path | None]
+    vote: StopVote  # the ranks agree after each step whether to stop
 
 
 def run_steps(run: TrainState, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
@@ -225,6 +218,9 @@ def run_steps(run: TrainState, pos: Position, loop: Loop, *, cfg: TrainConfig, e
                     window = []
                 if pos.step % cfg.checkpoint_every == 0:
                     loop.save(pos)
+                signum = loop.vote.agreed(stop_requested())  # every rank stops after the same step
+                if signum:
+                    raise StopRequested(signum)
             if pos.step >= plan.total_steps:
                 break
         else:
@@ -266,8 +262,9 @@ def train(cfg: TrainConfig) -> dict:
     """Run training; returns a summary (steps, last loss, checkpoint path, eval results if val shards given).
 
     Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C, SIGTERM or
-    SIGUSR1 (`step.STOP_SIGNALS`: one handler for the three)."""
-    with stop_signals():
+    SIGUSR1 (`stop.STOP_SIGNALS`: one handler for the three; under torchrun the ranks agree to stop after the same
+    step, see `stop.py`), ProcessGroupLost when a rank is gone first (the last checkpoint is kept)."""
+    with stop_signals(record_only=int(os.environ.get("WORLD_SIZE", "1")) > 1):
         return _train(cfg)
 
 
@@ -310,12 +307,13 @@ def _train(cfg: TrainConfig) -> dict:
     source = synthetic_like(loader, cfg, env.device) if cfg.synthetic else loader
     data = DeviceLoader(source, env.device, channels_last=cfg.channels_last and env.device.type == "cuda")
     try:
-        last_loss = run_steps(run, pos, Loop(source, data, plan, metrics, save), cfg=cfg, env=env)
+        last_loss = run_steps(run, pos, Loop(source, data, plan, metrics, save, StopVote(env)), cfg=cfg, env=env)
     except KeyboardInterrupt as exc:
-        with interrupts_deferred():
-            ckpt = save(pos)
-        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out,
-                                  signum=getattr(exc, "signum", signal.SIGINT)) from None
+        raise stopped(exc, pos, writer, save, cfg.out) from None
+    except RuntimeError as exc:  # only a collective that failed for a lost rank; anything else keeps its traceback
+        if env.world == 1 or not group_lost(exc):
+            raise
+        raise group_broke(exc, pos, env, out) from None
     finally:
         source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
