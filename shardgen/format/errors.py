@@ -30,11 +30,12 @@ from .redact import printable_name, redact
 
 
 class _Redacted(Exception):
-    """An exception whose text arguments are `redact`ed when it is made: a URL's password never reaches its
-    message, whoever prints, logs or pickles it (the one choke point for every message of the family)."""
+    """An exception whose text arguments are made safe when it is made: a URL's password never reaches its
+    message, nor a control character of a name it quotes (an ESC sequence), whoever prints, logs or pickles it (the
+    one choke point for every message of the family)."""
 
     def __init__(self, *args: object) -> None:
-        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+        super().__init__(*(printable_name(redact(a), keep_lines=True) if isinstance(a, str) else a for a in args))
 
 
 class UserError(_Redacted):

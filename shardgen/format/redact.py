@@ -55,10 +55,12 @@ def _unsafe(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI
 
 
-def printable_name(name: object) -> str:
+def printable_name(name: object, *, keep_lines: bool = False) -> str:
     """`name` safe to print on one line: control characters written as escapes (`\\x1b`, `\\n`, `\\u202e`), the
-    rest kept as it is (accents, CJK and emoji stay readable)."""
+    rest kept as it is (accents, CJK and emoji stay readable). `keep_lines`: newlines and tabs kept (a message of
+    several lines, which `errors.error_line` joins)."""
     text = str(name)
     if text.isprintable():  # the common case: nothing to escape (also true of plain spaces)
         return text
-    return "".join(ch.encode("unicode_escape").decode("ascii") if _unsafe(ch) else ch for ch in text)
+    return "".join(ch if keep_lines and ch in "\n\t" else ch.encode("unicode_escape").decode("ascii") if _unsafe(ch)
+                   else ch for ch in text)

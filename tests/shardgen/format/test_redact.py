@@ -39,6 +39,12 @@ def test_report_hides_passwords_and_escapes_control_characters(capsys):
     assert "\x1b" not in line and "evil\\x1b[2J\\x1b[Hname.jpg" in line
 
 
+def test_a_name_quoted_in_a_message_of_the_family_is_escaped_when_made():
+    """So a loader's skip warning (logged, not printed by `report`) cannot clear the screen either."""
+    exc = loaders.LoaderError("s.tar: \x1b[2Jevil: corrupt\n  member")
+    assert str(exc) == "s.tar: \\x1b[2Jevil: corrupt\n  member"  # lines kept for error_line to join
+
+
 def test_printable_name_escapes_controls_and_keeps_the_rest():
     assert printable_name("a\x1b[31mb\u202ec\x7f") == "a\\x1b[31mb\\u202ec\\x7f"
     assert printable_name("café 猫 😀 x.jpg") == "café 猫 😀 x.jpg"
