@@ -292,12 +292,12 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..format.errors import HANDLED, parser_exit_code, report
-
     try:
         args = _parse(make_parser(), argv)
-    except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
-        return parser_exit_code(exc)
+    except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it); as format.errors'
+        # parser_exit_code, which `--help` does not import (it answers without the format layer)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    from ..format.errors import HANDLED, report
 
     try:
         return COMMANDS[args.command](args)
