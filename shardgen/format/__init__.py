@@ -8,7 +8,7 @@ Imports only the standard library, numpy and fsspec, so `import shardgen.format`
 no torch.
 """
 
-from .atomic import open_append, open_atomic, write_bytes_atomic, write_text_atomic
+from .atomic import open_append, open_atomic, open_fresh, write_bytes_atomic, write_text_atomic
 from .captions import embeddings_cache_path, load_embeddings_cache
 from .errors import USER_ERRNOS, DataError, FormatError, SchemaError, TarFormatError, UserError
 from .manifest import (
@@ -113,6 +113,7 @@ __all__ = [
                     "redact_fields",
                     "printable_name",
                     "open_atomic",
+                    "open_fresh",
                     "open_append",
                     "has_secret",
                     "with_timeouts",

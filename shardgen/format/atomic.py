@@ -81,6 +81,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def open_fresh(path: Path) -> BinaryIO:
+    """`path` opened to write from its first byte, not atomically (a file streamed out, too big to stage twice):
+    whatever is there is removed first (a link itself, not what it points to), and the new file is created
+    exclusively, so a link planted meanwhile is refused."""
+    Path(path).unlink(missing_ok=True)
+    return os.fdopen(create_new(path), "wb")
+
+
 def open_append(path: Path) -> BinaryIO:
     """`path` opened to append (created if missing). Raises UserError when `path` is a link (it may point out of
     the folder)."""

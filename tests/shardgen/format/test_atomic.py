@@ -81,3 +81,17 @@ def test_another_os_error_is_a_bug_with_its_traceback(capsys):
         except HANDLED as exc:
             report("train", exc)
     assert capsys.readouterr().err == ""
+
+
+def test_export_writes_no_fixed_name_through_a_link(tmp_path, train_shards):
+    from shardgen.publish.export import export_clip_benchmark
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    out = tmp_path / "bench"
+    (out / "test").mkdir(parents=True)
+    for name in ("dataset_type.txt", "test/nshards.txt", "test/0.tar"):
+        (out / name).symlink_to(outside)
+    assert export_clip_benchmark(str(train_shards), out, samples_per_shard=100)["n_shards"] == 1
+    assert outside.read_text() == "keep me" and (out / "test" / "nshards.txt").read_text() == "1\n"
+    assert not (out / "test" / "0.tar").is_symlink()
