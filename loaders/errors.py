@@ -9,6 +9,7 @@
   meant for something else can take it for a bug's message), so command lines print it as one line.
 - `StateError`: a state dict that does not fit this loader (other shards, another seed mid-epoch, malformed).
 - `WorkerError`: a worker process died (killed, out of memory) or hit a bug; a bug's traceback is in the message.
+  Any other error of the family raised in a worker (a `DataError`, a `UserError`) reaches the caller as itself.
 
 Exceptions raised in a worker process reach the caller as the same type (pickled instances), not by name.
 """

@@ -31,7 +31,9 @@ import torch
 import torch.multiprocessing  # noqa: F401 - registers torch's tensor reducers with ForkingPickler
 
 from .epoch import EpochPipeline
-from .errors import LoaderError, WorkerError
+from shardgen.format.errors import DataError, UserError
+
+from .errors import WorkerError
 from .slots import SharedMemory, SlotRing
 
 _FROZEN = False
@@ -144,9 +146,15 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
 
 
 def _portable(exc: Exception, worker: int) -> Exception:
-    """The exception to raise in the main process: a LoaderError as itself (bad data, the message says where);
-    anything else is a bug in the worker, sent as a WorkerError carrying its traceback."""
-    if isinstance(exc, LoaderError):
+    """The exception to raise in the main process: one of the error family (`DataError`: bad data, `UserError`:
+    bad input, e.g. a shard the storage refuses) as itself, so it exits as it would without workers (one line,
+    exit 2), or as its family's base class with the same message if it does not survive pickling; anything else is
+    a bug in the worker, sent as a WorkerError carrying its traceback."""
+    if isinstance(exc, (DataError, UserError)):
+        try:
+            pickle.loads(_dumps(exc))
+        except (pickle.PicklingError, TypeError, AttributeError):  # an __init__ of other arguments, a local class
+            return (DataError if isinstance(exc, DataError) else UserError)(str(exc))
         return exc
     trace = "".join(traceback.format_exception(exc)).rstrip()
     return WorkerError(f"loader worker {worker} failed:\n{trace}")

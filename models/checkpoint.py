@@ -4,26 +4,25 @@ Loading never runs code: files are read with `torch.load(weights_only=True)` (te
 a checkpoint whose pickle would call something is refused. What `models.train` saves fits that: the config as a
 plain dict, the RNG state as a tensor, the optimizer/scheduler/scaler state dicts.
 
-Writing is atomic (`.tmp` then rename). A run folder holds `step-XXXXXXXX.pt` every `--checkpoint-every` steps and at
-the end (the last `keep` of them are kept) and `latest.pt`, a hard link to the newest one (a copy where links are
-not supported), so `latest.pt` is always a complete file and costs no extra disk. Resuming from a folder whose
+Writing is atomic (a temporary file of its own, then rename: `shardgen.format.atomic`). A run folder holds
+`step-XXXXXXXX.pt` every `--checkpoint-every` steps and at the end (the last `keep` of them are kept) and
+`latest.pt`, a hard link to the newest one (a copy where links are not supported), so `latest.pt` is always a complete file and costs no extra disk. Resuming from a folder whose
 `latest.pt` is unreadable falls back to the newest readable `step-*.pt`, with a warning.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import pickle
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from shardgen.format.atomic import save_torch_atomic
+from shardgen.format.atomic import link_atomic, save_torch_atomic
+from shardgen.format.errors import USER_ERRNOS
 
 from .errors import CheckpointError, UnsafeCheckpoint
 
@@ -158,7 +157,7 @@ class CheckpointWriter:
             _write_atomic(state, latest)
         else:
             step_path = _write_atomic(state, self.folder / step_file_name(step))
-            _link_atomic(step_path, latest)
+            link_atomic(step_path, latest)
         self._prune(step)
         self.saved_step = step
         return latest
@@ -177,20 +176,10 @@ def _write_atomic(state: dict, path: Path) -> Path:
     try:
         return save_torch_atomic(state, path)
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if exc.errno not in USER_ERRNOS:
             raise
         raise CheckpointError(f"{path}: cannot write the checkpoint ({os.strerror(exc.errno)}); free some space "
                               "(or fix the folder's permissions) and resume from the last checkpoint") from None
-
-
-def _link_atomic(source: Path, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:  # a file system without hard links
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, dest)
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:

@@ -10,11 +10,12 @@ object-oriented API (`Figure` + Agg canvas), so drawing never changes the backen
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+
+from shardgen.format import open_atomic
 
 CURVES_NAME = "curves.png"
 METRICS_NAME = "metrics.jsonl"
@@ -139,9 +140,8 @@ def write_curves(run_dir: str | Path, *, tensorboard: bool = False) -> Path | No
         return None
     fig = plot_curves(curves, title=run_dir.name)
     out = run_dir / CURVES_NAME
-    tmp = run_dir / f".{CURVES_NAME}.tmp"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out)
+    with open_atomic(out) as fh:
+        fig.savefig(fh, format="png")
     if tensorboard and curves.recall:
         writer = open_tensorboard(run_dir / TENSORBOARD_DIR, say=lambda _: None)  # training said it already
         if writer is not None:

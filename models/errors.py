@@ -31,6 +31,11 @@ class ShardSourceError(UserError):
     shards for the workers, a bad option)."""
 
 
+class ProcessGroupLost(UserError):
+    """A run of several ranks lost one (it died, or its connection broke) before they agreed to stop; the message
+    names the last checkpoint, which is kept."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM, SIGUSR1: `signum`) during training, after the checkpoint at `step` was written
     (`checkpoint` is None on ranks > 0); the message says where the checkpoint is and how to continue (`resume`:
@@ -43,5 +48,5 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.checkpoint, self.signum = step, checkpoint, signum
 
 
-__all__ = ["CheckpointError", "ShardSourceError", "TrainingInterrupted", "UnsafeCheckpoint", "UserError",
+__all__ = ["CheckpointError", "ProcessGroupLost", "ShardSourceError", "TrainingInterrupted", "UnsafeCheckpoint", "UserError",
            "WeightsUnavailable"]

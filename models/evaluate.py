@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -33,9 +32,9 @@ from PIL import Image
 
 from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader, resolve_source
 from loaders.coco_dataset import clip_transform
-from shardgen.format import Manifest, is_remote, read_manifest
+from shardgen.format import Manifest, is_remote, read_manifest, redact, write_text_atomic
 from shardgen.config import config_from_options
-from shardgen.format.errors import HANDLED, report
+from shardgen.format.errors import HANDLED, parser_exit_code, report
 
 from .checkpoint import load_checkpoint
 from .clip import CLIPModel
@@ -117,7 +116,7 @@ def open_shards(shards: str, *, batch_size: int, flag: str = "--shards"):
         return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0, rank=0,
                            world_size=1)
     except SourceError as exc:  # no manifest, a bad schema
-        raise ShardSourceError(f"{flag} {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
+        raise ShardSourceError(f"{flag} {shards}: {str(exc).removeprefix(redact(shards) + ': ')}") from exc
 
 
 @torch.no_grad()
@@ -177,8 +176,9 @@ def score(emb: dict, protocol: Protocol = PROTOCOLS["all"]) -> dict:
 
 def shards_label(shards: str) -> str:
     """A file-name-safe name for a shard source: its last path component and a hash of the whole resolved source,
-    so two shard sets never share a results file (`/data/coco/val/` → `val-3f2a1c`)."""
-    source = str(shards) if is_remote(str(shards)) else str(Path(shards).resolve())
+    so two shard sets never share a results file (`/data/coco/val/` → `val-3f2a1c`). A URL's password is no part
+    of it (neither of the name nor of the hash)."""
+    source = redact(shards) if is_remote(str(shards)) else str(Path(shards).resolve())
     last = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
     last = re.sub(r"[^A-Za-z0-9._-]+", "_", last).strip("._") or "shards"
     return f"{last}-{hashlib.sha256(source.encode()).hexdigest()[:6]}"
@@ -192,10 +192,8 @@ def results_path(out_dir: Path, shards: str, protocol: str = "all") -> Path:
 def write_result(out_dir: Path, model: LoadedModel, shards: str, result: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = results_path(out_dir, shards, result["protocol"])
-    record = {"checkpoint": str(model.path), "step": model.step, "shards": str(shards), **result}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    record = {"checkpoint": str(model.path), "step": model.step, "shards": redact(shards), **result}
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
     return path
 
 
@@ -251,8 +249,8 @@ def locate_text_encoder(manifest: Manifest, shards: str) -> str:
 
 def own_training(loaded: LoadedModel, shards: str) -> str | None:
     """A warning line when `shards` hold files the checkpoint was trained on (None when its train shards are gone
-    or unreadable from here: nothing to compare)."""
-    if not loaded.train_shards:
+    or unreadable from here, or named a password that the checkpoint does not keep: nothing to compare)."""
+    if not loaded.train_shards or "****@" in loaded.train_shards:
         return None
     try:
         train_urls = resolve_source(loaded.train_shards).urls
@@ -282,7 +280,7 @@ def run(cfg: EvalConfig) -> int:
     emb = embed_shards(loaded.model, cfg.shards, device=device, batch_size=cfg.batch_size, keep_thumbnails=thumbs)
     result = score(emb, protocol)
     out_dir = Path(cfg.out) if cfg.out else loaded.path.parent
-    print(f"{loaded.path} (step {loaded.step}) on {cfg.shards}: {result['n_images']} images, "
+    print(f"{loaded.path} (step {loaded.step}) on {redact(cfg.shards)}: {result['n_images']} images, "
           f"{result['n_captions']} captions ranked in {result['recall_seconds']:.1f} s")
     print(format_table(result))
     note = small_split_note(result["fold_images"])
@@ -340,8 +338,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
-    line), 130 interrupted."""
-    a = make_parser().parse_args(argv)
+    line), 130 interrupted; `--help` returns 0 and a usage error 2 (argparse printed them)."""
+    try:
+        a = make_parser().parse_args(argv)
+    except SystemExit as exc:
+        return parser_exit_code(exc)
     try:
         return run(config_from_options(EvalConfig, a, queries=tuple(a.query)))
     except HANDLED as exc:  # bad input (an option EvalConfig refuses, a path) or data (a shard or manifest that

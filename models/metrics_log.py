@@ -8,12 +8,13 @@ later ones belong to steps it is about to redo, so no step appears twice.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple, TypeVar
+
+from shardgen.format import open_append, printable_name, redact, write_text_atomic
 
 T = TypeVar("T")
 
@@ -24,10 +25,8 @@ class MetricsLog:
     def __init__(self, path: Path, *, start_step: int, tensorboard: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = _records_up_to(path, start_step) if path.is_file() else []
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
-        self.file = open(path, "a")  # noqa: SIM115 - closed by close()
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+        self.file = open_append(path)  # closed by close()
         self.tensorboard = None
         if tensorboard:
             from .curves import TENSORBOARD_DIR, open_tensorboard
@@ -35,7 +34,7 @@ class MetricsLog:
             self.tensorboard = open_tensorboard(path.parent / TENSORBOARD_DIR, purge_step=start_step + 1)
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write((json.dumps(record) + "\n").encode())
         self.file.flush()
         if self.tensorboard is not None:
             from .curves import log_scalars
@@ -62,16 +61,18 @@ def _records_up_to(path: Path, step: int) -> list[str]:
 
 
 class RunLog:
-    """Lines for the person running training: printed to stderr and appended to `train.log` in the run folder."""
+    """Lines for the person running training: printed to stderr and appended to `train.log` in the run folder
+    (a link there is refused), without passwords or control characters."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
 
     def say(self, line: str) -> None:
+        line = printable_name(redact(line))
         print(line, file=sys.stderr)
         if self.path is not None:
-            with open(self.path, "a") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            with open_append(self.path) as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n".encode())
 
 
 class Reading(NamedTuple):

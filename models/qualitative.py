@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from shardgen.format import read_local
+from shardgen.format import open_atomic, printable_name, read_local
 from shardgen.format.storage import IMAGE_MAX_BYTES
 
 from .clip import CLIPModel
@@ -40,10 +40,16 @@ def load_unseen(folder: Path) -> list[Image.Image]:
         except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # unreadable, not an image, truncated
             skipped.append(f"{path.name} ({str(exc).removeprefix(f'{path}: ')})")
     if skipped:
-        print(f"note: --unseen: skipped {len(skipped)} file(s): {'; '.join(skipped)}", file=sys.stderr)
+        print(printable_name(f"note: --unseen: skipped {len(skipped)} file(s): {'; '.join(skipped)}"), file=sys.stderr)
     if not images:
         raise UserError(f"--unseen {folder}: no image that decodes (.jpg, .jpeg, .png, .webp)")
     return images
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """`image` as a PNG at `path`, atomically and through no link (`shardgen.format.open_atomic`)."""
+    with open_atomic(path) as fh:
+        image.save(fh, format="PNG")
 
 
 @torch.no_grad()
@@ -60,14 +66,16 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], query_emb: t
         rows = [(text, [(emb["thumbs"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, text in enumerate(queries)]
         written.append(out_dir / f"text_to_image-{label}.png")
-        retrieval_grid(rows, title="caption -> top-5 images (cosine similarity)", warning=warning).save(written[-1])
+        save_png(retrieval_grid(rows, title="caption -> top-5 images (cosine similarity)", warning=warning),
+                 written[-1])
     if n_images:
         picks = list(range(min(n_images, emb["image"].shape[0])))
         scores, idx = (emb["image"][picks] @ emb["text"].T).topk(k, dim=1)
         rows = [(emb["thumbs"][p], [(emb["captions"][j], float(s)) for s, j in zip(scores[r], idx[r])])
                 for r, p in enumerate(picks)]
         written.append(out_dir / f"image_to_text-{label}.png")
-        retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)", warning=warning).save(written[-1])
+        save_png(retrieval_grid(rows, title="image -> top-5 captions (cosine similarity)", warning=warning),
+                 written[-1])
     if unseen is not None:
         images = load_unseen(unseen)
         batch = torch.stack([transform(img) for img in images]).to(device)  # [n, 3, 224, 224]
@@ -77,5 +85,5 @@ def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], query_emb: t
                 for r, img in enumerate(images)]
         written.append(out_dir / f"unseen_images-{label}.png")
         title = f"unseen images from {unseen} -> top-5 captions"
-        retrieval_grid(rows, title=title, warning=warning).save(written[-1])
+        save_png(retrieval_grid(rows, title=title, warning=warning), written[-1])
     return written

@@ -1,6 +1,6 @@
 """One training step and what it updates: the model, the optimizer (two learning rates), the schedule and the
-scaler, held together as `TrainState` so a checkpoint can save and restore them; the precision a step computes in;
-plus the guard that makes a stop signal (Ctrl-C, SIGTERM, SIGUSR1) land between steps, never inside one.
+scaler, held together as `TrainState` so a checkpoint can save and restore them; the precision a step computes in.
+(How a stop signal lands between steps, never inside one: `stop.py`.)
 
 A step never waits for the device: it returns its loss and gradient norm as device tensors, and the caller reads
 them (one host sync) only on the steps it logs. AdamW is the fused kernel, which also takes fp16 loss scaling's
@@ -9,15 +9,13 @@ inf/nan check on the device (`GradScaler` with another optimizer reads it on the
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+
+from shardgen.format import redact_fields
 
 from .checkpoint import Position
 from .clip import CLIPModel
@@ -77,10 +75,12 @@ class TrainState:
     ddp: torch.nn.Module | None = None  # set once the state is restored; the model itself in one process
 
     def state_dict(self, pos: Position, cfg: TrainConfig, loader_state: dict) -> dict:
-        """Tensors and plain data only, so it loads with `weights_only=True`."""
+        """Tensors and plain data only, so it loads with `weights_only=True`; the config's URLs without their
+        passwords."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": pos.step,
-                "loader": loader_state, "rng": torch.get_rng_state(), "config": asdict(cfg)}
+                "loader": loader_state, "rng": torch.get_rng_state(),
+                "config": redact_fields(asdict(cfg))}
 
     def load_state_dict(self, state: dict, path: Path) -> None:
         try:
@@ -111,65 +111,6 @@ def build_run(cfg: TrainConfig, plan: RunPlan, env: DistEnv) -> TrainState:
     scheduler = cosine_with_warmup(optimizer, warmup_steps=plan.warmup_steps, total_steps=plan.total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     return TrainState(model, optimizer, scheduler, scaler, precision)
-
-
-# What stops training cleanly (a checkpoint at the current step, one line): Ctrl-C, SIGTERM (how SLURM, Kubernetes
-# and cloud preemption stop a job) and SIGUSR1 (what SLURM sends ahead of the kill with `--signal=USR1@60`).
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
-
-
-class StopRequested(KeyboardInterrupt):
-    """A stop signal arrived (`signum`); a KeyboardInterrupt, so SIGTERM and SIGUSR1 take Ctrl-C's path."""
-
-    def __init__(self, signum: int) -> None:  # SIGINT keeps Ctrl-C's own message (`errors.report`'s default)
-        super().__init__("" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}; nothing was "
-                         "saved since the last checkpoint")
-        self.signum = signum
-
-
-def _stop(signum: int, frame) -> None:
-    raise StopRequested(signum)
-
-
-def _install(handler) -> dict:
-    """`handler` for every stop signal; returns the handlers it replaced."""
-    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
-
-
-def _restore(previous: dict) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-
-@contextmanager
-def stop_signals() -> Iterator[None]:
-    """Inside the block every stop signal raises `StopRequested` (SIGTERM would otherwise kill the process with no
-    checkpoint); the one handler for the three signals. Only the main thread can install handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = _install(_stop)
-    try:
-        yield
-    finally:
-        _restore(previous)
-
-
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """A stop signal inside the block is raised (as `StopRequested`) when the block ends, so a checkpoint never
-    holds half an optimizer step."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = _install(lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        _restore(previous)
-    if caught:
-        raise StopRequested(caught[0])
 
 
 class StepStats(NamedTuple):

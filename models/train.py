@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -30,7 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from loaders import DeviceLoader, LoaderConfig, SourceError, StateError, make_loader
 from shardgen.config import config_from_options
-from shardgen.format.errors import HANDLED, report
+from shardgen.format import redact, redact_fields, write_text_atomic
+from shardgen.format.errors import HANDLED, parser_exit_code, report
 
 from .checkpoint import (
     LATEST,
@@ -44,20 +44,13 @@ from .checkpoint import (
 from .clip import parameter_counts
 from .config import PRECISIONS, RunPlan, TrainConfig, plan_run
 from .curves import write_curves
-from .distributed import DistEnv, setup_distributed, teardown_distributed
-from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
+from .distributed import DistEnv, StopVote, group_lost, setup_distributed, teardown_distributed
+from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
 from .preflight import check_out_writable, data_warnings
-from .step import (
-    StepStats,
-    TrainState,
-    build_run,
-    interrupts_deferred,
-    make_autocast,
-    stop_signals,
-    train_step,
-)
+from .step import StepStats, TrainState, build_run, make_autocast, train_step
+from .stop import StopRequested, group_broke, interrupts_deferred, stop_requested, stop_signals, stopped
 from .synthetic import SyntheticLoader
 
 __all__ = ["TrainConfig", "main", "train"]
@@ -126,7 +119,8 @@ def open_loader(cfg: TrainConfig):
     try:
         return make_loader(cfg.train_shards, **asdict(options))
     except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers
-        detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
+        # the loader's message starts with the source too (its password hidden)
+        detail = str(exc).removeprefix(f"{redact(cfg.train_shards)}: ")
         raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
 
 
@@ -167,14 +161,13 @@ def check_fresh_out(out: Path) -> None:
 
 
 def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resumed_from: Path | None) -> None:
-    """`params.json`: the configuration and what it resolved to on these shards and machines."""
-    params = {"config": asdict(cfg), "total_steps": plan.total_steps, "limit": plan.limit,
+    """`params.json`: the configuration and what it resolved to on these shards and machines (URLs without their
+    passwords)."""
+    params = {"config": redact_fields(asdict(cfg)), "total_steps": plan.total_steps, "limit": plan.limit,
               "warmup_steps": plan.warmup_steps, "steps_per_epoch": plan.steps_per_epoch,
               "samples_per_epoch": plan.samples_per_epoch * env.world, "world_size": env.world,
-              "device": str(env.device), "resumed_from": str(resumed_from) if resumed_from else None}
-    tmp = out / "params.json.tmp"
-    tmp.write_text(json.dumps(params, indent=2) + "\n")
-    os.replace(tmp, out / "params.json")
+              "device": str(env.device), "resumed_from": redact(resumed_from) if resumed_from else None}
+    write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
 
 
 def start_line(cfg: TrainConfig, plan: RunPlan, run: TrainState, env: DistEnv) -> str:
@@ -197,6 +190,7 @@ class Loop(NamedTuple):
     plan: RunPlan
     metrics: MetricsLog | None  # rank 0 only
     save: Callable[[Position], Path | None]
+    vote: StopVote  # the ranks agree after each step whether to stop
 
 
 def run_steps(run: TrainState, pos: Position, loop: Loop, *, cfg: TrainConfig, env: DistEnv) -> float:
@@ -224,6 +218,9 @@ def run_steps(run: TrainState, pos: Position, loop: Loop, *, cfg: TrainConfig, e
                     window = []
                 if pos.step % cfg.checkpoint_every == 0:
                     loop.save(pos)
+                signum = loop.vote.agreed(stop_requested())  # every rank stops after the same step
+                if signum:
+                    raise StopRequested(signum)
             if pos.step >= plan.total_steps:
                 break
         else:
@@ -265,8 +262,9 @@ def train(cfg: TrainConfig) -> dict:
     """Run training; returns a summary (steps, last loss, checkpoint path, eval results if val shards given).
 
     Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C, SIGTERM or
-    SIGUSR1 (`step.STOP_SIGNALS`: one handler for the three)."""
-    with stop_signals():
+    SIGUSR1 (`stop.STOP_SIGNALS`: one handler for the three; under torchrun the ranks agree to stop after the same
+    step, see `stop.py`), ProcessGroupLost when a rank is gone first (the last checkpoint is kept)."""
+    with stop_signals(record_only=int(os.environ.get("WORLD_SIZE", "1")) > 1):
         return _train(cfg)
 
 
@@ -309,12 +307,13 @@ def _train(cfg: TrainConfig) -> dict:
     source = synthetic_like(loader, cfg, env.device) if cfg.synthetic else loader
     data = DeviceLoader(source, env.device, channels_last=cfg.channels_last and env.device.type == "cuda")
     try:
-        last_loss = run_steps(run, pos, Loop(source, data, plan, metrics, save), cfg=cfg, env=env)
+        last_loss = run_steps(run, pos, Loop(source, data, plan, metrics, save, StopVote(env)), cfg=cfg, env=env)
     except KeyboardInterrupt as exc:
-        with interrupts_deferred():
-            ckpt = save(pos)
-        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out,
-                                  signum=getattr(exc, "signum", signal.SIGINT)) from None
+        raise stopped(exc, pos, writer, save, cfg.out) from None
+    except RuntimeError as exc:  # only a collective that failed for a lost rank; anything else keeps its traceback
+        if env.world == 1 or not group_lost(exc):
+            raise
+        raise group_broke(exc, pos, env, out) from None
     finally:
         source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
@@ -391,8 +390,12 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI. Exit codes (`shardgen.format.errors.report`): 0 done, 2 bad input or bad data in the shards (one
-    line), 128 + the signal when stopped by Ctrl-C (130), SIGTERM (143) or SIGUSR1 (138), after a checkpoint."""
-    a = make_parser().parse_args(argv)
+    line), 128 + the signal when stopped by Ctrl-C (130), SIGTERM (143) or SIGUSR1 (138), after a checkpoint.
+    `--help` returns 0 and a usage error 2 (argparse printed them), as `shardgen` does."""
+    try:
+        a = make_parser().parse_args(argv)
+    except SystemExit as exc:
+        return parser_exit_code(exc)
     try:
         cfg = config_from_args(a)
     except UserError as exc:  # a value TrainConfig or LoaderConfig refuses

@@ -48,13 +48,14 @@ class _VersionAction(argparse.Action):
 
 
 def _cmd_verify(args) -> int:
+    from ..format import printable_name, redact
     from ..publish.verify import verify
 
     report = verify(args.source, progress=not args.quiet)
-    for problem in report.problems:
-        print(f"PROBLEM {problem}")
+    for problem in report.problems:  # names read from the shards (keys, members): escaped, one line each
+        print(f"PROBLEM {printable_name(redact(problem))}")
     status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
-    print(f"verify {args.source}: {report.n_shards} shards, {report.n_samples} samples, "
+    print(f"verify {printable_name(redact(args.source))}: {report.n_shards} shards, {report.n_samples} samples, "
           f"{report.n_bytes / 1e6:.1f} MB: {status}")
     _random_init_note(args.source)
     return 0 if report.ok else 1
@@ -165,12 +166,13 @@ def _cmd_download(args) -> int:
 
 
 def _cmd_upload(args) -> int:
+    from ..format import redact
     from ..publish.upload import upload
 
     opts = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
     rep = upload(args.src, args.dest, workers=args.workers, storage_options=opts, progress=not args.quiet,
                  overwrite=args.overwrite)
-    print(f"upload {args.dest}: {len(rep.uploaded)} files sent ({rep.n_bytes / 1e6:.1f} MB of shards), "
+    print(f"upload {redact(args.dest)}: {len(rep.uploaded)} files sent ({rep.n_bytes / 1e6:.1f} MB of shards), "
           f"{len(rep.skipped)} already there and verified")
     return 0
 
@@ -292,7 +294,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse(make_parser(), argv)
-    except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
+    except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it); as format.errors'
+        # parser_exit_code, which `--help` does not import (it answers without the format layer)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     from ..format.errors import HANDLED, report
 

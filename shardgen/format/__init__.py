@@ -1,14 +1,16 @@
 """The on-disk contract that the shard writer (`shardgen`) and every reader (`loaders`, verify, show, export)
 import: names and constants, the manifest (checked, not trusted), `.npy` members, the rules a sample must follow
-(`schema`: every field of a sample, named once; `record`: checked reading), the one tar reader, storage (local paths and fsspec URLs, passwords redacted from every message), the
-caption embedding cache and the COCO folder layout.
+(`schema`: every field of a sample, named once; `record`: checked reading), the one tar reader, storage (local
+paths and fsspec URLs), what may be printed (`redact`: no password in any message; `printable_name`: no control
+character), atomic writes that follow no link, the caption embedding cache and the COCO folder layout.
 
 Imports only the standard library, numpy and fsspec, so `import shardgen.format` (and `shardgen --help`) pull in
 no torch.
 """
 
+from .atomic import open_append, open_atomic, open_fresh, write_bytes_atomic, write_text_atomic
 from .captions import embeddings_cache_path, load_embeddings_cache
-from .errors import DataError, FormatError, SchemaError, TarFormatError, UserError
+from .errors import USER_ERRNOS, DataError, FormatError, SchemaError, TarFormatError, UserError
 from .manifest import (
                     Manifest,
                     ShardInfo,
@@ -31,6 +33,7 @@ from .names import (
                     shard_name,
 )
 from .npy import decode_npy, encode_npy, npy_layout
+from .redact import has_secret, printable_name, redact, redact_fields
 from .record import check_meta, iter_records, parse_meta, parse_sample
 from .schema import FIELDS, SCHEMA, Field, Sample, SampleMeta, Schema
 from .storage import (
@@ -46,7 +49,6 @@ from .storage import (
                     read_bytes,
                     read_local,
                     read_text,
-                    redact,
                     with_timeouts,
 )
 from .tar import iter_sample_groups, iter_samples, iter_tar_samples, split_member_name
@@ -73,6 +75,7 @@ __all__ = [
                     "SchemaError",
                     "ShardInfo",
                     "TarFormatError",
+                    "USER_ERRNOS",
                     "UserError",
                     "access_error",
                     "check_meta",
@@ -107,5 +110,13 @@ __all__ = [
                     "sizes_json",
                     "split_member_name",
                     "wids_index_json",
+                    "write_text_atomic",
+                    "write_bytes_atomic",
+                    "redact_fields",
+                    "printable_name",
+                    "open_atomic",
+                    "open_fresh",
+                    "open_append",
+                    "has_secret",
                     "with_timeouts",
 ]

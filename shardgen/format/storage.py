@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import socket
 import stat
 from urllib.parse import urlparse
@@ -32,24 +31,7 @@ from urllib.parse import urlparse
 import fsspec
 
 from .errors import SchemaError, UserError
-
-_NETLOC = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<netloc>[^/?#\s]*)")
-
-
-def _redact_netloc(match: re.Match) -> str:
-    netloc = match["netloc"]
-    if "@" not in netloc:
-        return match[0]
-    userinfo, host = netloc.rsplit("@", 1)
-    user, has_password, _ = userinfo.partition(":")
-    return f"{match['scheme']}{user + ':****' if has_password else '****'}@{host}"
-
-
-def redact(text: str) -> str:
-    """`text` (a URL, or a message holding URLs) with the credentials of every URL hidden, as pip does:
-    `https://user:secret@host/x` → `https://user:****@host/x`; a lone token (`https://token@host`) → `****@host`."""
-    text = str(text)
-    return _NETLOC.sub(_redact_netloc, text) if "@" in text else text
+from .redact import has_secret, redact
 
 
 def is_remote(url: str) -> bool:
@@ -78,6 +60,10 @@ def with_timeouts(url: str, storage_options: dict | None = None, *, reading: boo
     key."""
     opts = dict(storage_options or {})
     scheme = str(url).split("://", 1)[0].lower() if "://" in str(url) else ""
+    if scheme not in ("http", "https", "ftp", "sftp", "ssh", "smb") and has_secret(url):
+        # s3fs and gcsfs take `key:secret@bucket` for a bucket name and fail with the secret in their message
+        raise UserError(f"{redact(url)}: {scheme}:// takes no credentials in the URL; set them where its client "
+                        "reads them (for s3:// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)")
     if scheme in ("s3", "s3a"):
         config = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S}
         if reading:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import webdataset as wds
 
-from ..format import UserError, iter_records, load_manifest
+from ..format import UserError, iter_records, load_manifest, open_fresh, write_text_atomic
 
 
 def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "test",
@@ -37,7 +37,7 @@ def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "tes
         for record in iter_records(source, manifest):
             if n_samples % samples_per_shard == 0:
                 close()
-                fh = open(split_dir / f"{n_shards}.tar", "wb")  # noqa: SIM115 - closed in close()
+                fh = open_fresh(split_dir / f"{n_shards}.tar")  # closed in close(); a link there is not followed
                 writer = wds.TarWriter(fh, user="", group="", mtime=0, encoder=False)
                 n_shards += 1
             writer.write({"__key__": record.key, "jpg": bytes(record.jpg),
@@ -45,6 +45,6 @@ def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "tes
             n_samples += 1
     finally:
         close()
-    (split_dir / "nshards.txt").write_text(f"{n_shards}\n")
-    (Path(out_dir) / "dataset_type.txt").write_text("retrieval\n")
+    write_text_atomic(split_dir / "nshards.txt", f"{n_shards}\n")
+    write_text_atomic(Path(out_dir) / "dataset_type.txt", "retrieval\n")
     return {"n_shards": n_shards, "n_samples": n_samples}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from ..format import SchemaError, UserError, iter_records, join, load_manifest, redact
+from ..format import SchemaError, UserError, iter_records, join, load_manifest, open_atomic, redact
 from ..format.names import MAX_STORED_IMAGE_PIXELS
 
 CELL = 224
@@ -113,6 +113,7 @@ def show(source: str, out_png: str | Path, *, n: int = 16, columns: int = 4) -> 
                               f"manifest says {shard.n_samples}")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    render_grid(items, columns=min(columns, max(1, len(items)))).save(out_png)
+    with open_atomic(out_png) as fh:  # a reader of the PNG sees the old grid or the new one
+        render_grid(items, columns=min(columns, max(1, len(items)))).save(fh, format="PNG")
     return Stats(n_images=sum(per_image.values()), n_captions=sum(k * v for k, v in per_image.items()),
                  n_bytes=manifest.n_bytes, n_shards=len(manifest.shards), captions_per_image=dict(per_image))

@@ -1,12 +1,14 @@
 """The loader's worker processes: errors and deaths reach the caller, early stops, close, non-persistent mode."""
 
+import multiprocessing
 import os
 import shutil
 import signal
 
 import pytest
 
-from loaders import LoaderError, WorkerError, make_loader
+from loaders import LoaderError, SourceError, WorkerError, make_loader
+from shardgen.format.errors import DataError, SchemaError, UserError, exit_code
 
 
 def _keys(loader):
@@ -136,3 +138,31 @@ def test_worker_rotation_keeps_dataloaders_order(train_shards):
         plain.set_epoch(epoch)
         batches = DataLoader(plain, batch_size=None, num_workers=2)
         assert _keys(loader) == [k for b in batches for k in b["key"]]
+
+
+class _TwoArgs(UserError):
+    def __init__(self, reason: str, message: str) -> None:  # does not survive pickling as itself
+        super().__init__(message)
+        self.reason = reason
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the patch reaches workers by fork")
+@pytest.mark.parametrize("error", [SchemaError("x.tar: 000000000001: bad field"),
+                                   SourceError("s3://k:secret@b/x.tar: access denied"),
+                                   _TwoArgs("denied", "x.tar: refused")])
+def test_a_worker_error_of_the_family_keeps_its_type_as_without_workers(train_shards, monkeypatch, error):
+    """Not only LoaderError: any DataError or UserError raised in a worker reaches the caller as it does with
+    num_workers=0 (one line, exit 2), not as a WorkerError with a traceback."""
+    from loaders.epoch import EpochPipeline
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(EpochPipeline, "iter_records", fail)
+    family = DataError if isinstance(error, DataError) else UserError
+    for workers in (0, 2):
+        with pytest.raises(family) as info:
+            _keys(make_loader(str(train_shards), batch_size=4, num_workers=workers, shuffle=False))
+        assert str(info.value) == str(error) and "secret" not in str(info.value)
+        assert isinstance(info.value, type(error)) or type(error) is _TwoArgs
+        assert exit_code(info.value) == 2

@@ -79,10 +79,11 @@ def test_missing_and_crafted_checkpoints_are_one_line_errors(tmp_path, small_sha
     assert not (tmp_path / "created-by-the-pickle").exists()
 
 
-def test_help_shows_the_defaults(capsys):
-    with pytest.raises(SystemExit):
-        evaluate(["--help"])
+def test_help_shows_the_defaults_and_main_returns_its_codes(capsys):
+    assert evaluate(["--help"]) == 0  # main(argv) returns, as shardgen's does: argparse's SystemExit stays inside
     assert "(default: 64)" in " ".join(capsys.readouterr().out.split())
+    assert evaluate(["--shards", "s"]) == 2  # a usage error (argparse printed it)
+    assert "the following arguments are required: --checkpoint" in capsys.readouterr().err
 
 
 def test_a_value_evalconfig_refuses_is_named_by_its_option(tmp_path, capsys):

@@ -50,3 +50,23 @@ def test_show_writes_grid_and_stats(tmp_path, train_shards, capsys):
         # caption text is drawn: the strip under the first image is not blank white
         strip = img.convert("L").crop((8, 8 + 224 + 2, 8 + 224, 8 + 224 + 40))
         assert strip.getextrema()[0] < 100
+
+
+def test_verify_prints_names_from_the_shards_with_control_characters_escaped(tmp_path, train_shards, capsys):
+    """A member named with an ESC sequence (clear the screen, fake a summary line) is printed escaped."""
+    import io
+    import tarfile
+
+    d = tmp_path / "esc"
+    shutil.copytree(train_shards, d)
+    shard = d / "train-000000.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, (m, data) in enumerate(members):
+            if i == 0:
+                m.name = "\x1b[2J\x1b[H" + m.name
+            tar.addfile(m, io.BytesIO(data))
+    assert main(["verify", str(d), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2J\\x1b[H" in out, out
