@@ -161,7 +161,7 @@ def build_config(args: argparse.Namespace) -> BuildConfig:
 
 
 def cmd_build(args) -> int:
-    from ..format import is_remote, redact
+    from ..format import printable_name, redact
     from ..publish.upload import build_and_upload
     from ..sharding.pipeline import build_shards
 
@@ -173,7 +173,8 @@ def cmd_build(args) -> int:
         report = build_shards(cfg)
     print(report.summary())
     for reason, entry in report.manifest.failures.items():
-        print(f"  skipped {entry['count']} ({reason}): {', '.join(entry['files'][:5])}"
+        shown = ", ".join(printable_name(redact(name)) for name in entry["files"][:5])
+        print(f"  skipped {entry['count']} ({reason}): {shown}"
               + (" ..." if entry["count"] > 5 else ""))
     return 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..format.dali_index import dali_index_text, index_members
-from .writer import write_text_atomic
+from ..format import write_text_atomic
 
 
 def shard_index_text(shard: Path) -> str:

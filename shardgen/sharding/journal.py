@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..format import shard_name
 from ..format.digest import file_digests
 from .outputs import Output
-from .writer import write_text_atomic
+from ..format import write_text_atomic
 
 JOURNAL_NAME = ".shardgen-journal.json"
 _COUNTS = ("n_samples", "n_bytes", "input_end", "n_captions")

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from ..format import MANIFEST_NAME
+from ..format import MANIFEST_NAME, USER_ERRNOS
 
 try:
     import fcntl
@@ -26,8 +26,6 @@ except ImportError:  # Windows: no flock; builds there are not guarded against a
     fcntl = None
 
 LOCK_NAME = ".shardgen-build.lock"
-# Write failures that the user fixes (free space, pick a writable folder), reported in one line, not a traceback.
-USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def check_out_dir(out: Path, split: str) -> None:

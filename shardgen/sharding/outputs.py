@@ -56,13 +56,14 @@ class Output:
     def remove_unjournaled(self, split: str, kept: set[str]) -> None:
         """Shards, indexes, parts and temporary files past the journal come from a killed run; they are rewritten."""
         if not self.remote:
-            found = [p.name for p in [*self.work.glob(f"{split}-*.tar*"), *self.work.glob(f"{split}-*.idx*")]]
+            found = [p.name for p in [*self.work.glob(f"{split}-*.tar*"), *self.work.glob(f"{split}-*.idx*"),
+                                       *self.work.glob(f".{split}-*.tmp")]]  # a killed writer's temporary files
         else:
             fs, root = self._fs()
             found = [p.rsplit("/", 1)[-1] for p in fs.glob(f"{root}/{split}-*")]
         for name in found:
             base = name.replace(".idx", ".tar")
-            if base not in kept:
+            if base not in kept or name.endswith(".tmp"):
                 if self.remote:
                     fs.rm_file(f"{root}/{name}")
                 else:
@@ -82,7 +83,7 @@ class Output:
     def write_text(self, name: str, text: str) -> None:
         """An index or the manifest, whole (local: atomically)."""
         if not self.remote:
-            from .writer import write_text_atomic
+            from ..format import write_text_atomic
 
             write_text_atomic(self.work / name, text)
             return

@@ -2,8 +2,8 @@
 
 A sample's members are what the sample schema (`format.schema.SCHEMA`) encodes from its values; members are
 grouped per sample and sorted (key, then extension); mtime, owner and mode are fixed, so the same samples always
-give the same bytes. The tar format is plain USTAR via webdataset's `TarWriter`. A local shard is written to a
-per-process `.tmp`, fsynced and renamed; a remote one (`s3://…`) is streamed to the store through fsspec, which
+give the same bytes. The tar format is plain USTAR via webdataset's `TarWriter`. A local shard is written under a
+temporary name of its own (`format.open_atomic`: no link followed), fsynced and renamed; a remote one (`s3://…`) is streamed to the store through fsspec, which
 makes it visible whole when the upload completes. The sha256 and size come from the bytes as they are written:
 no second read.
 """
@@ -11,22 +11,16 @@ no second read.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import webdataset as wds
 
-from ..format import ShardInfo, schema
+from ..format import ShardInfo, open_atomic, schema, write_text_atomic
 from ..format.dali_index import Member, dali_index_text
 from ..format.schema import Sample
 from ..format.tarheader import BLOCK
 
-__all__ = ["Sample", "temp_path", "write_shard", "write_text_atomic"]  # Sample: the format's, written here
-
-
-def temp_path(path: Path) -> Path:
-    """A sibling temporary name unique to this process (`name.<pid>.tmp`), so two writers never share one."""
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+__all__ = ["Sample", "write_shard"]  # Sample: the format's, written here
 
 
 class _Hashing:
@@ -67,22 +61,12 @@ def write_shard(path: Path | str, samples: list[Sample], *, index: bool = False)
     if "://" in str(path):  # a URL (file:// too): written through fsspec
         return _write_remote(str(path), samples, index=index)
     path = Path(path)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as raw:
-            fh = _Hashing(raw)
-            entries = _write_tar(fh, samples, [] if index else None)
-            raw.flush()
-            os.fsync(raw.fileno())
-        info = ShardInfo(name=path.name, n_samples=len(samples), n_bytes=fh.n_bytes, sha256=fh.sha256.hexdigest())
-        os.replace(tmp, path)
-        if entries is not None:
-            write_text_atomic(path.with_suffix(".idx"), dali_index_text(entries))
-    except BaseException as exc:  # a full disk or an interrupt: leave no partial file behind, then re-raise
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = str(path)  # a failed write() names no file; say which shard it was
-        raise
+    with open_atomic(path) as raw:  # a temporary name of its own, through no link; renamed once whole
+        fh = _Hashing(raw)
+        entries = _write_tar(fh, samples, [] if index else None)
+    info = ShardInfo(name=path.name, n_samples=len(samples), n_bytes=fh.n_bytes, sha256=fh.sha256.hexdigest())
+    if entries is not None:
+        write_text_atomic(path.with_suffix(".idx"), dali_index_text(entries))
     return info
 
 
@@ -110,13 +94,3 @@ def _index_members(key: str, members: dict[str, bytes], start: int, end: int) ->
         laid_out.append((ext, pos + BLOCK, size, f"{key}.{ext}"))
         pos += BLOCK + -(-size // BLOCK) * BLOCK
     return laid_out if pos == end else None
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = temp_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

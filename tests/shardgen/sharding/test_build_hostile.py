@@ -222,7 +222,8 @@ def test_full_disk_is_one_line_and_a_rerun_resumes(tmp_path, sample_coco, tiny_e
     real_fsync, calls = os.fsync, []
 
     def fsync_on_a_full_disk(fd):
-        calls.append(fd)
+        if ".part.tar" in os.readlink(f"/proc/self/fd/{fd}"):  # a shard (not its .idx, not the journal)
+            calls.append(fd)
         if len(calls) == 2:  # the second shard does not fit
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
