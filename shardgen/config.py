@@ -64,6 +64,7 @@ class BuildConfig:
     caption_column: str = "caption"
     id_column: str = "image_id"
     split_column: str = "split"
+    source_options: dict[str, Any] = field(default_factory=dict)  # an input kind's options that are no field here
 
     def __post_init__(self) -> None:
         for name in ("image_size", "samples_per_shard", "max_shard_bytes", "max_image_pixels", "workers",
@@ -74,66 +75,26 @@ class BuildConfig:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
-        self._check_input()
+        self.input_kind()  # exactly one input, checked by its kind (`sources.inputs`)
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.executor):  # `sharding.executors` knows which exist
             raise ValueError(f"executor must be the name of an executor (local, ray, ...), got {self.executor!r}")
         if self.ray_address is not None and self.executor != "ray":
             raise ValueError("ray_address needs --executor ray")
-        if self.captions is not None or self.image_root is not None or self.webdataset is not None:
-            return
-        if self.karpathy is None and self.split in ("restval", "train+restval", "test"):
-            raise ValueError(f"split {self.split!r} is one of Karpathy's splits: it needs the split file "
-                             "(--karpathy dataset_coco.json)")
-        if self.karpathy is not None and self.split not in KARPATHY_SPLITS:
-            raise ValueError(f"split must be one of {', '.join(KARPATHY_SPLITS)} with a Karpathy split file, "
-                             f"got {self.split!r}")
 
-    def _check_input(self) -> None:
-        """Exactly one input: a COCO folder (optionally with a Karpathy file), a table, a non-COCO split file, or
-        webdataset shards."""
-        if self.webdataset is not None:
-            if any(v is not None for v in (self.coco_root, self.captions, self.image_root, self.karpathy)):
-                raise ValueError("webdataset is an input of its own; leave out --coco-root, --captions, "
-                                 "--image-root and --karpathy")
-            if self.split is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.split):
-                raise ValueError(f"split must be letters, digits, _ or - to name shards, got {self.split!r}")
-            return
-        if self.captions is not None:
-            if self.coco_root is not None or self.karpathy is not None:
-                raise ValueError("captions takes its images from --image-root; leave out --coco-root and --karpathy")
-            if self.image_root is None:
-                raise ValueError("captions needs --image-root, the folder its image paths are relative to")
-            if self.split is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.split):
-                raise ValueError(f"split must be letters, digits, _ or - to name shards, got {self.split!r}")
-            return
-        if self.image_root is not None:
-            if self.karpathy is None or self.coco_root is not None:
-                raise ValueError("image_root goes with --captions FILE or --karpathy dataset_flickr30k.json "
-                                 "(not with --coco-root)")
-            if self.split not in TAGS:
-                raise ValueError(f"split must be one of {', '.join(TAGS)} with a Flickr split file, "
-                                 f"got {self.split!r}")
-            return
-        if self.coco_root is None:
-            raise ValueError("coco_root is needed (or --captions FILE --image-root DIR)")
-        if self.split is None:
-            raise ValueError("split is needed with --coco-root")
+    def input_kind(self):
+        """The `sources.inputs.InputSpec` of the one input this config names; ValueError naming the field when
+        it names none, several, or one with settings that do not go with it."""
+        from .sources.inputs import select  # the input kinds' registry (no torch)
+
+        return select(self)
 
     @property
     def dataset_split(self) -> str:
-        """The name the shards, manifest and caption cache carry: the split (`train`, `val2017`), for a Karpathy
-        split of COCO `karpathy_<split>` (`karpathy_test`, `karpathy_train_restval`), for another Karpathy file
-        `<dataset>_<split>` (`dataset_flickr30k.json` → `flickr30k_test`), for a table its --split or `all`."""
-        if self.captions is not None or self.webdataset is not None:
-            return self.split or "all"
-        if self.karpathy is None:
-            return self.split
-        if self.image_root is not None:
-            stem = Path(str(self.karpathy)).stem
-            name = stem[len("dataset_"):] if stem.startswith("dataset_") else stem
-            name = "".join(c if c.isalnum() or c in "_-" else "_" for c in name).lstrip("_-") or "karpathy"
-            return f"{name}_{self.split}"
-        return "karpathy_" + self.split.replace("+", "_")
+        """The name the shards, manifest and caption cache carry, as the input's kind names it: the split (`train`,
+        `val2017`), for a Karpathy split of COCO `karpathy_<split>` (`karpathy_test`, `karpathy_train_restval`),
+        for another Karpathy file `<dataset>_<split>` (`dataset_flickr30k.json` → `flickr30k_test`), for a table or
+        webdataset input its --split or `all`."""
+        return self.input_kind().dataset_split(self)
 
     def preprocess_record(self) -> dict:
         return {"image_size": self.image_size, "resize": "shorter_side_bicubic_antialias",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import fields
 from pathlib import Path
 
 from ..config import BuildConfig, build_default, config_from_options
 from ..sharding.executors import names as executor_names
+from ..sources.inputs import options as input_options
 
 DESCRIPTION = """\
 Turn one COCO split into WebDataset tar shards: one sample per image with the preprocessed JPEG, all captions and
@@ -36,7 +38,7 @@ other inputs (instead of --coco-root):
                            split], one row per caption; shards <S>-*.tar (all-*.tar without --split)
   --webdataset 'dir/{00000..00099}.tar'
                            webdataset shards as img2dataset writes them (jpg + txt per sample), re-sharded
-  --coco-root, --image-root, --captions and --webdataset also take URLs (s3://bucket/coco, https://...).
+  --coco-root, --karpathy, --image-root, --captions and --webdataset also take URLs (s3://bucket/coco, https://...).
 
 executors (--executor):
   local                    shard tasks on --workers processes of this machine (default)
@@ -85,26 +87,12 @@ def add_build(sub) -> None:
     p = sub.add_parser("build", help="COCO split → tar shards + manifest", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     d = build_default
-    p.add_argument("--coco-root", dest="coco_root", type=path_or_url, default=None,
-                   help="COCO folder (official zips, Kaggle, any nesting) or URL (s3://bucket/coco)")
     p.add_argument("--split", default=None, metavar="SPLIT",
                    help="train, val (COCO 2014), train2017, val2017 (COCO 2017); with --karpathy: train, restval, "
                         "train+restval, val, test; with --captions: the rows whose split column holds it")
-    p.add_argument("--captions", dest="captions", type=path_or_url, default=d("captions"), metavar="FILE",
-                   help="an image-caption table (.jsonl, .csv, .parquet; a path or URL) instead of --coco-root")
-    p.add_argument("--webdataset", dest="webdataset", default=d("webdataset"), metavar="URLS",
-                   help="webdataset tars (img2dataset's jpg + txt per sample): a brace pattern of paths or URLs, "
-                        "e.g. 'cc3m/{00000..00331}.tar'")
-    for column, what in (("image", "the image path"), ("caption", "the caption"), ("id", "the image id (optional)"),
-                         ("split", "the split (optional)")):
-        dest = f"{column}_column"
-        p.add_argument(f"--{column}-column", dest=dest, default=d(dest), metavar="NAME",
-                       help=f"with --captions: the column holding {what} (default: %(default)s)")
-    p.add_argument("--image-root", dest="image_root", type=path_or_url, default=d("image_root"), metavar="DIR",
-                   help="the folder or URL the --captions table's (or a Flickr split file's) image paths are under")
-    p.add_argument("--karpathy", dest="karpathy", type=path_or_url, default=d("karpathy"), metavar="dataset_coco.json",
-                   help="build a Karpathy split from this split file, images from the 2014 folders under "
-                        "--coco-root, captions from the file")
+    for option in input_options():  # each input kind's own options (`sources.inputs`)
+        p.add_argument(option.flag, dest=option.dest, type=path_or_url if option.url else str, metavar=option.metavar,
+                       default=option.default, help=option.help)
     p.add_argument("--out", required=True, type=path_or_url, help="output folder (one per split), or s3://... "
                    "gs://...: the shard tasks write their shards there themselves, the manifest goes last")
     p.add_argument("--staging", dest="staging", type=Path, default=d("staging"), help="with an --out URL: the "
@@ -156,8 +144,11 @@ def _add_processing(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> BuildConfig:
-    """The BuildConfig the options ask for; a value it refuses is the user's to fix (one line naming the option)."""
-    return config_from_options(BuildConfig, args)
+    """The BuildConfig the options ask for; a value it refuses is the user's to fix (one line naming the option).
+    An input kind's option that is no `BuildConfig` field goes into its `source_options`."""
+    known = {f.name for f in fields(BuildConfig)}
+    extra = {o.dest: getattr(args, o.dest) for o in input_options() if o.dest not in known}
+    return config_from_options(BuildConfig, args, source_options=extra)
 
 
 def cmd_build(args) -> int:

@@ -12,13 +12,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..config import BuildConfig
-from ..errors import UserError
-from ..format.coco_folders import SPLIT_FOLDERS, find_split
-from ..format.storage import IMAGE_MAX_BYTES, is_remote, read_bytes, redact
-from ..sources.coco import CaptionReport, CocoImage, find_remote_split, load_split
-from ..sources.karpathy import load_flickr, load_karpathy
-from ..sources.table import load_table
-from ..sources.webdataset import check_output_apart, load_webdataset
+from ..format.storage import is_remote, read_bytes, redact
+from ..sources.coco import CaptionReport, CocoImage
 
 INDEX_FILE_MAX_BYTES = 4 << 30  # an index file hashed for the manifest is read through the storage layer's cap
 
@@ -34,11 +29,6 @@ class SplitInput(NamedTuple):
     provenance: dict[str, Any]  # the manifest's `provenance.input`: kind, location as given, index files' sha256
 
 
-def _provenance(kind: str, location: str, index_files: list[str]) -> dict[str, Any]:
-    return {"kind": kind, "location": redact(location),
-            "index_files": {redact(str(f)).rsplit("/", 1)[-1]: _sha256(f) for f in index_files}}
-
-
 def _sha256(location: Path | str) -> str:
     if is_remote(str(location)):
         return hashlib.sha256(read_bytes(str(location), max_bytes=INDEX_FILE_MAX_BYTES)).hexdigest()
@@ -50,49 +40,16 @@ def _sha256(location: Path | str) -> str:
 
 
 def load_input(cfg: BuildConfig) -> SplitInput:
-    """The split's images, sorted by id: a COCO split (2014 or 2017) from its captions file (a folder or a URL), a
-    Karpathy split from its split file with the images from the 2014 folders, a Flickr split file's images under
-    --image-root, an image-caption table's, or webdataset tars'. Raises UserError on bad input."""
-    if cfg.webdataset is not None:
-        check_output_apart(cfg.webdataset, cfg.out)  # a re-shard in place would replace its own input
-        wds = load_webdataset(cfg.webdataset)
-        listing = "\n".join(sorted({str(r.path.url) for r in wds.records})).encode()
-        prov = {"kind": "webdataset", "location": redact(cfg.webdataset),
-                "index_files": {"tar list": hashlib.sha256(listing).hexdigest()}}
-        return SplitInput(wds.records, wds.report, wds.source, cfg.webdataset, cfg.webdataset, prov)
-    if cfg.captions is not None:
-        table = load_table(cfg.captions, cfg.image_root, cfg.split, image_column=cfg.image_column,
-                           caption_column=cfg.caption_column, id_column=cfg.id_column, split_column=cfg.split_column)
-        return SplitInput(table.records, table.report, table.source, cfg.captions, str(cfg.image_root),
-                          _provenance("table", str(cfg.captions), [cfg.captions]))
-    if cfg.image_root is not None:
-        kp = load_flickr(cfg.karpathy, cfg.image_root, cfg.split)
-        return SplitInput(kp.records, kp.report, kp.source, cfg.karpathy, str(cfg.image_root),
-                          _provenance("karpathy", str(cfg.karpathy), [cfg.karpathy]))
-    if is_remote(str(cfg.coco_root)):
-        if cfg.karpathy is not None:
-            raise UserError("--karpathy with a --coco-root URL is not supported; use a local copy of the 2014 "
-                            "folders, or build val/train from the URL")
-        layout = find_remote_split(str(cfg.coco_root).rstrip("/"), cfg.split)
-        records, report = load_split(layout)
-        return SplitInput(records, report, _coco_source(cfg.split, layout), layout.annotations,
-                          str(layout.images_dir), _provenance("coco", str(cfg.coco_root), [layout.annotations]))
-    if cfg.karpathy is not None:
-        kp = load_karpathy(cfg.karpathy, cfg.coco_root, cfg.split)
-        folders = sorted({str(r.path.parent) for r in kp.records})
-        return SplitInput(kp.records, kp.report, kp.source, cfg.karpathy, " and ".join(folders) or "-",
-                          _provenance("coco-karpathy", str(cfg.coco_root), [cfg.karpathy]))
-    layout = find_split(cfg.coco_root, cfg.split)
-    records, report = load_split(layout)
-    return SplitInput(records, report, _coco_source(cfg.split, layout), layout.annotations, str(layout.images_dir),
-                      _provenance("coco", str(cfg.coco_root), [layout.annotations]))
-
-
-def _coco_source(split: str, layout) -> dict[str, Any] | None:
-    """The manifest's `source` of a COCO split: None for 2014's own train/val (as always), else year and file."""
-    year = SPLIT_FOLDERS[split][-4:]
-    return None if year == "2014" else {"dataset": f"coco{year}", "split": split,
-                                        "captions": str(layout.annotations).rsplit("/", 1)[-1]}
+    """The input's images, sorted by id, as its kind reads them (`sources.inputs`), with its provenance. Raises
+    UserError on bad input."""
+    got = cfg.input_kind().load(cfg)
+    if got.tar_list is not None:  # a webdataset input: its tars, as one listing
+        listing = "\n".join(got.tar_list).encode()
+        files = {"tar list": hashlib.sha256(listing).hexdigest()}
+    else:
+        files = {redact(str(f)).rsplit("/", 1)[-1]: _sha256(f) for f in got.index_files}
+    provenance = {"kind": got.kind, "location": redact(got.location), "index_files": files}
+    return SplitInput(got.records, got.report, got.source, got.captions_file, got.images, provenance)
 
 
 def _absolute(value: Path | str | None) -> Path | str | None:
@@ -112,7 +69,8 @@ def absolute_paths(cfg: BuildConfig) -> BuildConfig:
     webdataset = cfg.webdataset
     if webdataset is not None and not is_remote(webdataset) and not webdataset.startswith(("/", "~")):
         webdataset = os.path.join(os.getcwd(), webdataset)
-    return replace(cfg, coco_root=_absolute(cfg.coco_root), image_root=_absolute(cfg.image_root),
+    extra = {k: _absolute(v) if isinstance(v, Path) else v for k, v in cfg.source_options.items()}
+    return replace(cfg, source_options=extra, coco_root=_absolute(cfg.coco_root), image_root=_absolute(cfg.image_root),
                    karpathy=_absolute(cfg.karpathy), captions=_absolute(cfg.captions), out=_absolute(cfg.out),
                    embeddings_cache=_absolute(cfg.embeddings_cache), staging=_absolute(cfg.staging),
                    text_encoder=encoder, webdataset=webdataset)

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from ..errors import UserError
 from ..format.coco_folders import _IMAGE_FOLDERS, _MAX_DEPTH, SPLIT_FOLDERS, SplitLayout
 from ..format.names import MAX_IMAGE_ID
+from .inputs import InputSpec, Loaded
 from .roots import check_root, list_folders, read_input, relative_name, under
 
 
@@ -193,3 +194,37 @@ def find_remote_split(root: str, split: str) -> SplitLayout:
     if images is None:
         raise UserError(f"no {folder}/ image folder found under {root}")
     return SplitLayout(split=split, images_dir=images, annotations=annotations)
+
+
+KARPATHY_ONLY = ("restval", "train+restval", "test")  # splits that only Karpathy's split file defines
+
+
+def _check(cfg) -> None:
+    if cfg.split is None:
+        raise ValueError("split is needed with --coco-root")
+    if cfg.split in KARPATHY_ONLY:
+        raise ValueError(f"split {cfg.split!r} is one of Karpathy's splits: it needs the split file "
+                         "(--karpathy dataset_coco.json)")
+
+
+def _source(split: str, layout: SplitLayout) -> dict | None:
+    """The manifest's `source` of a COCO split: None for 2014's own train/val (as always), else year and file."""
+    year = SPLIT_FOLDERS[split][-4:]
+    return None if year == "2014" else {"dataset": f"coco{year}", "split": split,
+                                        "captions": str(layout.annotations).rsplit("/", 1)[-1]}
+
+
+def _load(cfg) -> Loaded:
+    from ..format.coco_folders import find_split
+    from ..format.storage import is_remote
+
+    root = str(cfg.coco_root)
+    layout = find_remote_split(root.rstrip("/"), cfg.split) if is_remote(root) else find_split(cfg.coco_root,
+                                                                                                 cfg.split)
+    records, report = load_split(layout)
+    return Loaded(records, report, _source(cfg.split, layout), layout.annotations, str(layout.images_dir), "coco",
+                  root, [layout.annotations])
+
+
+# `--coco-root DIR|URL --split train|val|train2017|val2017`: shards <split>-*.tar
+SPECS = [InputSpec("coco", ("coco_root",), _check, lambda cfg: cfg.split, _load)]

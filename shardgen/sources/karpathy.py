@@ -40,6 +40,7 @@ from ..config import KARPATHY_SPLITS
 from ..errors import UserError
 from ..format.storage import redact
 from ..format.coco_folders import find_image_folder, find_split
+from .inputs import InputSpec, Loaded
 from .roots import as_root, check_root, read_input, relative_name, under
 
 IMAGE_FOLDERS = ("train2014", "val2014")
@@ -247,3 +248,47 @@ def _raw_captions(annotations: Path) -> dict[int, list[str]]:
     for ann in data["annotations"]:
         by_image.setdefault(ann["image_id"], []).append((ann["id"], ann["caption"]))
     return {image_id: [text for _, text in sorted(caps)] for image_id, caps in by_image.items()}
+
+
+def _check_flickr(cfg) -> None:
+    if cfg.split not in FLICKR_TAGS:
+        raise ValueError(f"split must be one of {', '.join(FLICKR_TAGS)} with a Flickr split file, got {cfg.split!r}")
+
+
+def _flickr_split(cfg) -> str:
+    """`dataset_flickr30k.json` → `flickr30k_<split>`."""
+    stem = _file_name(cfg.karpathy).rsplit(".", 1)[0]
+    name = stem[len("dataset_"):] if stem.startswith("dataset_") else stem
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in name).lstrip("_-") or "karpathy"
+    return f"{name}_{cfg.split}"
+
+
+def _load_flickr(cfg) -> Loaded:
+    kp = load_flickr(cfg.karpathy, cfg.image_root, cfg.split)
+    return Loaded(kp.records, kp.report, kp.source, cfg.karpathy, str(cfg.image_root), "karpathy",
+                  str(cfg.karpathy), [cfg.karpathy])
+
+
+def _check_coco(cfg) -> None:
+    if cfg.split not in KARPATHY_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(KARPATHY_SPLITS)} with a Karpathy split file, "
+                         f"got {cfg.split!r}")
+
+
+def _load_coco(cfg) -> Loaded:
+    if "://" in str(cfg.coco_root):
+        raise UserError("--karpathy with a --coco-root URL is not supported; use a local copy of the 2014 "
+                        "folders, or build val/train from the URL")
+    kp = load_karpathy(cfg.karpathy, cfg.coco_root, cfg.split)
+    folders = sorted({str(r.path.parent) for r in kp.records})
+    return Loaded(kp.records, kp.report, kp.source, cfg.karpathy, " and ".join(folders) or "-", "coco-karpathy",
+                  str(cfg.coco_root), [cfg.karpathy])
+
+
+SPECS = [
+    # `--karpathy dataset_flickr30k.json --image-root DIR --split train|val|test`: shards flickr30k_<split>-*.tar
+    InputSpec("flickr", ("karpathy", "image_root"), _check_flickr, _flickr_split, _load_flickr),
+    # `--coco-root DIR --karpathy dataset_coco.json --split ...`: shards karpathy_<split>-*.tar
+    InputSpec("coco-karpathy", ("coco_root", "karpathy"), _check_coco,
+              lambda cfg: "karpathy_" + cfg.split.replace("+", "_"), _load_coco),
+]

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import UserError
-from ..format.names import parse_decimal
+from ..format.names import is_split_name, parse_decimal
 from ..format.storage import redact
 from .coco import CaptionReport, CocoImage, clean_caption, is_text, printable, valid_id
+from .inputs import InputSpec, Loaded
 from .roots import as_root, check_root, read_input, relative_name, under
 
 FORMATS = (".jsonl", ".csv", ".parquet")
@@ -222,3 +223,19 @@ def load_table(path: str | Path, image_root: str | Path, split: str | None, *, i
     if cols != TableColumns():  # recorded only when named (a default table's manifest is unchanged)
         source["columns"] = cols._asdict()
     return TableInput(records=records, report=report, source=source)
+
+
+def _check(cfg) -> None:
+    if cfg.split is not None and not is_split_name(cfg.split):
+        raise ValueError(f"split must be letters, digits, _ or - to name shards, got {cfg.split!r}")
+
+
+def _load(cfg) -> Loaded:
+    table = load_table(cfg.captions, cfg.image_root, cfg.split, image_column=cfg.image_column,
+                       caption_column=cfg.caption_column, id_column=cfg.id_column, split_column=cfg.split_column)
+    return Loaded(table.records, table.report, table.source, cfg.captions, str(cfg.image_root), "table",
+                  str(cfg.captions), [cfg.captions])
+
+
+# `--captions FILE --image-root DIR [--split S]`: shards <S>-*.tar (all-*.tar without --split)
+SPECS = [InputSpec("table", ("captions", "image_root"), _check, lambda cfg: cfg.split or "all", _load)]

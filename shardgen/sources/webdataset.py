@@ -23,9 +23,10 @@ import tarfile
 from typing import IO, Any, NamedTuple
 
 from ..errors import UserError
-from ..format.names import parse_decimal
+from ..format.names import is_split_name, parse_decimal
 from ..format.storage import IMAGE_MAX_BYTES, is_remote, redact
 from .coco import CaptionReport, CocoImage, clean_caption, is_text, printable, valid_id
+from .inputs import InputSpec, Loaded
 from .roots import TarMember, read_input
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -186,3 +187,19 @@ def load_webdataset(urls: str) -> WebdatasetInput:
     source = {"dataset": "webdataset", "shards": len(tars), "samples": len(samples),
               "first": redact(tars[0]).rsplit("/", 1)[-1], "ids": "sample keys" if by_key else "listing rank"}
     return WebdatasetInput(records=records, report=report, source=source)
+
+
+def _check(cfg) -> None:
+    if cfg.split is not None and not is_split_name(cfg.split):
+        raise ValueError(f"split must be letters, digits, _ or - to name shards, got {cfg.split!r}")
+
+
+def _load(cfg) -> Loaded:
+    check_output_apart(cfg.webdataset, cfg.out)  # a re-shard in place would replace its own input
+    wds = load_webdataset(cfg.webdataset)
+    return Loaded(wds.records, wds.report, wds.source, cfg.webdataset, cfg.webdataset, "webdataset", cfg.webdataset,
+                  [], tar_list=sorted({str(r.path.url) for r in wds.records}))
+
+
+# `--webdataset URLS [--split S]`: shards <S>-*.tar (all-*.tar without --split)
+SPECS = [InputSpec("webdataset", ("webdataset",), _check, lambda cfg: cfg.split or "all", _load)]
