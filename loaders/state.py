@@ -42,7 +42,12 @@ MAX_SEED = (1 << 64) - 1
 
 def shards_identity(shards: ShardSet) -> str | None:
     """A digest of the shards' names and sha256s in order, from their manifest; None when the shards are not
-    exactly the manifest's list (URLs given one by one, sizes.json): then only their counts can be compared."""
+    exactly the manifest's list (URLs given one by one, sizes.json): then only their counts can be compared.
+    Several sources: a digest of each one's identity (or URLs and counts) and its quota."""
+    if shards.parts:
+        return hashlib.sha256("".join(
+            f"{shards_identity(p) or [p.urls, p.counts]}\0{shards.quotas[i] if shards.quotas else '-'}\n"
+            for i, p in enumerate(shards.parts)).encode()).hexdigest()
     manifest = shards.manifest
     if manifest is None or [u.rsplit("/", 1)[-1] for u in shards.urls] != [s.name for s in manifest.shards]:
         return None
