@@ -25,11 +25,24 @@ def default_loader() -> LoaderConfig:
     return LoaderConfig(batch_size=128, num_workers=4, drop_last=True)
 
 
+def as_sources(shards: str | list[str] | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """One shard set as its string, several as a tuple (a list from a command line or a checkpoint's JSON)."""
+    if shards is None or isinstance(shards, str):
+        return shards
+    shards = tuple(str(s) for s in shards)
+    return shards[0] if len(shards) == 1 else shards
+
+
+def shards_text(shards: str | tuple[str, ...] | None) -> str:
+    """The shard sets as typed on a command line (for messages)."""
+    return " ".join(shards) if isinstance(shards, tuple) else str(shards)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    train_shards: str
+    train_shards: str | tuple[str, ...]  # several: mixed by loader.weights, else concatenated
     out: str
-    val_shards: str | None = None
+    val_shards: str | tuple[str, ...] | None = None  # several: one evaluation each
     # batch size, workers, decode threads, crop/flip, decode, seed; training always drops the last partial batch
     loader: LoaderConfig = field(default_factory=default_loader)
     epochs: int = 10
@@ -55,6 +68,8 @@ class TrainConfig:
     tensorboard: bool = False  # also log to OUT/tensorboard/ (needs the tensorboard package)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "train_shards", as_sources(self.train_shards))
+        object.__setattr__(self, "val_shards", as_sources(self.val_shards) or None)
         if not isinstance(self.loader, LoaderConfig):
             raise TypeError(f"loader must be a loaders.LoaderConfig, got {type(self.loader).__name__}")
         for name in ("epochs", "checkpoint_every", "log_every"):
@@ -97,7 +112,7 @@ class RunPlan(NamedTuple):
 def plan_run(cfg: TrainConfig, *, steps_per_epoch: int, samples_per_epoch: int) -> RunPlan:
     """`--max-steps` wins over `--epochs`: training continues across epochs until it is reached."""
     if steps_per_epoch < 1:
-        raise ShardSourceError(f"--train-shards {cfg.train_shards}: fewer samples per process than one batch of "
+        raise ShardSourceError(f"--train-shards {shards_text(cfg.train_shards)}: fewer samples per process than one batch of "
                                f"--batch-size {cfg.batch_size}")
     if cfg.max_steps is not None:
         total = cfg.max_steps

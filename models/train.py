@@ -37,12 +37,13 @@ from .checkpoint import (
     TRAINING_KEYS,
     CheckpointWriter,
     Position,
+    check_width,
     legacy_loader_state,
     load_checkpoint,
     step_files,
 )
 from .clip import parameter_counts
-from .config import PRECISIONS, RunPlan, TrainConfig, plan_run
+from .config import PRECISIONS, RunPlan, TrainConfig, as_sources, plan_run, shards_text
 from .curves import write_curves
 from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
@@ -123,11 +124,13 @@ def open_loader(cfg: TrainConfig):
     # whole batches only (every rank takes the same steps; an epoch's length is fixed for resume); --synthetic
     # reads the manifest only
     options = replace(cfg.loader, drop_last=True, num_workers=0 if cfg.synthetic else cfg.loader.num_workers)
+    sources = list(cfg.train_shards) if isinstance(cfg.train_shards, tuple) else cfg.train_shards
     try:
-        return make_loader(cfg.train_shards, **asdict(options))
-    except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers
-        detail = str(exc).removeprefix(f"{cfg.train_shards}: ")  # the loader's message starts with the source too
-        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
+        return make_loader(sources, **asdict(options))
+    except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers, sources that do not fit
+        named = shards_text(cfg.train_shards)
+        detail = str(exc).removeprefix(f"{named}: ")  # the loader's message starts with the source too
+        raise ShardSourceError(f"--train-shards {named}: {detail}") from exc
 
 
 def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
@@ -135,14 +138,27 @@ def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
     an unusable val set stops the run before its first step, naming the flag; returns warnings (one line each)
     when the run trains on evaluation data."""
     shards = train_loader.dataset.shards
-    if not cfg.val_shards:
-        return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=[])
-    from .evaluate import open_shards
+    val_urls = []
+    for val in val_sets(cfg):
+        from .evaluate import open_shards
 
-    loader = open_shards(cfg.val_shards, batch_size=1, flag="--val-shards")
-    if len(loader) < 1:
-        raise ShardSourceError(f"--val-shards {cfg.val_shards}: holds no samples to evaluate on")
-    return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=loader.dataset.shards.urls)
+        loader = open_shards(val, batch_size=1, flag="--val-shards")
+        if len(loader) < 1:
+            raise ShardSourceError(f"--val-shards {val}: holds no samples to evaluate on")
+        if loader.embed_dim != train_loader.embed_dim:
+            raise ShardSourceError(f"--val-shards {val}: holds {loader.embed_dim}-d text embeddings, --train-shards "
+                                   f"{train_loader.embed_dim}-d: evaluate on shards built with the same text encoder")
+        val_urls += loader.dataset.shards.urls
+    manifests = [p.manifest for p in shards.parts] or [shards.manifest]
+    found = [w for m in manifests for w in data_warnings(train_urls=shards.urls, train_manifest=m,
+                                                          val_urls=val_urls)]
+    return list(dict.fromkeys(found))
+
+
+def val_sets(cfg: TrainConfig) -> tuple[str, ...]:
+    """The `--val-shards` sets, each evaluated on its own."""
+    val = as_sources(cfg.val_shards)
+    return () if not val else (val,) if isinstance(val, str) else val
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
@@ -187,6 +203,16 @@ def start_line(cfg: TrainConfig, plan: RunPlan, run: TrainState, env: DistEnv) -
     return (f"train: {plan.total_steps} steps ({plan.limit}), {plan.samples_per_epoch * env.world} samples/epoch, "
             f"{warmup}, {millions:.1f} M trainable parameters, device {env.device}, world {env.world}, "
             f"precision {run.precision}{extras}")
+
+
+def mix_line(loader) -> str:
+    """What each source gives an epoch: `sources: A 36 (75 %), B 12 (25 %) of 48 samples per epoch`."""
+    shards = loader.dataset.shards
+    n = shards.n_samples
+    takes = shards.quotas or tuple(p.n_samples for p in shards.parts)
+    parts = ", ".join(f"{name} {take} ({take / max(n, 1):.0%})" for name, take in zip(shards.names, takes))
+    how = "mixed" if shards.quotas else "concatenated"
+    return f"sources ({how}; batch['source'] indexes them): {parts} of {n} samples per epoch"
 
 
 class Loop(NamedTuple):
@@ -256,8 +282,9 @@ def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
         return {}
     from .evaluate import evaluate_checkpoint
 
-    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device), flag="--val-shards")
-            } if cfg.val_shards else {}
+    results = [evaluate_checkpoint(out / LATEST, val, device=str(env.device), flag="--val-shards")
+               for val in val_sets(cfg)]
+    done = {} if not results else {"eval": results[0]} if len(results) == 1 else {"eval": results}
     return {**done, "curves": str(write_curves(out, tensorboard=cfg.tensorboard))}
 
 
@@ -280,12 +307,14 @@ def _train(cfg: TrainConfig) -> dict:
     plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
     state, resumed_from = read_resume(cfg) if cfg.resume else (None, None)
     if state is not None:
+        check_width(state, resumed_from, embed_dim=loader.embed_dim, flag="--train-shards",
+                    shards=shards_text(cfg.train_shards))
         pos, resumed_line = resume_loader(loader, state, resumed_from, env)
         plan = resumed_plan(plan, cfg, pos, loader)
     else:
         pos, resumed_line = Position(), ""
         loader.set_epoch(0)
-    run = build_run(cfg, plan, env)
+    run = build_run(cfg, plan, env, embed_dim=loader.embed_dim)
     if state is not None:
         run.load_state_dict(state, resumed_from)
     run.ddp = DistributedDataParallel(run.model) if env.world > 1 else run.model
@@ -297,6 +326,8 @@ def _train(cfg: TrainConfig) -> dict:
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
         log.say(start_line(cfg, plan, run, env))
+        if loader.sources:
+            log.say(f"train: {mix_line(loader)}")
         for warning in warnings:
             log.say(f"train: warning: {warning}")
         if resumed_line:
@@ -330,15 +361,29 @@ def _train(cfg: TrainConfig) -> dict:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option; the description kept as written."""
+    """Defaults shown after each option that takes a value (a flag's own default says nothing: `--quiet` is off
+    unless given); the description kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0 or action.default is None:  # flags (store_true/false/const), no default
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The options: each `dest` is a field of `TrainConfig` or of its `LoaderConfig`, each default read off them."""
     d = TrainConfig(train_shards="", out="")
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--train-shards", required=True, help="shard folder/URL with manifest.json (or brace pattern)")
-    p.add_argument("--val-shards", default=d.val_shards, help="evaluate Recall@K on these shards at the end")
+    p.add_argument("--train-shards", required=True, nargs="+", metavar="SHARDS",
+                   help="shard folder/URL with manifest.json (or brace pattern); several: mixed by --train-weights, "
+                        "else concatenated")
+    p.add_argument("--train-weights", dest="weights", type=float, nargs="+", default=d.loader.weights,
+                   metavar="W", help="each --train-shards set's share of an epoch (e.g. 0.7 0.3); a set shorter "
+                                     "than its share cycles")
+    p.add_argument("--epoch-samples", dest="epoch_samples", type=int, default=d.loader.epoch_samples, metavar="N",
+                   help="samples per epoch, over all ranks, of mixed --train-shards (default: all their samples)")
+    p.add_argument("--val-shards", nargs="+", default=d.val_shards, metavar="SHARDS",
+                   help="evaluate Recall@K on these shards at the end (several: one evaluation each)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, params.json, metrics.jsonl, eval results")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the shards (unless --max-steps)")
     p.add_argument("--max-steps", type=int, default=d.max_steps,
@@ -385,8 +430,10 @@ def make_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the options ask for (`shardgen.config.config_from_options`: fields by name, a refused value
     a UserError naming its option); `--random-crop` also flips."""
-    loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True)
-    return config_from_options(TrainConfig, a, loader=loader)
+    loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True,
+                                 weights=tuple(a.weights) if a.weights else None)
+    return config_from_options(TrainConfig, a, loader=loader, train_shards=as_sources(a.train_shards),
+                               val_shards=as_sources(a.val_shards))
 
 
 def main(argv: list[str] | None = None) -> int:
