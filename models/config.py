@@ -9,13 +9,16 @@ there and nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from loaders.config import LoaderConfig
 
 from .errors import ShardSourceError
 from .image_encoder import ARCHS
 from .schedule import clipped_warmup
+
+if TYPE_CHECKING:
+    from .checkpoint import Position
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -89,6 +92,12 @@ class TrainConfig:
             raise ValueError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
 
     @property
+    def val_sets(self) -> tuple[str, ...]:
+        """The `--val-shards` sets, each evaluated on its own."""
+        val = self.val_shards
+        return () if not val else (val,) if isinstance(val, str) else val
+
+    @property
     def batch_size(self) -> int:
         """Samples per step and process: the loader's batch size."""
         return self.loader.batch_size
@@ -121,3 +130,24 @@ def plan_run(cfg: TrainConfig, *, steps_per_epoch: int, samples_per_epoch: int) 
         total = cfg.epochs * steps_per_epoch
         limit = f"--epochs {cfg.epochs} × {steps_per_epoch} steps"
     return RunPlan(total, clipped_warmup(cfg.warmup_steps, total), steps_per_epoch, samples_per_epoch, limit)
+
+
+def layout_changes(was: dict, *, world: int, batch_size: int, workers: int) -> list[str]:
+    """What differs from the layout that read the checkpoint's epoch so far (`world size 2 → 1`, ...)."""
+    now = {"world_size": world, "batch_size": batch_size, "workers": workers}
+    names = {"world_size": "world size", "batch_size": "batch size", "workers": "loader workers"}
+    return [f"{names[k]} {was[k]} → {now[k]}" for k in names if was[k] != now[k]]
+
+
+def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunPlan:
+    """With --epochs, the run ends after that many epochs whatever batch size or world size each part used:
+    the steps done, the rest of the current epoch, and the epochs after it."""
+    if cfg.max_steps is not None:
+        return plan._replace(limit=f"--max-steps {cfg.max_steps}: {max(0, cfg.max_steps - pos.step)} steps from "
+                                   f"step {pos.step}, {plan.steps_per_epoch} steps per epoch")
+    epochs_after = max(0, cfg.epochs - pos.epoch - 1)
+    left = loader.batches_in_pass + epochs_after * plan.steps_per_epoch
+    total = pos.step + left if pos.epoch < cfg.epochs else pos.step
+    rest = (f"--epochs {cfg.epochs}: {loader.batches_in_pass} steps to finish epoch {pos.epoch}, then "
+            f"{epochs_after} × {plan.steps_per_epoch} steps; {total - pos.step} steps from step {pos.step}")
+    return plan._replace(total_steps=total, limit=rest)

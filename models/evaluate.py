@@ -139,12 +139,13 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
                        state)
 
 
-def open_shards(shards: str, *, batch_size: int, flag: str = "--shards"):
-    """The whole shard set in order, in this process alone (also under torchrun: rank 0 evaluates everything).
-    Errors name `flag`, the option the user gave the shards with."""
+def open_shards(shards: str, *, batch_size: int, flag: str = "--shards", embed_dim: int | None = None):
+    """The whole shard set in order, in this process alone (also under torchrun: rank 0 evaluates everything);
+    `embed_dim`: the width its embeddings must have (None: any). Errors name `flag`, the option the user gave the
+    shards with."""
     try:
         return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0, rank=0,
-                           world_size=1)
+                           world_size=1, embed_dim=embed_dim)
     except SourceError as exc:  # no manifest, a bad schema
         raise ShardSourceError(f"{flag} {shards}: {str(exc).removeprefix(shards + ': ')}") from exc
 

@@ -43,13 +43,14 @@ from .checkpoint import (
     step_files,
 )
 from .clip import parameter_counts
-from .config import PRECISIONS, RunPlan, TrainConfig, as_sources, plan_run, shards_text
+from .config import (PRECISIONS, RunPlan, TrainConfig, as_sources, layout_changes, plan_run,  # noqa: F401
+                     resumed_plan, shards_text)
 from .curves import write_curves
 from .distributed import DistEnv, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, TrainingInterrupted, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
-from .preflight import check_out_writable, data_warnings
+from .preflight import check_out_writable, data_warnings, mix_line
 from .step import (
     StepStats,
     TrainState,
@@ -99,34 +100,12 @@ def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Positi
     return Position(step=step, epoch=loader.epoch), line
 
 
-def layout_changes(was: dict, *, world: int, batch_size: int, workers: int) -> list[str]:
-    """What differs from the layout that read the checkpoint's epoch so far (`world size 2 → 1`, ...)."""
-    now = {"world_size": world, "batch_size": batch_size, "workers": workers}
-    names = {"world_size": "world size", "batch_size": "batch size", "workers": "loader workers"}
-    return [f"{names[k]} {was[k]} → {now[k]}" for k in names if was[k] != now[k]]
-
-
-def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunPlan:
-    """With --epochs, the run ends after that many epochs whatever batch size or world size each part used:
-    the steps done, the rest of the current epoch, and the epochs after it."""
-    if cfg.max_steps is not None:
-        return plan._replace(limit=f"--max-steps {cfg.max_steps}: {max(0, cfg.max_steps - pos.step)} steps from "
-                                   f"step {pos.step}, {plan.steps_per_epoch} steps per epoch")
-    epochs_after = max(0, cfg.epochs - pos.epoch - 1)
-    left = loader.batches_in_pass + epochs_after * plan.steps_per_epoch
-    total = pos.step + left if pos.epoch < cfg.epochs else pos.step
-    rest = (f"--epochs {cfg.epochs}: {loader.batches_in_pass} steps to finish epoch {pos.epoch}, then "
-            f"{epochs_after} × {plan.steps_per_epoch} steps; {total - pos.step} steps from step {pos.step}")
-    return plan._replace(total_steps=total, limit=rest)
-
-
 def open_loader(cfg: TrainConfig):
     # whole batches only (every rank takes the same steps; an epoch's length is fixed for resume); --synthetic
     # reads the manifest only
     options = replace(cfg.loader, drop_last=True, num_workers=0 if cfg.synthetic else cfg.loader.num_workers)
-    sources = list(cfg.train_shards) if isinstance(cfg.train_shards, tuple) else cfg.train_shards
     try:
-        return make_loader(sources, **asdict(options))
+        return make_loader(cfg.train_shards, **asdict(options))
     except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers, sources that do not fit
         named = shards_text(cfg.train_shards)
         detail = str(exc).removeprefix(f"{named}: ")  # the loader's message starts with the source too
@@ -137,28 +116,16 @@ def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
     """Open `--val-shards` as the end-of-run evaluation will (this process alone, whatever the world size), so
     an unusable val set stops the run before its first step, naming the flag; returns warnings (one line each)
     when the run trains on evaluation data."""
-    shards = train_loader.dataset.shards
-    val_urls = []
-    for val in val_sets(cfg):
+    shards, val_urls = train_loader.dataset.shards, []
+    for val in cfg.val_sets:  # each of the train shards' width
         from .evaluate import open_shards
 
-        loader = open_shards(val, batch_size=1, flag="--val-shards")
+        loader = open_shards(val, batch_size=1, flag="--val-shards", embed_dim=train_loader.embed_dim)
         if len(loader) < 1:
             raise ShardSourceError(f"--val-shards {val}: holds no samples to evaluate on")
-        if loader.embed_dim != train_loader.embed_dim:
-            raise ShardSourceError(f"--val-shards {val}: holds {loader.embed_dim}-d text embeddings, --train-shards "
-                                   f"{train_loader.embed_dim}-d: evaluate on shards built with the same text encoder")
         val_urls += loader.dataset.shards.urls
-    manifests = [p.manifest for p in shards.parts] or [shards.manifest]
-    found = [w for m in manifests for w in data_warnings(train_urls=shards.urls, train_manifest=m,
-                                                          val_urls=val_urls)]
-    return list(dict.fromkeys(found))
-
-
-def val_sets(cfg: TrainConfig) -> tuple[str, ...]:
-    """The `--val-shards` sets, each evaluated on its own."""
-    val = as_sources(cfg.val_shards)
-    return () if not val else (val,) if isinstance(val, str) else val
+    return list(dict.fromkeys(w for m in [p.manifest for p in shards.parts] or [shards.manifest]
+                              for w in data_warnings(train_urls=shards.urls, train_manifest=m, val_urls=val_urls)))
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
@@ -203,16 +170,6 @@ def start_line(cfg: TrainConfig, plan: RunPlan, run: TrainState, env: DistEnv) -
     return (f"train: {plan.total_steps} steps ({plan.limit}), {plan.samples_per_epoch * env.world} samples/epoch, "
             f"{warmup}, {millions:.1f} M trainable parameters, device {env.device}, world {env.world}, "
             f"precision {run.precision}{extras}")
-
-
-def mix_line(loader) -> str:
-    """What each source gives an epoch: `sources: A 36 (75 %), B 12 (25 %) of 48 samples per epoch`."""
-    shards = loader.dataset.shards
-    n = shards.n_samples
-    takes = shards.quotas or tuple(p.n_samples for p in shards.parts)
-    parts = ", ".join(f"{name} {take} ({take / max(n, 1):.0%})" for name, take in zip(shards.names, takes))
-    how = "mixed" if shards.quotas else "concatenated"
-    return f"sources ({how}; batch['source'] indexes them): {parts} of {n} samples per epoch"
 
 
 class Loop(NamedTuple):
@@ -283,7 +240,7 @@ def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
     from .evaluate import evaluate_checkpoint
 
     results = [evaluate_checkpoint(out / LATEST, val, device=str(env.device), flag="--val-shards")
-               for val in val_sets(cfg)]
+               for val in cfg.val_sets]
     done = {} if not results else {"eval": results[0]} if len(results) == 1 else {"eval": results}
     return {**done, "curves": str(write_curves(out, tensorboard=cfg.tensorboard))}
 
@@ -361,8 +318,7 @@ def _train(cfg: TrainConfig) -> dict:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option that takes a value (a flag's own default says nothing: `--quiet` is off
-    unless given); the description kept as written."""
+    """Defaults shown after each option that takes a value (not after flags); the description kept as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.nargs == 0 or action.default is None:  # flags (store_true/false/const), no default
@@ -377,7 +333,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-shards", required=True, nargs="+", metavar="SHARDS",
                    help="shard folder/URL with manifest.json (or brace pattern); several: mixed by --train-weights, "
                         "else concatenated")
-    p.add_argument("--train-weights", dest="weights", type=float, nargs="+", default=d.loader.weights,
+    p.add_argument("--train-weights", dest="train_weights", type=float, nargs="+", default=d.loader.weights,
                    metavar="W", help="each --train-shards set's share of an epoch (e.g. 0.7 0.3); a set shorter "
                                      "than its share cycles")
     p.add_argument("--epoch-samples", dest="epoch_samples", type=int, default=d.loader.epoch_samples, metavar="N",
@@ -430,8 +386,11 @@ def make_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the options ask for (`shardgen.config.config_from_options`: fields by name, a refused value
     a UserError naming its option); `--random-crop` also flips."""
-    loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True,
-                                 weights=tuple(a.weights) if a.weights else None)
+    try:  # LoaderConfig.weights is --train-weights (--weights: the trunk's ImageNet weights)
+        loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True,
+                                     weights=tuple(a.train_weights) if a.train_weights else None)
+    except UserError as exc:
+        raise UserError(str(exc).replace("--weights ", "--train-weights ", 1)) from None
     return config_from_options(TrainConfig, a, loader=loader, train_shards=as_sources(a.train_shards),
                                val_shards=as_sources(a.val_shards))
 
