@@ -77,9 +77,11 @@ def read_resume(cfg: TrainConfig) -> tuple[dict, Path]:
     return state, path
 
 
-def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Position, str]:
-    """Put `loader` where checkpoint `state` left its epoch (any world size, batch size, workers); returns the
-    run's position and a line saying where it resumed and what changed. Raises CheckpointError."""
+def resume_loader(loader, state: dict, path: Path, env: DistEnv, *, named: str) -> tuple[Position, str]:
+    """Put `loader` (of --train-shards `named`) where checkpoint `state` left its epoch (any world size, batch
+    size, workers); returns the run's position and a line saying where it resumed and what changed. Raises
+    CheckpointError, also for a checkpoint whose head is of another width than the shards' embeddings."""
+    check_width(state, path, embed_dim=loader.embed_dim, flag="--train-shards", shards=named)
     shards = loader.dataset.shards
     try:
         saved = legacy_loader_state(state, world_size=env.world, n_samples=shards.n_samples,
@@ -264,9 +266,7 @@ def _train(cfg: TrainConfig) -> dict:
     plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
     state, resumed_from = read_resume(cfg) if cfg.resume else (None, None)
     if state is not None:
-        check_width(state, resumed_from, embed_dim=loader.embed_dim, flag="--train-shards",
-                    shards=shards_text(cfg.train_shards))
-        pos, resumed_line = resume_loader(loader, state, resumed_from, env)
+        pos, resumed_line = resume_loader(loader, state, resumed_from, env, named=shards_text(cfg.train_shards))
         plan = resumed_plan(plan, cfg, pos, loader)
     else:
         pos, resumed_line = Position(), ""
