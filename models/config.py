@@ -121,8 +121,8 @@ class RunPlan(NamedTuple):
 def plan_run(cfg: TrainConfig, *, steps_per_epoch: int, samples_per_epoch: int) -> RunPlan:
     """`--max-steps` wins over `--epochs`: training continues across epochs until it is reached."""
     if steps_per_epoch < 1:
-        raise ShardSourceError(f"--train-shards {shards_text(cfg.train_shards)}: fewer samples per process than one batch of "
-                               f"--batch-size {cfg.batch_size}")
+        raise ShardSourceError(f"--train-shards {shards_text(cfg.train_shards)}: fewer samples per process than one "
+                               f"batch of --batch-size {cfg.batch_size}")
     if cfg.max_steps is not None:
         total = cfg.max_steps
         limit = f"--max-steps {total}, {total / steps_per_epoch:.1f} epochs of {steps_per_epoch} steps"

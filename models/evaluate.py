@@ -37,7 +37,7 @@ from PIL import Image
 
 from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader, resolve_source
 from loaders.coco_dataset import clip_transform
-from shardgen.format import Manifest, is_remote, read_manifest
+from shardgen.format import EMBED_DIM, Manifest, is_remote, read_manifest
 from shardgen.config import config_from_options
 from shardgen.format.errors import HANDLED, report
 
@@ -129,7 +129,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
     """The trained model of a checkpoint file or run folder, in eval mode. Raises CheckpointError."""
     state, path = load_checkpoint(checkpoint)
     width = checkpoint_width(state)
-    model = CLIPModel(ImageEncoder(state["config"]["arch"], pretrained=False), **({"embed_dim": width} if width else {}))
+    model = CLIPModel(ImageEncoder(state["config"]["arch"], pretrained=False), embed_dim=width or EMBED_DIM)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

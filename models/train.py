@@ -152,13 +152,15 @@ def check_fresh_out(out: Path) -> None:
 
 
 def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resumed_from: Path | None) -> None:
-    """`params.json`: the configuration and what it resolved to on these shards and machines."""
+    """`params.json`: the configuration, resolved on these shards and machines (a resume keeps the last one)."""
     params = {"config": asdict(cfg), "total_steps": plan.total_steps, "limit": plan.limit,
               "warmup_steps": plan.warmup_steps, "steps_per_epoch": plan.steps_per_epoch,
               "samples_per_epoch": plan.samples_per_epoch * env.world, "world_size": env.world,
               "device": str(env.device), "resumed_from": str(resumed_from) if resumed_from else None}
     tmp = out / "params.json.tmp"
     tmp.write_text(json.dumps(params, indent=2) + "\n")
+    if resumed_from is not None and (out / "params.json").is_file():
+        os.replace(out / "params.json", out / f"params-{1 + len(list(out.glob('params-*.json')))}.json")
     os.replace(tmp, out / "params.json")
 
 
@@ -282,13 +284,9 @@ def _train(cfg: TrainConfig) -> dict:
         if env.is_main else None
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
-        log.say(start_line(cfg, plan, run, env))
-        if loader.sources:
-            log.say(f"train: {mix_line(loader)}")
-        for warning in warnings:
-            log.say(f"train: warning: {warning}")
-        if resumed_line:
-            log.say(f"train: {resumed_line}")
+        notes = [mix_line(loader) if loader.sources else "", *(f"warning: {w}" for w in warnings), resumed_line]
+        for line in (start_line(cfg, plan, run, env), *(f"train: {note}" for note in notes if note)):
+            log.say(line)
 
     def save(at: Position) -> Path | None:  # `at.batches`: the device loader may hold one batch more than used
         return writer.save(run.state_dict(at, cfg, source.state_dict(batches=at.batches)), step=at.step) \
@@ -301,8 +299,10 @@ def _train(cfg: TrainConfig) -> dict:
     except KeyboardInterrupt as exc:
         with interrupts_deferred():
             ckpt = save(pos)
-        raise TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out,
-                                  signum=getattr(exc, "signum", signal.SIGINT)) from None
+            stop = TrainingInterrupted(pos.step, str(ckpt) if ckpt else None, resume=cfg.out,
+                                       signum=getattr(exc, "signum", signal.SIGINT))
+            log.record(f"train: {stop}")  # the stop line (the same line on stderr is the exit's, `report`)
+        raise stop from None
     finally:
         source.close()  # the loader's worker processes, now rather than when collected
         if metrics:
@@ -311,6 +311,7 @@ def _train(cfg: TrainConfig) -> dict:
     if writer:  # the end of the run, unless the last step was just saved
         ckpt = save(pos) if writer.saved_step != pos.step else out / LATEST
     summary = {"steps": pos.step, "last_loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
+    log.say(f"train: done at step {pos.step}, last loss {last_loss:.4f}, checkpoint {ckpt}")
     summary.update(evaluate_and_draw(out, cfg, env))
     if dist.is_initialized():
         dist.barrier()

@@ -23,7 +23,7 @@ EPILOG = """examples:
   shardgen init-encoder models/clip-random --size full
   shardgen build --coco-root data/sample --split train --out shards/train --text-encoder models/clip-random
   shardgen build --coco-root data/coco --karpathy data/dataset_coco.json --split test --out shards/karpathy_test
-  shardgen build --karpathy data/dataset_flickr30k.json --image-root data/flickr30k-images --split test --out shards/f30k_test
+  shardgen build --karpathy dataset_flickr30k.json --image-root flickr30k-images --split test --out shards/f30k
   shardgen build --captions data/captions.csv --image-root data/photos --out shards/photos
   shardgen build --webdataset 'data/laion/{00000..00009}.tar' --out shards/laion
   shardgen verify shards/train

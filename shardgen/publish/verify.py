@@ -1,12 +1,12 @@
 """`shardgen verify`: recount and checksum every shard against the manifest and check every sample.
 
-The manifest's `embed_dim` is the width every sample's embedding rows must have. Per shard (read no further than `SLACK_BYTES` past the manifest's
-`n_bytes`): size and sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: every
-field of the sample schema (`format.schema`, through `format.parse_sample`: exactly the schema's members, a JSON
-object whose image id the key spells, at least one caption, float16 embeddings loaded without
-pickle (`[n_captions, embed_dim]`), `txt` the first caption, and any field added since), then the JPEG decodes to the recorded size and the
-embedding rows are finite and unit-norm. Every
-problem is listed (exit 1); a source that cannot be read at all (credentials, network) is a `UserError`.
+The manifest's `embed_dim` is the width every sample's embedding rows must have. Per shard (read no further than
+`SLACK_BYTES` past the manifest's `n_bytes`): size and sha256 equal the manifest, the tar parses to the end, the
+count matches. Per sample: every field of the sample schema (`format.schema`, through `format.parse_sample`:
+exactly the schema's members, a JSON object whose image id the key spells, at least one caption, float16
+`[n_captions, embed_dim]` embeddings loaded without pickle, `txt` the first caption, and any field added since),
+then the JPEG decodes to the recorded size and the embedding rows are finite and unit-norm. Every problem is
+listed (exit 1); a source that cannot be read at all (credentials, network) is a `UserError`.
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def init_encoder(out_dir: str | Path, *, size: str = "full", seed: int = 0, bpe_
     if len(tokenizer) != CLIP_VOCAB_SIZE:
         raise UserError(f"tokenizer built from {vocab_file} has {len(tokenizer)} tokens, expected {CLIP_VOCAB_SIZE}")
     tokenizer.save_pretrained(out)
-    config = CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=CONTEXT_LENGTH, projection_dim=projection_dim,
+    config = CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=CONTEXT_LENGTH,
+                            projection_dim=projection_dim,
                             hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
                             **SIZES[size])
     torch.manual_seed(seed)
