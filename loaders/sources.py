@@ -118,6 +118,7 @@ def resolve_source(source, *, storage_options: dict | None = None, embed_dim: in
     if not urls:
         raise SourceError("no shards given")
     counts_by_folder: dict[str, dict[str, int]] = {}
+    manifests: dict[str, Manifest] = {}  # by folder: a list over several folders is checked like several sources
     manifest = None
     counts = []
     for url in urls:
@@ -128,7 +129,9 @@ def resolve_source(source, *, storage_options: dict | None = None, embed_dim: in
             except SchemaError as exc:
                 raise SourceError(str(exc)) from exc
             if m is not None:
-                _check(m, folder, embed_dim if manifest is None else manifest.embed_dim)
+                _check(m, folder, embed_dim)
+                manifests[folder] = m
+                check_compatible(manifests)
                 manifest = manifest or m
                 counts_by_folder[folder] = {s.name: s.n_samples for s in m.shards}
             else:
@@ -167,7 +170,7 @@ def resolve_sources(sources: list, *, weights: tuple[float, ...] | None = None, 
     if weights is not None and len(weights) != len(names):
         raise SourceError(f"{len(weights)} weights for {len(names)} sources ({', '.join(names)}): give one each")
     parts = tuple(resolve_source(s, storage_options=storage_options, embed_dim=embed_dim) for s in sources)
-    check_compatible(names, parts)
+    check_compatible({n: p.manifest for n, p in zip(names, parts) if p.manifest is not None})
     urls = [u for p in parts for u in p.urls]
     if len(set(urls)) < len(urls):
         twice = next(u for u in urls if urls.count(u) > 1)
@@ -193,10 +196,10 @@ def encoder_name(manifest: Manifest) -> str:
     return str(info.get("fingerprint") or info.get("path") or info.get("name") or "?")
 
 
-def check_compatible(names: tuple[str, ...], parts: tuple[ShardSet, ...]) -> None:
-    """Sources can be read together: one text encoder, one embedding width, one stored image size (else
-    `SourceError` naming each source's); different crop modes are a warning naming them."""
-    known = [(n, p.manifest) for n, p in zip(names, parts) if p.manifest is not None]
+def check_compatible(manifests: dict[str, Manifest]) -> None:
+    """Sources (their manifests, by name) can be read together: one text encoder, one embedding width, one stored
+    image size (else `SourceError` naming each source's); different crop modes are a warning naming them."""
+    known = list(manifests.items())
     for what, value, fix in (
             ("text encoders", encoder_name, "their embeddings live in different spaces: build every set with one "
              "--text-encoder"),

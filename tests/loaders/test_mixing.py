@@ -195,3 +195,13 @@ def test_crop_modes_are_named_in_a_warning(train_shards, val_shards, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="loaders"):
         make_loader([str(train_shards), str(other)], batch_size=4)
     assert "different crop modes" in caplog.text and "none" in caplog.text and "center" in caplog.text
+
+
+def test_a_url_list_over_two_folders_is_checked_like_two_sources(train_shards, val_shards, tmp_path):
+    """A `::` list (or a list of URLs) of two encoders' shards no longer trains without a word."""
+    other = _edited(val_shards, tmp_path / "val", lambda m: m["text_encoder"].update(path="/elsewhere/tower"))
+    first = sorted(train_shards.glob("*.tar"))[0]
+    with pytest.raises(SourceError, match="different text encoders"):
+        make_loader(f"{first}::{sorted(other.glob('*.tar'))[0]}", batch_size=4)
+    same = sorted(val_shards.glob("*.tar"))[0]
+    assert len(make_loader(f"{first}::{same}", batch_size=5)) == 3  # 10 + 5 samples
