@@ -9,6 +9,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loaders import SourceError, StateError, make_loader
@@ -205,3 +206,36 @@ def test_a_url_list_over_two_folders_is_checked_like_two_sources(train_shards, v
         make_loader(f"{first}::{sorted(other.glob('*.tar'))[0]}", batch_size=4)
     same = sorted(val_shards.glob("*.tar"))[0]
     assert len(make_loader(f"{first}::{same}", batch_size=5)) == 3  # 10 + 5 samples
+
+
+def _drawn(pieces) -> Counter:
+    return Counter((int(s), i) for s, a, n in zip(pieces.shard, pieces.start, pieces.length) for i in range(a, a + n))
+
+
+def test_the_plan_of_a_mixed_epoch_at_scale():
+    """Three sets of 20 + 7 shards, 3000 samples 0.5/0.3/0.2: quotas per set; 4 ranks × 3 workers read exactly the
+    plan's draws; a set's own stream covers its samples evenly across epochs; every run is inside its shard."""
+    from loaders.mixing import mixed_pieces
+    from loaders.plan import plan_worker
+
+    counts = (100,) * 20 + (37,) * 7 + (15,)
+    shard_source = (0,) * 20 + (1,) * 7 + (2,)
+    q = quotas([0.5, 0.3, 0.2], 3000)
+    pieces = mixed_pieces(counts, shard_source, q, seed=1, epoch=4, shuffle=True)
+    drawn = _drawn(pieces)
+    assert all(0 <= i < counts[s] for s, i in drawn)
+    assert [sum(v for (s, _), v in drawn.items() if shard_source[s] == k) for k in range(3)] == list(q)
+    read = Counter()
+    for rank in range(4):
+        for worker in range(3):
+            spans, sizes = plan_worker(list(counts), rank=rank, world_size=4, worker=worker, num_workers=3,
+                                       batch_size=25, seed=1, epoch=4, drop_last=True, pieces=pieces)
+            read.update((s.shard, i) for s in spans for i in range(s.start, s.stop))
+    assert read == drawn  # 3000 = 4 × 750 = 4 × 30 batches of 25: nothing padded, nothing dropped
+    small = Counter()  # set 2 holds 15 samples, takes 600 per epoch: 40 of its own epochs each
+    for epoch in range(3):
+        small.update(k for k in _drawn(mixed_pieces(counts, shard_source, q, seed=1, epoch=epoch, shuffle=True))
+                     .elements() if shard_source[k[0]] == 2)
+    assert set(small.values()) == {120}
+    other = mixed_pieces(counts, shard_source, q, seed=1, epoch=5, shuffle=True)
+    assert not all(np.array_equal(a, b) for a, b in zip(pieces, other))  # another epoch, another stream
