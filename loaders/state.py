@@ -140,7 +140,8 @@ def check_fits(saved: EpochState, *, n_samples: int, n_shards: int, shards: str 
                          f"hold {n_samples} in {n_shards}")
     if saved.shards is not None and shards is not None and saved.shards != shards:
         raise StateError("the loader state is of other shards (same counts, other contents: the folder was rebuilt "
-                         "or holds another build); continuing would read another epoch")
+                         "or holds another build, or the sets are mixed with other weights); continuing would read "
+                         "another epoch")
     if saved.shards is None and shards is not None:
         log.warning("the loader state names no shard set (written by an older version): only the shards' counts "
                     "were checked")

@@ -81,12 +81,15 @@ def test_another_width_is_one_line_on_resume_and_evaluation(wide_run, small_shar
     assert code == 2 and "768-d" in line and "512-d" in line and "--train-shards" in line
 
 
-def test_init_encoder_makes_a_tower_of_another_width(tmp_path):
+def test_init_encoder_makes_a_tower_of_another_width(tmp_path, capsys):
+    from shardgen.cli.main import main as shardgen_main
     from shardgen.text.encoder import TextEncoder
-    from shardgen.text.random_init import init_encoder
 
-    encoder = TextEncoder(str(init_encoder(tmp_path / "enc", size="tiny", projection_dim=WIDE)))
+    assert shardgen_main(["init-encoder", str(tmp_path / "enc"), "--size", "tiny", "--projection-dim", "768"]) == 0
+    assert "768-d" in capsys.readouterr().out
+    encoder = TextEncoder(str(tmp_path / "enc"))
     assert encoder.embed_dim == WIDE and encoder.encode(["a photo"]).shape == (1, WIDE)
+    assert shardgen_main(["init-encoder", str(tmp_path / "bad"), "--size", "tiny", "--projection-dim", "0"]) == 2
 
 
 @pytest.mark.xfail(strict=True, reason="the build writes 512-d rows whatever the encoder until shardgen/text/cache.py "
