@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
-
-from shardgen.format import EMBED_DIM
 
 from .decode import available_backends
 
@@ -36,7 +35,9 @@ class LoaderConfig:
     prefetch_factor: int = 2
     persistent_workers: bool = True  # keep worker processes between epochs
     gil_switch_interval: float | None = 2e-4  # while iterating with decode threads; None = leave Python's default
-    embed_dim: int = EMBED_DIM
+    embed_dim: int | None = None  # the text embeddings' width; None: the manifest's (512 without one)
+    weights: tuple[float, ...] | None = None  # several sources: each one's share of an epoch (loaders.mixing)
+    epoch_samples: int | None = None  # samples per mixed epoch; default: every source's samples together
     retries: int = 3  # remote shards: reopen and continue after transient errors
     retry_backoff: float = 0.5
     storage_options: dict = field(default_factory=dict)
@@ -64,6 +65,19 @@ class LoaderConfig:
             raise ValueError(f"backend must be 'auto' or one of {available_backends()}, got {self.backend!r}")
         if self.shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+        if self.embed_dim is not None and (type(self.embed_dim) is not int or self.embed_dim < 1):
+            raise ValueError(f"embed_dim must be a whole number >= 1 (None: the manifest's), got {self.embed_dim!r}")
+        if self.weights is not None:
+            object.__setattr__(self, "weights", tuple(self.weights))  # a list from a command line or JSON
+            if not self.weights or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                           and math.isfinite(w) and w >= 0 for w in self.weights) \
+                    or not sum(self.weights) > 0:
+                raise ValueError(f"weights must be numbers >= 0, not all 0, got {list(self.weights)}")
+        if self.epoch_samples is not None and (type(self.epoch_samples) is not int or self.epoch_samples < 1):
+            raise ValueError(f"epoch_samples must be a whole number >= 1, got {self.epoch_samples!r}")
+        if self.resampled and (self.weights is not None or self.epoch_samples is not None):
+            raise ValueError("resampled=True does not combine with weights or epoch_samples: a mixed epoch draws "
+                             "its quota from each source, cycling a short one")
 
     @property
     def workers(self) -> int:

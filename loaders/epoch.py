@@ -23,6 +23,7 @@ from .config import LoaderConfig
 from .errors import LoaderError
 from .plan import (
     Layout,
+    Pieces,
     Span,
     batches_per_rank,
     plan_remainder,
@@ -32,6 +33,7 @@ from .plan import (
     shuffle_rng,
     worker_batch_sizes,
 )
+from .mixing import mixed_pieces
 from .records import Record, RecordParser
 from .shuffle import Taker, iter_shuffled
 from .sources import ShardSet
@@ -63,6 +65,8 @@ class EpochPipeline:
         self.shards, self.cfg, self.rank, self.world_size = shards, cfg, rank, world_size
         self.image_size, self.backend = image_size, backend
         self.remaining: np.ndarray | None = None  # a resumed epoch's stream positions not yet seen (loaders.state)
+        # batch["source"]: records carry their shard's URL (as shown in messages)
+        self.source_of = {redact(url): shards.source_of(i) for i, url in enumerate(shards.urls)}
 
     @property
     def layout(self) -> Layout:
@@ -75,17 +79,25 @@ class EpochPipeline:
         return batches_per_rank(self.shards.n_samples, world_size=self.world_size, batch_size=self.cfg.batch_size,
                                 drop_last=self.cfg.drop_last)
 
+    def pieces(self, epoch: int) -> Pieces | None:
+        """A mixed epoch's stream (`loaders.mixing`); None for one set's (its shards whole, `plan`)."""
+        shards = self.shards
+        if not shards.quotas:
+            return None
+        return mixed_pieces(tuple(shards.counts), shards.shard_source, shards.quotas, seed=self.cfg.seed,
+                            epoch=epoch, shuffle=self.cfg.shuffle)
+
     def plan(self, worker: int, epoch: int, *, resumed: bool = False) -> tuple[list[Span], list[int]]:
         """The spans producer `worker` reads in `epoch` (`resumed`: in what is left of it, `self.remaining`), and
         the sizes of the batches it makes of them."""
         cfg = self.cfg
         if resumed and self.remaining is not None:
             return plan_remainder(self.shards.counts, self.remaining, self.layout, rank=self.rank, worker=worker,
-                                  seed=cfg.seed, epoch=epoch, shuffle=cfg.shuffle)
+                                  seed=cfg.seed, epoch=epoch, shuffle=cfg.shuffle, pieces=self.pieces(epoch))
         if not cfg.resampled:
             return plan_worker(self.shards.counts, rank=self.rank, world_size=self.world_size, worker=worker,
                                num_workers=cfg.workers, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                               shuffle=cfg.shuffle, drop_last=cfg.drop_last)
+                               shuffle=cfg.shuffle, drop_last=cfg.drop_last, pieces=self.pieces(epoch))
         n_rank = rank_samples(self.shards.n_samples, world_size=self.world_size, drop_last=cfg.drop_last)
         sizes = worker_batch_sizes(n_rank, batch_size=cfg.batch_size, num_workers=cfg.workers, worker=worker,
                                    drop_last=cfg.drop_last)
@@ -172,8 +184,11 @@ class EpochPipeline:
 
     def collate(self, records: list[Record], carried: tuple) -> dict:
         cfg = self.cfg
-        return collate(records, caption=cfg.caption, embed_dim=cfg.embed_dim, jpeg=cfg.decode == "gpu",
-                       carried=carried)
+        batch = collate(records, caption=cfg.caption, embed_dim=cfg.embed_dim, jpeg=cfg.decode == "gpu",
+                        carried=carried)
+        source_of = self.source_of
+        batch["source"] = np.array([source_of[r.url] for r in records], dtype=np.int64)  # [B]
+        return batch
 
     def finish(self, records: list[Record], batch: dict, pixels, futures: list, *, raw: Taker, decoder: Decoder,
                skip, draw, memory, carried: tuple) -> dict:

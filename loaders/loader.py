@@ -9,9 +9,11 @@ of shared memory, and are turned into tensors (and pinned, on a background threa
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 from torch.utils.data import DataLoader
@@ -20,7 +22,7 @@ from .batches import to_torch
 from .config import LoaderConfig
 from .plan import rank_batches
 from .slots import SlotRing
-from .sources import resolve_source
+from .sources import is_url_list, resolve_source, resolve_sources
 from .state import EpochState, Segment, parse_state, plan_resume, shards_identity
 from .stream import ShardStream
 from .workers import WorkerPool
@@ -114,6 +116,16 @@ class ShardLoader:
     @property
     def epoch(self) -> int:
         return self.dataset.epoch
+
+    @property
+    def embed_dim(self) -> int:
+        """The width of the batches' text embeddings (the manifest's)."""
+        return self.cfg.embed_dim
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The sources as given when several (`batch["source"]` indexes them), else ()."""
+        return self.dataset.shards.names
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -237,14 +249,32 @@ def in_background(items: Iterator, *, depth: int) -> Iterator:
 
 def make_loader(source, *, batch_size: int, num_workers: int = 0, shuffle: bool = True, seed: int = 0,
                 caption: str = "random", **options) -> ShardLoader:
-    """Stream shards as batches: see `LoaderConfig` for the options and docs/ for the batch keys."""
+    """Stream shards as batches: see `LoaderConfig` for the options and docs/ for the batch keys. `source`: a
+    shard folder or URL, a brace pattern, a list of shard URLs, or a list of such sources (with `weights=[...]`
+    and `epoch_samples=N`: mixed, `loaders.mixing`; without: concatenated)."""
     cfg = LoaderConfig(batch_size=batch_size, num_workers=num_workers, shuffle=shuffle, seed=seed, caption=caption,
                        **options)
-    shards = resolve_source(source, storage_options=cfg.storage_options, embed_dim=cfg.embed_dim)
+    shards = open_sources(source, cfg)
+    if cfg.embed_dim is None:
+        cfg = replace(cfg, embed_dim=shards.embed_dim)
     rank, world = cfg.rank_world()
     dataset = ShardStream(shards, cfg, rank=rank, world_size=world)
     pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
     return ShardLoader(dataset, pin_memory=pin)
+
+
+def open_sources(source, cfg: LoaderConfig):
+    """The `ShardSet` of `source` under `cfg` (one set, a list of shard URLs, or several sources). Raises
+    SourceError."""
+    mixed = cfg.weights is not None or cfg.epoch_samples is not None
+    if isinstance(source, (str, os.PathLike)):
+        if not mixed:
+            return resolve_source(source, storage_options=cfg.storage_options, embed_dim=cfg.embed_dim)
+        source = [source]
+    elif is_url_list(source) and not mixed:
+        return resolve_source(source, storage_options=cfg.storage_options, embed_dim=cfg.embed_dim)
+    return resolve_sources(list(source), weights=cfg.weights, epoch_samples=cfg.epoch_samples,
+                           storage_options=cfg.storage_options, embed_dim=cfg.embed_dim)
 
 
 def _as_is(batch: dict) -> dict:

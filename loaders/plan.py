@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,27 @@ class Span:
 
     def __len__(self) -> int:
         return self.stop - self.start - len(self.skip)
+
+
+class Pieces(NamedTuple):
+    """An epoch's stream as runs of consecutive samples: run k is samples [start[k], start[k] + length[k]) of
+    shard `shard[k]` (int64 arrays). One set's stream is its whole shards in shuffled order (`whole_shards`); a
+    mixed epoch's is chunks of several sets' shards (`loaders.mixing`)."""
+
+    shard: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Stream position of each run's first sample, and the stream's length last."""
+        return np.concatenate([[0], np.cumsum(self.length)]).astype(np.int64)
+
+
+def whole_shards(counts: list[int], order: list[int]) -> Pieces:
+    """The stream of the shards in `order`, each read whole."""
+    shard = np.asarray(order, dtype=np.int64)
+    return Pieces(shard, np.zeros(len(order), dtype=np.int64), np.asarray(counts, dtype=np.int64)[shard])
 
 
 @dataclass(frozen=True)
@@ -78,17 +100,17 @@ def shard_order(n_shards: int, *, seed: int, epoch: int, shuffle: bool) -> list[
     return [int(i) for i in np.random.default_rng([seed, epoch, 0x5EED]).permutation(n_shards)]
 
 
-def _positions_to_spans(order: list[int], counts: list[int], start: int, length: int) -> list[Span]:
-    """Spans covering `length` stream positions from `start` (mod N) in the stream of shards in `order`."""
-    total = sum(counts)
-    offsets = np.cumsum([0] + [counts[s] for s in order])
+def _positions_to_spans(pieces: Pieces, start: int, length: int) -> list[Span]:
+    """Spans covering `length` stream positions from `start` (mod N) of the stream `pieces`."""
+    offsets = pieces.offsets
+    total = int(offsets[-1])
     spans: list[Span] = []
     pos, left = start % total if total else 0, length
     while left > 0:
-        k = int(np.searchsorted(offsets, pos, side="right") - 1)  # index into order
-        shard = order[k]
-        inner = pos - int(offsets[k])
-        take = min(left, counts[shard] - inner)
+        k = int(np.searchsorted(offsets, pos, side="right") - 1)  # index into the runs
+        shard = int(pieces.shard[k])
+        inner = int(pieces.start[k]) + pos - int(offsets[k])
+        take = min(left, int(offsets[k + 1]) - pos)
         if spans and spans[-1].shard == shard and spans[-1].stop == inner:
             spans[-1] = Span(shard, spans[-1].start, inner + take)
         else:
@@ -107,17 +129,25 @@ def worker_share(n_total: int, layout: Layout, *, rank: int, worker: int) -> tup
     return rank * n_rank + sum(sum(s) for s in sizes[:worker]), sizes[worker]
 
 
+def epoch_pieces(counts: list[int], *, seed: int, epoch: int, shuffle: bool, pieces: Pieces | None) -> Pieces:
+    """The epoch's stream: `pieces` when given (a mixed epoch), else the shards whole in shuffled order."""
+    if pieces is not None:
+        return pieces
+    return whole_shards(counts, shard_order(len(counts), seed=seed, epoch=epoch, shuffle=shuffle))
+
+
 def plan_worker(counts: list[int], *, rank: int, world_size: int, worker: int, num_workers: int,
                 batch_size: int, seed: int, epoch: int, shuffle: bool = True,
-                drop_last: bool = False) -> tuple[list[Span], list[int]]:
-    """(spans to read, batch sizes to yield) for one worker of one rank in one epoch."""
-    n_total = sum(counts)
+                drop_last: bool = False, pieces: Pieces | None = None) -> tuple[list[Span], list[int]]:
+    """(spans to read, batch sizes to yield) for one worker of one rank in one epoch (`pieces`: the epoch's
+    stream when it is not the shards whole, `loaders.mixing`)."""
+    stream = epoch_pieces(counts, seed=seed, epoch=epoch, shuffle=shuffle, pieces=pieces)
+    n_total = int(stream.length.sum())
     if n_total == 0:
         return [], []
     layout = Layout(world_size, num_workers, batch_size, drop_last)
     start, sizes = worker_share(n_total, layout, rank=rank, worker=worker)
-    order = shard_order(len(counts), seed=seed, epoch=epoch, shuffle=shuffle)
-    return _positions_to_spans(order, counts, start, sum(sizes)), sizes
+    return _positions_to_spans(stream, start, sum(sizes)), sizes
 
 
 def shuffle_rng(seed: int, epoch: int, rank: int, worker: int) -> np.random.Generator:
@@ -156,31 +186,31 @@ def seen_positions(stream: np.ndarray, layout: Layout, *, rank_batches_done: int
 
 
 def plan_remainder(counts: list[int], stream: np.ndarray, layout: Layout, *, rank: int, worker: int, seed: int,
-                   epoch: int, shuffle: bool) -> tuple[list[Span], list[int]]:
+                   epoch: int, shuffle: bool, pieces: Pieces | None = None) -> tuple[list[Span], list[int]]:
     """`plan_worker` for a resumed epoch: the share of producer `worker` of `rank` in `stream`, the positions of
     the epoch's stream not yet seen (in order), as spans whose gaps are skipped."""
     if not len(stream):
         return [], []
     start, sizes = worker_share(len(stream), layout, rank=rank, worker=worker)
     positions = stream[(start + np.arange(sum(sizes))) % len(stream)]
-    order = shard_order(len(counts), seed=seed, epoch=epoch, shuffle=shuffle)
-    return _stream_spans(order, counts, positions), sizes
+    runs = epoch_pieces(counts, seed=seed, epoch=epoch, shuffle=shuffle, pieces=pieces)
+    return _stream_spans(runs, positions), sizes
 
 
-def _stream_spans(order: list[int], counts: list[int], positions: np.ndarray) -> list[Span]:
-    """Spans reading exactly `positions` (stream positions of the shards in `order`), in that order."""
+def _stream_spans(pieces: Pieces, positions: np.ndarray) -> list[Span]:
+    """Spans reading exactly `positions` (positions of the stream `pieces`), in that order."""
     if not len(positions):
         return []
-    offsets = np.cumsum([0] + [counts[s] for s in order])
-    k = np.searchsorted(offsets, positions, side="right") - 1  # index into order
-    inner = positions - offsets[k]
+    offsets = pieces.offsets
+    k = np.searchsorted(offsets, positions, side="right") - 1  # index into the runs
+    inner = pieces.start[k] + positions - offsets[k]
     breaks = np.flatnonzero((np.diff(k) != 0) | (np.diff(positions) <= 0)) + 1  # another shard, or a wrap
     spans = []
     for piece in np.split(np.arange(len(positions)), breaks):
         kept = inner[piece].tolist()
         lo, hi = kept[0], kept[-1] + 1
         skip = frozenset(range(lo, hi)).difference(kept) if hi - lo > len(kept) else frozenset()
-        spans.append(Span(order[int(k[piece[0]])], lo, hi, skip))
+        spans.append(Span(int(pieces.shard[int(k[piece[0]])]), lo, hi, skip))
     return spans
 
 

@@ -42,7 +42,12 @@ MAX_SEED = (1 << 64) - 1
 
 def shards_identity(shards: ShardSet) -> str | None:
     """A digest of the shards' names and sha256s in order, from their manifest; None when the shards are not
-    exactly the manifest's list (URLs given one by one, sizes.json): then only their counts can be compared."""
+    exactly the manifest's list (URLs given one by one, sizes.json): then only their counts can be compared.
+    Several sources: a digest of each one's identity (or URLs and counts) and its quota."""
+    if shards.parts:
+        return hashlib.sha256("".join(
+            f"{shards_identity(p) or [p.urls, p.counts]}\0{shards.quotas[i] if shards.quotas else '-'}\n"
+            for i, p in enumerate(shards.parts)).encode()).hexdigest()
     manifest = shards.manifest
     if manifest is None or [u.rsplit("/", 1)[-1] for u in shards.urls] != [s.name for s in manifest.shards]:
         return None
@@ -135,7 +140,8 @@ def check_fits(saved: EpochState, *, n_samples: int, n_shards: int, shards: str 
                          f"hold {n_samples} in {n_shards}")
     if saved.shards is not None and shards is not None and saved.shards != shards:
         raise StateError("the loader state is of other shards (same counts, other contents: the folder was rebuilt "
-                         "or holds another build); continuing would read another epoch")
+                         "or holds another build, or the sets are mixed with other weights); continuing would read "
+                         "another epoch")
     if saved.shards is None and shards is not None:
         log.warning("the loader state names no shard set (written by an older version): only the shards' counts "
                     "were checked")

@@ -61,6 +61,29 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
+HEAD_OUT = "head.2.weight"  # the projection head's last layer: [embed_dim, hidden]
+
+
+def checkpoint_width(state: dict) -> int | None:
+    """The width of the embeddings the checkpoint's model makes: recorded (`embed_dim`), else its head's output
+    rows (checkpoints written before it was recorded), None when neither says."""
+    recorded = state.get("embed_dim")
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        return recorded
+    weight = state["model"].get(HEAD_OUT) if isinstance(state["model"], dict) else None
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
+
+
+def check_width(state: dict, path: Path, *, embed_dim: int, flag: str, shards: str) -> None:
+    """The checkpoint's head makes `embed_dim`-wide embeddings, the width of the shards' text embeddings (given
+    with `flag`). Raises CheckpointError (one line)."""
+    width = checkpoint_width(state)
+    if width is not None and width != embed_dim:
+        raise CheckpointError(f"{path}: its projection head makes {width}-d embeddings; {flag} {shards} hold "
+                              f"{embed_dim}-d text embeddings (another text tower): use shards built with the "
+                              "checkpoint's text encoder")
+
+
 def step_files(folder: Path) -> list[Path]:
     """The folder's `step-*.pt` files, newest step first."""
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_FILE.fullmatch(p.name))]

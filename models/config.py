@@ -9,13 +9,16 @@ there and nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from loaders.config import LoaderConfig
 
 from .errors import ShardSourceError
 from .image_encoder import ARCHS
 from .schedule import clipped_warmup
+
+if TYPE_CHECKING:
+    from .checkpoint import Position
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -25,11 +28,24 @@ def default_loader() -> LoaderConfig:
     return LoaderConfig(batch_size=128, num_workers=4, drop_last=True)
 
 
+def as_sources(shards: str | list[str] | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """One shard set as its string, several as a tuple (a list from a command line or a checkpoint's JSON)."""
+    if shards is None or isinstance(shards, str):
+        return shards
+    shards = tuple(str(s) for s in shards)
+    return shards[0] if len(shards) == 1 else shards
+
+
+def shards_text(shards: str | tuple[str, ...] | None) -> str:
+    """The shard sets as typed on a command line (for messages)."""
+    return " ".join(shards) if isinstance(shards, tuple) else str(shards)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    train_shards: str
+    train_shards: str | tuple[str, ...]  # several: mixed by loader.weights, else concatenated
     out: str
-    val_shards: str | None = None
+    val_shards: str | tuple[str, ...] | None = None  # several: one evaluation each
     # batch size, workers, decode threads, crop/flip, decode, seed; training always drops the last partial batch
     loader: LoaderConfig = field(default_factory=default_loader)
     epochs: int = 10
@@ -55,6 +71,8 @@ class TrainConfig:
     tensorboard: bool = False  # also log to OUT/tensorboard/ (needs the tensorboard package)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "train_shards", as_sources(self.train_shards))
+        object.__setattr__(self, "val_shards", as_sources(self.val_shards) or None)
         if not isinstance(self.loader, LoaderConfig):
             raise TypeError(f"loader must be a loaders.LoaderConfig, got {type(self.loader).__name__}")
         for name in ("epochs", "checkpoint_every", "log_every"):
@@ -72,6 +90,12 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
+
+    @property
+    def val_sets(self) -> tuple[str, ...]:
+        """The `--val-shards` sets, each evaluated on its own."""
+        val = self.val_shards
+        return () if not val else (val,) if isinstance(val, str) else val
 
     @property
     def batch_size(self) -> int:
@@ -97,8 +121,8 @@ class RunPlan(NamedTuple):
 def plan_run(cfg: TrainConfig, *, steps_per_epoch: int, samples_per_epoch: int) -> RunPlan:
     """`--max-steps` wins over `--epochs`: training continues across epochs until it is reached."""
     if steps_per_epoch < 1:
-        raise ShardSourceError(f"--train-shards {cfg.train_shards}: fewer samples per process than one batch of "
-                               f"--batch-size {cfg.batch_size}")
+        raise ShardSourceError(f"--train-shards {shards_text(cfg.train_shards)}: fewer samples per process than one "
+                               f"batch of --batch-size {cfg.batch_size}")
     if cfg.max_steps is not None:
         total = cfg.max_steps
         limit = f"--max-steps {total}, {total / steps_per_epoch:.1f} epochs of {steps_per_epoch} steps"
@@ -106,3 +130,24 @@ def plan_run(cfg: TrainConfig, *, steps_per_epoch: int, samples_per_epoch: int) 
         total = cfg.epochs * steps_per_epoch
         limit = f"--epochs {cfg.epochs} × {steps_per_epoch} steps"
     return RunPlan(total, clipped_warmup(cfg.warmup_steps, total), steps_per_epoch, samples_per_epoch, limit)
+
+
+def layout_changes(was: dict, *, world: int, batch_size: int, workers: int) -> list[str]:
+    """What differs from the layout that read the checkpoint's epoch so far (`world size 2 → 1`, ...)."""
+    now = {"world_size": world, "batch_size": batch_size, "workers": workers}
+    names = {"world_size": "world size", "batch_size": "batch size", "workers": "loader workers"}
+    return [f"{names[k]} {was[k]} → {now[k]}" for k in names if was[k] != now[k]]
+
+
+def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunPlan:
+    """With --epochs, the run ends after that many epochs whatever batch size or world size each part used:
+    the steps done, the rest of the current epoch, and the epochs after it."""
+    if cfg.max_steps is not None:
+        return plan._replace(limit=f"--max-steps {cfg.max_steps}: {max(0, cfg.max_steps - pos.step)} steps from "
+                                   f"step {pos.step}, {plan.steps_per_epoch} steps per epoch")
+    epochs_after = max(0, cfg.epochs - pos.epoch - 1)
+    left = loader.batches_in_pass + epochs_after * plan.steps_per_epoch
+    total = pos.step + left if pos.epoch < cfg.epochs else pos.step
+    rest = (f"--epochs {cfg.epochs}: {loader.batches_in_pass} steps to finish epoch {pos.epoch}, then "
+            f"{epochs_after} × {plan.steps_per_epoch} steps; {total - pos.step} steps from step {pos.step}")
+    return plan._replace(total_steps=total, limit=rest)

@@ -13,6 +13,10 @@ with the same frozen text encoder, the one the shards' manifest names unless `--
 to `--out` (default: the checkpoint's folder) as `eval-<shards>-<hash>.json`, named by the shard set evaluated (its
 folder name and a hash of its full path or URL), and so are the pictures (`image_to_text-<shards>-<hash>.png`, ...),
 so evaluating other shards never overwrites a run's results or mixes its pictures.
+
+Several sets in one command (`--shards coco_5k f30k_test --protocol 5k flickr30k-1k`, or one protocol for all):
+each is evaluated as above (its JSON, its pictures), then one table gives a row per set. The checkpoint's head
+must make embeddings of the width the shards' text embeddings have (the manifest's `embed_dim`), else one line.
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ from PIL import Image
 
 from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader, resolve_source
 from loaders.coco_dataset import clip_transform
-from shardgen.format import Manifest, is_remote, read_manifest, redact, write_text_atomic
+from shardgen.format import EMBED_DIM, Manifest, is_remote, read_manifest, redact, write_text_atomic
 from shardgen.config import config_from_options
 from shardgen.format.errors import HANDLED, parser_exit_code, report
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_width, checkpoint_width, load_checkpoint
 from .clip import CLIPModel
 from .curves import METRICS_NAME, write_curves
 from .distributed import auto_device
@@ -45,7 +49,7 @@ from .image_encoder import ImageEncoder
 from .metrics import recall_at_k, recall_at_k_folds
 from .qualitative import qualitative
 from .preflight import own_training_warning
-from .report import chance_levels, format_table, small_split_note
+from .report import chance_levels, format_sets_table, format_table, small_split_note
 
 
 class Protocol(NamedTuple):
@@ -71,7 +75,7 @@ PROTOCOLS = {
 @dataclass(frozen=True)
 class EvalConfig:
     checkpoint: str  # a checkpoint file, or a training --out folder (its latest.pt)
-    shards: str
+    shards: str | tuple[str, ...]  # several: one evaluation each, one table
     device: str = "auto"
     batch_size: int = 64
     queries: tuple[str, ...] = ()
@@ -79,42 +83,68 @@ class EvalConfig:
     show_images: int = 4
     unseen: str | None = None
     out: str | None = None  # default: the checkpoint's folder
-    protocol: str = "all"
+    protocol: str | tuple[str, ...] = "all"  # one for every set, or one per set
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        for name in ("shards", "protocol"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                value = tuple(value)
+                object.__setattr__(self, name, value[0] if len(value) == 1 else value)
+        for protocol in self.protocols:
+            if protocol not in PROTOCOLS:
+                raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        if len(self.protocols) not in (1, len(self.shard_sets)):
+            raise ValueError(f"protocol: {len(self.protocols)} given for {len(self.shard_sets)} shard sets; give one "
+                             "for all or one per set")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.show_images < 0:
             raise ValueError(f"show_images must be >= 0, got {self.show_images}")
+
+    @property
+    def shard_sets(self) -> tuple[str, ...]:
+        return (self.shards,) if isinstance(self.shards, str) else self.shards
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return (self.protocol,) if isinstance(self.protocol, str) else self.protocol
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(shards, protocol) for each set."""
+        protocols = self.protocols * len(self.shard_sets) if len(self.protocols) == 1 else self.protocols
+        return list(zip(self.shard_sets, protocols))
 
 
 class LoadedModel(NamedTuple):
     model: CLIPModel
     path: Path  # the checkpoint file read
     step: int
-    train_shards: str | None = None  # as its training run was given them
+    train_shards: str | list[str] | None = None  # as its training run was given them
+    state: dict | None = None  # the checkpoint read
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """The trained model of a checkpoint file or run folder, in eval mode. Raises CheckpointError."""
     state, path = load_checkpoint(checkpoint)
-    model = CLIPModel(ImageEncoder(state["config"]["arch"], pretrained=False))
+    width = checkpoint_width(state)
+    model = CLIPModel(ImageEncoder(state["config"]["arch"], pretrained=False), embed_dim=width or EMBED_DIM)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: does not fit its own --arch {state['config']['arch']} "
                               f"({str(exc).splitlines()[0]})") from exc
-    return LoadedModel(model.to(device).eval(), path, int(state["step"]), state["config"].get("train_shards"))
+    return LoadedModel(model.to(device).eval(), path, int(state["step"]), state["config"].get("train_shards"),
+                       state)
 
 
-def open_shards(shards: str, *, batch_size: int, flag: str = "--shards"):
-    """The whole shard set in order, in this process alone (also under torchrun: rank 0 evaluates everything).
-    Errors name `flag`, the option the user gave the shards with."""
+def open_shards(shards: str, *, batch_size: int, flag: str = "--shards", embed_dim: int | None = None):
+    """The whole shard set in order, in this process alone (also under torchrun: rank 0 evaluates everything);
+    `embed_dim`: the width its embeddings must have (None: any). Errors name `flag`, the option the user gave the
+    shards with."""
     try:
         return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0, rank=0,
-                           world_size=1)
+                           world_size=1, embed_dim=embed_dim)
     except SourceError as exc:  # no manifest, a bad schema
         raise ShardSourceError(f"{flag} {shards}: {str(exc).removeprefix(redact(shards) + ': ')}") from exc
 
@@ -122,15 +152,19 @@ def open_shards(shards: str, *, batch_size: int, flag: str = "--shards"):
 @torch.no_grad()
 def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_size: int = 64,
                  keep_thumbnails: int | None = 0, flag: str = "--shards") -> dict:
-    """Image embeddings `[N, 512]`, caption embeddings `[M, 512]`, caption owners `[M]`, captions, and thumbnails
+    """Image embeddings `[N, D]`, caption embeddings `[M, D]`, caption owners `[M]`, captions, and thumbnails
     of the first `keep_thumbnails` images (None: of every image, 128 × 128 px: ~2 GB for COCO val2014's 40k)."""
     loader = open_shards(shards, batch_size=batch_size, flag=flag)
+    if loader.embed_dim != model.embed_dim:
+        raise CheckpointError(f"the checkpoint's projection head makes {model.embed_dim}-d embeddings; {flag} "
+                              f"{shards} hold {loader.embed_dim}-d text embeddings (another text tower): evaluate on "
+                              "shards built with the checkpoint's text encoder")
     images, texts, owners, captions, thumbs = [], [], [], [], []
     n_images = 0
     for batch in DeviceLoader(loader, device):
-        images.append(model(batch["image"]).float().cpu())  # [B, 512]
+        images.append(model(batch["image"]).float().cpu())  # [B, D]
         mask = batch["caption_mask"].cpu()  # [B, n]
-        emb = torch.nn.functional.normalize(batch["text_embeddings"].float().cpu(), dim=-1)  # [B, n, 512]
+        emb = torch.nn.functional.normalize(batch["text_embeddings"].float().cpu(), dim=-1)  # [B, n, D]
         for i in range(mask.shape[0]):
             n = int(mask[i].sum())
             texts.append(emb[i, :n])
@@ -150,9 +184,16 @@ def check_protocol(protocol: Protocol, have: int) -> int:
     """The number of images `protocol` ranks out of `have`; UserError when the shards hold too few."""
     if protocol.n_images is not None and protocol.n_images > have:
         raise UserError(f"--protocol {protocol.name} ranks the first {protocol.n_images} images, these shards hold "
-                        f"{have}; build Karpathy's test split for it: shardgen build --karpathy dataset_coco.json "
-                        "--split test")
+                        f"{have}; build Karpathy's test split for it: {karpathy_build(protocol)}")
     return have if protocol.n_images is None else protocol.n_images
+
+
+def karpathy_build(protocol: Protocol) -> str:
+    """The build of the Karpathy test split `protocol` compares with published figures on."""
+    if protocol.dataset == "coco":
+        return "shardgen build --karpathy dataset_coco.json --split test"
+    return (f"shardgen build --karpathy dataset_{protocol.dataset}.json --image-root {protocol.dataset}-images "
+            "--split test")
 
 
 def score(emb: dict, protocol: Protocol = PROTOCOLS["all"]) -> dict:
@@ -253,34 +294,50 @@ def own_training(loaded: LoadedModel, shards: str) -> str | None:
     if not loaded.train_shards or "****@" in loaded.train_shards:
         return None
     try:
-        train_urls = resolve_source(loaded.train_shards).urls
+        train = loaded.train_shards
+        train_urls = [u for t in ([train] if isinstance(train, str) else train) for u in resolve_source(t).urls]
         eval_urls = resolve_source(shards).urls
     except SourceError:
         return None
-    return own_training_warning(eval_urls=eval_urls, train_urls=train_urls, train_shards=loaded.train_shards)
+    return own_training_warning(eval_urls=eval_urls, train_urls=train_urls,
+                                train_shards=train if isinstance(train, str) else " ".join(train))
 
 
 def run(cfg: EvalConfig) -> int:
-    """The CLI's work: Recall@K table and results file, then the retrieval plots."""
+    """The CLI's work: for each shard set its Recall@K table, results file and retrieval plots; with several sets,
+    one table with a row per set at the end."""
     device = torch.device(auto_device() if cfg.device == "auto" else cfg.device)
     unseen = Path(cfg.unseen) if cfg.unseen else None
     if unseen is not None and not unseen.is_dir():
         raise UserError(f"--unseen {unseen}: not a folder")
     loaded = load_model(cfg.checkpoint, device)
-    manifest = manifest_or_none(cfg.shards)
+    manifests = {}
+    for shards, protocol in cfg.pairs():  # every set checked before any work
+        manifests[shards] = manifest_or_none(shards)
+        if manifests[shards] is not None:
+            check_protocol(PROTOCOLS[protocol], manifests[shards].n_samples)
+            check_width(loaded.state, loaded.path, embed_dim=manifests[shards].embed_dim, flag="--shards",
+                        shards=shards)
+    rows = [(shards, evaluate_set(loaded, shards, PROTOCOLS[protocol], manifests[shards], cfg, device=device,
+                                  unseen=unseen)) for shards, protocol in cfg.pairs()]
+    if len(rows) > 1:
+        print(format_sets_table(rows))
+    return 0
+
+
+def evaluate_set(loaded: LoadedModel, shards: str, protocol: Protocol, manifest: Manifest | None, cfg: EvalConfig,
+                 *, device: torch.device, unseen: Path | None) -> dict:
+    """One set: its table, notes, results file and pictures; returns its results."""
     encoder = cfg.text_encoder
     if cfg.queries and encoder is None:
         if manifest is None:
-            raise UserError(f"--query needs --text-encoder: {cfg.shards} has no manifest.json naming the encoder")
-        encoder = locate_text_encoder(manifest, cfg.shards)
-    protocol = PROTOCOLS[cfg.protocol]
-    if manifest is not None:
-        check_protocol(protocol, manifest.n_samples)  # before any work
+            raise UserError(f"--query needs --text-encoder: {shards} has no manifest.json naming the encoder")
+        encoder = locate_text_encoder(manifest, shards)
     thumbs = None if cfg.queries else cfg.show_images  # a query may pick any image; else only the rows shown
-    emb = embed_shards(loaded.model, cfg.shards, device=device, batch_size=cfg.batch_size, keep_thumbnails=thumbs)
+    emb = embed_shards(loaded.model, shards, device=device, batch_size=cfg.batch_size, keep_thumbnails=thumbs)
     result = score(emb, protocol)
     out_dir = Path(cfg.out) if cfg.out else loaded.path.parent
-    print(f"{loaded.path} (step {loaded.step}) on {redact(cfg.shards)}: {result['n_images']} images, "
+    print(f"{loaded.path} (step {loaded.step}) on {redact(str(shards))}: {result['n_images']} images, "
           f"{result['n_captions']} captions ranked in {result['recall_seconds']:.1f} s")
     print(format_table(result))
     note = small_split_note(result["fold_images"])
@@ -288,19 +345,17 @@ def run(cfg: EvalConfig) -> int:
         print(note)
     if protocol.n_images is not None and not is_karpathy_test(manifest, emb["image"].shape[0], protocol):
         name = "" if protocol.dataset == "coco" else "Flickr30k "
-        where = "" if protocol.dataset == "coco" else " --image-root flickr30k-images"
         print(f"note: these shards are not Karpathy's {name}{TEST_IMAGES[protocol.dataset]}-image test split, so the "
-              f"{protocol.name} figures do not compare with published ones (build it: shardgen build --karpathy "
-              f"dataset_{protocol.dataset}.json{where} --split test)")
+              f"{protocol.name} figures do not compare with published ones (build it: {karpathy_build(protocol)})")
     warning = ""
     if manifest is not None and manifest.text_encoder.get("random_init"):
         warning = "random-init text tower (manifest): these pictures check the wiring, not what the model understands"
         print("note: these shards' text embeddings come from a random-init text tower: the numbers and pictures "
               "check the wiring, not what the model understands")
-    own = own_training(loaded, cfg.shards)
+    own = own_training(loaded, shards)
     if own:
         print(f"warning: {own}", file=sys.stderr)
-    print(f"wrote {write_result(out_dir, loaded, cfg.shards, result)}")
+    print(f"wrote {write_result(out_dir, loaded, shards, result)}")
     if (out_dir / METRICS_NAME).is_file():  # a training run's folder: its curves gain this evaluation's point
         print(f"wrote {write_curves(out_dir)}")
     query_emb = None
@@ -310,9 +365,9 @@ def run(cfg: EvalConfig) -> int:
         query_emb = TextEncoder(encoder, device=device).encode(list(cfg.queries))
     for path in qualitative(loaded.model, emb, queries=list(cfg.queries), query_emb=query_emb,
                             n_images=cfg.show_images, unseen=unseen, out_dir=out_dir, device=device,
-                            transform=clip_transform(), warning=warning, label=shards_label(cfg.shards)):
+                            transform=clip_transform(), warning=warning, label=shards_label(shards)):
         print(f"wrote {path}")
-    return 0
+    return result
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -321,7 +376,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a training --out folder (its latest.pt)")
-    p.add_argument("--shards", required=True, help="val shard folder/URL")
+    p.add_argument("--shards", required=True, nargs="+", metavar="SHARDS",
+                   help="val shard folder/URL; several: one evaluation each, one table with a row per set")
     p.add_argument("--device", default=d.device, help="auto = CUDA, else Apple MPS (untested), else CPU")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per forward pass")
     p.add_argument("--query", action="append", default=list(d.queries), help="free-text query (repeatable)")
@@ -330,9 +386,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-images", type=int, default=d.show_images, help="image → caption rows in the plot")
     p.add_argument("--unseen", default=d.unseen, help="folder of arbitrary images to caption-retrieve")
     p.add_argument("--out", default=d.out, help="folder for results and plots (default: the checkpoint's folder)")
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default=d.protocol,
+    p.add_argument("--protocol", choices=list(PROTOCOLS), nargs="+", default=d.protocol,
                    help="all = every image of the shards; 5k = the first 5000 images (Karpathy's test split), "
-                        "all their captions; 1k = mean over 5 folds of 1000 of them")
+                        "all their captions; 1k = mean over 5 folds of 1000 of them; flickr30k-1k = Flickr30k's "
+                        "1000-image test split; one for every --shards set, or one per set")
     return p
 
 

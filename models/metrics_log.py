@@ -70,6 +70,10 @@ class RunLog:
     def say(self, line: str) -> None:
         line = printable_name(redact(line))
         print(line, file=sys.stderr)
+        self.record(line)
+
+    def record(self, line: str) -> None:
+        """`line` in train.log only (a line printed to stderr elsewhere)."""
         if self.path is not None:
             with open_append(self.path) as fh:
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n".encode())

@@ -71,3 +71,13 @@ def own_training_warning(*, eval_urls: list[str], train_urls: list[str], train_s
         return None
     return (f"{shared} of the {len(eval_urls)} --shards files are this checkpoint's own training shards "
             f"({train_shards}): Recall@K here measures memory, not retrieval")
+
+
+def mix_line(loader) -> str:
+    """What each source gives an epoch: `sources: A 36 (75 %), B 12 (25 %) of 48 samples per epoch`."""
+    shards = loader.dataset.shards
+    n = shards.n_samples
+    takes = shards.quotas or tuple(p.n_samples for p in shards.parts)
+    parts = ", ".join(f"{name} {take} ({take / max(n, 1):.0%})" for name, take in zip(shards.names, takes))
+    how = "mixed" if shards.quotas else "concatenated"
+    return f"sources ({how}; batch['source'] indexes them): {parts} of {n} samples per epoch"

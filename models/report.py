@@ -43,3 +43,16 @@ def small_split_note(n_images: int, ks: tuple[int, ...] = KS) -> str | None:
     return (f"note: each ranking holds only {n_images} images, so text → image R@{'/'.join(map(str, full))} "
             f"{'is' if len(full) == 1 else 'are'} 100 by construction; compare with the chance rows, or evaluate "
             "on more images")
+
+
+def format_sets_table(rows: list[tuple[str, dict]]) -> str:
+    """One row per evaluated set (its name, protocol, images, then R@1/5/10 both ways, percent)."""
+    width = max(len("shards"), *(len(name) for name, _ in rows))
+    head = (f"{'shards':<{width}}  {'protocol':<12} {'images':>6}  " + "  ".join(
+        f"{label.replace(' ', '')} R@{k}" for _, label in DIRECTIONS for k in KS))
+    lines = [head]
+    for name, result in rows:
+        cells = [f"{100 * result[f'{d}_R@{k}']:{len(label.replace(' ', '')) + len(f' R@{k}')}.2f}"
+                 for d, label in DIRECTIONS for k in KS]
+        lines.append(f"{name:<{width}}  {result['protocol']:<12} {result['n_images']:>6}  " + "  ".join(cells))
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 
 from shardgen.format import redact_fields
+from shardgen.format.names import EMBED_DIM
 
 from .checkpoint import Position
 from .clip import CLIPModel
@@ -79,8 +80,8 @@ class TrainState:
         passwords."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": pos.step,
-                "loader": loader_state, "rng": torch.get_rng_state(),
-                "config": redact_fields(asdict(cfg))}
+                "loader": loader_state, "rng": torch.get_rng_state(), "config": redact_fields(asdict(cfg)),
+                "embed_dim": self.model.embed_dim}
 
     def load_state_dict(self, state: dict, path: Path) -> None:
         try:
@@ -94,12 +95,14 @@ class TrainState:
         torch.set_rng_state(state["rng"])
 
 
-def build_run(cfg: TrainConfig, plan: RunPlan, env: DistEnv) -> TrainState:
-    """A new run's model, optimizer, schedule and scaler. One that resumes skips the ImageNet weights (and the
-    network): the checkpoint overwrites every weight."""
+def build_run(cfg: TrainConfig, plan: RunPlan, env: DistEnv, *, embed_dim: int = EMBED_DIM) -> TrainState:
+    """A new run's model (its head `embed_dim` wide: the shards' text embeddings), optimizer, schedule and
+    scaler. One that resumes skips the ImageNet weights (and the network): the checkpoint overwrites every
+    weight."""
     precision = resolve_precision(cfg.precision, env.device)
     pretrained = cfg.pretrained and cfg.resume is None
-    model = CLIPModel(ImageEncoder(cfg.arch, pretrained=pretrained, weights_path=None if cfg.resume else cfg.weights))
+    model = CLIPModel(ImageEncoder(cfg.arch, pretrained=pretrained, weights_path=None if cfg.resume else cfg.weights),
+                      embed_dim=embed_dim)
     model = model.to(env.device)
     if env.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one input shape per run: pick the fastest convolutions once
@@ -126,7 +129,7 @@ def train_step(run: TrainState, batch: dict, *, autocast: torch.autocast, grad_c
     run.model.train()
     with autocast:
         image_emb = run.ddp(batch["image"])  # [B, 512]
-    text_emb = torch.nn.functional.normalize(batch["text_embedding"], dim=-1)  # [B, 512]
+    text_emb = torch.nn.functional.normalize(batch["text_embedding"], dim=-1)  # [B, D]
     loss = info_nce_loss(image_emb.float(), text_emb, run.model.scale())
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()  # scaler: a no-op unless fp16

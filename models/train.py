@@ -37,18 +37,20 @@ from .checkpoint import (
     TRAINING_KEYS,
     CheckpointWriter,
     Position,
+    check_width,
     legacy_loader_state,
     load_checkpoint,
     step_files,
 )
 from .clip import parameter_counts
-from .config import PRECISIONS, RunPlan, TrainConfig, plan_run
+from .config import (PRECISIONS, RunPlan, TrainConfig, as_sources, layout_changes, plan_run,  # noqa: F401
+                     resumed_plan, shards_text)
 from .curves import write_curves
 from .distributed import DistEnv, StopVote, group_lost, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, UserError
 from .image_encoder import ARCHS
 from .metrics_log import MetricsLog, Reading, RunLog, Throughput
-from .preflight import check_out_writable, data_warnings
+from .preflight import check_out_writable, data_warnings, mix_line
 from .step import StepStats, TrainState, build_run, make_autocast, train_step
 from .stop import StopRequested, group_broke, interrupts_deferred, stop_requested, stop_signals, stopped
 from .synthetic import SyntheticLoader
@@ -68,9 +70,11 @@ def read_resume(cfg: TrainConfig) -> tuple[dict, Path]:
     return state, path
 
 
-def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Position, str]:
-    """Put `loader` where checkpoint `state` left its epoch (any world size, batch size, workers); returns the
-    run's position and a line saying where it resumed and what changed. Raises CheckpointError."""
+def resume_loader(loader, state: dict, path: Path, env: DistEnv, *, named: str) -> tuple[Position, str]:
+    """Put `loader` (of --train-shards `named`) where checkpoint `state` left its epoch (any world size, batch
+    size, workers); returns the run's position and a line saying where it resumed and what changed. Raises
+    CheckpointError, also for a checkpoint whose head is of another width than the shards' embeddings."""
+    check_width(state, path, embed_dim=loader.embed_dim, flag="--train-shards", shards=named)
     shards = loader.dataset.shards
     try:
         saved = legacy_loader_state(state, world_size=env.world, n_samples=shards.n_samples,
@@ -91,52 +95,30 @@ def resume_loader(loader, state: dict, path: Path, env: DistEnv) -> tuple[Positi
     return Position(step=step, epoch=loader.epoch), line
 
 
-def layout_changes(was: dict, *, world: int, batch_size: int, workers: int) -> list[str]:
-    """What differs from the layout that read the checkpoint's epoch so far (`world size 2 → 1`, ...)."""
-    now = {"world_size": world, "batch_size": batch_size, "workers": workers}
-    names = {"world_size": "world size", "batch_size": "batch size", "workers": "loader workers"}
-    return [f"{names[k]} {was[k]} → {now[k]}" for k in names if was[k] != now[k]]
-
-
-def resumed_plan(plan: RunPlan, cfg: TrainConfig, pos: Position, loader) -> RunPlan:
-    """With --epochs, the run ends after that many epochs whatever batch size or world size each part used:
-    the steps done, the rest of the current epoch, and the epochs after it."""
-    if cfg.max_steps is not None:
-        return plan._replace(limit=f"--max-steps {cfg.max_steps}: {max(0, cfg.max_steps - pos.step)} steps from "
-                                   f"step {pos.step}, {plan.steps_per_epoch} steps per epoch")
-    epochs_after = max(0, cfg.epochs - pos.epoch - 1)
-    left = loader.batches_in_pass + epochs_after * plan.steps_per_epoch
-    total = pos.step + left if pos.epoch < cfg.epochs else pos.step
-    rest = (f"--epochs {cfg.epochs}: {loader.batches_in_pass} steps to finish epoch {pos.epoch}, then "
-            f"{epochs_after} × {plan.steps_per_epoch} steps; {total - pos.step} steps from step {pos.step}")
-    return plan._replace(total_steps=total, limit=rest)
-
-
 def open_loader(cfg: TrainConfig):
-    # whole batches only (every rank takes the same steps; an epoch's length is fixed for resume); --synthetic
-    # reads the manifest only
+    # whole batches only (all ranks take the same steps; an epoch's length is fixed); --synthetic: the manifest only
     options = replace(cfg.loader, drop_last=True, num_workers=0 if cfg.synthetic else cfg.loader.num_workers)
     try:
         return make_loader(cfg.train_shards, **asdict(options))
-    except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers
-        # the loader's message starts with the source too (its password hidden)
-        detail = str(exc).removeprefix(f"{redact(cfg.train_shards)}: ")
-        raise ShardSourceError(f"--train-shards {cfg.train_shards}: {detail}") from exc
+    except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers, sources that do not fit
+        named = redact(shards_text(cfg.train_shards))  # the loader's message starts with the source too
+        raise ShardSourceError(f"--train-shards {named}: {str(exc).removeprefix(f'{named}: ')}") from exc
 
 
 def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
     """Open `--val-shards` as the end-of-run evaluation will (this process alone, whatever the world size), so
     an unusable val set stops the run before its first step, naming the flag; returns warnings (one line each)
     when the run trains on evaluation data."""
-    shards = train_loader.dataset.shards
-    if not cfg.val_shards:
-        return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=[])
-    from .evaluate import open_shards
+    shards, val_urls = train_loader.dataset.shards, []
+    for val in cfg.val_sets:  # each of the train shards' width
+        from .evaluate import open_shards
 
-    loader = open_shards(cfg.val_shards, batch_size=1, flag="--val-shards")
-    if len(loader) < 1:
-        raise ShardSourceError(f"--val-shards {cfg.val_shards}: holds no samples to evaluate on")
-    return data_warnings(train_urls=shards.urls, train_manifest=shards.manifest, val_urls=loader.dataset.shards.urls)
+        loader = open_shards(val, batch_size=1, flag="--val-shards", embed_dim=train_loader.embed_dim)
+        if len(loader) < 1:
+            raise ShardSourceError(f"--val-shards {val}: holds no samples to evaluate on")
+        val_urls += loader.dataset.shards.urls
+    return list(dict.fromkeys(w for m in [p.manifest for p in shards.parts] or [shards.manifest]
+                              for w in data_warnings(train_urls=shards.urls, train_manifest=m, val_urls=val_urls)))
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
@@ -161,12 +143,14 @@ def check_fresh_out(out: Path) -> None:
 
 
 def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resumed_from: Path | None) -> None:
-    """`params.json`: the configuration and what it resolved to on these shards and machines (URLs without their
-    passwords)."""
+    """`params.json`: the configuration, resolved on these shards and machines (URLs without their passwords); a
+    resume keeps the last one as `params-<n>.json`."""
     params = {"config": redact_fields(asdict(cfg)), "total_steps": plan.total_steps, "limit": plan.limit,
               "warmup_steps": plan.warmup_steps, "steps_per_epoch": plan.steps_per_epoch,
               "samples_per_epoch": plan.samples_per_epoch * env.world, "world_size": env.world,
               "device": str(env.device), "resumed_from": redact(resumed_from) if resumed_from else None}
+    if resumed_from is not None and (out / "params.json").is_file():
+        os.replace(out / "params.json", out / f"params-{1 + len(list(out.glob('params-*.json')))}.json")
     write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
 
 
@@ -253,8 +237,9 @@ def evaluate_and_draw(out: Path, cfg: TrainConfig, env: DistEnv) -> dict:
         return {}
     from .evaluate import evaluate_checkpoint
 
-    done = {"eval": evaluate_checkpoint(out / LATEST, cfg.val_shards, device=str(env.device), flag="--val-shards")
-            } if cfg.val_shards else {}
+    results = [evaluate_checkpoint(out / LATEST, val, device=str(env.device), flag="--val-shards")
+               for val in cfg.val_sets]
+    done = {} if not results else {"eval": results[0]} if len(results) == 1 else {"eval": results}
     return {**done, "curves": str(write_curves(out, tensorboard=cfg.tensorboard))}
 
 
@@ -278,12 +263,12 @@ def _train(cfg: TrainConfig) -> dict:
     plan = plan_run(cfg, steps_per_epoch=len(loader), samples_per_epoch=loader.samples_per_epoch)
     state, resumed_from = read_resume(cfg) if cfg.resume else (None, None)
     if state is not None:
-        pos, resumed_line = resume_loader(loader, state, resumed_from, env)
+        pos, resumed_line = resume_loader(loader, state, resumed_from, env, named=shards_text(cfg.train_shards))
         plan = resumed_plan(plan, cfg, pos, loader)
     else:
         pos, resumed_line = Position(), ""
         loader.set_epoch(0)
-    run = build_run(cfg, plan, env)
+    run = build_run(cfg, plan, env, embed_dim=loader.embed_dim)
     if state is not None:
         run.load_state_dict(state, resumed_from)
     run.ddp = DistributedDataParallel(run.model) if env.world > 1 else run.model
@@ -294,11 +279,9 @@ def _train(cfg: TrainConfig) -> dict:
         if env.is_main else None
     if env.is_main:
         write_params(out, cfg, plan, env, resumed_from)
-        log.say(start_line(cfg, plan, run, env))
-        for warning in warnings:
-            log.say(f"train: warning: {warning}")
-        if resumed_line:
-            log.say(f"train: {resumed_line}")
+        notes = [mix_line(loader) if loader.sources else "", *(f"warning: {w}" for w in warnings), resumed_line]
+        for line in (start_line(cfg, plan, run, env), *(f"train: {note}" for note in notes if note)):
+            log.say(line)
 
     def save(at: Position) -> Path | None:  # `at.batches`: the device loader may hold one batch more than used
         return writer.save(run.state_dict(at, cfg, source.state_dict(batches=at.batches)), step=at.step) \
@@ -309,7 +292,9 @@ def _train(cfg: TrainConfig) -> dict:
     try:
         last_loss = run_steps(run, pos, Loop(source, data, plan, metrics, save, StopVote(env)), cfg=cfg, env=env)
     except KeyboardInterrupt as exc:
-        raise stopped(exc, pos, writer, save, cfg.out) from None
+        stop = stopped(exc, pos, writer, save, cfg.out)
+        log.record(f"train: {stop}")  # the stop line (the same line on stderr is the exit's, `report`)
+        raise stop from None
     except RuntimeError as exc:  # only a collective that failed for a lost rank; anything else keeps its traceback
         if env.world == 1 or not group_lost(exc):
             raise
@@ -322,6 +307,7 @@ def _train(cfg: TrainConfig) -> dict:
     if writer:  # the end of the run, unless the last step was just saved
         ckpt = save(pos) if writer.saved_step != pos.step else out / LATEST
     summary = {"steps": pos.step, "last_loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
+    log.say(f"train: done at step {pos.step}, last loss {last_loss:.4f}, checkpoint {ckpt}")
     summary.update(evaluate_and_draw(out, cfg, env))
     if dist.is_initialized():
         dist.barrier()
@@ -329,15 +315,28 @@ def _train(cfg: TrainConfig) -> dict:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option; the description kept as written."""
+    """Defaults shown after each option that takes a value (not after flags); the description kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0 or action.default is None:  # flags (store_true/false/const), no default
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The options: each `dest` is a field of `TrainConfig` or of its `LoaderConfig`, each default read off them."""
     d = TrainConfig(train_shards="", out="")
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--train-shards", required=True, help="shard folder/URL with manifest.json (or brace pattern)")
-    p.add_argument("--val-shards", default=d.val_shards, help="evaluate Recall@K on these shards at the end")
+    p.add_argument("--train-shards", required=True, nargs="+", metavar="SHARDS",
+                   help="shard folder/URL with manifest.json (or brace pattern); several: mixed by --train-weights, "
+                        "else concatenated")
+    p.add_argument("--train-weights", dest="train_weights", type=float, nargs="+", default=d.loader.weights,
+                   metavar="W", help="each --train-shards set's share of an epoch (e.g. 0.7 0.3); a set shorter "
+                                     "than its share cycles")
+    p.add_argument("--epoch-samples", dest="epoch_samples", type=int, default=d.loader.epoch_samples, metavar="N",
+                   help="samples per epoch, over all ranks, of mixed --train-shards (default: all their samples)")
+    p.add_argument("--val-shards", nargs="+", default=d.val_shards, metavar="SHARDS",
+                   help="evaluate Recall@K on these shards at the end (several: one evaluation each)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, params.json, metrics.jsonl, eval results")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the shards (unless --max-steps)")
     p.add_argument("--max-steps", type=int, default=d.max_steps,
@@ -384,8 +383,13 @@ def make_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the options ask for (`shardgen.config.config_from_options`: fields by name, a refused value
     a UserError naming its option); `--random-crop` also flips."""
-    loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True)
-    return config_from_options(TrainConfig, a, loader=loader)
+    try:  # LoaderConfig.weights is --train-weights (--weights: the trunk's ImageNet weights)
+        loader = config_from_options(LoaderConfig, a, flip=a.crop == "random", drop_last=True,
+                                     weights=tuple(a.train_weights) if a.train_weights else None)
+    except UserError as exc:
+        raise UserError(str(exc).replace("--weights ", "--train-weights ", 1)) from None
+    return config_from_options(TrainConfig, a, loader=loader, train_shards=as_sources(a.train_shards),
+                               val_shards=as_sources(a.val_shards))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,9 @@ EPILOG = """examples:
   shardgen init-encoder models/clip-random --size full
   shardgen build --coco-root data/sample --split train --out shards/train --text-encoder models/clip-random
   shardgen build --coco-root data/coco --karpathy data/dataset_coco.json --split test --out shards/karpathy_test
+  shardgen build --karpathy dataset_flickr30k.json --image-root flickr30k-images --split test --out shards/f30k
+  shardgen build --captions data/captions.csv --image-root data/photos --out shards/photos
+  shardgen build --webdataset 'data/laion/{00000..00009}.tar' --out shards/laion
   shardgen verify shards/train
   shardgen show shards/train --out grid.png --n 16
 """
@@ -118,9 +121,10 @@ def _cmd_sample(args) -> int:
 def _cmd_init_encoder(args) -> int:
     from ..text.random_init import init_encoder
 
-    out = init_encoder(args.dir, size=args.size, seed=args.seed, bpe_vocab=args.bpe_vocab)
-    print(f"wrote a random-init CLIP text encoder ({args.size}) with the CLIP BPE tokenizer to {out} "
-          "(embeddings from it are not semantically meaningful)")
+    out = init_encoder(args.dir, size=args.size, seed=args.seed, bpe_vocab=args.bpe_vocab,
+                       projection_dim=args.projection_dim)
+    print(f"wrote a random-init CLIP text encoder ({args.size}, {args.projection_dim}-d) with the CLIP BPE "
+          f"tokenizer to {out} (embeddings from it are not semantically meaningful)")
     return 0
 
 
@@ -225,8 +229,11 @@ def _add_download(sub) -> None:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardgen", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Make WebDataset shards of MS COCO (2014, 2017, Karpathy's splits) for CLIP fine-tuning: images "
-                    "+ captions + frozen CLIP text embeddings, verified and reproducible.")
+        description="Make WebDataset shards for CLIP fine-tuning from MS COCO (2014, 2017), Karpathy's split files "
+                    "(COCO's dataset_coco.json, Flickr30k's dataset_flickr30k.json + --image-root), caption tables "
+                    "(--captions: jsonl, csv, parquet + --image-root) or webdataset tars (--webdataset: "
+                    "img2dataset output, local or URLs): images + captions + frozen CLIP text embeddings, verified "
+                    "and reproducible.")
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_build(sub)
@@ -274,6 +281,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="full = ViT-B/32 text tower (63M params); tiny = for unit tests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bpe-vocab", type=Path, default=None, help="bpe_simple_vocab_16e6.txt.gz (default: open_clip's)")
+    p.add_argument("--projection-dim", dest="projection_dim", type=int, default=512, metavar="D",
+                   help="width of its embeddings (default: 512, as ViT-B CLIP towers; 768 as ViT-L/14's)")
     return parser
 
 

@@ -50,10 +50,11 @@ def check_embeddings(data, *, where: str, n_captions: int, embed_dim: int = EMBE
     return emb
 
 
-def parse_sample(key: str, fields: dict, *, source: str) -> Sample:
-    """One sample (`key` and its members by extension, as the tar reader yields them) of the shard `source`,
-    decoded and checked by every field of the schema. Raises SchemaError naming `source` and `key`."""
-    return schema.SCHEMA.decode(key, fields, source=source)
+def parse_sample(key: str, fields: dict, *, source: str, embed_dim: int = EMBED_DIM) -> Sample:
+    """One sample (`key` and its members by extension, as the tar reader yields them) of the shard `source` of a
+    set whose embeddings are `embed_dim` wide (its manifest's), decoded and checked by every field of the schema.
+    Raises SchemaError naming `source` and `key`."""
+    return schema.SCHEMA.decode(key, fields, source=source, embed_dim=embed_dim)
 
 
 def iter_records(source: str, manifest: Manifest, **storage_options) -> Iterator[Sample]:
@@ -73,4 +74,4 @@ def iter_records(source: str, manifest: Manifest, **storage_options) -> Iterator
             raise access_error(url, exc) from None
         with fh:
             for key, fields in iter_tar_samples(fh, source=shard.name):
-                yield sample_schema.decode(key, fields, source=shard.name)
+                yield sample_schema.decode(key, fields, source=shard.name, embed_dim=manifest.embed_dim)

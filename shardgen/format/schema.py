@@ -144,11 +144,13 @@ def check_meta(obj: Any, key: str | None = None) -> SampleMeta:
 
 
 def check_embedding_layout(dtype: np.dtype, shape: tuple[int, ...], *, n_captions: int,
-                           embed_dim: int = EMBED_DIM) -> None:
-    """The `.npy` rule: float16 `[n_captions, embed_dim]` (row i ↔ captions[i])."""
-    if dtype != _EMBED_DTYPE or shape != (n_captions, embed_dim):
-        raise SchemaError(f"embeddings are {dtype} {shape}, expected {EMBED_DTYPE} ({n_captions}, {embed_dim}) "
-                          f"for {n_captions} captions")
+                           embed_dim: int | None = EMBED_DIM) -> None:
+    """The `.npy` rule: float16 `[n_captions, embed_dim]` (row i ↔ captions[i]); `embed_dim` is the set's (its
+    manifest's), None: any width (the sample alone does not say which)."""
+    width = shape[1] if embed_dim is None and len(shape) == 2 and shape[1] >= 1 else embed_dim
+    if dtype != _EMBED_DTYPE or shape != (n_captions, width):
+        raise SchemaError(f"embeddings are {dtype} {shape}, expected {EMBED_DTYPE} ({n_captions}, "
+                          f"{width if width is not None else 'D'}) for {n_captions} captions")
 
 
 def check_first_caption(text: str, captions: list[str]) -> None:
@@ -207,9 +209,9 @@ class Schema:
         members = {f.ext: f.encode(values) for f in self.fields}
         return {ext: members[ext] for ext in self.exts}
 
-    def decode(self, key: str, members: Mapping[str, Any], *, source: str) -> Sample:
-        """A sample read from shard `source`, every field decoded and checked. Raises SchemaError naming
-        `source` and `key`."""
+    def decode(self, key: str, members: Mapping[str, Any], *, source: str, embed_dim: int = EMBED_DIM) -> Sample:
+        """A sample read from shard `source` of a set whose embeddings are `embed_dim` wide (its manifest's),
+        every field decoded and checked. Raises SchemaError naming `source` and `key`."""
         try:
             problem = member_problem(members, self.exts)
             if problem is not None:
@@ -222,6 +224,9 @@ class Schema:
                 values[f.ext] = value
             if key != make_key(values["json"]["image_id"]):
                 raise SchemaError(f"key does not match image_id {values['json']['image_id']}")
+            emb = values["npy"]
+            check_embedding_layout(emb.dtype, emb.shape, n_captions=len(values["json"]["captions"]),
+                                   embed_dim=embed_dim)  # the set's width (the field's check takes any)
         except SchemaError as exc:
             raise SchemaError(f"{source}: {key}: {exc}") from None
         return Sample(key, values, source)
@@ -237,14 +242,16 @@ def _check_json(obj: Any, values: Values) -> None:
 
 
 def _check_npy(emb: np.ndarray, values: Values) -> None:
-    check_embedding_layout(emb.dtype, emb.shape, n_captions=len(values["json"]["captions"]))
+    # any width here: the set's (its manifest's `embed_dim`) is checked by `Schema.decode`, which is given it
+    check_embedding_layout(emb.dtype, emb.shape, n_captions=len(values["json"]["captions"]), embed_dim=None)
 
 
 SCHEMA = Schema((
     Field("json", "one JSON object: image_id, file_name, captions (all, cleaned), width, height, orig_width, "
                   "orig_height; UTF-8, sorted keys",
           encode=_encode_json, decode=decode_json, check=_check_json),
-    Field("npy", f"{EMBED_DTYPE} [n_captions, {EMBED_DIM}] caption embeddings, row i ↔ captions[i]; no pickle",
+    Field("npy", f"{EMBED_DTYPE} [n_captions, embed_dim] caption embeddings (the manifest's embed_dim, "
+                 f"{EMBED_DIM} by default), row i ↔ captions[i]; no pickle",
           encode=lambda values: encode_npy(values["npy"]), decode=decode_embeddings, check=_check_npy),
     Field("txt", "the first caption, UTF-8 (what open_clip reads)",
           encode=lambda values: values["json"]["captions"][0].encode("utf-8"),

@@ -1,13 +1,13 @@
 """`shardgen verify`: recount and checksum every shard against the manifest and check every sample.
 
-The manifest's `embed_dim` is the format's. Per shard (read no further than `SLACK_BYTES` past the manifest's
-`n_bytes`): size and sha256 equal the manifest, the tar parses to the end, the count matches. Per sample: every
-field of the sample schema (`format.schema`, through `format.parse_sample`: exactly the schema's members, a JSON
-object whose image id the key spells, at least one caption, float16 `[n_captions, 512]` embeddings loaded without
-pickle, `txt` the first caption, and any field added since), then the JPEG decodes to the recorded size and the
-embedding rows are finite and unit-norm. A shard's DALI `.idx`, when there is one, lists exactly the tar's
-members where they lie (the loader seeks by it); one that does not is the index's problem, named by the `.idx`.
-Every problem is listed (exit 1); a source that cannot be read at all (credentials, network) is a `UserError`.
+The manifest's `embed_dim` is the width every sample's embedding rows must have. Per shard (read no further than
+`SLACK_BYTES` past the manifest's `n_bytes`): size and sha256 equal the manifest, the tar parses to the end, the
+count matches. Per sample: every field of the sample schema (`format.schema`, through `format.parse_sample`:
+exactly the schema's members, a JSON object whose image id the key spells, at least one caption, float16
+`[n_captions, embed_dim]` embeddings loaded without pickle, `txt` the first caption, and any field added since),
+then the JPEG decodes to the recorded size and the embedding rows are finite and unit-norm. A shard's DALI
+`.idx`, when there is one, lists exactly the tar's members where they lie (the loader seeks by it); one that does
+not is the index's problem, named by the `.idx`. Every problem is listed (exit 1); a source that cannot be read at all (credentials, network) is a `UserError`.
 """
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ class VerifyReport:
         return not self.problems
 
 
-def check_sample(key: str, fields: dict, *, image_size: int | None, source: str = "shard") -> list[str]:
+def check_sample(key: str, fields: dict, *, image_size: int | None, source: str = "shard",
+                 embed_dim: int = EMBED_DIM) -> list[str]:
     """Problems with one sample (empty list when it is sound): the schema's rules (`format.parse_sample`), then
     what only verify checks: the JPEG decodes to the recorded size, embedding rows are finite and unit-norm."""
     try:
-        record = parse_sample(key, fields, source=source)
+        record = parse_sample(key, fields, source=source, embed_dim=embed_dim)
     except SchemaError as exc:
         return [str(exc).removeprefix(f"{source}: ")]
     problems = []
@@ -106,9 +107,9 @@ def verify(source: str, *, progress: bool = False) -> VerifyReport:
     if isinstance(manifest, str):
         return VerifyReport(problems=[manifest])
     report = VerifyReport()
-    if manifest.embed_dim != EMBED_DIM:  # every sample's rows are checked to be EMBED_DIM wide (parse_sample)
-        report.problems.append(f"{MANIFEST_NAME}: embed_dim {manifest.embed_dim}, but shard embeddings are "
-                               f"{EMBED_DIM}-d (the format's); readers would refuse these shards")
+    if manifest.text_encoder.get("embed_dim", manifest.embed_dim) != manifest.embed_dim:
+        report.problems.append(f"{MANIFEST_NAME}: embed_dim {manifest.embed_dim}, but its text_encoder says "
+                               f"{manifest.text_encoder['embed_dim']}")
     image_size = manifest.preprocess.get("image_size") if manifest.preprocess.get("crop") == "center" else None
     last_key = ""
     for shard in tqdm(manifest.shards, desc="verify", unit="shard", disable=not progress):
@@ -126,7 +127,8 @@ def verify(source: str, *, progress: bool = False) -> VerifyReport:
             continue
         report.n_bytes += len(data)
         shard_problems = _check_bytes(data, shard)
-        count, last_key = _check_samples(data, shard, image_size, last_key, shard_problems)
+        count, last_key = _check_samples(data, shard, image_size, last_key, shard_problems,
+                                         embed_dim=manifest.embed_dim)
         if count != shard.n_samples:
             shard_problems.append(f"{count} samples, manifest says {shard.n_samples}")
         report.n_samples += count
@@ -191,7 +193,7 @@ def _check_bytes(data: bytes, shard: ShardInfo) -> list[str]:
 
 
 def _check_samples(data: bytes, shard: ShardInfo, image_size: int | None, last_key: str,
-                   problems: list[str]) -> tuple[int, str]:
+                   problems: list[str], *, embed_dim: int = EMBED_DIM) -> tuple[int, str]:
     """Check every sample of one shard, appending to `problems`; returns (samples read, the last key)."""
     count = 0
     try:
@@ -200,7 +202,8 @@ def _check_samples(data: bytes, shard: ShardInfo, image_size: int | None, last_k
             if key <= last_key:
                 problems.append(f"{key}: key out of order or duplicated (after {last_key})")
             last_key = key
-            problems.extend(check_sample(key, fields, image_size=image_size, source=shard.name))
+            problems.extend(check_sample(key, fields, image_size=image_size, source=shard.name,
+                                         embed_dim=embed_dim))
     except SchemaError as exc:
         problems.append(str(exc).removeprefix(f"{shard.name}: "))
     return count, last_key

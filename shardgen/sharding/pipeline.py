@@ -28,7 +28,7 @@ import torch
 from ..config import BuildConfig
 from ..errors import UserError
 from ..format import Manifest, embeddings_cache_path, shard_name
-from ..format.storage import is_remote, join, redact
+from ..format.storage import join, redact
 from ..sources.coco import CocoImage
 from ..text.cache import CaptionEmbeddings, encode_captions, encoder_fingerprint, save_cache
 from .dali import write_dali_index

@@ -16,6 +16,9 @@ from pathlib import Path
 from shardgen.text.encoder import CLIP_VOCAB_SIZE, CONTEXT_LENGTH, RANDOM_INIT_MARKER, quiet_transformers
 
 from ..errors import UserError
+from ..format.names import EMBED_DIM
+
+MAX_PROJECTION_DIM = 1 << 14  # CLIP towers project to 512 (ViT-B), 768 (ViT-L), 1024 (ViT-H)
 
 SIZES = {
     # The ViT-B/32 text tower (what openai/clip-vit-base-patch32 uses).
@@ -67,13 +70,17 @@ def write_tokenizer_files(bpe_gz: Path, out_dir: Path) -> tuple[Path, Path]:
     return vocab_file, merges_file
 
 
-def init_encoder(out_dir: str | Path, *, size: str = "full", seed: int = 0, bpe_vocab: str | Path | None = None) -> Path:
-    """Write a random-init CLIP text model + real tokenizer to `out_dir` in HF format; returns the path."""
+def init_encoder(out_dir: str | Path, *, size: str = "full", seed: int = 0, bpe_vocab: str | Path | None = None,
+                 projection_dim: int = EMBED_DIM) -> Path:
+    """Write a random-init CLIP text model + real tokenizer to `out_dir` in HF format; returns the path.
+    `projection_dim`: the width of its embeddings (512 as ViT-B CLIP's towers; 768 as ViT-L/14's)."""
     import torch
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
 
     if size not in SIZES:
         raise UserError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
+    if type(projection_dim) is not int or not 1 <= projection_dim <= MAX_PROJECTION_DIM:
+        raise UserError(f"--projection-dim must be a whole number in 1..{MAX_PROJECTION_DIM}, got {projection_dim!r}")
     out = Path(out_dir)
     vocab_file, merges_file = write_tokenizer_files(Path(bpe_vocab) if bpe_vocab else find_bpe_vocab(), out)
     # from_pretrained reads vocab.json/merges.txt in every transformers version (constructor arguments differ).
@@ -81,12 +88,14 @@ def init_encoder(out_dir: str | Path, *, size: str = "full", seed: int = 0, bpe_
     if len(tokenizer) != CLIP_VOCAB_SIZE:
         raise UserError(f"tokenizer built from {vocab_file} has {len(tokenizer)} tokens, expected {CLIP_VOCAB_SIZE}")
     tokenizer.save_pretrained(out)
-    config = CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=CONTEXT_LENGTH, projection_dim=512,
+    config = CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=CONTEXT_LENGTH,
+                            projection_dim=projection_dim,
                             hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
                             **SIZES[size])
     torch.manual_seed(seed)
     model = CLIPTextModelWithProjection(config).eval()
     with quiet_transformers():
         model.save_pretrained(out)
-    (out / RANDOM_INIT_MARKER).write_text(json.dumps({"random_init": True, "size": size, "seed": seed}) + "\n")
+    (out / RANDOM_INIT_MARKER).write_text(json.dumps({"random_init": True, "size": size, "seed": seed,
+                                                      "projection_dim": projection_dim}) + "\n")
     return out
