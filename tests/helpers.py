@@ -125,37 +125,3 @@ def moto_s3(*buckets: str):
         s3fs.S3FileSystem.clear_instance_cache()
         mp.undo()
         server.stop()
-
-
-def widened_shards(shards: Path, into: Path, embed_dim: int, *, seed: int = 0) -> Path:
-    """A copy of the shard set `shards` at `into` whose caption embeddings are `embed_dim` wide (random unit rows,
-    float16) and whose manifest says so: what a build with an `embed_dim`-wide text tower writes (ViT-L/14's are
-    768-d). Shards and indexes are rewritten by the build's own writer.
-
-    A stand-in while the build takes 512 whatever the encoder: once shardgen/text/cache.py and
-    shardgen/sharding/finish.py take the width from the encoder (issue 30), build with
-    `init_encoder(..., projection_dim=768)` instead (tests/models/test_width.py::test_a_768_tower_builds, marked
-    xfail until then)."""
-    import dataclasses
-
-    import numpy as np
-
-    from shardgen.format import Sample, iter_records, read_manifest
-    from shardgen.sharding.writer import write_shard
-
-    manifest = read_manifest(str(shards))
-    rng = np.random.default_rng(seed)
-    into.mkdir(parents=True)
-    by_shard: dict[str, list] = {s.name: [] for s in manifest.shards}
-    for sample in iter_records(str(shards), manifest):
-        rows = rng.standard_normal((len(sample.captions), embed_dim))
-        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-        values = {"jpg": sample.jpg, "json": sample.meta, "npy": rows.astype(np.float16)}
-        by_shard[sample.source].append(Sample(sample.key, values))
-    infos = [write_shard(into / name, samples, index=True) for name, samples in by_shard.items()]
-    wide = dataclasses.replace(manifest, shards=infos, embed_dim=embed_dim,
-                               text_encoder={**manifest.text_encoder, "embed_dim": embed_dim,
-                                             "name": f"{manifest.text_encoder.get('name')}-{embed_dim}d",
-                                             "path": f"{manifest.text_encoder.get('path')}-{embed_dim}d"})
-    (into / "manifest.json").write_text(wide.to_json())
-    return into
