@@ -66,7 +66,7 @@ def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_probl
     split other than COCO 2014's own came from (COCO 2017, a Karpathy split file and its sha256); `provenance`
     is the input's kind, location and index files' sha256 (`inputs.load_input`)."""
     failures, conversions = tally_problems(caption_problems, shards, records, emb)
-    width = int(emb.embeddings.shape[1])
+    width = emb.width
     return Manifest(
         split=cfg.dataset_split,
         source=source,

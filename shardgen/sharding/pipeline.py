@@ -122,9 +122,11 @@ def _embed_captions(cfg: BuildConfig, records: list[CocoImage], work: Path,
     with user_write_errors(cache.parent, only_under=True):  # chunks are written as encoding goes (`embeddings`)
         emb, dirty = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache, device=device,
                                      batch_size=cfg.encode_batch_size, progress=cfg.progress, submit=submit)
-        if dirty:
+        if dirty:  # saved, then read back as a warm cache is: memory-mapped rows the tasks read themselves
             cache.parent.mkdir(parents=True, exist_ok=True)
             save_cache(cache, emb, records, encoder_fingerprint(cfg.text_encoder))
+            emb, _ = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache, device=device,
+                                     batch_size=cfg.encode_batch_size, progress=False, submit=submit)
     return emb
 
 
@@ -132,13 +134,20 @@ def _submit_encoding(pool: Executor, resources: Resources, fn: Callable, *args):
     return pool.submit(fn, *args, resources=resources)
 
 
-def iter_tasks(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbeddings, out: str, *,
-               start: int) -> Iterator[ShardTask]:
-    """The plan after `start`: ranges of `samples_per_shard` input records, each with its caption rows."""
+def iter_tasks(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbeddings, out: str, *, start: int,
+               rows_here: bool = True) -> Iterator[ShardTask]:
+    """The plan after `start`: ranges of `samples_per_shard` input records, each with its caption rows: as
+    indices into the cache's rows file when the tasks run on this machine (`rows_here`) and there is one, else
+    the rows themselves."""
     n = cfg.samples_per_shard
+    by_index = rows_here and emb.rows_file is not None
     for first in range(start, len(records), n):
         recs = records[first:first + n]
-        yield ShardTask(first // n, first, recs, emb.rows_for_each([r.captions for r in recs]), out, cfg)
+        captions = [r.captions for r in recs]
+        if by_index:
+            yield ShardTask(first // n, first, recs, emb.indices_for_each(captions), out, cfg, str(emb.rows_file))
+        else:
+            yield ShardTask(first // n, first, recs, emb.rows_for_each(captions), out, cfg)
 
 
 def _in_order(pool: Executor, tasks: Iterator[ShardTask]) -> Iterator[tuple[ShardTask, TaskSummary]]:
@@ -175,7 +184,8 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
     output.remove_unjournaled(cfg.dataset_split, kept={e["name"] for e in shards})
     bar = tqdm(total=len(records), initial=start, desc=f"pack {cfg.dataset_split}", unit="img",
                disable=not cfg.progress)
-    for task, summary in _in_order(pool, iter_tasks(cfg, records, emb, output.location, start=start)):
+    tasks = iter_tasks(cfg, records, emb, output.location, start=start, rows_here=pool.runs_here)
+    for task, summary in _in_order(pool, tasks):
         bar.update(len(task.records))
         if not summary.parts:  # every image of the range failed
             if shards:

@@ -37,9 +37,11 @@ class ShardTask(NamedTuple):
     number: int  # the range's place in the plan
     first: int  # input index of its first record
     records: list[CocoImage]
-    rows: list[np.ndarray]  # each record's caption embeddings, [n_captions, D] float16
+    rows: list[np.ndarray]  # each record's caption embeddings, [n_captions, D] float16; with `rows_file`, the
+    #                         indices of those rows in that file
     out: str  # the output folder: a local path or a URL
     cfg: BuildConfig
+    rows_file: str | None = None  # the caption cache's rows (`text.cache.rows_path`), read here: none sent
 
 
 class TaskSummary(NamedTuple):
@@ -69,10 +71,13 @@ def to_sample(rec: CocoImage, img, rows: np.ndarray) -> Sample:
 def run_shard_task(task: ShardTask) -> TaskSummary:
     """Preprocess, pack and write one range's shard(s); see the module docstring."""
     cfg = task.cfg
+    rows = task.rows
+    if task.rows_file is not None:  # read only the rows this range needs, from the memory-mapped cache
+        table = np.load(task.rows_file, mmap_mode="r", allow_pickle=False)
+        rows = [np.ascontiguousarray(table[index]) for index in rows]
     prepared = [Prepared(task.first + j, rec, res if isinstance(res, BadImage) else to_sample(rec, res, rows),
                          () if isinstance(res, BadImage) else res.conversions)
-                for j, (rec, rows, res) in enumerate(zip(task.records, task.rows,
-                                                          preprocess_records(task.records, cfg)))]
+                for j, (rec, rows, res) in enumerate(zip(task.records, rows, preprocess_records(task.records, cfg)))]
     end = task.first + len(task.records)
     parts: list[dict] = []
     unplaced: dict[str, list[str]] = {}

@@ -34,21 +34,33 @@ ENCODE_CHUNK = 4096  # captions per persisted chunk: ~40 s of CPU work on 2 core
 
 @dataclass
 class CaptionEmbeddings:
+    """Every caption of a build with its embedding: `table` holds the rows (the cache's, memory-mapped from its
+    `.rows.npy` when warm), `row` says which row each text has."""
+
     text_encoder: str
     random_init: bool
-    texts: list[str]  # unique captions
-    embeddings: torch.Tensor  # [U, D] float16, L2-normalized rows (D: the tower's width)
+    texts: list[str]  # unique captions, in the build's order
+    table: np.ndarray  # [R, D] float16, L2-normalized rows (D: the tower's width), R >= len(texts)
+    row: dict[str, int]  # text → its row of `table`
     truncated: list[str]  # texts longer than 77 tokens (encoded from their first 77)
+    rows_file: Path | None = None  # a file holding `table` (`np.load(..., mmap_mode="r")`): tasks read it
 
-    def __post_init__(self) -> None:
-        self._row = {t: i for i, t in enumerate(self.texts)}
-        # numpy's view of the same memory: indexing it costs ~5 µs, the tensor's ~400 µs (once per image, in the
-        # build's one writing process)
-        self._array = self.embeddings.numpy()
+    @property
+    def width(self) -> int:
+        return int(self.table.shape[1])
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """`[U, D]` float16 in `texts` order (a copy: what the cache file stores)."""
+        return torch.from_numpy(np.ascontiguousarray(self.table[[self.row[t] for t in self.texts]]))
+
+    def indices_for_each(self, caption_lists: list[tuple[str, ...]]) -> list[np.ndarray]:
+        """Each caption list's rows of `table` (int64), for a task that reads them from `rows_file` itself."""
+        return [np.fromiter((self.row[c] for c in captions), np.int64, len(captions)) for captions in caption_lists]
 
     def rows_for_each(self, caption_lists: list[tuple[str, ...]]) -> list[np.ndarray]:
         """`rows_for` of each caption list, from one gather (a shard task's worth at once: ~µs per image)."""
-        gathered = self._array[[self._row[c] for captions in caption_lists for c in captions]]
+        gathered = self.table[[self.row[c] for captions in caption_lists for c in captions]]
         out, start = [], 0
         for captions in caption_lists:  # views into the one gather (np.split costs ~0.1 ms each)
             out.append(gathered[start:start + len(captions)])
@@ -57,7 +69,29 @@ class CaptionEmbeddings:
 
     def rows_for(self, captions: tuple[str, ...] | list[str]) -> np.ndarray:
         """`[n, D]` float16 for these captions, row i ↔ captions[i] (a copy)."""
-        return self._array[[self._row[c] for c in captions]]
+        return self.table[[self.row[c] for c in captions]]
+
+
+def rows_path(cache: Path) -> Path:
+    """The cache's rows as a plain `.npy` beside it (`<cache>.rows.npy`, the `.pt`'s embeddings in its order), so a
+    shard task reads only the rows its samples need instead of receiving them from the driver."""
+    return cache.with_name(cache.name + ".rows.npy")
+
+
+def _save_rows(path: Path, rows: np.ndarray) -> None:
+    from ..format import open_atomic
+
+    with open_atomic(path) as fh:
+        np.save(fh, rows, allow_pickle=False)
+
+
+def _load_rows(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The rows file memory-mapped, or None when it is missing or not the cache's (then it is written again)."""
+    try:
+        rows = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return rows if rows.dtype == np.float16 and rows.shape == shape else None
 
 
 _FINGERPRINTS: dict[tuple, str] = {}  # (folder, each file's name, size, mtime) → fingerprint: hashed once a process
@@ -96,14 +130,15 @@ def save_cache(path: Path, emb: CaptionEmbeddings, images: list[CocoImage], fing
         "fingerprint": fingerprint,
         "random_init": emb.random_init,
         "texts": emb.texts,
-        "embeddings": emb.embeddings,
+        "embeddings": emb.embeddings,  # [U, D] in `texts` order
         "truncated": emb.truncated,
         "image_ids": torch.tensor([im.image_id for im in images], dtype=torch.long),
         "captions": [list(im.captions) for im in images],
         "file_names": [im.file_name for im in images],
     }
-    needed = emb.embeddings.numel() * emb.embeddings.element_size() + sum(map(len, emb.texts))
+    needed = data["embeddings"].numel() * data["embeddings"].element_size() + sum(map(len, emb.texts))
     save_torch_atomic(data, path, needed_bytes=needed)  # a full disk: OSError(ENOSPC), no .tmp left
+    _save_rows(rows_path(path), data["embeddings"].numpy())
     shutil.rmtree(parts_dir(path), ignore_errors=True)
 
 
@@ -195,11 +230,12 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
 def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, device: str = "cpu",
                     batch_size: int = 256, progress: bool = False, chunk: int = ENCODE_CHUNK,
                     submit: Callable | None = None) -> tuple[CaptionEmbeddings, bool]:
-    """Embeddings for every caption of `images`, from the cache where possible (missing ones encoded on `pool`'s
-    tasks when given). Returns (embeddings, cache_dirty)."""
+    """Embeddings for every caption of `images`, from the cache where possible (missing ones encoded, on
+    `submit`'s tasks when given). Returns (embeddings, cache_dirty). A warm cache is read memory-mapped from its
+    rows file (`rows_path`): nothing of it is copied, and shard tasks read their rows from the file."""
     texts = list(dict.fromkeys(c for im in images for c in im.captions))
     fingerprint = encoder_fingerprint(text_encoder)
-    cached = load_embeddings_cache(cache)
+    cached = load_embeddings_cache(cache, mmap=True)
     row: dict[str, int] = {}  # text → row of `table`
     table: torch.Tensor | None = None  # [rows, D]: the cache's, then the newly encoded ones
     truncated: set[str] = set()
@@ -207,19 +243,28 @@ def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, 
     if cached is not None and cached.get("fingerprint") == fingerprint:
         random_init = bool(cached["random_init"])
         row = {t: i for i, t in enumerate(cached["texts"])}
-        table = cached["embeddings"].to(torch.float16)
+        table = cached["embeddings"]
         truncated = set(cached["truncated"])
     missing = [t for t in texts if t not in row]
+    if not missing and table is not None:  # warm: the rows file, memory-mapped (written once if it is missing)
+        rows = _load_rows(rows_path(cache), tuple(table.shape))
+        if rows is None:
+            _save_rows(rows_path(cache), table.to(torch.float16).numpy())
+            rows = _load_rows(rows_path(cache), tuple(table.shape))
+        emb = CaptionEmbeddings(text_encoder=text_encoder, random_init=random_init, texts=texts, table=rows,
+                                row=row, truncated=sorted(t for t in truncated if t in row),
+                                rows_file=rows_path(cache))
+        return emb, False
     if missing:
         new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
                                                  cache=cache, device=device, batch_size=batch_size, chunk=chunk,
                                                  progress=progress, submit=submit)
         truncated |= cut
         row.update((t, (0 if table is None else len(table)) + i) for i, t in enumerate(missing))
-        table = new if table is None else torch.cat([table, new])
+        table = new if table is None else torch.cat([table.to(torch.float16), new])
     if table is None:  # no captions at all
         table = torch.empty(0, EMBED_DIM, dtype=torch.float16)
-    stacked = table[torch.tensor([row[t] for t in texts], dtype=torch.long)]  # [U, D], one gather: no per-row work
     emb = CaptionEmbeddings(text_encoder=text_encoder, random_init=random_init, texts=texts,
-                            embeddings=stacked.contiguous(), truncated=sorted(t for t in truncated if t in row))
-    return emb, bool(missing) or cached is None
+                            table=table.to(torch.float16).numpy(), row=row,
+                            truncated=sorted(t for t in truncated if t in row))
+    return emb, True
