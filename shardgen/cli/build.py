@@ -165,7 +165,8 @@ def cmd_build(args) -> int:
     print(report.summary())
     for reason, entry in report.manifest.failures.items():
         shown = ", ".join(printable_name(redact(name)) for name in entry["files"][:5])
-        print(f"  skipped {entry['count']} ({reason}): {shown}"
+        unit = "caption rows" if entry.get("unit") == "caption" else "images"
+        print(f"  skipped {entry['count']} {unit} ({reason}): {shown}"
               + (" ..." if entry["count"] > 5 else ""))
     return 0
 

@@ -27,6 +27,9 @@ from ..format import (
 from .outputs import Output
 
 MAX_LISTED_FILES = 1000  # per reason in the manifest; counts are always complete
+# Reasons counted per caption (an annotation, a table row, a sentence), not per image: the manifest's `unit` keeps
+# the two apart, so "skipped" never adds captions and images together.
+CAPTION_REASONS = frozenset({"empty_caption", "caption_not_text", "caption_without_image", "malformed_annotation"})
 TRUNCATED_CAPTION = "caption_truncated_to_77_tokens"
 
 
@@ -34,7 +37,8 @@ def _add(tally: dict[str, dict], reason: str, names: Iterable[str]) -> None:
     names = list(names)
     if not names:
         return
-    entry = tally.setdefault(reason, {"count": 0, "files": []})
+    entry = tally.setdefault(reason, {"count": 0, "unit": "caption" if reason in CAPTION_REASONS else "image",
+                                      "files": []})
     for name in names:
         entry["count"] += 1
         if len(entry["files"]) < MAX_LISTED_FILES:

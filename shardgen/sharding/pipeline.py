@@ -56,9 +56,11 @@ class BuildReport:
     def summary(self) -> str:
         m = self.manifest
         rate = m.n_samples / self.seconds if self.seconds > 0 else float("inf")
-        failed = sum(v["count"] for v in m.failures.values())
+        images = sum(v["count"] for v in m.failures.values() if v.get("unit", "image") == "image")
+        captions = sum(v["count"] for v in m.failures.values() if v.get("unit") == "caption")
         head = (f"{m.split}: {m.n_samples} images, {m.n_captions} captions in {len(m.shards)} shards "
-                f"({m.n_bytes / 1e6:.1f} MB) at {redact(str(self.out))}; {failed} skipped; ")
+                f"({m.n_bytes / 1e6:.1f} MB) at {redact(str(self.out))}; {images} images skipped" +
+                (f", {captions} caption rows skipped; " if captions else "; "))
         if self.resumed_shards == len(m.shards):
             return head + f"already complete: every shard was there and checked ({self.seconds:.1f} s)"
         return head + f"{rate:.0f} img/s ({self.seconds:.1f} s)" + (

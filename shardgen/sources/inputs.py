@@ -95,6 +95,9 @@ def select(cfg) -> InputSpec:
                                  f"input); leave out --{extra[0].replace('_', '-')}")
             spec.check(cfg)
             return spec
+    if given == {"karpathy"}:
+        raise ValueError("karpathy needs --image-root (the image folder of a Flickr30k or Flickr8k split file) or "
+                         "--coco-root (the COCO 2014 folders of Karpathy's dataset_coco.json)")
     if "captions" in given:
         raise ValueError("captions needs --image-root, the folder its image paths are relative to")
     if "image_root" in given:
