@@ -86,12 +86,12 @@ class RayExecutor:
         return RayFuture(self._remote[key].remote(*args))
 
     def each_node(self, fn: Callable, /, *args: Any) -> list[RayFuture]:
-        """`fn(*args)` on every alive node, pinned there (a probe: a hundredth of a CPU, no retries elsewhere)."""
+        """`fn(*args)` on every alive node, pinned there (a probe: no CPU asked, so a head without CPUs takes it too)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         remote = ray.remote(fn)
-        return [RayFuture(remote.options(num_cpus=0.01, max_retries=0, name=f"shardgen.{fn.__name__}",
+        return [RayFuture(remote.options(num_cpus=0, max_retries=0, name=f"shardgen.{fn.__name__}",
                                          scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
                           .remote(*args))
                 for node in ray.nodes() if node.get("Alive")]
