@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "BuildConfig": "config", "BuildReport": "build.pipeline", "build_shards": "build.pipeline",
+    "BuildConfig": "config", "BuildReport": "sharding.pipeline", "build_shards": "sharding.pipeline",
     "CocoImage": "sources.coco", "load_split": "sources.coco", "find_split": "format.coco_folders",
     "init_encoder": "text.random_init", "BadImage": "errors", "UserError": "errors",
     "make_sample": "sources.synthetic", "FIELDS": "format", "SCHEMA_VERSION": "format", "Manifest": "format",

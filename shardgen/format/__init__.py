@@ -22,6 +22,7 @@ from .names import (
                     EMBED_DTYPE,
                     FORMAT_NAME,
                     MANIFEST_NAME,
+                    MAX_IMAGE_ID,
                     SCHEMA_VERSION,
                     SIZES_NAME,
                     WIDS_INDEX_NAME,
