@@ -31,7 +31,7 @@ from .names import (
                     shard_name,
 )
 from .npy import decode_npy, encode_npy, npy_layout
-from .record import check_meta, iter_records, parse_meta, parse_sample
+from .record import iter_checked_samples, parse_meta, parse_sample
 from .schema import FIELDS, SCHEMA, Field, Sample, SampleMeta, Schema
 from .storage import (
                     access_error,
@@ -75,14 +75,13 @@ __all__ = [
                     "TarFormatError",
                     "UserError",
                     "access_error",
-                    "check_meta",
                     "client_errors",
                     "decode_npy",
                     "embeddings_cache_path",
                     "encode_npy",
                     "is_remote",
                     "is_shard_name",
-                    "iter_records",
+                    "iter_checked_samples",
                     "iter_sample_groups",
                     "iter_samples",
                     "iter_tar_samples",
