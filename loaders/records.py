@@ -23,6 +23,7 @@ import numpy as np
 from shardgen.format import SchemaError, decode_npy, schema
 
 from .errors import LoaderError
+from .seeds import caption_salt
 
 CORE = ("jpg", "json", "npy", "txt")  # the fields this parser decodes itself; any other goes through its Field
 
@@ -50,7 +51,7 @@ class RecordParser:
 
     def __init__(self, *, caption: str, embed_dim: int, seed: int, epoch: int) -> None:
         self.caption, self.embed_dim = caption, embed_dim
-        self.salt = zlib.crc32(f"{seed}:{epoch}:".encode())  # crc32(f"{seed}:{epoch}:{key}") continues from it
+        self.salt = caption_salt(seed, epoch)  # the `caption` stream (loaders.seeds)
         sample_schema = schema.SCHEMA
         self.members, self.member_set = sample_schema.exts, set(sample_schema.exts)
         self.others = tuple(f for f in sample_schema.fields if f.ext not in CORE)  # decoded and checked

@@ -32,6 +32,7 @@ import torch.multiprocessing  # noqa: F401 - registers torch's tensor reducers w
 
 from .epoch import EpochPipeline
 from .errors import LoaderError, WorkerError
+from .seeds import worker_seed
 from .slots import SharedMemory, SlotRing
 
 _FROZEN = False
@@ -89,9 +90,10 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
             signal.signal(getattr(signal, name), signal.SIG_IGN)
     _exit_with_parent(parent)
     torch.set_num_threads(1)
-    random.seed(seed + worker)
-    torch.manual_seed(seed + worker)
-    np.random.seed((seed + worker) % 2**32)
+    own_seed = worker_seed(seed, worker)  # the `workers` stream (loaders.seeds)
+    random.seed(own_seed)
+    torch.manual_seed(own_seed)
+    np.random.seed(own_seed % 2**32)
     freeze_inherited_objects()
     memory = SharedMemory(ring, worker)
 

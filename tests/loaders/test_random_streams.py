@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +48,30 @@ def _digest(loader, epoch: int) -> str:
 def test_batches_are_what_the_seed_always_gave(train_shards, case):
     loader = make_loader(str(train_shards), **{**OPTIONS, **CASES[case]})
     assert _digest(loader, 3) == PINNED[case]
+
+
+def test_every_stream_is_in_the_documented_table():
+    from loaders import seeds
+
+    rows = re.findall(r"^\| `(\w+)` ", seeds.__doc__, flags=re.M)
+    assert rows == list(seeds.STREAMS)
+
+
+def test_a_stream_is_drawn_only_with_its_own_keys():
+    from loaders.seeds import generator
+
+    assert generator("augment", 1, 2, 0, 1).random() == generator("augment", 1, 2, 0, 1).random()
+    assert generator("augment", 1, 2, 0, 1).random() != generator("shuffle", 1, 2, 0, 1).random()
+    with pytest.raises(TypeError, match="keyed by"):
+        generator("plan", 1, 2, 0, 1)  # plan is keyed by the epoch alone
+    with pytest.raises(TypeError, match="not a numpy generator"):
+        generator("caption", 1, 2, 3)
+
+
+def test_no_generator_is_seeded_outside_the_table():
+    """loaders and models make numpy generators only through `loaders.seeds` (a salt typed elsewhere would be a
+    stream the table does not name)."""
+    root = Path(__file__).resolve().parents[2]
+    for path in [*(root / "loaders").glob("*.py"), *(root / "models").glob("*.py")]:
+        if path.name != "seeds.py":
+            assert "default_rng(" not in path.read_text(), f"{path.name} makes a generator of its own"
