@@ -17,7 +17,7 @@ import numpy as np
 
 from shardgen.format import redact
 
-from .augment import Augmentation
+from .augment import make_augmentation
 from .batches import Decoder, collate
 from .config import LoaderConfig
 from .errors import LoaderError
@@ -132,7 +132,7 @@ class EpochPipeline:
         worker = (worker + skip_batches) % workers
         spans, sizes = self.plan(worker, epoch, resumed=resumed)
         rng = generator("augment", cfg.seed, epoch, self.rank, worker)
-        augmentation = Augmentation(size=self.image_size, crop=cfg.crop, flip=cfg.flip)
+        augmentation = make_augmentation(size=self.image_size, crop=cfg.crop, flip=cfg.flip, extra=cfg.augmentations)
         skip = SkipCounter() if cfg.on_error == "skip" else None
         parser = RecordParser(caption=cfg.caption, embed_dim=cfg.embed_dim, seed=cfg.seed, epoch=epoch)
         records = self.iter_records(spans, sum(sizes), parser, skip)

@@ -11,7 +11,8 @@ and a batch's crops do not depend on which samples were skipped.
 | `resample`  | `resampled=True`: the shards a producer draws    | epoch, rank, worker        | numpy, salted    |
 | `shuffle`   | the shuffle buffer's order                       | epoch, rank, worker        | numpy (no salt)  |
 | `caption`   | `caption="random"`: each sample's caption        | epoch, the sample's key    | crc32, mod n     |
-| `augment`   | a batch's crops and flips, then extra draws      | epoch, rank, worker        | numpy, salted    |
+| `augment`   | a batch's crops and flips; children spawned from | epoch, rank, worker        | numpy, salted    |
+|             | it: each extra augmentation's draws              |                            |                  |
 | `workers`   | a worker's global `random`, numpy, torch         | worker                     | seed + worker    |
 | `model`     | the model's initial weights (models.train)       | -                          | torch, seed      |
 | `synthetic` | `--synthetic` batches (models.synthetic)         | -                          | torch, seed      |
