@@ -24,7 +24,7 @@ from ..sources.coco import CocoImage
 from ..config import BuildConfig
 from ..text.cache import CaptionEmbeddings
 from ..errors import BadImage
-from ..format import Sample, make_key
+from ..format import Sample, schema
 from .images import preprocess_image
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -83,12 +83,8 @@ def _preprocess_chunk(records: list[CocoImage], cfg: BuildConfig) -> list:
 
 
 def _to_sample(rec: CocoImage, img, emb: CaptionEmbeddings) -> Sample:
-    """The sample's values, one per field of the sample schema that is not derived from the others."""
-    meta = {
-        "image_id": rec.image_id, "file_name": rec.file_name, "captions": list(rec.captions),
-        "width": img.width, "height": img.height, "orig_width": img.orig_width, "orig_height": img.orig_height,
-    }
-    return Sample(make_key(rec.image_id), {"jpg": img.jpeg, "json": meta, "npy": emb.rows_for(rec.captions)})
+    """The sample: each field of the sample schema builds its value from the record and what was made of it."""
+    return schema.SCHEMA.build(rec, {"image": img, "embeddings": emb})
 
 
 def iter_prepared(records: list[CocoImage], emb: CaptionEmbeddings, *, cfg: BuildConfig, start: int = 0,
