@@ -53,12 +53,8 @@ def test_a_resumed_epoch_replays_the_device_augmentation(train_shards):
     assert all(a["key"] == b["key"] and torch.equal(a["image"], b["image"]) for a, b in zip(batches[5:], rest))
 
 
-def test_no_crop_shards_work_under_gpu_decode(tmp_path, sample_coco, tiny_encoder):
-    from shardgen.sharding.pipeline import BuildConfig, build_shards
-
-    out = tmp_path / "nocrop"
-    build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
-                             image_size=96, crop=False, samples_per_shard=4, workers=1, progress=False))
+def test_no_crop_shards_work_under_gpu_decode(sample_shards):
+    out = sample_shards("val", image_size=96, crop=False, samples_per_shard=4)
     opts = {"batch_size": 4, "shuffle": False, "crop": "random", "flip": True, "seed": 1}
     _, cpu = _images(make_loader(str(out), **opts), 0)
     _, gpu = _images(make_loader(str(out), decode="gpu", **opts), 0)
