@@ -113,16 +113,18 @@ def learning_shards(tmp_path_factory, tiny_encoder):
     for split in ("train", "val"):
         out[split] = tmp_path_factory.mktemp("learn") / split
         build_shards(BuildConfig(coco_root=root, split=split, out=out[split], text_encoder=str(tiny_encoder),
-                                 image_size=64, samples_per_shard=40, workers=2, progress=False))
+                                 image_size=32, samples_per_shard=40, workers=2, progress=False))
     return out
 
 
 @pytest.mark.slow
 def test_the_model_learns_recall_well_above_chance(tmp_path, learning_shards):
-    """The wiring proof: images whose captions describe them, a random-init text tower, a small trunk."""
+    """The wiring proof: images whose captions describe them, a random-init text tower, a small trunk. 32 px and
+    4 epochs (40 steps): colours and shapes survive at 32 px, and the run is ~40 s instead of 170 s at 64 px and
+    6 epochs (Recall@5 there 0.28 / 0.35; here 0.23 / 0.28, against 0.16 needed)."""
     out = tmp_path / "learn"
     torch.manual_seed(0)
-    train(_cfg(learning_shards["train"], out, batch_size=32, epochs=6, lr_head=1e-3, lr_trunk=1e-3,
+    train(_cfg(learning_shards["train"], out, batch_size=32, epochs=4, lr_head=1e-3, lr_trunk=1e-3,
                warmup_steps=10, checkpoint_every=1000, decode_threads=2))
     result = evaluate_checkpoint(out / "latest.pt", str(learning_shards["val"]))
     chance = 5 / 80
