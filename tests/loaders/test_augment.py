@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from loaders import DeviceLoader, LoaderConfig, make_loader
-from loaders.augment import AUGMENTATIONS
+from loaders import AUGMENTATIONS, DeviceLoader, LoaderConfig, make_loader
 
 AUG = {"crop": "random", "flip": True, "image_size": 48, "shuffle": False, "seed": 3}
 LEVEL = 1 / (255 * 0.26)  # one grey level in normalized units (about; CLIP's std is ~0.26-0.28)
