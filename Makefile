@@ -17,7 +17,7 @@ LOG := $(VENV)/install.log
 # pip's progress, one line per package it fetches or installs (everything it says goes to $(LOG))
 SHOW_PIP := 2>&1 | tee -a $(LOG) | { grep --line-buffered -E '^ *(Collecting|Processing|Downloading|Installing|Successfully)|ERROR|error:' || true; }
 
-.PHONY: help install demo test bench scale gpu-check clean
+.PHONY: help install demo test test-fast bench scale gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ demo: $(STAMP)  ## sample data → shards → verify → grid PNG → stream thr
 
 test: $(TEST_STAMP)  ## add the test extras, run the test suite (CPU, offline)
 	$(PY) -m pytest -q tests
+
+test-fast: $(TEST_STAMP)  ## the suite without the tests marked slow (each over 10 s): a few minutes
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(TEST_STAMP)  ## run the benchmarks; tables on stdout, JSON in benchmarks/results/
 	$(PY) -m benchmarks.run --work $(BENCH_DIR)

@@ -3,6 +3,7 @@
 The public API; see `loader.py` for how the pieces fit (config → sources → epoch pipeline → workers → façade).
 """
 
+from .augment import AUGMENTATIONS, Augment, Augmentation, CropFlip
 from .coco_dataset import COCOClipDataset, clip_transform, collate_all_captions
 from .config import LoaderConfig
 from .device import CLIP_MEAN, CLIP_STD, DeviceLoader, Normalize, decode_jpegs
@@ -13,6 +14,7 @@ from .sources import ShardSet, resolve_source
 from .stream import ShardStream
 
 __all__ = [
+    "AUGMENTATIONS", "Augment", "Augmentation", "CropFlip",
     "CLIP_MEAN", "CLIP_STD", "COCOClipDataset", "DecodeError", "DeviceLoader", "LoaderConfig", "LoaderError",
     "Normalize", "ShardIndexDataset", "ShardLoader", "ShardSet", "ShardStream", "SourceError", "StateError",
     "WorkerError",

@@ -1,6 +1,6 @@
 """Stage 3: records → a batch. `collate` builds everything but the pixels (ids, keys, captions, embeddings, the
 schema's carried fields); `Decoder` decodes the JPEGs straight into the batch's pixel memory, on a thread pool
-(libjpeg releases the GIL), cropped and flipped as the batch's `Augment` says; `to_torch` gives the caller
+(libjpeg releases the GIL), each image augmented as the batch's `Augment` says; `to_torch` gives the caller
 tensors.
 """
 
@@ -59,7 +59,7 @@ class _Done:
 
 class Decoder:
     """Decodes batches of JPEGs into caller-given `[n, S, S, 3]` arrays on `threads` threads (1: inline), each
-    image cropped and flipped as the batch's `Augment` (`loaders.augment`) says."""
+    image augmented as the batch's `Augment` (`loaders.augment`) says."""
 
     def __init__(self, *, backend: str, threads: int, gil_switch_interval: float | None) -> None:
         self.backend = backend
@@ -82,17 +82,13 @@ class Decoder:
 
     def start(self, records: list[Record], out: np.ndarray, augment: Augment, *, inline: bool = False) -> list:
         """Start decoding the records into `out`; returns futures of per-chunk lists of (index, DecodeError)."""
-        jpegs = [r.jpeg for r in records]
-        backend, origins, flips = self.backend, augment.origins, augment.flips
+        jpegs, backend = [r.jpeg for r in records], self.backend
 
         def work(lo: int, hi: int) -> list:
             errors = []
             for i in range(lo, hi):
                 try:
-                    if origins is None:
-                        decode_into(jpegs[i], out[i], backend=backend, flip=flips[i])
-                    else:
-                        decode_into(jpegs[i], out[i], backend=backend, crop_origin=origins[i], flip=flips[i])
+                    decode_into(jpegs[i], out[i], backend=backend, augment=augment, index=i)
                 except DecodeError as exc:
                     errors.append((i, exc))
             return errors

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from shardgen.format import EMBED_DIM
+
+from .augment import AUGMENTATIONS
 from .decode import available_backends
 
 CAPTION_MODES = ("random", "first", "all")
@@ -23,6 +26,7 @@ class LoaderConfig:
     image_size: int | None = None  # output size in pixels; default: the manifest's image size
     crop: str = "center"  # or "random" (training augmentation, on uint8: loaders.augment)
     flip: bool = False  # random horizontal flip (training augmentation)
+    augmentations: tuple[str, ...] = ()  # further augmentations by name (loaders.augment.AUGMENTATIONS), in order
     shuffle_buffer: int = 1000
     drop_last: bool = False
     resampled: bool = False
@@ -54,6 +58,9 @@ class LoaderConfig:
                              f"{self.image_size!r}")
         if self.crop not in ("center", "random"):
             raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
+        if isinstance(self.augmentations, str) or not all(a in AUGMENTATIONS for a in self.augmentations):
+            raise ValueError(f"augmentations must be names from {sorted(AUGMENTATIONS)}, got {self.augmentations!r}")
+        object.__setattr__(self, "augmentations", tuple(self.augmentations))
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if self.decode not in ("cpu", "gpu"):

@@ -3,8 +3,8 @@
 simplejpeg (libjpeg-turbo, releases the GIL, decodes into a caller's buffer) is used when installed; PIL is the
 fallback. Both run in a thread pool inside each loader process: decoding is GIL-free C, so threads scale without
 the pickling and process hand-off that DataLoader workers cost. Images larger than the output size (shards built
-with `--no-crop`, or a smaller `image_size`) are cropped to the window `augment.window` places (+ optional flip),
-on uint8.
+with `--no-crop`, or a smaller `image_size`) are cropped, flipped and otherwise augmented as the batch's `Augment`
+says (`loaders.augment`), on uint8.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ except ImportError:  # optional extra `fast`
 
 from PIL import Image
 
-from .augment import window
+from .augment import Augment, center
 from .errors import DecodeError
 
 
@@ -51,27 +51,24 @@ def _check_size(data, backend: str, out_pixels: int) -> None:
         raise ValueError(f"image claims {w}×{h} pixels, over {MAX_PIXELS_FACTOR}× the output size")
 
 
-def decode_into(data, out: np.ndarray, *, backend: str, crop_origin: tuple[float, float] = (0.5, 0.5),
-                flip: bool = False) -> None:
-    """Decode `data` (bytes-like) into `out` ([S, S, 3] C-contiguous uint8 view). Crops when the image is larger
-    than S×S.
+def decode_into(data, out: np.ndarray, *, backend: str, augment: Augment | None = None, index: int = 0) -> None:
+    """Decode `data` (bytes-like) into `out` (`[S, S, 3]` C-contiguous uint8 view) as image `index` of a batch
+    whose `augment` (`loaders.augment`) says how; without one, center-cropped to S×S.
 
-    `crop_origin` in [0, 1]² places the crop window (0.5, 0.5 = center). An image of exactly the output size
-    (the usual case: shards store 224×224) is decoded straight into `out`, without a copy or a header parse.
-    Raises DecodeError.
+    An image of exactly the output size that the augment keeps as stored (the usual case: shards store 224×224,
+    no flip) is decoded straight into `out`, without a copy or a header parse. Raises DecodeError.
     """
-    size_h, size_w = out.shape[:2]
+    if augment is None:
+        augment = center(out.shape[0], index + 1)
     try:
-        if backend == "simplejpeg" and not flip:
+        if backend == "simplejpeg" and augment.keeps(index):
             try:
                 if simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out).shape == out.shape:
                     return
             except ValueError:
                 pass  # larger than `out` (cropped below) or corrupt (fails again below, with the reason)
-        _check_size(data, backend, size_h * size_w)
+        _check_size(data, backend, out.shape[0] * out.shape[1])
         pixels = _decode_full(data, backend)
     except (ValueError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DecodeError(f"JPEG does not decode ({exc})") from exc
-    top, left = window(*pixels.shape[:2], size_h, size_w, crop_origin)  # the device decoder's window too
-    cropped = pixels[top:top + size_h, left:left + size_w]
-    out[...] = cropped[:, ::-1] if flip else cropped
+    out[...] = augment.array(pixels, index)  # what the device decoder gives for the same augment

@@ -15,7 +15,7 @@ from torch import nn
 
 from shardgen.format.errors import UserError
 
-from .augment import Augment, crop_flip_tensor
+from .augment import Augment, center
 from .errors import DecodeError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -45,21 +45,21 @@ class Normalize(nn.Module):
 
 def decode_jpegs(jpegs: list, *, device: torch.device, size: int | None = None, augment: Augment | None = None,
                  keys: list[str] | None = None) -> torch.Tensor:
-    """Batched JPEG decode (nvJPEG on CUDA, libjpeg on CPU) → uint8 `[B, 3, S, S]`: each image cropped and
-    flipped as `augment` says (`loaders.augment`, the CPU decoder's windows), else center-cropped to `size`, else
-    as stored. `jpegs`: uint8 tensors or bytes-like objects; `keys` name the images in errors."""
+    """Batched JPEG decode (nvJPEG on CUDA, libjpeg on CPU) → uint8 `[B, 3, S, S]`: each image augmented as
+    `augment` says (`loaders.augment`: what the CPU decoder gives), else center-cropped to `size`, else as
+    stored. `jpegs`: uint8 tensors or bytes-like objects; `keys` name the images in errors."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     jpegs = [j if isinstance(j, torch.Tensor) else torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
     dev = "cuda" if device.type == "cuda" else "cpu"
     images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=dev)
     if augment is None and size is not None:
-        augment = Augment(size, None, [False] * len(images))
+        augment = center(size, len(images))
     if augment is not None:
         out = []
         for i, img in enumerate(images):
             try:
-                out.append(crop_flip_tensor(img, augment, i))
+                out.append(augment.tensor(img, i))
             except DecodeError as exc:  # a stored image smaller than the output size
                 raise DecodeError(f"{keys[i] if keys else f'image {i}'}: {exc}") from None
         images = out
@@ -93,7 +93,7 @@ class DeviceLoader:
         out = {}
         for k, v in batch.items():
             out[k] = v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        if "jpeg" in out:  # decode="gpu": decoded here, then cropped and flipped as the loader drew it
+        if "jpeg" in out:  # decode="gpu": decoded here, then augmented as the loader drew it
             out["image"] = decode_jpegs(out.pop("jpeg"), device=self.device, augment=out.pop("augment", None),
                                         keys=out.get("key"))
         out["image"] = self.normalize(out["image"])

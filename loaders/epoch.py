@@ -17,7 +17,7 @@ import numpy as np
 
 from shardgen.format import redact
 
-from .augment import Augmentation
+from .augment import make_augmentation
 from .batches import Decoder, collate
 from .config import LoaderConfig
 from .errors import LoaderError
@@ -35,6 +35,7 @@ from .plan import (
 )
 from .mixing import mixed_pieces
 from .records import Record, RecordParser
+from .seeds import generator
 from .shuffle import Taker, iter_shuffled
 from .sources import ShardSet
 from .spans import iter_span
@@ -101,7 +102,7 @@ class EpochPipeline:
         n_rank = rank_samples(self.shards.n_samples, world_size=self.world_size, drop_last=cfg.drop_last)
         sizes = worker_batch_sizes(n_rank, batch_size=cfg.batch_size, num_workers=cfg.workers, worker=worker,
                                    drop_last=cfg.drop_last)
-        rng = np.random.default_rng([cfg.seed, epoch, self.rank, worker, 0xA11])
+        rng = generator("resample", cfg.seed, epoch, self.rank, worker)
         return plan_resampled(self.shards.counts, n_samples=sum(sizes), rng=rng), sizes
 
     def iter_records(self, spans: list[Span], quota: int, parser: RecordParser, skip) -> Iterator[list[Record]]:
@@ -142,8 +143,8 @@ class EpochPipeline:
         cfg, workers = self.cfg, self.cfg.workers
         worker = (worker + skip_batches) % workers
         spans, sizes = self.plan(worker, epoch, resumed=resumed)
-        rng = np.random.default_rng([cfg.seed, epoch, self.rank, worker, 0xA06])  # augmentation
-        augmentation = Augmentation(size=self.image_size, crop=cfg.crop, flip=cfg.flip)
+        rng = generator("augment", cfg.seed, epoch, self.rank, worker)
+        augmentation = make_augmentation(size=self.image_size, crop=cfg.crop, flip=cfg.flip, extra=cfg.augmentations)
         skip = SkipCounter() if cfg.on_error == "skip" else None
         parser = RecordParser(caption=cfg.caption, embed_dim=cfg.embed_dim, seed=cfg.seed, epoch=epoch)
         records = self.iter_records(spans, sum(sizes), parser, skip)

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .seeds import generator
 from .shuffle import iter_shuffled
 
 
@@ -97,7 +98,7 @@ def worker_batch_sizes(n_rank: int, *, batch_size: int, num_workers: int, worker
 def shard_order(n_shards: int, *, seed: int, epoch: int, shuffle: bool) -> list[int]:
     if not shuffle:
         return list(range(n_shards))
-    return [int(i) for i in np.random.default_rng([seed, epoch, 0x5EED]).permutation(n_shards)]
+    return [int(i) for i in generator("plan", seed, epoch).permutation(n_shards)]
 
 
 def _positions_to_spans(pieces: Pieces, start: int, length: int) -> list[Span]:
@@ -152,7 +153,7 @@ def plan_worker(counts: list[int], *, rank: int, world_size: int, worker: int, n
 
 def shuffle_rng(seed: int, epoch: int, rank: int, worker: int) -> np.random.Generator:
     """The generator of producer `worker`'s shuffle buffer, and of nothing else (so a plan can be replayed)."""
-    return np.random.default_rng([seed, epoch, rank, worker])
+    return generator("shuffle", seed, epoch, rank, worker)
 
 
 def rank_batches(n_total: int, layout: Layout) -> int:

@@ -34,6 +34,7 @@ from .epoch import EpochPipeline
 from shardgen.format.errors import DataError, UserError
 
 from .errors import WorkerError
+from .seeds import worker_seed
 from .slots import SharedMemory, SlotRing
 
 _FROZEN = False
@@ -91,9 +92,10 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
             signal.signal(getattr(signal, name), signal.SIG_IGN)
     _exit_with_parent(parent)
     torch.set_num_threads(1)
-    random.seed(seed + worker)
-    torch.manual_seed(seed + worker)
-    np.random.seed((seed + worker) % 2**32)
+    own_seed = worker_seed(seed, worker)  # the `workers` stream (loaders.seeds)
+    random.seed(own_seed)
+    torch.manual_seed(own_seed)
+    np.random.seed(own_seed % 2**32)
     freeze_inherited_objects()
     memory = SharedMemory(ring, worker)
 

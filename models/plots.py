@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import textwrap
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
+
+from shardgen.format.pictures import letterbox
 
 THUMB = 128
 PAD = 6
@@ -15,7 +17,6 @@ LABEL_W = 220
 LABEL_H = 16  # the line under a thumbnail
 LINE_H = 13  # a caption line (11 px font)
 QUERY_LINE_H = 16  # a query line (13 px font)
-LETTERBOX_FILL = (236, 236, 236)
 
 
 def _font(size: int):
@@ -23,11 +24,6 @@ def _font(size: int):
         return ImageFont.load_default(size=size)
     except TypeError:
         return ImageFont.load_default()
-
-
-def letterbox(img: Image.Image, size: int = THUMB) -> Image.Image:
-    """`img` scaled to fit a `size`×`size` square with its aspect ratio kept, the rest filled."""
-    return ImageOps.pad(img.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC, color=LETTERBOX_FILL)
 
 
 def _wrapped(item: object, *, query: bool) -> list[str]:
@@ -61,14 +57,14 @@ def retrieval_grid(rows: list[tuple[object, list[tuple[object, float]]]], *, tit
     y = top + PAD
     for (query, results), cell_h in zip(rows, heights):
         if isinstance(query, Image.Image):
-            img.paste(letterbox(query), (PAD, y))
+            img.paste(letterbox(query, THUMB), (PAD, y))
             draw.text((PAD, y + THUMB + 2), "query image", fill="black", font=small)
         else:
             draw.multiline_text((PAD, y), "\n".join(_wrapped(query, query=True)), fill="black", font=font)
         for j, (res, score) in enumerate(results):
             x = LABEL_W + j * (THUMB + PAD)
             if isinstance(res, Image.Image):
-                img.paste(letterbox(res), (x, y))
+                img.paste(letterbox(res, THUMB), (x, y))
                 draw.text((x, y + THUMB + 2), f"{score:.3f}", fill="black", font=small)
             else:
                 box_h = _height(res, query=False)

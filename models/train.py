@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from loaders import DeviceLoader, LoaderConfig, SourceError, StateError, make_loader
+from loaders.seeds import torch_seed
 from shardgen.config import config_from_options
 from shardgen.format import redact, redact_fields, write_text_atomic
 from shardgen.format.errors import HANDLED, parser_exit_code, report
@@ -124,7 +125,8 @@ def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
     """`--synthetic`: device-made batches of the shards' image size and epoch length (the shards are not read)."""
     return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
-                           embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device, seed=cfg.seed,
+                           embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device,
+                           seed=torch_seed("synthetic", cfg.seed),
                            skip=len(loader) - loader.batches_in_pass, positions=loader)
 
 
@@ -254,7 +256,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig) -> dict:
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(torch_seed("model", cfg.seed))  # the `model` stream (loaders.seeds)
     out = Path(cfg.out)
     check_out_folder(out, fresh=not cfg.resume)
     env = setup_distributed(cfg.device)

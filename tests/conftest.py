@@ -30,17 +30,30 @@ def sample_coco(tmp_path_factory) -> Path:
     return make_sample(tmp_path_factory.mktemp("coco") / "coco2014", images=N_TRAIN, val_images=N_VAL, seed=0)
 
 
-def _build(tmp_path_factory, coco: Path, encoder: Path, split: str, per_shard: int) -> Path:
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory, sample_coco, tiny_encoder):
+    """The one way tests build shards: `sample_shards(split, **options)` gives the sample's `split` ("train": 48
+    images, "val": 12) built with the tiny encoder and `BuildConfig` `options` (default 10 samples per shard),
+    once per session for each set of options. Read-only: a test that edits shards copies them first
+    (`helpers.copy_shards`)."""
     from shardgen.sharding.pipeline import BuildConfig, build_shards
 
-    out = tmp_path_factory.mktemp("shards") / split
-    build_shards(BuildConfig(coco_root=coco, split=split, out=out, text_encoder=str(encoder),
-                             samples_per_shard=per_shard, workers=1, progress=False))
-    return out
+    built: dict[tuple, Path] = {}
+
+    def build(split: str = "train", **options) -> Path:
+        options = {"samples_per_shard": 10, **options}
+        key = (split, tuple(sorted(options.items())))
+        if key not in built:
+            out = tmp_path_factory.mktemp("shards") / split
+            build_shards(BuildConfig(coco_root=sample_coco, split=split, out=out, text_encoder=str(tiny_encoder),
+                                     workers=1, progress=False, **options))
+            built[key] = out
+        return built[key]
+
+    return build
 
 
 @pytest.fixture(scope="session")
-def train_shards(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
+def train_shards(sample_shards) -> Path:
     """48 train images in shards of 10 (5 shards, the last one partial)."""
-    return _build(tmp_path_factory, sample_coco, tiny_encoder, "train", 10)
-
+    return sample_shards("train")

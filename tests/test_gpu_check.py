@@ -9,6 +9,7 @@ import pytest
 import torch
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path; on a GPU machine `make gpu-check` runs it all")
 def test_gpu_check_runs_its_cpu_path_at_toy_size(tmp_path, capsys):
     from benchmarks.gpu_check import main

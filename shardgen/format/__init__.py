@@ -24,6 +24,7 @@ from .names import (
                     EMBED_DTYPE,
                     FORMAT_NAME,
                     MANIFEST_NAME,
+                    MAX_IMAGE_ID,
                     SCHEMA_VERSION,
                     SIZES_NAME,
                     WIDS_INDEX_NAME,
@@ -34,7 +35,7 @@ from .names import (
 )
 from .npy import decode_npy, encode_npy, npy_layout
 from .redact import has_secret, printable_name, redact, redact_fields
-from .record import check_meta, iter_records, parse_meta, parse_sample
+from .record import iter_checked_samples, parse_meta, parse_sample
 from .schema import FIELDS, SCHEMA, Field, Sample, SampleMeta, Schema
 from .storage import (
                     access_error,
@@ -78,14 +79,13 @@ __all__ = [
                     "USER_ERRNOS",
                     "UserError",
                     "access_error",
-                    "check_meta",
                     "client_errors",
                     "decode_npy",
                     "embeddings_cache_path",
                     "encode_npy",
                     "is_remote",
                     "is_shard_name",
-                    "iter_records",
+                    "iter_checked_samples",
                     "iter_sample_groups",
                     "iter_samples",
                     "iter_tar_samples",

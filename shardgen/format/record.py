@@ -10,7 +10,6 @@ captions).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
@@ -21,15 +20,6 @@ from .names import EMBED_DIM
 from .schema import Sample, SampleMeta
 from .storage import access_error, join, open_url, redact
 from .tar import iter_tar_samples
-
-
-def check_meta(obj: Any, *, where: str, key: str | None = None) -> SampleMeta:
-    """The schema's rules for a decoded `.json` member (`schema.check_meta`); `where` (shard: key) starts every
-    message; `key`, when given, must spell the image id."""
-    try:
-        return schema.check_meta(obj, key)
-    except SchemaError as exc:
-        raise SchemaError(f"{where}: {exc}") from None
 
 
 def parse_meta(data, *, where: str, key: str | None = None) -> SampleMeta:
@@ -57,7 +47,7 @@ def parse_sample(key: str, fields: dict, *, source: str, embed_dim: int = EMBED_
     return schema.SCHEMA.decode(key, fields, source=source, embed_dim=embed_dim)
 
 
-def iter_records(source: str, manifest: Manifest, **storage_options) -> Iterator[Sample]:
+def iter_checked_samples(source: str, manifest: Manifest, **storage_options) -> Iterator[Sample]:
     """Every sample of the shard set at `source` (its `manifest`), in order, checked by `parse_sample`.
 
     Bad data (a shard the manifest lists that is missing or corrupt, a sample that breaks a rule) raises

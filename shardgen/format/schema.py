@@ -1,10 +1,18 @@
 """The sample schema: every member a sample holds, named once, with what it holds, how the writer encodes it, how
 a reader decodes it and the rules its value must follow (ffcv's `fields/*` idea: one entry per field).
 
-The writer (`build.writer`), every checked reader (`format.record.parse_sample`: verify, show, export) and the
-loader's parser (`loaders.records`) read `SCHEMA`, so adding a field is one `Field` here plus its tests (recipe:
-docs/development.md, "The sample schema"). A reader looks `SCHEMA` up when it starts, not at import, so a test can
-register an extra field in a copy (`SCHEMA.with_field(...)`).
+A field owns both ends of its member. The build end: `build(record, products)` gives its value from the input
+record and what the build made of it (`products`: the preprocessed image, the caption embeddings), and `encode`
+its bytes. The loader end: `decode` and `check` (every reader), then `select` (the value a batch carries for the
+chosen caption) and `batch` (a batch's values as one array). The build (`sharding.pack` through `Schema.build`),
+the writer (`Schema.encode`), every checked reader (`format.record.parse_sample`: verify, show, export) and the
+loader's parser and collate (`loaders.records`, `loaders.batches`) loop over `SCHEMA`; the loader decodes the core
+fields (jpg, json, npy, txt) by a faster path of its own that applies the same rules. Adding a field is one
+`Field` here plus its tests (recipe: docs/development.md, "The sample schema"). A reader looks `SCHEMA` up when
+it starts, not at import, so a test can register an extra field in a copy (`SCHEMA.with_field(...)`).
+
+Readers accept members no field names (a newer writer's optional field): a sample must hold every field's
+member, and is not refused for holding more, so an optional field needs no new `SCHEMA_VERSION`.
 
 Fields are decoded in schema order and each check sees the values decoded before it: rules that relate fields
 (the `.npy` has one row per caption, `.txt` is the first caption, the key spells the image id) belong to the later
@@ -29,17 +37,26 @@ from .npy import decode_npy, encode_npy, npy_layout
 _EMBED_DTYPE = np.dtype(EMBED_DTYPE)  # a dtype compared with a str parses the str each time (~1 µs)
 
 Values = Mapping[str, Any]  # a sample's decoded values by field extension
+# What the build made of an input record, by name: "image" (the preprocessed image: `jpeg` bytes, `width`,
+# `height`, `orig_width`, `orig_height`) and "embeddings" (the record's caption embeddings, `[n_captions, D]`
+# float16, row i ↔ captions[i]). A field that needs another product (a second encoder's embeddings) names its key.
+Products = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class Field:
     """One member of every sample: `<key>.<ext>`.
 
-    `encode(values)` gives the member's bytes from the sample's values (a derived field, like `txt`, reads
-    other fields' values and is given none of its own); `decode(data)` gives its value from the bytes (raises SchemaError(reason)); `check(value, values)`
-    raises SchemaError(reason) when the value breaks a rule (`values`: the fields decoded before it). `batch`,
-    when set, makes the loader carry the field: it turns a batch's values into one array, `batch[ext]`; the
-    loader handles the core fields (jpg, json, npy) itself and does not read `txt`."""
+    The build end: `build(record, products)` gives the field's value from the input record (`image_id`,
+    `file_name`, `captions`) and its `Products`; None for a derived field (like `txt`), whose `encode` reads
+    other fields' values and is given none of its own. `encode(values)` gives the member's bytes.
+
+    The loader end: `decode(data)` gives the value from the bytes (raises SchemaError(reason)); `check(value,
+    values)` raises SchemaError(reason) when the value breaks a rule (`values`: the fields decoded before it).
+    `batch`, when set, makes the loader carry the field: `select(value, caption)` gives what a record keeps for
+    the chosen caption (its index; None when every caption is kept; unset: the value as is), and `batch` turns a
+    batch's selected values into one array, `batch[ext]`. The loader handles the core fields (jpg, json, npy)
+    its own faster way and does not read `txt`."""
 
     ext: str
     kind: str  # what it holds, for docs and messages
@@ -47,6 +64,8 @@ class Field:
     decode: Callable[[Any], Any]
     check: Callable[[Any, Values], None] | None = None
     batch: Callable[[list], np.ndarray] | None = None
+    build: Callable[[Any, Products], Any] | None = None
+    select: Callable[[Any, int | None], Any] | None = None
 
 
 class Sample(NamedTuple):
@@ -176,13 +195,12 @@ def decode_embeddings(data) -> np.ndarray:
 
 
 def member_problem(exts, expected: tuple[str, ...]) -> str | None:
-    """What is wrong with a sample holding members `exts` when `expected` are due, or None."""
-    have = sorted(exts)
-    if tuple(have) == expected:
+    """What is wrong with a sample holding members `exts` when `expected` are due, or None. Members beyond the
+    expected ones are no problem (a field this reader does not know: it is not read)."""
+    missing = sorted(set(expected).difference(exts))
+    if not missing:
         return None
-    missing, extra = sorted(set(expected) - set(have)), sorted(set(have) - set(expected))
-    return (f"members {have}, expected {list(expected)}" + (f" (missing {', '.join(missing)})" if missing else "")
-            + (f" (unexpected {', '.join(extra)})" if extra else ""))
+    return f"members {sorted(exts)}, expected {list(expected)} (missing {', '.join(missing)})"
 
 
 # --- the schema ----------------------------------------------------------------------------------------------
@@ -203,6 +221,12 @@ class Schema:
         if field.ext in self.exts or not field.ext.isalnum():
             raise ValueError(f"field extension {field.ext!r} is taken or not alphanumeric")
         return Schema((*self.fields, field))
+
+    def build(self, record: Any, products: Products) -> Sample:
+        """The sample of input `record` (its `image_id`, `file_name`, `captions`) and its `products`: each field's
+        build end; derived fields are left to `encode`."""
+        return Sample(make_key(record.image_id),
+                      {f.ext: f.build(record, products) for f in self.fields if f.build is not None})
 
     def encode(self, values: Values) -> dict[str, bytes]:
         """The members of a sample with `values`, by extension in tar order."""
@@ -232,6 +256,12 @@ class Schema:
         return Sample(key, values, source)
 
 
+def _build_json(record: Any, products: Products) -> dict[str, Any]:
+    img = products["image"]
+    return {"image_id": record.image_id, "file_name": record.file_name, "captions": list(record.captions),
+            "width": img.width, "height": img.height, "orig_width": img.orig_width, "orig_height": img.orig_height}
+
+
 def _encode_json(values: Values) -> bytes:
     # sorted keys, no spaces, UTF-8 as is: the bytes of every shard written so far
     return json.dumps(values["json"], sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
@@ -249,15 +279,16 @@ def _check_npy(emb: np.ndarray, values: Values) -> None:
 SCHEMA = Schema((
     Field("json", "one JSON object: image_id, file_name, captions (all, cleaned), width, height, orig_width, "
                   "orig_height; UTF-8, sorted keys",
-          encode=_encode_json, decode=decode_json, check=_check_json),
+          encode=_encode_json, decode=decode_json, check=_check_json, build=_build_json),
     Field("npy", f"{EMBED_DTYPE} [n_captions, embed_dim] caption embeddings (the manifest's embed_dim, "
                  f"{EMBED_DIM} by default), row i ↔ captions[i]; no pickle",
-          encode=lambda values: encode_npy(values["npy"]), decode=decode_embeddings, check=_check_npy),
+          encode=lambda values: encode_npy(values["npy"]), decode=decode_embeddings, check=_check_npy,
+          build=lambda record, products: products["embeddings"]),
     Field("txt", "the first caption, UTF-8 (what open_clip reads)",
           encode=lambda values: values["json"]["captions"][0].encode("utf-8"),
           decode=lambda data: str(data, "utf-8", "replace"),
           check=lambda text, values: check_first_caption(text, values["json"]["captions"])),
     Field("jpg", "the preprocessed image: an RGB baseline JPEG", encode=lambda values: bytes(values["jpg"]),
-          decode=lambda data: data),
+          decode=lambda data: data, build=lambda record, products: products["image"].jpeg),
 ))
 FIELDS = SCHEMA.exts  # ("jpg", "json", "npy", "txt"): every sample's members, in tar order

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import webdataset as wds
 
-from ..format import UserError, iter_records, load_manifest, open_fresh, write_text_atomic
+from ..format import UserError, iter_checked_samples, load_manifest, open_fresh, write_text_atomic
 
 
 def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "test",
@@ -34,7 +34,7 @@ def export_clip_benchmark(source: str, out_dir: str | Path, *, split: str = "tes
             fh.close()
 
     try:
-        for record in iter_records(source, manifest):
+        for record in iter_checked_samples(source, manifest):
             if n_samples % samples_per_shard == 0:
                 close()
                 fh = open_fresh(split_dir / f"{n_shards}.tar")  # closed in close(); a link there is not followed

@@ -12,17 +12,17 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
-from ..format import SchemaError, UserError, iter_records, join, load_manifest, open_atomic, redact
+from ..format import SchemaError, UserError, iter_checked_samples, join, load_manifest, open_atomic, redact
 from ..format.names import MAX_STORED_IMAGE_PIXELS
+from ..format.pictures import letterbox
 
 CELL = 224
 TEXT_H = 96
 PAD = 8
 WRAP, LINES = 32, 6  # caption characters per line, lines per caption
 CAPTION_CHARS = WRAP * LINES + 1  # enough to fill the lines and to show that the caption goes on
-LETTERBOX_FILL = (236, 236, 236)  # light gray bars: the picture's own edges stay visible on the white page
 
 
 @dataclass
@@ -44,11 +44,6 @@ def _font(size: int):
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
         return ImageFont.load_default()
-
-
-def letterbox(img: Image.Image, size: int, *, fill: tuple[int, int, int] = LETTERBOX_FILL) -> Image.Image:
-    """`img` scaled to fit a `size`×`size` square, aspect ratio kept, the rest filled (never squashed)."""
-    return ImageOps.pad(img.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC, color=fill)
 
 
 def render_grid(items: list[tuple[Image.Image, str]], *, columns: int = 4) -> Image.Image:
@@ -101,7 +96,7 @@ def show(source: str, out_png: str | Path, *, n: int = 16, columns: int = 4) -> 
     items: list[tuple[Image.Image, str]] = []
     per_image: Counter[int] = Counter()
     per_shard: Counter[str] = Counter()
-    for record in iter_records(source, manifest):
+    for record in iter_checked_samples(source, manifest):
         captions = record.captions
         per_image[len(captions)] += 1
         per_shard[record.source] += 1

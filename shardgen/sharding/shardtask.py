@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import BuildConfig
 from ..errors import BadImage
-from ..format import Sample, make_key
+from ..format import Sample, schema
 from ..format.storage import join
 from ..sources.coco import CocoImage
 from .pack import Prepared, iter_shard_batches, preprocess_records
@@ -60,12 +60,9 @@ def part_name(split: str, number: int, piece: int) -> str:
 
 
 def to_sample(rec: CocoImage, img, rows: np.ndarray) -> Sample:
-    """The sample's values, one per field of the sample schema that is not derived from the others."""
-    meta = {
-        "image_id": rec.image_id, "file_name": rec.file_name, "captions": list(rec.captions),
-        "width": img.width, "height": img.height, "orig_width": img.orig_width, "orig_height": img.orig_height,
-    }
-    return Sample(make_key(rec.image_id), {"jpg": img.jpeg, "json": meta, "npy": rows})
+    """The sample: each field of the sample schema builds its value from the record and its products (the
+    preprocessed image; the caption embeddings, row i ↔ `rec.captions[i]`)."""
+    return schema.SCHEMA.build(rec, {"image": img, "embeddings": rows})
 
 
 def run_shard_task(task: ShardTask) -> TaskSummary:

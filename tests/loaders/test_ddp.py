@@ -29,6 +29,7 @@ def _worker(rank: int, world: int, port: int, shards: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_epoch(tmp_path, train_shards):
     mp.spawn(_worker, args=(2, free_port(), str(train_shards), str(tmp_path)), nprocs=2, join=True)
     r = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
@@ -93,6 +94,7 @@ def _two_ranks(shards: str, out, *, stop: int) -> list[str]:
     return r[0]["keys"] + r[1]["keys"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("direction", ["2->1", "1->2"])
 def test_gloo_resume_with_another_world_size(tmp_path, train_shards, direction):
     """Interrupted mid-epoch on 2 ranks (batch 4) and resumed on 1 (batch 6), or the other way round, with 2

@@ -17,13 +17,9 @@ from tests.netutil import FileServer
 
 
 @pytest.fixture(scope="module")
-def one_shard(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
+def one_shard(sample_shards) -> Path:
     """The 48 train images in one shard, with its DALI index."""
-    from shardgen.sharding.pipeline import BuildConfig, build_shards
-
-    out = tmp_path_factory.mktemp("one") / "train"
-    build_shards(BuildConfig(coco_root=sample_coco, split="train", out=out, text_encoder=str(tiny_encoder),
-                             samples_per_shard=100, workers=1, progress=False, dali_index=True))
+    out = sample_shards("train", samples_per_shard=100)
     assert len(list(out.glob("*.tar"))) == 1 and len(list(out.glob("*.idx"))) == 1
     return out
 

@@ -39,6 +39,7 @@ def _same(a, b) -> None:
     assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
 
 
+@pytest.mark.slow
 def test_spawned_workers_give_the_batches_forked_ones_give(train_shards, spawn):
     multiprocessing.set_start_method("fork", force=True)
     forked = _epochs(str(train_shards))

@@ -216,12 +216,8 @@ def test_brace_pattern_and_url_list(train_shards):
     assert _keys(a) == _keys(b) and len(_keys(a)) == 48
 
 
-def test_random_crop_and_flip_on_uint8(tmp_path, sample_coco, tiny_encoder):
-    from shardgen.sharding.pipeline import BuildConfig, build_shards
-
-    out = tmp_path / "nocrop"
-    build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
-                             image_size=96, crop=False, samples_per_shard=4, workers=1, progress=False))
+def test_random_crop_and_flip_on_uint8(sample_shards):
+    out = sample_shards("val", image_size=96, crop=False, samples_per_shard=4)
     batch = next(iter(make_loader(str(out), batch_size=4, image_size=96, crop="random", flip=True)))
     assert batch["image"].shape == (4, 3, 96, 96) and batch["image"].dtype == torch.uint8
 

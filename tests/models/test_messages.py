@@ -57,6 +57,7 @@ def demo_run(tmp_path_factory, small_shards) -> Path:
     return where / "demo_out" / "run"
 
 
+@pytest.mark.slow
 def test_the_demos_next_command_runs_as_printed_and_keeps_k_plus_1_checkpoints(demo_run):
     steps = [json.loads(line)["step"] for line in (demo_run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 8)) and json.loads((demo_run / "params.json").read_text())["total_steps"] == 7

@@ -17,14 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def one_val_shard(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
+def one_val_shard(sample_shards) -> Path:
     """The sample's 12 val images at 64 px in one shard."""
-    from shardgen.sharding.pipeline import BuildConfig, build_shards
-
-    out = tmp_path_factory.mktemp("val1") / "val"
-    build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
-                             image_size=64, samples_per_shard=100, workers=1, progress=False))
-    return out
+    return sample_shards("val", image_size=64, samples_per_shard=100)
 
 
 def _args(train, out, *extra) -> list[str]:

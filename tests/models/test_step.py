@@ -173,6 +173,7 @@ def test_an_empty_scaler_state_loads_into_an_fp16_run(tmp_path):
     assert fp16.scaler.get_scale() == 1024.0
 
 
+@pytest.mark.slow
 def test_compile_wraps_the_tower_and_keeps_checkpoints_portable(tmp_path, small_shards, monkeypatch):
     """Dynamo's capture runs for real; the eager backend stands in for inductor's code generation (a minute on
     this CPU; `make gpu-check` measures inductor on the GPU)."""

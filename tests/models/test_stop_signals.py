@@ -28,6 +28,7 @@ def _wait_for_steps(metrics: Path, proc: subprocess.Popen, n: int, timeout: floa
     pytest.fail(f"training did not reach step {n}: {proc.communicate()[1][-2000:]}")
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_exits_with_one_line(tmp_path, small_shards):
     signum = signal.SIGTERM
     out = tmp_path / "run"

@@ -9,7 +9,6 @@ from argparse import Namespace
 import numpy as np
 import pytest
 
-from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
 
 from ...helpers import read_all
@@ -121,10 +120,8 @@ def test_clip_benchmark_reads_export(train_shards, truth, tmp_path):
     assert all(size == (224, 224) and tuple(caps) in by_caps for size, caps in rows)
 
 
-def test_dali_index_matches_gnu_tar_offsets(tmp_path, sample_coco, tiny_encoder):
-    out = tmp_path / "dali"
-    build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
-                             samples_per_shard=5, workers=1, dali_index=True, progress=False))
+def test_dali_index_matches_gnu_tar_offsets(sample_shards):
+    out = sample_shards("val", samples_per_shard=5)
     shard = out / "val-000000.tar"
     lines = (out / "val-000000.idx").read_text().splitlines()
     assert lines[0] == "v1.2 5" and len(lines) == 6

@@ -111,8 +111,10 @@ def test_the_rules_directly():
     good = encode_npy(np.zeros((1, 512), np.float16))
     fields = {"jpg": b"", "json": b'{"image_id": 7, "captions": ["a"]}', "npy": good, "txt": b"a"}
     assert parse_sample("000000000007", fields, source="s").image_id == 7
-    with pytest.raises(SchemaError, match="unexpected cls"):
-        parse_sample("000000000007", {**fields, "cls": b"1"}, source="s")
+    extra = parse_sample("000000000007", {**fields, "cls": b"1"}, source="s")  # a member no field names: not read
+    assert extra.image_id == 7 and "cls" not in extra.values
+    with pytest.raises(SchemaError, match="missing npy"):
+        parse_sample("000000000007", {k: v for k, v in fields.items() if k != "npy"}, source="s")
     with pytest.raises(SchemaError, match=r"expected float16 \(1, 512\)"):
         parse_sample("000000000007", {**fields, "npy": encode_npy(np.zeros((1, 512), np.float32))}, source="s")
     with pytest.raises(SchemaError, match="txt is not the first caption"):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from loaders import LoaderError, make_loader
-from shardgen.format import SCHEMA, Field, SchemaError, schema
+from shardgen.format import SCHEMA, Field, SchemaError, encode_npy, schema
 from shardgen.publish.verify import verify
 
 from ..helpers import rewrite_member
@@ -77,10 +77,66 @@ def test_the_added_fields_rule_is_checked_by_verify_and_the_loader(ncap_shards, 
         list(make_loader(str(tmp_path / "v"), batch_size=4, shuffle=False))
 
 
-def test_without_the_field_registered_its_member_is_unexpected(ncap_shards):
-    assert any("unexpected ncap" in p for p in verify(str(ncap_shards)).problems)
-    with pytest.raises(LoaderError, match="unexpected ncap"):
+def test_a_reader_that_does_not_know_a_field_reads_the_samples_without_it(ncap_shards):
+    """An optional field needs no new schema version: readers of the schema before it accept its member."""
+    report = verify(str(ncap_shards))
+    assert report.ok and report.n_samples == 12, report.problems
+    batches = list(make_loader(str(ncap_shards), batch_size=4, shuffle=False))
+    assert sum(len(b["key"]) for b in batches) == 12 and "ncap" not in batches[0]
+
+
+def test_a_sample_missing_a_fields_member_is_refused(ncap_shards, tmp_path, monkeypatch):
+    monkeypatch.setattr(schema, "SCHEMA", SCHEMA.with_field(NCAP).with_field(
+        Field("cls", "a class id (test-only)", encode=lambda values: b"1", decode=bytes)))
+    with pytest.raises(LoaderError, match="missing cls"):
         list(make_loader(str(ncap_shards), batch_size=4, shuffle=False))
+    assert any("missing cls" in p for p in verify(str(ncap_shards)).problems)
+
+
+# --- a second embedding field through the public contract (build end + loader end), nothing else changed -----
+
+EMB2_DIM = 8
+
+
+def _check_emb2(emb: np.ndarray, values) -> None:
+    if emb.dtype != np.float16 or emb.shape != (len(values["json"]["captions"]), EMB2_DIM):
+        raise SchemaError(f"emb2 is {emb.dtype} {emb.shape}, not float16 [n_captions, {EMB2_DIM}]")
+
+
+EMB2 = Field("emb2", f"float16 [n_captions, {EMB2_DIM}]: a second caption embedding, row i ↔ captions[i] "
+                     "(test-only: the first embedding's first 8 values, negated)",
+             build=lambda record, products: -products["embeddings"][:, :EMB2_DIM],
+             encode=lambda values: encode_npy(values["emb2"]), decode=schema.decode_embeddings, check=_check_emb2,
+             select=lambda emb, caption: emb if caption is None else emb[caption],
+             batch=lambda rows: np.stack(rows).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def emb2_shards(tmp_path_factory, sample_coco, tiny_encoder):
+    from shardgen.sharding.pipeline import BuildConfig, build_shards
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(schema, "SCHEMA", SCHEMA.with_field(EMB2))
+    out = tmp_path_factory.mktemp("emb2") / "val"
+    try:
+        build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
+                                 samples_per_shard=4, workers=1, progress=False))
+    finally:
+        patch.undo()
+    return out
+
+
+def test_a_second_embedding_field_is_built_verified_and_carried_for_the_chosen_caption(emb2_shards, monkeypatch):
+    monkeypatch.setattr(schema, "SCHEMA", SCHEMA.with_field(EMB2))
+    assert verify(str(emb2_shards)).ok
+    batches = list(make_loader(str(emb2_shards), batch_size=4, shuffle=False, caption="random", seed=5))
+    first = torch.cat([b["text_embedding"] for b in batches])  # [12, 512]: the chosen caption's row
+    second = torch.cat([b["emb2"] for b in batches])  # [12, 8]: the same caption's row of the second field
+    assert second.shape == (12, EMB2_DIM) and torch.equal(second, -first[:, :EMB2_DIM])
+    chosen = [c for b in batches for c in b["caption"]]
+    firsts = [c for b in make_loader(str(emb2_shards), batch_size=4, shuffle=False, caption="first")
+              for c in b["caption"]]
+    assert sum(c != f for c, f in zip(chosen, firsts)) >= 6  # most samples' chosen caption is not row 0
 
 
 def test_a_field_is_registered_once():

@@ -89,6 +89,7 @@ def test_resume_after_interrupted_build(tmp_path, sample_coco, tiny_encoder, tra
     assert digests(out) == digests(train_shards)
 
 
+@pytest.mark.slow
 def test_killed_build_process_resumes_byte_identical(tmp_path, sample_coco, tiny_encoder, train_shards):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "shardgen", "build", "--coco-root", str(sample_coco), "--split", "train",

@@ -108,6 +108,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has exited (nobody may reap it in a container)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_image_processes_die_with_a_killed_build(tmp_path, sample_coco, tiny_encoder):
     slow_images = textwrap.dedent("""

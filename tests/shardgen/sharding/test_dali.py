@@ -5,15 +5,12 @@ one header block (a long name), the writer writes none and the build's walk does
 from __future__ import annotations
 
 from shardgen.sharding.dali import shard_index_text
-from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.sharding.writer import write_shard
 from shardgen.format.schema import Sample
 
 
-def test_the_writers_index_is_the_walks(tmp_path, sample_coco, tiny_encoder):
-    out = tmp_path / "shards"
-    build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
-                             samples_per_shard=5, workers=1, progress=False))
+def test_the_writers_index_is_the_walks(sample_shards):
+    out = sample_shards("val", samples_per_shard=5)
     shards = sorted(out.glob("val-*.tar"))
     assert shards and all(s.with_suffix(".idx").read_text() == shard_index_text(s) for s in shards)
 

@@ -67,6 +67,7 @@ def _kill_first_image_task(done: threading.Event, killed: list[int]) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_a_ray_build_with_a_worker_killed_mid_shard_is_byte_identical_to_local_and_resumes(
         ray_session, sample_coco, tiny_encoder, tmp_path, local_build):
     done, killed = threading.Event(), []
@@ -84,6 +85,7 @@ def test_a_ray_build_with_a_worker_killed_mid_shard_is_byte_identical_to_local_a
     assert again.resumed_shards == 4 and _files(tmp_path / "train") == local_build  # finished shards skipped
 
 
+@pytest.mark.slow
 def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_session, sample_coco, tiny_encoder,
                                                                        tmp_path):
     import torch

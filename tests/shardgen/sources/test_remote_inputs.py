@@ -34,6 +34,7 @@ def _cfg(out: Path, encoder: Path, **kw) -> BuildConfig:
     return BuildConfig(out=out, text_encoder=str(encoder), samples_per_shard=5, workers=1, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_a_coco_root_on_s3_builds_the_same_bytes_as_the_local_copy(bucket, sample_coco, tiny_encoder, tmp_path):
     build_shards(_cfg(tmp_path / "local", tiny_encoder, coco_root=sample_coco, split="val"))
     build_shards(_cfg(tmp_path / "s3", tiny_encoder, coco_root="s3://inputs/coco2014", split="val"))

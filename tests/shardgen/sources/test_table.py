@@ -57,6 +57,7 @@ def _build(table: Path, root: Path, out: Path, encoder: Path, **kw) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_same_rows_as_jsonl_csv_and_parquet_give_identical_shards_holding_exactly_the_rows(
         tmp_path, sample_coco, tiny_encoder, val_rows):
     outs = [_build(write_table(val_rows, tmp_path / f"t{ext}"), sample_coco, tmp_path / ext[1:], tiny_encoder)

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from shardgen.sources.coco import CocoImage
@@ -50,6 +51,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_encoding_resumes_to_identical_embeddings(tmp_path, tiny_encoder, monkeypatch):
     images = _images(32)  # 160 captions → 20 chunks
     cache = tmp_path / "train_text_embeddings.pt"
@@ -85,6 +87,7 @@ def test_killed_encoding_resumes_to_identical_embeddings(tmp_path, tiny_encoder,
     assert not parts_dir(cache).exists()
 
 
+@pytest.mark.slow
 def test_chunked_encoding_equals_one_pass(tmp_path, tiny_encoder):
     """Chunk size a multiple of the batch size gives the batches of one global length-sorted pass: same bits."""
     from shardgen.text.encoder import TextEncoder
@@ -96,6 +99,7 @@ def test_chunked_encoding_equals_one_pass(tmp_path, tiny_encoder):
     assert torch.equal(emb.embeddings, encoder.encode_ids(ids, batch_size=4).to(torch.float16))
 
 
+@pytest.mark.slow
 def test_damaged_chunk_is_encoded_again(tmp_path, tiny_encoder):
     images = _images(6)
     cache = tmp_path / "c.pt"
