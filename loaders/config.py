@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from shardgen.format import EMBED_DIM
-
 from .augment import AUGMENTATIONS
 from .decode import available_backends
 
