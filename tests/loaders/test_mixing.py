@@ -14,14 +14,14 @@ import pytest
 
 from loaders import SourceError, StateError, make_loader
 from loaders.mixing import quotas
-from tests.conftest import N_TRAIN, N_VAL, _build
+from tests.conftest import N_TRAIN, N_VAL
 from tests.helpers import copy_shards
 
 
 @pytest.fixture(scope="module")
-def val_shards(tmp_path_factory, sample_coco, tiny_encoder) -> Path:
+def val_shards(sample_shards) -> Path:
     """The sample's 12 val images in shards of 5: a second set, built with the same encoder."""
-    return _build(tmp_path_factory, sample_coco, tiny_encoder, "val", 5)
+    return sample_shards("val", samples_per_shard=5)
 
 
 def _epoch(sources, *, epoch=0, world=1, workers=0, **options) -> list[tuple[int, str]]:
