@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from .plan import Pieces
+from .seeds import generator
 
 MIN_CHUNK = 32  # samples read in one go from a source (an open, a seek through the shard's index)
 MAX_CHUNKS = 1 << 16  # chunks per epoch: larger epochs read larger chunks (the piece list stays small)
@@ -46,7 +47,7 @@ def chunk_size(n: int) -> int:
 def _own_order(n_shards: int, *, seed: int, own_epoch: int, source: int, shuffle: bool) -> np.ndarray:
     if not shuffle:
         return np.arange(n_shards)
-    return np.random.default_rng([seed, own_epoch, 0x5EED, source + 1]).permutation(n_shards)
+    return generator("source_order", seed, own_epoch, source).permutation(n_shards)
 
 
 def _source_draw(shards: list[int], counts: list[int], *, first: int, n: int, seed: int, source: int,
@@ -100,7 +101,7 @@ def mixed_pieces(counts: tuple[int, ...], shard_source: tuple[int, ...], source_
     """The stream of mixed epoch `epoch`: `source_quotas[i]` samples of source i (the shards whose
     `shard_source` is i), chunked and interleaved (module docstring)."""
     size = chunk_size(sum(source_quotas))
-    offsets = np.random.default_rng([seed, epoch, 0x313]).random(len(source_quotas))
+    offsets = generator("mix", seed, epoch).random(len(source_quotas))
     keyed: list[tuple[float, int, list]] = []
     for source, quota in enumerate(source_quotas):
         if quota == 0:

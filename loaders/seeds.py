@@ -9,6 +9,9 @@ and a batch's crops do not depend on which samples were skipped.
 |-------------|--------------------------------------------------|----------------------------|------------------|
 | `plan`      | the epoch's shard order                          | epoch                      | numpy, salted    |
 | `resample`  | `resampled=True`: the shards a producer draws    | epoch, rank, worker        | numpy, salted    |
+| `source_order` | mixed sets: a set's shard order in each of its | the set's own pass, set    | numpy, salted    |
+|             | own passes (a short set cycles)                  |                            |                  |
+| `mix`       | mixed sets: where each set's chunks interleave   | epoch                      | numpy, salted    |
 | `shuffle`   | the shuffle buffer's order                       | epoch, rank, worker        | numpy (no salt)  |
 | `caption`   | `caption="random"`: each sample's caption        | epoch, the sample's key    | crc32, mod n     |
 | `augment`   | a batch's crops and flips; children spawned from | epoch, rank, worker        | numpy, salted    |
@@ -44,6 +47,8 @@ class Stream(NamedTuple):
 STREAMS: dict[str, Stream] = {
     "plan": Stream("the epoch's shard order", ("epoch",), (0x5EED,)),
     "resample": Stream("the shards a producer draws with resampled=True", ("epoch", "rank", "worker"), (0xA11,)),
+    "source_order": Stream("a mixed set's shard order in each of its own passes", ("epoch", "source"), (0x5EED,)),
+    "mix": Stream("where each mixed set's chunks interleave in an epoch", ("epoch",), (0x313,)),
     "shuffle": Stream("the shuffle buffer's order", ("epoch", "rank", "worker")),
     "caption": Stream("each sample's caption (caption='random')", ("epoch", "key")),
     "augment": Stream("each batch's crop windows, flips and extra augmentations", ("epoch", "rank", "worker"),
@@ -52,7 +57,7 @@ STREAMS: dict[str, Stream] = {
     "model": Stream("the model's initial weights", ()),
     "synthetic": Stream("--synthetic batches", ()),
 }
-_NUMPY = ("plan", "resample", "shuffle", "augment")  # the streams that are numpy generators
+_NUMPY = ("plan", "resample", "source_order", "mix", "shuffle", "augment")  # the streams that are numpy generators
 
 
 def generator(name: str, seed: int, *keys: int) -> np.random.Generator:

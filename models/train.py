@@ -33,16 +33,8 @@ from shardgen.config import config_from_options
 from shardgen.format import redact, redact_fields, write_text_atomic
 from shardgen.format.errors import HANDLED, parser_exit_code, report
 
-from .checkpoint import (
-    LATEST,
-    TRAINING_KEYS,
-    CheckpointWriter,
-    Position,
-    check_width,
-    legacy_loader_state,
-    load_checkpoint,
-    step_files,
-)
+from .checkpoint import (LATEST, TRAINING_KEYS, CheckpointWriter, Position, check_width, legacy_loader_state,
+                         load_checkpoint, step_files)
 from .clip import parameter_counts
 from .config import (PRECISIONS, RunPlan, TrainConfig, as_sources, layout_changes, plan_run,  # noqa: F401
                      resumed_plan, shards_text)

@@ -74,7 +74,7 @@ def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_probl
     return Manifest(
         split=cfg.dataset_split,
         source=source,
-        text_encoder={"name": encoder_name(cfg.text_encoder),
+        text_encoder={"name": recorded_encoder_name(cfg.text_encoder),
                       **({"fingerprint": fingerprint} if fingerprint else {}), "random_init": emb.random_init,
                       "semantic": not emb.random_init, "output": "text_embeds (projected, EOS-pooled)",
                       "embed_dim": width, "dtype": EMBED_DTYPE, "l2_normalized": True},
@@ -87,7 +87,7 @@ def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_probl
     )
 
 
-def encoder_name(text_encoder: str) -> str:
+def recorded_encoder_name(text_encoder: str) -> str:
     """How the manifest names the encoder: a hub id as it is, a local folder by its base name (no path of the
     building machine; `models.evaluate` looks for it beside the shards, and the fingerprint says which it was)."""
     path = Path(text_encoder).expanduser()

@@ -167,11 +167,11 @@ def _edited(shards: Path, into: Path, edit) -> Path:
 
 def test_sources_of_two_text_encoders_are_refused_naming_both(train_shards, val_shards, tmp_path):
     other = _edited(val_shards, tmp_path / "val", lambda m: m["text_encoder"].update(
-        name="openai/clip-vit-base-patch16", path="/elsewhere/clip-vit-base-patch16"))
+        name="openai/clip-vit-base-patch16", fingerprint="clip-vit-base-patch16#0123456789abcdef"))
     with pytest.raises(SourceError, match="different text encoders") as err:
         make_loader([str(train_shards), str(other)], weights=[1, 1], batch_size=4)
     assert str(train_shards) in str(err.value) and str(other) in str(err.value)
-    assert "/elsewhere/clip-vit-base-patch16" in str(err.value) and "\n" not in str(err.value)
+    assert "clip-vit-base-patch16#0123456789abcdef" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_sources_of_two_widths_are_refused_naming_both(train_shards, val_shards, tmp_path):
@@ -200,7 +200,7 @@ def test_crop_modes_are_named_in_a_warning(train_shards, val_shards, tmp_path, c
 
 def test_a_url_list_over_two_folders_is_checked_like_two_sources(train_shards, val_shards, tmp_path):
     """A `::` list (or a list of URLs) of two encoders' shards no longer trains without a word."""
-    other = _edited(val_shards, tmp_path / "val", lambda m: m["text_encoder"].update(path="/elsewhere/tower"))
+    other = _edited(val_shards, tmp_path / "val", lambda m: m["text_encoder"].update(fingerprint="tower#0123456789abcdef"))
     first = sorted(train_shards.glob("*.tar"))[0]
     with pytest.raises(SourceError, match="different text encoders"):
         make_loader(f"{first}::{sorted(other.glob('*.tar'))[0]}", batch_size=4)

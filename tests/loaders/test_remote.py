@@ -171,17 +171,19 @@ def test_build_straight_to_s3(s3, tmp_path, sample_coco, tiny_encoder, capsys, m
     import s3fs
 
     s3.put_object(Bucket="shards", Key="built/val/manifest.json", Body=b"{}")  # an old build's: must go first
-    put_file, seen = s3fs.S3FileSystem.put_file, []
+    open_file, seen = s3fs.S3FileSystem._open, []
 
-    def watched_put(self, lpath, rpath, **kwargs):
-        seen.append(s3.list_objects_v2(Bucket="shards", Prefix="built/val/manifest.json")["KeyCount"])
-        return put_file(self, lpath, rpath, **kwargs)
+    def watched_open(self, path, mode="rb", **kwargs):  # the shard tasks write their shards to the store
+        if "w" in mode and path.endswith(".tar"):
+            seen.append(s3.list_objects_v2(Bucket="shards", Prefix="built/val/manifest.json")["KeyCount"])
+        return open_file(self, path, mode, **kwargs)
 
-    monkeypatch.setattr(s3fs.S3FileSystem, "put_file", watched_put)
+    monkeypatch.setattr(s3fs.S3FileSystem, "_open", watched_open)
     code = main(["build", "--coco-root", str(sample_coco), "--split", "val", "--out", "s3://shards/built/val",
                  "--staging", str(tmp_path / "stage"), "--text-encoder", str(tiny_encoder), "--samples-per-shard",
-                 "5", "--quiet"])
-    assert code == 0 and "3 shards verified in place" in capsys.readouterr().out
+                 "5", "--quiet", "--workers", "1"])
+    assert code == 0 and "written to s3://shards/built/val: 3 shards" in capsys.readouterr().out
     assert seen and seen[0] == 0  # the first shard went up with the old manifest already removed
+    assert not list((tmp_path / "stage").glob("*.tar"))  # no shard staged on the driver's disk
     keys = [k for k, _, _ in _keys_images(make_loader("s3://shards/built/val/", batch_size=4, shuffle=False))]
     assert len(keys) == 12 and main(["verify", "s3://shards/built/val", "--quiet"]) == 0

@@ -71,7 +71,7 @@ def test_a_mixed_run_resumes(mixed_run, small_shards, small_val, capsys):
 def test_sets_of_two_encoders_are_one_line_naming_both(small_shards, small_val, tmp_path, capsys):
     other = copy_shards(small_val, tmp_path / "val")
     manifest = json.loads((other / "manifest.json").read_text())
-    manifest["text_encoder"].update(name="openai/clip-vit-large-patch14", path="/models/clip-vit-large-patch14")
+    manifest["text_encoder"].update(name="openai/clip-vit-large-patch14", fingerprint="clip-vit-large-patch14#00ff")
     (other / "manifest.json").write_text(json.dumps(manifest))
     code = train_main(["--train-shards", str(small_shards), str(other), "--train-weights", "1", "1",
                        *_cli(tmp_path / "run")])

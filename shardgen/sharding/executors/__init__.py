@@ -6,8 +6,8 @@ back `concurrent.futures`-style results; `capacity` says how many it runs at onc
 many submitted), `gpus` how many GPUs a task may ask for. A task's exception comes back as itself.
 
 Adding an executor (Dask, Spark, a job queue) is one module in this folder defining `NAME` and
-`open_executor(*, workers, address, progress)`, a context manager yielding an `Executor`: the folder is the
-registry (`names()`), and the CLI reads its choices from it.
+`start(*, workers, address, progress)`, a context manager yielding an `Executor`: the folder is the registry
+(`names()`), and the CLI reads its choices from it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def open_executor(name: str, *, workers: int, address: str | None = None,
 
         raise UserError(f"--executor {name}: not an executor here; choose one of {', '.join(names())}")
     module = importlib.import_module(f"{__name__}.{name}")
-    return module.open_executor(workers=workers, address=address, progress=progress)
+    return module.start(workers=workers, address=address, progress=progress)
 
 
 __all__ = ["CPU_TASK", "Executor", "Future", "Resources", "TaskLost", "names", "open_executor"]

@@ -41,7 +41,7 @@ class _Deferred:
 
 
 @contextmanager
-def open_executor(*, workers: int, address: str | None = None, progress: bool = False) -> Iterator[InlineExecutor]:
+def start(*, workers: int, address: str | None = None, progress: bool = False) -> Iterator[InlineExecutor]:
     if address is not None:
         raise ValueError("ray_address needs --executor ray")
     yield InlineExecutor()

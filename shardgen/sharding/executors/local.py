@@ -63,7 +63,7 @@ class _LocalFuture:
 
 
 @contextmanager
-def open_executor(*, workers: int, address: str | None = None,
+def start(*, workers: int, address: str | None = None,
                   progress: bool = False) -> Iterator[LocalExecutor | InlineExecutor]:
     """`workers` processes; one worker runs the tasks in this process (no process to start or to die)."""
     if address is not None:

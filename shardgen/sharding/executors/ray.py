@@ -178,7 +178,7 @@ def _use_token_if_found() -> None:
 
 
 @contextmanager
-def open_executor(*, workers: int, address: str | None = None, progress: bool = False) -> Iterator[RayExecutor]:
+def start(*, workers: int, address: str | None = None, progress: bool = False) -> Iterator[RayExecutor]:
     """A Ray session for one build: an already initialized one (a test's, a notebook's) is used and left running;
     else `address` (or `RAY_ADDRESS`) is joined, or a local Ray with `workers` CPUs is started, and shut down
     after."""
