@@ -32,8 +32,9 @@ from PIL import (  # noqa: F401 - registers the formats in FORMATS before any op
     WebPImagePlugin,
 )
 
-from ..errors import BadImage
+from ..errors import BadImage, UserError
 from ..format.errors import SchemaError
+from ..format.redact import printable_name, redact
 from ..format.storage import (
     IMAGE_MAX_BYTES,
     READ_TRIES,
@@ -166,10 +167,12 @@ def read_image_bytes(path: str | Path, *, root: str | Path | None = None, sleep=
             raise BadImage("missing_file", str(path)) from None
         except RefusedFile as exc:  # a tar member over the size cap, or its tar replaced by a FIFO
             raise BadImage(_REFUSED[exc.reason], str(exc)) from None
-        except client_errors():
+        except client_errors() as exc:
             attempt += 1
-            if attempt == IMAGE_READ_RETRIES:
-                raise
+            if attempt == IMAGE_READ_RETRIES:  # the server or network is down: the build stops, in one line
+                detail = printable_name(redact(f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                raise UserError(f"{printable_name(redact(str(path)))}: unreadable after {attempt} tries ({detail}); "
+                                "the finished shards are journaled: rerun the same command to resume") from exc
             sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
 
 

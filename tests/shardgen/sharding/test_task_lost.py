@@ -42,3 +42,25 @@ def test_a_killed_task_process_is_one_line_and_a_rerun_resumes(tmp_path, sample_
     assert main([*argv, "--out", str(tmp_path / "o")]) == 0
     assert main([*argv, "--out", str(tmp_path / "fresh")]) == 0
     assert digests(tmp_path / "o") == digests(tmp_path / "fresh")
+
+
+def test_an_image_server_that_goes_down_mid_build_is_one_line_and_a_rerun_resumes(tmp_path, sample_coco,
+                                                                                   tiny_encoder, capsys):
+    from ...netutil import FileServer
+    from ..sources.test_table import write_table
+
+    names = sorted(p.name for p in (sample_coco / "val2014").iterdir())
+    table = write_table([{"image": n, "caption": f"photo {i}"} for i, n in enumerate(names)], tmp_path / "t.csv")
+    argv = ["build", "--captions", str(table), "--text-encoder", str(tiny_encoder), "--samples-per-shard", "4",
+            "--workers", "1", "--quiet", "--out", str(tmp_path / "o")]
+    with FileServer({"/": b"images"}, root=sample_coco / "val2014") as server:  # "/" answers: the root exists
+        for name in names[4:]:  # the server fails after the first range's images, as one going down would
+            server.status[f"/{name}"] = 503
+        assert main([*argv, "--image-root", server.url]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert f"{server.url}/{names[4]}: unreadable after 3 tries" in line and "rerun the same command" in line
+        journal = json.loads((tmp_path / "o" / ".shardgen-journal.json").read_text())
+        assert [e["name"] for e in journal["shards"]] == ["all-000000.tar"]  # what finished is kept
+        server.status.clear()  # back up: the rerun resumes after the journaled shard
+        assert main([*argv, "--image-root", server.url]) == 0
+    assert "resumed after 1 shards" in capsys.readouterr().out

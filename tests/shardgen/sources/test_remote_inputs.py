@@ -11,6 +11,7 @@ import pytest
 
 from shardgen.sharding.pipeline import BuildConfig, build_shards
 from shardgen.cli.main import main
+from shardgen.errors import UserError
 
 from ...helpers import moto_s3
 from .test_table import write_table
@@ -97,8 +98,9 @@ def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
         raise ConnectionError(f"{url}: connection refused")
 
     monkeypatch.setattr(images, "read_bytes", down)
-    with pytest.raises(ConnectionError):
-        images.read_image_bytes("s3://inputs/x.jpg", sleep=waits.append)
+    with pytest.raises(UserError, match=r"s3://inputs/x\.jpg: unreadable after 3 tries \(ConnectionError: .*"
+                                        r"connection refused\).*rerun the same command to resume"):
+        images.read_image_bytes("s3://inputs/x.jpg", sleep=waits.append)  # one line, not a traceback
     assert waits == [1.0, 2.0, 1.0, 2.0]  # three tries, two waits, then the error stops the build
 
 
