@@ -44,6 +44,7 @@ from .shardtask import ShardTask, TaskSummary, run_shard_task
 __all__ = ["JOURNAL_NAME", "BuildConfig", "BuildReport", "SplitInput", "build_shards", "load_input"]
 
 TASKS_IN_FLIGHT_PER_SLOT = 2  # ranges submitted ahead per task the executor runs at once: every slot stays busy
+MAX_TASK_THREADS = 8  # image threads a task of a short plan may use on this machine
 
 
 @dataclass
@@ -137,19 +138,21 @@ def _submit_encoding(pool: Executor, resources: Resources, fn: Callable, *args):
 
 
 def iter_tasks(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbeddings, out: str, *, start: int,
-               rows_here: bool = True) -> Iterator[ShardTask]:
+               rows_here: bool = True, slots: int = 1) -> Iterator[ShardTask]:
     """The plan after `start`: ranges of `samples_per_shard` input records, each with its caption rows: as
     indices into the cache's rows file when the tasks run on this machine (`rows_here`) and there is one, else
-    the rows themselves."""
+    the rows themselves. A plan of fewer ranges than `slots` gives each task the idle slots as image threads."""
     n = cfg.samples_per_shard
     by_index = rows_here and emb.rows_file is not None
+    threads = max(1, min(MAX_TASK_THREADS, slots // max(1, -(-(len(records) - start) // n))))
     for first in range(start, len(records), n):
         recs = records[first:first + n]
         captions = [r.captions for r in recs]
         if by_index:
-            yield ShardTask(first // n, first, recs, emb.indices_for_each(captions), out, cfg, str(emb.rows_file))
+            yield ShardTask(first // n, first, recs, emb.indices_for_each(captions), out, cfg, str(emb.rows_file),
+                            threads)
         else:
-            yield ShardTask(first // n, first, recs, emb.rows_for_each(captions), out, cfg)
+            yield ShardTask(first // n, first, recs, emb.rows_for_each(captions), out, cfg, None, threads)
 
 
 def _in_order(pool: Executor, tasks: Iterator[ShardTask]) -> Iterator[tuple[ShardTask, TaskSummary]]:
@@ -186,7 +189,8 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
     output.remove_unjournaled(cfg.dataset_split, kept={e["name"] for e in shards})
     bar = tqdm(total=len(records), initial=start, desc=f"pack {cfg.dataset_split}", unit="img",
                disable=not cfg.progress)
-    tasks = iter_tasks(cfg, records, emb, output.location, start=start, rows_here=pool.runs_here)
+    tasks = iter_tasks(cfg, records, emb, output.location, start=start, rows_here=pool.runs_here,
+                       slots=pool.capacity if pool.runs_here else 1)
     for task, summary in _in_order(pool, tasks):
         bar.update(len(task.records))
         if not summary.parts:  # every image of the range failed

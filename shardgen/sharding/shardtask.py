@@ -42,6 +42,7 @@ class ShardTask(NamedTuple):
     out: str  # the output folder: a local path or a URL
     cfg: BuildConfig
     rows_file: str | None = None  # the caption cache's rows (`text.cache.rows_path`), read here: none sent
+    threads: int = 1  # image threads in this task (more than 1 only when the plan has fewer ranges than slots)
 
 
 class TaskSummary(NamedTuple):
@@ -74,7 +75,8 @@ def run_shard_task(task: ShardTask) -> TaskSummary:
         rows = [np.ascontiguousarray(table[index]) for index in rows]
     prepared = [Prepared(task.first + j, rec, res if isinstance(res, BadImage) else to_sample(rec, res, rows),
                          () if isinstance(res, BadImage) else res.conversions)
-                for j, (rec, rows, res) in enumerate(zip(task.records, rows, preprocess_records(task.records, cfg)))]
+                for j, (rec, rows, res) in enumerate(zip(task.records, rows, preprocess_records(task.records, cfg,
+                                                                                     threads=task.threads)))]
     end = task.first + len(task.records)
     parts: list[dict] = []
     unplaced: dict[str, list[str]] = {}
