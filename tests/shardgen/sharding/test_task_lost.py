@@ -23,10 +23,10 @@ def test_a_killed_task_process_is_one_line_and_a_rerun_resumes(tmp_path, sample_
     sixth = sorted(load_split(find_split(sample_coco, "val"))[0], key=lambda r: r.image_id)[5].image_id
     real = shardtask.preprocess_records
 
-    def killed_on_the_second_range(records, cfg):
+    def killed_on_the_second_range(records, cfg, **kw):
         if records[0].image_id == sixth:
             os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does
-        return real(records, cfg)
+        return real(records, cfg, **kw)
 
     with monkeypatch.context() as m:  # the task processes are forked from here: they inherit the patch
         m.setattr(shardtask, "preprocess_records", killed_on_the_second_range)
