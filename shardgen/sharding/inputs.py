@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..config import BuildConfig
+from ..format.digest import file_digests
 from ..format.storage import is_remote, read_bytes, redact
 from ..sources.coco import CaptionReport, CocoImage
 
@@ -32,11 +33,7 @@ class SplitInput(NamedTuple):
 def _sha256(location: Path | str) -> str:
     if is_remote(str(location)):
         return hashlib.sha256(read_bytes(str(location), max_bytes=INDEX_FILE_MAX_BYTES)).hexdigest()
-    h = hashlib.sha256()
-    with open(location, "rb") as fh:  # the source has read this very file already (the checked opener)
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    return file_digests(location, "sha256")[0]  # the source has read this very file already (the checked opener)
 
 
 def load_input(cfg: BuildConfig) -> SplitInput:

@@ -37,22 +37,19 @@ def _record_line(r: CocoImage) -> bytes:
     return f"{r.image_id}\t{r.file_name}\t{r.path}\t{chr(31).join(r.captions)}\n".encode("utf-8", "surrogatepass")
 
 
-def config_hash(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: str) -> str:
-    """Identifies a build: split, encoder, everything that changes which images land in which shard, and the input."""
-    h = hashlib.sha256(json.dumps(_settings(cfg, fingerprint), sort_keys=True).encode())
-    for r in records:
-        h.update(_record_line(r))
-    return h.hexdigest()
-
-
 def build_identity(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: str) -> dict:
-    """What the journal records of a build besides its hash, so a refusal can say what differs: the settings, and
-    the inputs' count and digest."""
-    h = hashlib.sha256()
+    """What identifies a build, from one pass over its records: its hash (split, encoder, everything that changes
+    which images land in which shard, and the input), and, so a refusal can say what differs, the settings and the
+    inputs' count and digest."""
+    settings = _settings(cfg, fingerprint)
+    whole = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    inputs = hashlib.sha256()
     for r in records:
-        h.update(_record_line(r))
-    return {"hash": config_hash(cfg, records, fingerprint), "settings": _settings(cfg, fingerprint),
-            "inputs": {"n_images": len(records), "sha256": h.hexdigest()}}
+        line = _record_line(r)
+        whole.update(line)
+        inputs.update(line)
+    return {"hash": whole.hexdigest(), "settings": settings,
+            "inputs": {"n_images": len(records), "sha256": inputs.hexdigest()}}
 
 
 def _flat(settings: dict) -> dict:
