@@ -37,20 +37,23 @@ NCAP = Field("ncap", "the number of captions, decimal ASCII (test-only)",
              check=_check_ncap, batch=lambda counts: np.array(counts, dtype=np.int64))
 
 
-@pytest.fixture(scope="module")
-def ncap_shards(tmp_path_factory, sample_coco, tiny_encoder):
-    """The val split built with the extra field registered (and unregistered again afterwards)."""
+def _built_with(field: Field, out, sample_coco, tiny_encoder):
+    """The val split built with `field` registered (and unregistered again afterwards)."""
     from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(schema, "SCHEMA", SCHEMA.with_field(NCAP))
-    out = tmp_path_factory.mktemp("ncap") / "val"
+    patch.setattr(schema, "SCHEMA", SCHEMA.with_field(field))
     try:
         build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
                                  samples_per_shard=4, workers=1, progress=False))
     finally:
         patch.undo()
     return out
+
+
+@pytest.fixture(scope="module")
+def ncap_shards(tmp_path_factory, sample_coco, tiny_encoder):
+    return _built_with(NCAP, tmp_path_factory.mktemp("ncap") / "val", sample_coco, tiny_encoder)
 
 
 def test_a_field_added_through_the_schema_is_written_verified_and_carried(ncap_shards, monkeypatch):
@@ -113,17 +116,7 @@ EMB2 = Field("emb2", f"float16 [n_captions, {EMB2_DIM}]: a second caption embedd
 
 @pytest.fixture(scope="module")
 def emb2_shards(tmp_path_factory, sample_coco, tiny_encoder):
-    from shardgen.sharding.pipeline import BuildConfig, build_shards
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(schema, "SCHEMA", SCHEMA.with_field(EMB2))
-    out = tmp_path_factory.mktemp("emb2") / "val"
-    try:
-        build_shards(BuildConfig(coco_root=sample_coco, split="val", out=out, text_encoder=str(tiny_encoder),
-                                 samples_per_shard=4, workers=1, progress=False))
-    finally:
-        patch.undo()
-    return out
+    return _built_with(EMB2, tmp_path_factory.mktemp("emb2") / "val", sample_coco, tiny_encoder)
 
 
 def test_a_second_embedding_field_is_built_verified_and_carried_for_the_chosen_caption(emb2_shards, monkeypatch):
