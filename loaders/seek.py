@@ -17,7 +17,7 @@ import logging
 from typing import NamedTuple
 
 from shardgen.format import SchemaError, client_errors, read_text, redact, split_member_name
-from shardgen.format.dali_index import parse_dali_index
+from shardgen.format.dali_index import index_name, parse_dali_index
 from shardgen.format.tarheader import BLOCK
 
 from .errors import LoaderError
@@ -37,9 +37,7 @@ class ShardIndex(NamedTuple):
 _cache: dict[str, ShardIndex | None] = {}
 
 
-def index_url(shard_url: str) -> str:
-    """The index file of a shard: `<name>.idx` beside `<name>.tar` (as `shardgen build` names it)."""
-    return shard_url.removesuffix(".tar") + ".idx"
+index_url = index_name  # the index file of a shard URL: `<name>.idx` beside `<name>.tar`
 
 
 def parse_index(text: str, *, url: str) -> ShardIndex:

@@ -17,6 +17,11 @@ DALI_INDEX_VERSION = "v1.2"
 Member = tuple[str, int, int, str]  # ext, offset of its data, size, member name
 
 
+def index_name(shard: str) -> str:
+    """The index beside a shard (a name, path or URL): `<name>.idx` for `<name>.tar`, as `shardgen build` writes it."""
+    return shard.removesuffix(".tar") + ".idx"
+
+
 def dali_index_text(samples: list[list[Member]]) -> str:
     """The index file's text: one list of members per sample, in tar order."""
     lines = (" ".join(f"{ext} {offset} {size} {name}" for ext, offset, size, name in members) + "\n"

@@ -35,7 +35,7 @@ from ..format import (
     read_text,
     redact,
 )
-from ..format.dali_index import index_members, parse_dali_index, tiles
+from ..format.dali_index import index_members, index_name, parse_dali_index, tiles
 from ..format.names import MAX_STORED_IMAGE_PIXELS
 
 MAX_PROBLEMS_PER_SHARD = 20
@@ -137,11 +137,6 @@ def verify(source: str, *, progress: bool = False) -> VerifyReport:
             report.problems.append(f"{shard.name}: ... and {len(shard_problems) - MAX_PROBLEMS_PER_SHARD} more")
         report.problems.extend(_check_index(source, shard, data, shard_sound=not shard_problems))
     return report
-
-
-def index_name(shard_name: str) -> str:
-    """The DALI index beside a shard: `<name>.idx` for `<name>.tar`."""
-    return shard_name.removesuffix(".tar") + ".idx"
 
 
 def _check_index(source: str, shard: ShardInfo, data: bytes, *, shard_sound: bool) -> list[str]:

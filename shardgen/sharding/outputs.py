@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import BuildConfig
+from ..format.dali_index import index_name
 from ..format.storage import with_timeouts
 
 
@@ -42,7 +43,7 @@ class Output:
 
     def finalize(self, part: str, name: str, *, index: bool) -> None:
         """Give the part a task wrote (and its `.idx`) its final name."""
-        pairs = [(part, name)] + ([(part[:-4] + ".idx", name[:-4] + ".idx")] if index else [])
+        pairs = [(part, name)] + ([(index_name(part), index_name(name))] if index else [])
         if not self.remote:
             for src, dst in pairs:
                 if src == part or (self.work / src).exists():  # no .idx where the writer could not lay one out

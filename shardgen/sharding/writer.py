@@ -16,7 +16,7 @@ from pathlib import Path
 import webdataset as wds
 
 from ..format import ShardInfo, open_atomic, schema, write_text_atomic
-from ..format.dali_index import Member, dali_index_text
+from ..format.dali_index import Member, dali_index_text, index_name
 from ..format.schema import Sample
 from ..format.tarheader import BLOCK
 
@@ -80,7 +80,7 @@ def _write_remote(url: str, samples: list[Sample], *, index: bool) -> ShardInfo:
         fh = _Hashing(raw)
         entries = _write_tar(fh, samples, [] if index else None)
     if entries is not None:
-        fs.pipe_file(where[:-len(".tar")] + ".idx", dali_index_text(entries).encode())
+        fs.pipe_file(index_name(where), dali_index_text(entries).encode())
     return ShardInfo(name=url.rsplit("/", 1)[-1], n_samples=len(samples), n_bytes=fh.n_bytes,
                      sha256=fh.sha256.hexdigest())
 
