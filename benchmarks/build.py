@@ -89,15 +89,15 @@ def run(work: Path, *, small: int = 1000, large: int = 4000) -> dict:
     import os
 
     from shardgen.sources.coco import load_split
-    from shardgen.text.cache import encode_captions, encoder_fingerprint, save_cache
+    from shardgen.sources.listing import Listing
+    from shardgen.text.cache import encode_captions
     from shardgen.format.coco_folders import find_split
 
     cores = os.cpu_count() or 1
     cache = work / f"build-cache-{large}.pt"
     if not cache.is_file():
         records, _ = load_split(find_split(root, "train"))
-        emb, _ = encode_captions(records, text_encoder=str(encoder), cache=cache)
-        save_cache(cache, emb, records, encoder_fingerprint(str(encoder)))
+        encode_captions(Listing.from_records(records), text_encoder=str(encoder), cache=cache)
     naive = _measure("naive", root, work / "naive", small, encoder, 1, cache)
     ours1 = _measure("ours", root, work / "ours1", small, encoder, 1, cache)
     ours = _measure("ours", root, work / "ours", small, encoder, cores, cache)

@@ -59,11 +59,10 @@ WARM = """
 import sys
 from pathlib import Path
 from shardgen.sources.table import load_table
-from shardgen.text.cache import encode_captions, encoder_fingerprint, save_cache
+from shardgen.text.cache import encode_captions
 table, root, enc, cache = sys.argv[1:5]
 records = load_table(Path(table), Path(root), None).records
-emb, _ = encode_captions(records, text_encoder=enc, cache=Path(cache), batch_size=512)
-save_cache(Path(cache), emb, records, encoder_fingerprint(enc))
+encode_captions(records, text_encoder=enc, cache=Path(cache), batch_size=512)
 """
 DISTINCT_JPEGS = 40
 

@@ -66,12 +66,12 @@ def _measure(executor: str, root: Path, out: Path, encoder: Path, cache: Path, p
 def _warm_cache(root: Path, encoder: Path, cache: Path) -> None:
     from shardgen.format.coco_folders import find_split
     from shardgen.sources.coco import load_split
-    from shardgen.text.cache import encode_captions, encoder_fingerprint, save_cache
+    from shardgen.sources.listing import Listing
+    from shardgen.text.cache import encode_captions
 
     if not cache.is_file():
         records, _ = load_split(find_split(root, "train"))
-        emb, _ = encode_captions(records, text_encoder=str(encoder), cache=cache)
-        save_cache(cache, emb, records, encoder_fingerprint(str(encoder)))
+        encode_captions(Listing.from_records(records), text_encoder=str(encoder), cache=cache)
 
 
 def run(work: Path, *, images: int, per_shard: int) -> dict:

@@ -122,16 +122,17 @@ def stage_sample(p: Paths, a: argparse.Namespace) -> dict:
 
 def stage_encode(p: Paths, a: argparse.Namespace) -> dict:
     from shardgen.sources.coco import load_split
-    from shardgen.text.cache import encode_captions, encoder_fingerprint, save_cache
     from shardgen.format.coco_folders import find_split
+    from shardgen.sources.listing import Listing
+    from shardgen.text.cache import encode_captions
 
     shutil.rmtree(p.caches, ignore_errors=True)
     p.caches.mkdir(parents=True)
     n = 0
     for split in ("train", "val"):
         records, _ = load_split(find_split(p.root, split))
-        emb, _ = encode_captions(records, text_encoder=str(p.tiny), cache=p.cache(split), progress=a.progress)
-        save_cache(p.cache(split), emb, records, encoder_fingerprint(str(p.tiny)))
+        encode_captions(Listing.from_records(records), text_encoder=str(p.tiny), cache=p.cache(split),
+                        progress=a.progress)
         n += sum(len(r.captions) for r in records)
     return {"items": n, "unit": "cap", "disk_mb": disk_mb(p.caches), "note": "tiny tower: dedup, cache, I/O"}
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..sources.coco import CocoImage
+from ..sources.listing import Listing
 from ..config import BuildConfig
 from ..text.cache import CaptionEmbeddings
 from ..format import (
@@ -45,7 +45,7 @@ def _add(tally: dict[str, dict], reason: str, names: Iterable[str]) -> None:
             entry["files"].append(name)
 
 
-def tally_problems(caption_problems: Mapping[str, list[str]], shards: Sequence[dict], records: Sequence[CocoImage],
+def tally_problems(caption_problems: Mapping[str, list[str]], shards: Sequence[dict], records: Listing,
                    emb: CaptionEmbeddings) -> tuple[dict[str, dict], dict[str, dict]]:
     """(failures, conversions), each reason → {"count", "files"}, sorted by reason."""
     failures: dict[str, dict] = {}
@@ -57,14 +57,13 @@ def tally_problems(caption_problems: Mapping[str, list[str]], shards: Sequence[d
             _add(failures, reason, names)
         for reason, names in entry["conversions"].items():
             _add(conversions, reason, names)
-    truncated = set(emb.truncated)
-    _add(conversions, TRUNCATED_CAPTION, [rec.file_name for rec in records for cap in rec.captions
-                                          if cap in truncated])
+    _add(conversions, TRUNCATED_CAPTION, [records.file_name[records.image_of_caption(k)]
+                                          for k in emb.truncated.tolist()])
     return dict(sorted(failures.items())), dict(sorted(conversions.items()))
 
 
 def assemble_manifest(cfg: BuildConfig, *, shards: Sequence[dict], caption_problems: Mapping[str, list[str]],
-                      records: Sequence[CocoImage], emb: CaptionEmbeddings, source: dict[str, Any] | None = None,
+                      records: Listing, emb: CaptionEmbeddings, source: dict[str, Any] | None = None,
                       provenance: dict[str, Any] | None = None, fingerprint: str | None = None) -> Manifest:
     """The manifest of a finished build from its journal entries (one per shard, in order); `source` says where a
     split other than COCO 2014's own came from (COCO 2017, a Karpathy split file and its sha256); `provenance`

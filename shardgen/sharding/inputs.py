@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 from ..config import BuildConfig
 from ..format.digest import file_digests
 from ..format.storage import is_remote, read_bytes, redact
-from ..sources.coco import CaptionReport, CocoImage
+from ..sources.coco import CaptionReport
+from ..sources.listing import Listing
 
 INDEX_FILE_MAX_BYTES = 4 << 30  # an index file hashed for the manifest is read through the storage layer's cap
 
@@ -22,7 +23,7 @@ INDEX_FILE_MAX_BYTES = 4 << 30  # an index file hashed for the manifest is read 
 class SplitInput(NamedTuple):
     """What a build reads: the split's images and captions, what was skipped, and where they came from."""
 
-    records: list[CocoImage]
+    records: Listing  # the images, sorted by id, in columns
     report: CaptionReport
     source: dict[str, Any] | None  # the manifest's `source`; None for COCO 2014's own train/val (as always)
     captions_file: Path | str
@@ -46,7 +47,8 @@ def load_input(cfg: BuildConfig) -> SplitInput:
     else:
         files = {redact(str(f)).rsplit("/", 1)[-1]: _sha256(f) for f in got.index_files}
     provenance = {"kind": got.kind, "location": redact(got.location), "index_files": files}
-    return SplitInput(got.records, got.report, got.source, got.captions_file, got.images, provenance)
+    records = got.records if isinstance(got.records, Listing) else Listing.from_records(got.records)
+    return SplitInput(records, got.report, got.source, got.captions_file, got.images, provenance)
 
 
 def _absolute(value: Path | str | None) -> Path | str | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from ..sources.coco import CocoImage
+from ..sources.listing import Listing
 from ..config import BuildConfig
 from ..errors import UserError
 from ..format import shard_name
@@ -31,23 +31,15 @@ def _settings(cfg: BuildConfig, fingerprint: str) -> dict:
             "max_image_pixels": cfg.max_image_pixels}
 
 
-def _record_line(r: CocoImage) -> bytes:
-    """A record as the build identity sees it: id, name, where the image is read (so another --image-root is
-    another build) and captions."""
-    return f"{r.image_id}\t{r.file_name}\t{r.path}\t{chr(31).join(r.captions)}\n".encode("utf-8", "surrogatepass")
-
-
-def build_identity(cfg: BuildConfig, records: Sequence[CocoImage], fingerprint: str) -> dict:
-    """What identifies a build, from one pass over its records: its hash (split, encoder, everything that changes
-    which images land in which shard, and the input), and, so a refusal can say what differs, the settings and the
-    inputs' count and digest."""
+def build_identity(cfg: BuildConfig, records: Listing, fingerprint: str) -> dict:
+    """What identifies a build, from its listing's columns: its hash (split, encoder, everything that changes
+    which images land in which shard, and the input: ids, names, where each image is read, captions), and, so a
+    refusal can say what differs, the settings and the inputs' count and digest."""
     settings = _settings(cfg, fingerprint)
+    inputs = hashlib.sha256(b"listing 2\n")  # 2: hashed by columns (a journal of 1, by lines, is another build)
+    records.digest(inputs)
     whole = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    inputs = hashlib.sha256()
-    for r in records:
-        line = _record_line(r)
-        whole.update(line)
-        inputs.update(line)
+    whole.update(inputs.digest())
     return {"hash": whole.hexdigest(), "settings": settings,
             "inputs": {"n_images": len(records), "sha256": inputs.hexdigest()}}
 

@@ -29,8 +29,8 @@ from ..config import BuildConfig
 from ..errors import UserError
 from ..format import Manifest, embeddings_cache_path, shard_name
 from ..format.storage import join, redact
-from ..sources.coco import CocoImage
-from ..text.cache import CaptionEmbeddings, encode_captions, encoder_fingerprint, save_cache
+from ..sources.listing import Listing
+from ..text.cache import CaptionEmbeddings, encode_captions, encoder_fingerprint
 from .dali import write_dali_index
 from .executors import Executor, Resources, TaskLost, open_executor
 from .finish import assemble_manifest, write_manifest
@@ -114,7 +114,7 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[str], None] | None = N
                        resumed_shards=len(journal))
 
 
-def _embed_captions(cfg: BuildConfig, records: list[CocoImage], work: Path,
+def _embed_captions(cfg: BuildConfig, records: Listing, work: Path,
                     pool: Executor | None = None) -> CaptionEmbeddings:
     """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew."""
     cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else embeddings_cache_path(work, cfg.dataset_split)
@@ -123,13 +123,8 @@ def _embed_captions(cfg: BuildConfig, records: list[CocoImage], work: Path,
         device = "cuda" if pool.gpus else "cpu"
         submit = partial(_submit_encoding, pool, Resources(gpus=1 if pool.gpus else 0))
     with user_write_errors(cache.parent, only_under=True):  # chunks are written as encoding goes (`embeddings`)
-        emb, dirty = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache, device=device,
-                                     batch_size=cfg.encode_batch_size, progress=cfg.progress, submit=submit)
-        if dirty:  # saved, then read back as a warm cache is: memory-mapped rows the tasks read themselves
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            save_cache(cache, emb, records, encoder_fingerprint(cfg.text_encoder))
-            emb, _ = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache, device=device,
-                                     batch_size=cfg.encode_batch_size, progress=False, submit=submit)
+        emb, _ = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache, device=device,
+                                 batch_size=cfg.encode_batch_size, progress=cfg.progress, submit=submit)
     return emb
 
 
@@ -137,22 +132,18 @@ def _submit_encoding(pool: Executor, resources: Resources, fn: Callable, *args):
     return pool.submit(fn, *args, resources=resources)
 
 
-def iter_tasks(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbeddings, out: str, *, start: int,
+def iter_tasks(cfg: BuildConfig, records: Listing, emb: CaptionEmbeddings, out: str, *, start: int,
                rows_here: bool = True, slots: int = 1) -> Iterator[ShardTask]:
-    """The plan after `start`: ranges of `samples_per_shard` input records, each with its caption rows: as
-    indices into the cache's rows file when the tasks run on this machine (`rows_here`) and there is one, else
-    the rows themselves. A plan of fewer ranges than `slots` gives each task the idle slots as image threads."""
+    """The plan after `start`: ranges of `samples_per_shard` input records (a slice of the listing each), whose
+    tasks read their captions' rows from the cache's files when they run on this machine (`rows_here`), else
+    receive them. A plan of fewer ranges than `slots` gives each task the idle slots as image threads."""
     n = cfg.samples_per_shard
-    by_index = rows_here and emb.rows_file is not None
+    files = (str(emb.rows_file), str(emb.order_file)) if rows_here and emb.order_file is not None else None
     threads = max(1, min(MAX_TASK_THREADS, slots // max(1, -(-(len(records) - start) // n))))
     for first in range(start, len(records), n):
-        recs = records[first:first + n]
-        captions = [r.captions for r in recs]
-        if by_index:
-            yield ShardTask(first // n, first, recs, emb.indices_for_each(captions), out, cfg, str(emb.rows_file),
-                            threads)
-        else:
-            yield ShardTask(first // n, first, recs, emb.rows_for_each(captions), out, cfg, None, threads)
+        c0, c1 = int(records.first_caption[first]), int(records.first_caption[min(first + n, len(records))])
+        yield ShardTask(first // n, first, records[first:first + n], None if files else emb.rows(c0, c1), out, cfg,
+                        files, c0, threads)
 
 
 def _in_order(pool: Executor, tasks: Iterator[ShardTask]) -> Iterator[tuple[ShardTask, TaskSummary]]:
@@ -172,12 +163,12 @@ def _result(task: ShardTask, future) -> tuple[ShardTask, TaskSummary]:
     try:
         return task, future.result()
     except TaskLost as exc:
-        last = task.first + len(task.records)
+        last = task.first + len(task.listing)
         raise UserError(f"the task writing input records {task.first}..{last - 1} was lost ({exc}); the shards "
                         "before it are journaled: rerun the same command to resume") from exc
 
 
-def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbeddings, output: Output, *,
+def _write_shards(cfg: BuildConfig, records: Listing, emb: CaptionEmbeddings, output: Output, *,
                   journal: list[dict], identity: dict, on_shard: Callable[[str], None] | None,
                   pool: Executor) -> list[dict]:
     """Write the shards after the journaled ones through shard tasks; returns every shard's journal entry."""
@@ -192,7 +183,7 @@ def _write_shards(cfg: BuildConfig, records: list[CocoImage], emb: CaptionEmbedd
     tasks = iter_tasks(cfg, records, emb, output.location, start=start, rows_here=pool.runs_here,
                        slots=pool.capacity if pool.runs_here else 1)
     for task, summary in _in_order(pool, tasks):
-        bar.update(len(task.records))
+        bar.update(len(task.listing))
         if not summary.parts:  # every image of the range failed
             if shards:
                 for reason, names in summary.unplaced.items():

@@ -27,6 +27,7 @@ from ..errors import BadImage
 from ..format import Sample, schema
 from ..format.storage import join
 from ..sources.coco import CocoImage
+from ..sources.listing import Listing
 from .pack import Prepared, iter_shard_batches, preprocess_records
 from .writer import write_shard
 
@@ -36,12 +37,13 @@ class ShardTask(NamedTuple):
 
     number: int  # the range's place in the plan
     first: int  # input index of its first record
-    records: list[CocoImage]
-    rows: list[np.ndarray]  # each record's caption embeddings, [n_captions, D] float16; with `rows_file`, the
-    #                         indices of those rows in that file
+    listing: Listing  # its records (a compact slice of the build's listing)
+    rows: np.ndarray | None  # its captions' embeddings in listing order, [n_captions, D] float16; None: read here
     out: str  # the output folder: a local path or a URL
     cfg: BuildConfig
-    rows_file: str | None = None  # the caption cache's rows (`text.cache.rows_path`), read here: none sent
+    cache_files: tuple[str, str] | None = None  # with `rows` None: the caption cache's rows and order files
+    #                                             (`text.cache`), read here from the range's first caption on
+    first_caption: int = 0  # the range's first caption's index in the build's listing
     threads: int = 1  # image threads in this task (more than 1 only when the plan has fewer ranges than slots)
 
 
@@ -66,18 +68,26 @@ def to_sample(rec: CocoImage, img, rows: np.ndarray) -> Sample:
     return schema.SCHEMA.build(rec, {"image": img, "embeddings": rows})
 
 
+def _read_rows(task: ShardTask) -> np.ndarray:
+    """The range's caption embeddings, read from the memory-mapped cache: only the rows its captions need."""
+    rows_file, order_file = task.cache_files
+    order = np.load(order_file, mmap_mode="r", allow_pickle=False)
+    index = np.asarray(order[task.first_caption:task.first_caption + task.listing.n_captions])
+    return np.load(rows_file, mmap_mode="r", allow_pickle=False)[index]
+
+
 def run_shard_task(task: ShardTask) -> TaskSummary:
     """Preprocess, pack and write one range's shard(s); see the module docstring."""
     cfg = task.cfg
-    rows = task.rows
-    if task.rows_file is not None:  # read only the rows this range needs, from the memory-mapped cache
-        table = np.load(task.rows_file, mmap_mode="r", allow_pickle=False)
-        rows = [np.ascontiguousarray(table[index]) for index in rows]
+    records = task.listing.records()
+    table = task.rows if task.rows is not None else _read_rows(task)
+    first = task.listing.first_caption.tolist()
+    rows = [table[a:b] for a, b in zip(first, first[1:])]
     prepared = [Prepared(task.first + j, rec, res if isinstance(res, BadImage) else to_sample(rec, res, rows),
                          () if isinstance(res, BadImage) else res.conversions)
-                for j, (rec, rows, res) in enumerate(zip(task.records, rows, preprocess_records(task.records, cfg,
-                                                                                     threads=task.threads)))]
-    end = task.first + len(task.records)
+                for j, (rec, rows, res) in enumerate(zip(records, rows, preprocess_records(records, cfg,
+                                                                                          threads=task.threads)))]
+    end = task.first + len(records)
     parts: list[dict] = []
     unplaced: dict[str, list[str]] = {}
     for batch in iter_shard_batches(prepared, samples_per_shard=cfg.samples_per_shard,

@@ -1,5 +1,6 @@
 """An image–caption table as input: `.jsonl`, `.csv` or `.parquet` (local or a URL), one row per caption, read into
-the same sorted `CocoImage` list as `coco.load_split`.
+the same sorted listing as every source (`listing.Listing`: columns, not an object per row; a table is how the
+largest inputs come, CC3M to LAION).
 
 Columns: `image` (a path relative to the image root, or an absolute one inside it) and `caption`, both required;
 `image_id` (a whole number in 0..10^12, the sample key: `17`, or `17.0` as pandas writes a float column) and
@@ -22,16 +23,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
 
 from ..errors import UserError
 from ..format.names import is_split_name, parse_decimal
 from ..format.storage import redact
-from .coco import CaptionReport, CocoImage, clean_caption, is_text, printable, valid_id
+from .coco import CaptionReport, clean_caption, is_text, printable, valid_id
 from .inputs import InputSpec, Loaded
-from .roots import as_root, check_root, read_input, relative_name, under
+from .listing import Listing, Strings, StringsBuilder
+from .roots import as_root, check_root, read_input, relative_name
+
+T = TypeVar("T")
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 MAX_LINE_BYTES = 1 << 20  # a JSONL row is a few hundred bytes; a longer line is refused before it is held whole
@@ -40,7 +47,7 @@ MAX_LINE_BYTES = 1 << 20  # a JSONL row is a few hundred bytes; a longer line is
 class TableInput(NamedTuple):
     """The table's images, what was skipped, and the manifest's record of where they came from."""
 
-    records: list[CocoImage]
+    records: Listing
     report: CaptionReport
     source: dict[str, Any]
 
@@ -54,45 +61,51 @@ def table_format(path: str | Path) -> str:
     return suffix
 
 
-def _rows_jsonl(fh, name: str) -> tuple[list[str], Iterator[dict]]:
-    rows = []
-    number = 0
-    while line := fh.readline(MAX_LINE_BYTES + 1):  # bounded: a 3 GiB line is never read whole
-        number += 1
-        if len(line) > MAX_LINE_BYTES:
-            raise UserError(f"{name}: line {number} is longer than {MAX_LINE_BYTES} bytes; a table row is one "
-                            "image and its caption")
-        text = line.decode("utf-8")
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text.removeprefix("\ufeff") if number == 1 else text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise UserError(f"{name}: line {number} is not JSON ({exc})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{name}: line {number} is not a JSON object")
-        rows.append(row)
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    return columns, iter(rows)
+def _rows_jsonl(fh, name: str) -> tuple[list[str] | None, Iterator[dict]]:
+    """Rows of a JSONL file, one at a time; its columns are those its rows name (None: known once read)."""
+    def rows() -> Iterator[dict]:
+        number = 0
+        while line := fh.readline(MAX_LINE_BYTES + 1):  # bounded: a 3 GiB line is never read whole
+            number += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise UserError(f"{name}: line {number} is longer than {MAX_LINE_BYTES} bytes; a table row is one "
+                                "image and its caption")
+            text = line.decode("utf-8")
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text.removeprefix("\ufeff") if number == 1 else text)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise UserError(f"{name}: line {number} is not JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{name}: line {number} is not a JSON object")
+            yield row
+
+    return None, rows()
 
 
-def _rows_csv(fh, name: str) -> tuple[list[str], Iterator[dict]]:
-    """Rows of a CSV file; `strict`: a quote left open is an error naming the line its row starts on, where the
-    csv module's default would swallow every row after it into one caption."""
+def _rows_csv(fh, name: str) -> tuple[list[str] | None, Iterator[dict]]:
+    """Rows of a CSV file, one at a time; `strict`: a quote left open is an error naming the line its row starts
+    on, where the csv module's default would swallow every row after it into one caption."""
     reader = csv.DictReader(io.TextIOWrapper(fh, encoding="utf-8-sig", newline=""), strict=True)
-    start, rows = 1, []
     try:
         columns = list(reader.fieldnames or [])
-        start = reader.line_num + 1
-        for row in reader:
-            rows.append(row)
-            start = reader.line_num + 1
     except csv.Error as exc:
-        raise UserError(f"{name}: line {start}: not readable as CSV ({exc}; a quote left open?)") from None
-    return columns, iter(rows)
+        raise UserError(f"{name}: line 1: not readable as CSV ({exc}; a quote left open?)") from None
+
+    def rows() -> Iterator[dict]:
+        start = reader.line_num + 1
+        try:
+            for row in reader:
+                yield row
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise UserError(f"{name}: line {start}: not readable as CSV ({exc}; a quote left open?)") from None
+
+    return columns, rows()
 
 
-def _rows_parquet(fh, name: str) -> tuple[list[str], Iterator[dict]]:
+def _rows_parquet(fh, name: str) -> tuple[list[str] | None, Iterator[dict]]:
     try:
         import pyarrow
         import pyarrow.parquet as pq
@@ -104,29 +117,45 @@ def _rows_parquet(fh, name: str) -> tuple[list[str], Iterator[dict]]:
         table = pq.read_table(fh)
     except pyarrow.ArrowException as exc:
         raise UserError(f"{name}: not a readable parquet file ({exc})".splitlines()[0]) from None
-    return list(table.column_names), iter(table.to_pylist())
+    return list(table.column_names), (row for batch in table.to_batches() for row in batch.to_pylist())
 
 
-def read_rows(path: str | Path, required: tuple[str, ...] = ("image", "caption")) -> tuple[list[str], list[dict]]:
-    """(column names, rows as dicts) of a table file; `UserError` when it cannot be read or lacks a `required`
-    column."""
-    reader = {".jsonl": _rows_jsonl, ".csv": _rows_csv, ".parquet": _rows_parquet}[table_format(path)]
-    name = redact(str(path))
-
-    def parse(fh) -> tuple[list[str], list[dict]]:
-        columns, rows = reader(fh, name)
-        return columns, list(rows)
-
-    try:
-        columns, rows = read_input(path, "captions table", parse)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{name}: not UTF-8 text ({exc})") from None
+def _missing_columns(name: str, columns: list[str], required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in columns]
     if missing:
         raise UserError(f"{name}: no {' or '.join(repr(c) for c in missing)} column (columns: "
                         f"{', '.join(map(str, columns[:10])) or 'none'}); the table needs "
                         f"{' and '.join(map(repr, required))} (others name them: --image-column, --caption-column)")
-    return columns, rows
+
+
+def read_table(path: str | Path, required: tuple[str, ...], consume: Callable[[Iterator[dict]], T],
+               ) -> tuple[list[str], T]:
+    """(column names, `consume(rows)`) of a table file, its rows streamed to `consume` one at a time (a dict
+    each); `UserError` when it cannot be read or lacks a `required` column."""
+    reader = {".jsonl": _rows_jsonl, ".csv": _rows_csv, ".parquet": _rows_parquet}[table_format(path)]
+    name = redact(str(path))
+
+    def parse(fh) -> tuple[list[str], T]:
+        columns, rows = reader(fh, name)
+        if columns is not None:  # known before the rows: checked before any is read
+            _missing_columns(name, columns, required)
+            return columns, consume(rows)
+        seen: dict[str, None] = {}
+        result = consume(_noting_keys(rows, seen))
+        _missing_columns(name, list(seen), required)
+        return list(seen), result
+
+    try:
+        return read_input(path, "captions table", parse)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{name}: not UTF-8 text ({exc})") from None
+
+
+def _noting_keys(rows: Iterator[dict], seen: dict[str, None]) -> Iterator[dict]:
+    for row in rows:
+        if not row.keys() <= seen.keys():
+            seen.update(dict.fromkeys(row))
+        yield row
 
 
 def image_id(value: object) -> int | None:
@@ -141,38 +170,6 @@ def image_id(value: object) -> int | None:
     return value if valid_id(value) else None
 
 
-# long: one pass over the rows, each check a counted reason, as in coco._group_captions
-def _group(rows: list[dict], *, columns: TableColumns, has_ids: bool, root: Path | str, name: str,
-           report: CaptionReport) -> dict[str, tuple[int | None, list]]:
-    """Image name (normalized) → (its id or None, its cleaned captions in row order); unusable rows counted by
-    reason."""
-    images: dict[str, tuple[int | None, list[str]]] = {}
-    for row in rows:
-        given = row.get(columns.image)
-        image = relative_name(given, root)
-        if image is None:
-            report.problems["unsafe_file_name"].append(printable(str(given)[:200]))
-            continue
-        image_id_ = None
-        if has_ids:
-            image_id_ = image_id(row.get(columns.image_id))
-            if image_id_ is None:
-                report.problems["bad_image_id"].append(printable(f"{image} ({columns.image_id} "
-                                                                 f"{row.get(columns.image_id)!r:.40})"))
-                continue
-        known = images.setdefault(image, (image_id_, []))
-        if known[0] != image_id_:
-            raise UserError(f"{name}: image {image!r} has two ids ({known[0]} and {image_id_}); one image, one id")
-        caption = row.get(columns.caption)
-        if not is_text(caption):
-            report.problems["caption_not_text"].append(image)
-        elif not (text := clean_caption(caption)):
-            report.problems["empty_caption"].append(image)
-        else:
-            known[1].append(text)
-    return images
-
-
 class TableColumns(NamedTuple):
     """The table's column names for each role (`--image-column` and friends): the image's path, its caption, its
     id (optional) and its split tag (optional)."""
@@ -181,6 +178,113 @@ class TableColumns(NamedTuple):
     caption: str = "caption"
     image_id: str = "image_id"
     split: str = "split"
+
+
+class _Images:
+    """The table's images in columns while its rows stream past (no object per row or per image beyond its name):
+    each row is checked as `coco.py` checks annotations, its caption kept in row order with its image's number.
+
+    A JSONL table names its columns row by row, so whether it has ids is known at its end: a row without one is
+    kept provisionally and, when another row had an id, counted `bad_image_id` then."""
+
+    def __init__(self, cols: TableColumns, root: Path | str, name: str, split: str | None, report: CaptionReport):
+        self.cols, self.root, self.name, self.split, self.report = cols, root, name, split, report
+        self.index: dict[str, int] = {}  # image name → its number (first seen first)
+        self.ids = array("q")  # per image: its id; -1 while no row gave one
+        self.with_id = array("q")  # per image: its rows with an id (valid names and ids)
+        self.without_id = array("q")  # per image: its rows without the id column
+        self.row_image = array("q")  # per kept caption: its image's number
+        self.row_has_id = array("b")
+        self.captions = StringsBuilder()
+        self.deferred: dict[str, list[str]] = {}  # caption problems of rows without an id (see the docstring)
+        self.rows = 0
+
+    def add(self, row: dict) -> None:
+        cols = self.cols
+        if self.split is not None and str(row.get(cols.split)) != self.split:
+            return
+        self.rows += 1
+        given = row.get(cols.image)
+        image = relative_name(given, self.root)
+        if image is None:
+            self.report.problems["unsafe_file_name"].append(printable(str(given)[:200]))
+            return
+        has_id = cols.image_id in row
+        id_ = image_id(row[cols.image_id]) if has_id else -1
+        if id_ is None:
+            self.report.problems["bad_image_id"].append(printable(f"{image} ({cols.image_id} "
+                                                                  f"{row.get(cols.image_id)!r:.40})"))
+            return
+        i = self.index.setdefault(image, len(self.index))
+        if i == len(self.ids):
+            self.ids.append(id_)
+            self.with_id.append(0)
+            self.without_id.append(0)
+        elif has_id and self.ids[i] == -1:  # its earlier rows had no id
+            self.ids[i] = id_
+        elif has_id and self.ids[i] != id_:
+            raise UserError(f"{self.name}: image {image!r} has two ids ({self.ids[i]} and {id_}); one image, one id")
+        if has_id:
+            self.with_id[i] += 1
+        else:
+            self.without_id[i] += 1
+        problems = self.report.problems if has_id else self.deferred
+        caption = row.get(cols.caption)
+        if not is_text(caption):
+            problems.setdefault("caption_not_text", []).append(image)
+        elif not (text := clean_caption(caption)):
+            problems.setdefault("empty_caption", []).append(image)
+        else:
+            self.captions.append(text)
+            self.row_image.append(i)
+            self.row_has_id.append(has_id)
+
+    def listing(self, has_ids: bool) -> Listing:
+        """The images, sorted by id (with no id column: by their rank in the sorted list of names), each with its
+        captions in row order; `UserError` when two images have one id."""
+        names = np.array(list(self.index), dtype=object)
+        self.index = {}
+        row_image = np.frombuffer(self.row_image, np.int64)
+        kept = np.flatnonzero(np.frombuffer(self.row_has_id, np.int8)) if has_ids else np.arange(len(row_image))
+        if has_ids:
+            for reason, images in self.deferred.items():  # rows without an id, where the table has ids
+                self.report.problems["bad_image_id"].extend(f"{image} ({self.cols.image_id} None)" for image in images)
+            for i in row_image[np.frombuffer(self.row_has_id, np.int8) == 0]:
+                self.report.problems["bad_image_id"].append(f"{names[i]} ({self.cols.image_id} None)")
+        else:
+            for reason, images in self.deferred.items():
+                self.report.problems[reason].extend(images)
+        entered = np.frombuffer(self.with_id if has_ids else self.without_id, np.int64) > 0
+        by_name = np.argsort(names, kind="stable")
+        ids = np.frombuffer(self.ids, np.int64).copy()
+        if not has_ids:
+            ids[by_name] = np.arange(len(names))
+        in_id_order = by_name[entered[by_name]]
+        in_id_order = in_id_order[np.argsort(ids[in_id_order], kind="stable")]
+        same = np.flatnonzero(ids[in_id_order][1:] == ids[in_id_order][:-1])
+        if len(same):
+            a, b = sorted((names[in_id_order[same[0]]], names[in_id_order[same[0] + 1]]))
+            raise UserError(f"{self.name}: {self.cols.image_id} {ids[in_id_order[same[0]]]} is given to {a!r} and "
+                            f"{b!r}; every image needs its own id")
+        counts = np.bincount(row_image[kept], minlength=len(names))
+        for i in in_id_order[counts[in_id_order] == 0]:
+            self.report.problems["no_captions"].append(names[i])
+        final = in_id_order[counts[in_id_order] > 0]
+        place = np.empty(len(names), np.int64)
+        place[final] = np.arange(len(final))
+        kept = kept[np.argsort(place[row_image[kept]], kind="stable")]  # image by image, rows in table order
+        captions = self.captions.build().take(kept)
+        return Listing(ids[final], Strings.of(names[final]), Strings.of(_joined(self.root, n) for n in names[final]),
+                       np.full((len(final), 2), -1, np.int64), captions,
+                       np.concatenate([[0], np.cumsum(counts[final])]).astype(np.int64))
+
+
+def _joined(root: Path | str, name: str) -> str:
+    """`str(under(root, name))` for a name `relative_name` gave, without a `Path` per image."""
+    if not isinstance(root, Path):
+        return f"{root}/{name}"
+    prefix = str(root)
+    return name if prefix == "." else f"{prefix.rstrip('/')}/{name}"
 
 
 def load_table(path: str | Path, image_root: str | Path, split: str | None, *, image_column: str = "image",
@@ -193,36 +297,26 @@ def load_table(path: str | Path, image_root: str | Path, split: str | None, *, i
     if len(set(cols)) < len(cols):
         raise UserError(f"--captions {name}: one column named for two roles ({', '.join(cols)}); give each role "
                         "its own column")
-    columns, rows = read_rows(path, (cols.image, cols.caption))
     root = as_root(image_root)
     check_root(root, "--image-root")
-    if split is not None:
-        if cols.split not in columns:
-            raise UserError(f"{name}: --split {split} needs a {cols.split!r} column (columns: "
-                            f"{', '.join(map(str, columns[:10]))})")
-        rows = [row for row in rows if str(row.get(cols.split)) == split]
     report = CaptionReport()
+    images = _Images(cols, root, name, split, report)
+
+    def consume(rows: Iterator[dict]) -> None:
+        for row in rows:
+            images.add(row)
+
+    columns, _ = read_table(path, (cols.image, cols.caption), consume)
+    if split is not None and cols.split not in columns:
+        raise UserError(f"{name}: --split {split} needs a {cols.split!r} column (columns: "
+                        f"{', '.join(map(str, columns[:10]))})")
     has_ids = cols.image_id in columns
-    images = _group(rows, columns=cols, has_ids=has_ids, root=root, name=name, report=report)
-    ids = {image: (image_id_ if image_id_ is not None else rank)
-           for rank, (image, (image_id_, _)) in enumerate(sorted(images.items()))}
-    owners: dict[int, str] = {}
-    for image, image_id_ in ids.items():
-        if owners.setdefault(image_id_, image) != image:
-            raise UserError(f"{name}: {cols.image_id} {image_id_} is given to {owners[image_id_]!r} and {image!r}; "
-                            "every image needs its own id")
-    records = []
-    for image in sorted(images, key=ids.__getitem__):
-        caps = tuple(images[image][1])
-        if not caps:
-            report.problems["no_captions"].append(image)
-            continue
-        records.append(CocoImage(image_id=ids[image], file_name=image, path=under(root, image), captions=caps))
+    listing = images.listing(has_ids)
     source = {"dataset": "table", "captions": Path(str(path).split("?", 1)[0]).name, "split": split,
-              "rows": len(rows), "ids": f"{cols.image_id} column" if has_ids else "rank of the sorted paths"}
+              "rows": images.rows, "ids": f"{cols.image_id} column" if has_ids else "rank of the sorted paths"}
     if cols != TableColumns():  # recorded only when named (a default table's manifest is unchanged)
         source["columns"] = cols._asdict()
-    return TableInput(records=records, report=report, source=source)
+    return TableInput(records=listing, report=report, source=source)
 
 
 def _check(cfg) -> None:

@@ -1,8 +1,17 @@
 """Caption embeddings for a split, computed once and cached as `<split>_text_embeddings.pt` (the seed's file).
 
 Captions are deduplicated by text; the cache stores each unique text once with its fp16, L2-normalized
-embedding (the tower's width: 512, 768, ...), plus every image's caption list, so the map-style `COCOClipDataset` and rebuilds reuse it. A rebuild
-encodes only texts the cache lacks, and loads no model at all when nothing is missing.
+embedding (the tower's width: 512, 768, ...), plus every image's caption list, so the map-style `COCOClipDataset`
+and rebuilds reuse it. A rebuild encodes only texts the cache lacks, and loads no model at all when nothing is
+missing.
+
+Beside the `.pt` lie what a build reads instead of it, none of it pickled: `<cache>.rows.npy` (the embeddings,
+`[R, D]` float16), `<cache>.order.npy` (int64, the row of each caption of the listing the cache last served, in
+the listing's order), `<cache>.truncated.npy` (those captions, by index, encoded from their first 77 tokens) and
+`<cache>.order.key` (JSON: what they were made for: the encoder's fingerprint and the listing's captions' sha256). A
+warm rebuild of the same listing reads only the JSON and memory-maps the rest: the driver holds no caption text
+and no embedding, and a shard task reads the rows of its own captions (`CaptionEmbeddings`). Any other listing
+(another input, `--limit`, a cache from before these files) reads the `.pt` once and writes them again.
 
 Encoding survives interrupts: the missing texts are sorted by token length and cut into chunks of
 `ENCODE_CHUNK` captions; each finished chunk is written at once (`.npy`, atomically) to a folder next to the cache
@@ -15,6 +24,7 @@ holds them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -24,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..sources.coco import CocoImage
+from ..sources.listing import Listing
 from ..format.atomic import save_torch_atomic
 from ..format.captions import CACHE_VERSION, load_embeddings_cache
 from ..format.names import EMBED_DIM
@@ -34,48 +44,43 @@ ENCODE_CHUNK = 4096  # captions per persisted chunk: ~40 s of CPU work on 2 core
 
 @dataclass
 class CaptionEmbeddings:
-    """Every caption of a build with its embedding: `table` holds the rows (the cache's, memory-mapped from its
-    `.rows.npy` when warm), `row` says which row each text has."""
+    """Every caption of a listing with its embedding: caption k's is row `order[k]` of `table` (both memory-mapped
+    from the cache's files, which a task on this machine reads itself)."""
 
     text_encoder: str
     random_init: bool
-    texts: list[str]  # unique captions, in the build's order
-    table: np.ndarray  # [R, D] float16, L2-normalized rows (D: the tower's width), R >= len(texts)
-    row: dict[str, int]  # text → its row of `table`
-    truncated: list[str]  # texts longer than 77 tokens (encoded from their first 77)
-    rows_file: Path | None = None  # a file holding `table` (`np.load(..., mmap_mode="r")`): tasks read it
+    table: np.ndarray  # [R, D] float16, L2-normalized rows (D: the tower's width)
+    order: np.ndarray  # int64 [C]: each caption's row, in the listing's order
+    truncated: np.ndarray  # int64: the captions (indices into the listing's) longer than 77 tokens
+    rows_file: Path | None = None  # `table`'s file (`rows_path`)
+    order_file: Path | None = None  # `order`'s file (`order_path`)
 
     @property
     def width(self) -> int:
         return int(self.table.shape[1])
 
-    @property
-    def embeddings(self) -> torch.Tensor:
-        """`[U, D]` float16 in `texts` order (a copy: what the cache file stores)."""
-        return torch.from_numpy(np.ascontiguousarray(self.table[[self.row[t] for t in self.texts]]))
-
-    def indices_for_each(self, caption_lists: list[tuple[str, ...]]) -> list[np.ndarray]:
-        """Each caption list's rows of `table` (int64), for a task that reads them from `rows_file` itself."""
-        return [np.fromiter((self.row[c] for c in captions), np.int64, len(captions)) for captions in caption_lists]
-
-    def rows_for_each(self, caption_lists: list[tuple[str, ...]]) -> list[np.ndarray]:
-        """`rows_for` of each caption list, from one gather (a shard task's worth at once: ~µs per image)."""
-        gathered = self.table[[self.row[c] for captions in caption_lists for c in captions]]
-        out, start = [], 0
-        for captions in caption_lists:  # views into the one gather (np.split costs ~0.1 ms each)
-            out.append(gathered[start:start + len(captions)])
-            start += len(captions)
-        return out
-
-    def rows_for(self, captions: tuple[str, ...] | list[str]) -> np.ndarray:
-        """`[n, D]` float16 for these captions, row i ↔ captions[i] (a copy)."""
-        return self.table[[self.row[c] for c in captions]]
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """`[stop - start, D]` float16: the embeddings of captions start..stop-1 of the listing (one gather)."""
+        return np.ascontiguousarray(self.table[np.asarray(self.order[start:stop])])
 
 
 def rows_path(cache: Path) -> Path:
     """The cache's rows as a plain `.npy` beside it (`<cache>.rows.npy`, the `.pt`'s embeddings in its order), so a
     shard task reads only the rows its samples need instead of receiving them from the driver."""
     return cache.with_name(cache.name + ".rows.npy")
+
+
+def order_path(cache: Path) -> Path:
+    """Each caption's row for the listing the cache last served (`<cache>.order.npy`; `.order.key` says which)."""
+    return cache.with_name(cache.name + ".order.npy")
+
+
+def _meta_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".order.key")
+
+
+def _truncated_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".truncated.npy")
 
 
 def _save_rows(path: Path, rows: np.ndarray) -> None:
@@ -85,13 +90,53 @@ def _save_rows(path: Path, rows: np.ndarray) -> None:
         np.save(fh, rows, allow_pickle=False)
 
 
-def _load_rows(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """The rows file memory-mapped, or None when it is missing or not the cache's (then it is written again)."""
+def _load_rows(path: Path, shape: tuple[int, ...], dtype=np.float16) -> np.ndarray | None:
+    """A file of the cache memory-mapped, or None when it is missing or not of this `shape` and `dtype` (then it
+    is written again)."""
     try:
         rows = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    return rows if rows.dtype == np.float16 and rows.shape == shape else None
+    return rows if rows.dtype == dtype and rows.shape == shape else None
+
+
+def _load_warm(cache: Path, text_encoder: str, fingerprint: str, listing: Listing) -> CaptionEmbeddings | None:
+    """The cache's files for this very listing (its captions' sha256 and the encoder's fingerprint as recorded),
+    memory-mapped; None when any is missing, stale or not whole."""
+    try:
+        meta = json.loads(_meta_path(cache).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint \
+            or meta.get("captions_sha256") != listing.captions_digest():
+        return None
+    try:
+        rows_shape = (int(meta["rows"]), int(meta["width"]))
+        truncated = np.load(_truncated_path(cache), allow_pickle=False)
+    except (KeyError, TypeError, ValueError, OSError, EOFError):
+        return None
+    table = _load_rows(rows_path(cache), rows_shape)
+    order = _load_rows(order_path(cache), (listing.n_captions,), np.int64)
+    if table is None or order is None or truncated.dtype != np.int64:
+        return None
+    return CaptionEmbeddings(text_encoder, bool(meta.get("random_init")), table, order, truncated,
+                             rows_path(cache), order_path(cache))
+
+
+def _save_order(cache: Path, listing: Listing, row: dict[str, int], truncated: set[str], *, shape: tuple[int, int],
+                fingerprint: str, random_init: bool) -> None:
+    """Write what `_load_warm` reads for `listing` (its JSON last: the files it names are whole by then)."""
+    from ..format import open_atomic
+
+    order = np.fromiter((row[c] for c in listing.captions), np.int64, listing.n_captions)
+    cut = np.fromiter((k for k, c in enumerate(listing.captions) if c in truncated), np.int64) if truncated \
+        else np.zeros(0, np.int64)
+    _save_rows(order_path(cache), order)
+    _save_rows(_truncated_path(cache), cut)
+    meta = {"fingerprint": fingerprint, "captions_sha256": listing.captions_digest(), "rows": shape[0],
+            "width": shape[1], "random_init": random_init}
+    with open_atomic(_meta_path(cache)) as fh:
+        fh.write(json.dumps(meta).encode())
 
 
 _FINGERPRINTS: dict[tuple, str] = {}  # (folder, each file's name, size, mtime) → fingerprint: hashed once a process
@@ -122,23 +167,26 @@ def parts_dir(cache: Path) -> Path:
     return cache.with_name(cache.name + ".parts")
 
 
-def save_cache(path: Path, emb: CaptionEmbeddings, images: list[CocoImage], fingerprint: str) -> None:
-    """Write the cache atomically, then drop the chunks of any interrupted encoding (the cache now holds them)."""
+def _save_cache(path: Path, listing: Listing, *, text_encoder: str, fingerprint: str, random_init: bool,
+                texts: list[str], table: np.ndarray, truncated: list[str]) -> None:
+    """Write the `.pt` (the seed's format: unique texts, their embeddings in that order, every image's captions)
+    and its rows file atomically, then drop the chunks of any interrupted encoding (the cache now holds them)."""
+    first = listing.first_caption.tolist()
     data = {
         "version": CACHE_VERSION,
-        "text_encoder": emb.text_encoder,
+        "text_encoder": text_encoder,
         "fingerprint": fingerprint,
-        "random_init": emb.random_init,
-        "texts": emb.texts,
-        "embeddings": emb.embeddings,  # [U, D] in `texts` order
-        "truncated": emb.truncated,
-        "image_ids": torch.tensor([im.image_id for im in images], dtype=torch.long),
-        "captions": [list(im.captions) for im in images],
-        "file_names": [im.file_name for im in images],
+        "random_init": random_init,
+        "texts": texts,
+        "embeddings": torch.from_numpy(np.ascontiguousarray(table)),  # [U, D] in `texts` order
+        "truncated": truncated,
+        "image_ids": torch.from_numpy(listing.image_id.copy()),
+        "captions": [[listing.captions[k] for k in range(a, b)] for a, b in zip(first, first[1:])],
+        "file_names": list(listing.file_name),
     }
-    needed = data["embeddings"].numel() * data["embeddings"].element_size() + sum(map(len, emb.texts))
+    needed = data["embeddings"].numel() * data["embeddings"].element_size() + sum(map(len, texts))
     save_torch_atomic(data, path, needed_bytes=needed)  # a full disk: OSError(ENOSPC), no .tmp left
-    _save_rows(rows_path(path), data["embeddings"].numpy())
+    _save_rows(rows_path(path), table)
     shutil.rmtree(parts_dir(path), ignore_errors=True)
 
 
@@ -227,14 +275,18 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
     return out, {texts[i] for i in cut}, encoder.random_init
 
 
-def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, device: str = "cpu",
+# long: the warm path, then the cache's texts, the missing ones encoded, and the files a warm rebuild reads
+def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device: str = "cpu",
                     batch_size: int = 256, progress: bool = False, chunk: int = ENCODE_CHUNK,
                     submit: Callable | None = None) -> tuple[CaptionEmbeddings, bool]:
-    """Embeddings for every caption of `images`, from the cache where possible (missing ones encoded, on
-    `submit`'s tasks when given). Returns (embeddings, cache_dirty). A warm cache is read memory-mapped from its
-    rows file (`rows_path`): nothing of it is copied, and shard tasks read their rows from the file."""
-    texts = list(dict.fromkeys(c for im in images for c in im.captions))
+    """Embeddings for every caption of `listing`, from the cache where possible (missing ones encoded, on
+    `submit`'s tasks when given). Returns (embeddings, whether the `.pt` was written). The result is always the
+    cache's files memory-mapped (see the module docstring): a warm rebuild of the same listing reads no caption."""
     fingerprint = encoder_fingerprint(text_encoder)
+    warm = _load_warm(cache, text_encoder, fingerprint, listing)
+    if warm is not None:
+        return warm, False
+    texts = list(dict.fromkeys(listing.captions))
     cached = load_embeddings_cache(cache, mmap=True)
     row: dict[str, int] = {}  # text → row of `table`
     table: torch.Tensor | None = None  # [rows, D]: the cache's, then the newly encoded ones
@@ -246,25 +298,26 @@ def encode_captions(images: list[CocoImage], *, text_encoder: str, cache: Path, 
         table = cached["embeddings"]
         truncated = set(cached["truncated"])
     missing = [t for t in texts if t not in row]
-    if not missing and table is not None:  # warm: the rows file, memory-mapped (written once if it is missing)
-        rows = _load_rows(rows_path(cache), tuple(table.shape))
-        if rows is None:
-            _save_rows(rows_path(cache), table.to(torch.float16).numpy())
-            rows = _load_rows(rows_path(cache), tuple(table.shape))
-        emb = CaptionEmbeddings(text_encoder=text_encoder, random_init=random_init, texts=texts, table=rows,
-                                row=row, truncated=sorted(t for t in truncated if t in row),
-                                rows_file=rows_path(cache))
-        return emb, False
-    if missing:
-        new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
-                                                 cache=cache, device=device, batch_size=batch_size, chunk=chunk,
-                                                 progress=progress, submit=submit)
-        truncated |= cut
-        row.update((t, (0 if table is None else len(table)) + i) for i, t in enumerate(missing))
-        table = new if table is None else torch.cat([table.to(torch.float16), new])
-    if table is None:  # no captions at all
-        table = torch.empty(0, EMBED_DIM, dtype=torch.float16)
-    emb = CaptionEmbeddings(text_encoder=text_encoder, random_init=random_init, texts=texts,
-                            table=table.to(torch.float16).numpy(), row=row,
-                            truncated=sorted(t for t in truncated if t in row))
-    return emb, True
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    if missing or table is None:
+        if missing:
+            new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
+                                                     cache=cache, device=device, batch_size=batch_size,
+                                                     chunk=chunk, progress=progress, submit=submit)
+            truncated |= cut
+            row.update((t, (0 if table is None else len(table)) + i) for i, t in enumerate(missing))
+            table = new if table is None else torch.cat([table.to(torch.float16), new])
+        else:  # no captions at all
+            table = torch.empty(0, EMBED_DIM, dtype=torch.float16)
+        keep = [row[t] for t in texts]  # the `.pt` holds this listing's texts, in its order
+        table = table.to(torch.float16).numpy()[keep]
+        row = {t: i for i, t in enumerate(texts)}
+        _save_cache(cache, listing, text_encoder=text_encoder, fingerprint=fingerprint, random_init=random_init,
+                    texts=texts, table=table, truncated=sorted(t for t in truncated if t in row))
+    elif _load_rows(rows_path(cache), tuple(table.shape)) is None:  # a cache from before its rows file
+        _save_rows(rows_path(cache), table.to(torch.float16).numpy())
+    _save_order(cache, listing, row, truncated, shape=tuple(table.shape), fingerprint=fingerprint,
+                random_init=random_init)
+    warm = _load_warm(cache, text_encoder, fingerprint, listing)
+    assert warm is not None, "the cache's files were just written"
+    return warm, bool(missing) or not texts

@@ -1,16 +1,66 @@
+"""The caption cache's files a build reads instead of the `.pt`: each caption's row in listing order, read
+memory-mapped; a warm rebuild of the same listing unpickles nothing, any other listing is matched through the
+`.pt` once and gets its own order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
 import numpy as np
-import torch
 
-from shardgen.text.cache import CaptionEmbeddings
+import shardgen.text.cache as cache_module
+from shardgen.sources.coco import CocoImage
+from shardgen.sources.listing import Listing
+from shardgen.text.cache import CaptionEmbeddings, encode_captions, order_path
 
 
-def test_a_shard_tasks_rows_from_one_gather_equal_each_records_rows():
+def _listing(captions: list[tuple[str, ...]]) -> Listing:
+    return Listing.from_records(CocoImage(i, f"{i}.jpg", Path(f"/img/{i}.jpg"), caps)
+                                for i, caps in enumerate(captions))
+
+
+def test_rows_gather_each_captions_row_in_listing_order():
     table = np.arange(8, dtype=np.float16).reshape(4, 2)
-    emb = CaptionEmbeddings("x", False, ["a", "b", "c"], table, {"a": 3, "b": 0, "c": 1}, [])
-    lists = [("a", "c"), ("b",), ("c", "a", "b")]
-    got = emb.rows_for_each(lists)
-    assert [g.shape for g in got] == [(2, 2), (1, 2), (3, 2)]
-    assert all(np.array_equal(g, emb.rows_for(c)) for g, c in zip(got, lists))
-    assert np.array_equal(got[0], table[[3, 1]])
-    assert [list(i) for i in emb.indices_for_each(lists)] == [[3, 1], [0], [1, 3, 0]]
-    assert torch.equal(emb.embeddings, torch.from_numpy(table[[3, 0, 1]]))  # texts order
+    emb = CaptionEmbeddings("x", False, table, np.array([3, 1, 0, 1, 3], np.int64), np.zeros(0, np.int64))
+    assert np.array_equal(emb.rows(1, 4), table[[1, 0, 1]])
+    assert emb.width == 2
+
+
+def test_warm_rebuild_reads_no_pickle_and_gives_the_same_rows(tmp_path, tiny_encoder, monkeypatch):
+    listing = _listing([("a red circle", "a dog"), ("a dog",), ("sky at night", "a red circle", "grass")])
+    cache = tmp_path / "c.pt"
+    cold, written = encode_captions(listing, text_encoder=str(tiny_encoder), cache=cache)
+    assert written and len(cold.table) == 4  # unique texts
+    assert cold.order.tolist() == [0, 1, 1, 2, 0, 3]
+
+    def no_pickle(*args, **kw):
+        raise AssertionError("a warm rebuild of the same listing loaded the .pt")
+
+    monkeypatch.setattr(cache_module, "load_embeddings_cache", no_pickle)
+    monkeypatch.setattr(cache_module, "encode_resumable", no_pickle)
+    warm, written = encode_captions(listing, text_encoder=str(tiny_encoder), cache=cache)
+    assert not written and isinstance(warm.order, np.memmap) and isinstance(warm.table, np.memmap)
+    assert np.array_equal(warm.rows(0, 6), cold.rows(0, 6))
+
+
+def test_another_listing_is_matched_through_the_pt_once(tmp_path, tiny_encoder, monkeypatch):
+    full = _listing([("a red circle", "a dog"), ("a dog",), ("sky at night",)])
+    cache = tmp_path / "c.pt"
+    first, _ = encode_captions(full, text_encoder=str(tiny_encoder), cache=cache)
+    part = full[1:3]  # `--limit`-like: another listing, every text already in the cache
+    monkeypatch.setattr(cache_module, "encode_resumable", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+    got, written = encode_captions(part, text_encoder=str(tiny_encoder), cache=cache)
+    assert not written and got.order.tolist() == [1, 2]
+    assert np.array_equal(got.rows(0, 2), first.rows(2, 4))
+    order_path(cache).write_bytes(b"torn")  # a damaged order file is made again, not trusted
+    again, _ = encode_captions(part, text_encoder=str(tiny_encoder), cache=cache)
+    assert np.array_equal(again.rows(0, 2), first.rows(2, 4))
+
+
+def test_truncated_captions_are_kept_by_index(tmp_path, tiny_encoder):
+    long = " ".join(["word"] * 120)
+    listing = _listing([("short",), (long, "short")])
+    emb, _ = encode_captions(listing, text_encoder=str(tiny_encoder), cache=tmp_path / "c.pt")
+    assert emb.truncated.tolist() == [1]
+    again, _ = encode_captions(listing, text_encoder=str(tiny_encoder), cache=tmp_path / "c.pt")
+    assert again.truncated.tolist() == [1]
