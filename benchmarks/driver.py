@@ -110,9 +110,9 @@ def run(work: Path, sizes: list[int], workers: int) -> dict:
     for n in sizes:
         table_path, root = make_table(work, n)
         cache = work / f"cache-{n}.pt"
-        if not cache.is_file():  # warm the caption cache: every caption encoded once, no image touched
-            subprocess.run([sys.executable, "-c", WARM, str(table_path), str(root), str(encoder), str(cache)],
-                           check=True)
+        # warm the caption cache: every caption encoded once (no image touched), its order written for this table;
+        # a no-op when it is warm already
+        subprocess.run([sys.executable, "-c", WARM, str(table_path), str(root), str(encoder), str(cache)], check=True)
         out = work / f"out-{n}"
         subprocess.run(["rm", "-rf", str(out), str(work / f"warm-{n}")], check=True)
         got = _child(str(table_path), str(root), str(out), str(encoder), str(cache), str(workers))

@@ -93,15 +93,17 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[str], None] | None = N
     check_out_dir(output.work, cfg.dataset_split)
     with locked_out_dir(output.work), open_executor(cfg.executor, workers=cfg.workers, address=cfg.ray_address,
                                                      progress=cfg.progress) as pool:
-        check_nodes(pool, cfg, output=output.location)
+        cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else \
+            embeddings_cache_path(output.work, cfg.dataset_split)
+        shared = check_nodes(pool, cfg, output=output.location, cache_folder=cache.parent)
         log(f"{cfg.dataset_split}: {len(records)} images with captions in {redact(split.images)}")
-        emb = _embed_captions(cfg, records, output.work, pool)
+        emb = _embed_captions(cfg, records, cache, pool, shared=shared)
         fingerprint = encoder_fingerprint(cfg.text_encoder)
         identity = build_identity(cfg, records, fingerprint)
         journal = load_journal(output, cfg.dataset_split, identity, warn=warn)
         with user_write_errors(output.work):
             shards = _write_shards(cfg, records, emb, output, journal=journal, identity=identity,
-                                   on_shard=on_shard, pool=pool)
+                                   on_shard=on_shard, pool=pool, shared=shared)
             if cfg.dali_index and not output.remote:  # resumed shards (or ones from a run without the flag)
                 for entry in shards:
                     if not (output.work / entry["name"]).with_suffix(".idx").is_file():
@@ -114,17 +116,19 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[str], None] | None = N
                        resumed_shards=len(journal))
 
 
-def _embed_captions(cfg: BuildConfig, records: Listing, work: Path,
-                    pool: Executor | None = None) -> CaptionEmbeddings:
-    """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew."""
-    cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else embeddings_cache_path(work, cfg.dataset_split)
+def _embed_captions(cfg: BuildConfig, records: Listing, cache: Path, pool: Executor | None = None, *,
+                    shared: bool = True) -> CaptionEmbeddings:
+    """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew. On a
+    cluster the missing chunks are its tasks, which write them to the cache folder themselves where every node
+    sees it (`shared`)."""
     device, submit = _resolve_device(cfg.device), None
     if pool is not None and not pool.runs_here:  # the chunks become the cluster's tasks, on its GPUs if it has any
         device = "cuda" if pool.gpus else "cpu"
         submit = partial(_submit_encoding, pool, Resources(gpus=1 if pool.gpus else 0))
     with user_write_errors(cache.parent, only_under=True):  # chunks are written as encoding goes (`embeddings`)
         emb, _ = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache, device=device,
-                                 batch_size=cfg.encode_batch_size, progress=cfg.progress, submit=submit)
+                                 batch_size=cfg.encode_batch_size, progress=cfg.progress, submit=submit,
+                                 tasks_write=shared)
     return emb
 
 
@@ -170,7 +174,7 @@ def _result(task: ShardTask, future) -> tuple[ShardTask, TaskSummary]:
 
 def _write_shards(cfg: BuildConfig, records: Listing, emb: CaptionEmbeddings, output: Output, *,
                   journal: list[dict], identity: dict, on_shard: Callable[[str], None] | None,
-                  pool: Executor) -> list[dict]:
+                  pool: Executor, shared: bool = True) -> list[dict]:
     """Write the shards after the journaled ones through shard tasks; returns every shard's journal entry."""
     from tqdm.auto import tqdm
 
@@ -180,7 +184,7 @@ def _write_shards(cfg: BuildConfig, records: Listing, emb: CaptionEmbeddings, ou
     output.remove_unjournaled(cfg.dataset_split, kept={e["name"] for e in shards})
     bar = tqdm(total=len(records), initial=start, desc=f"pack {cfg.dataset_split}", unit="img",
                disable=not cfg.progress)
-    tasks = iter_tasks(cfg, records, emb, output.location, start=start, rows_here=pool.runs_here,
+    tasks = iter_tasks(cfg, records, emb, output.location, start=start, rows_here=shared,
                        slots=pool.capacity if pool.runs_here else 1)
     for task, summary in _in_order(pool, tasks):
         bar.update(len(task.listing))

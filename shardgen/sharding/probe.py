@@ -12,6 +12,7 @@ are not probed.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from importlib import metadata
 from pathlib import Path
@@ -68,10 +69,18 @@ def _readable(location: str) -> str | None:
     return None if path.exists() else f"{location}: no such file or folder on this node"
 
 
-def probe_node(locations: list[str]) -> dict[str, Any]:
-    """Run on a node: its name, its environment and what it cannot read."""
+def probe_node(locations: list[str], token: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Run on a node: its name, its environment, what it cannot read, and whether it sees the driver's caption
+    cache folder (`token`: a file the driver wrote there and its content)."""
     problems = [why for loc in locations if (why := _readable(loc))]
-    return {"node": socket.gethostname(), "pid": os.getpid(), "environment": environment(), "problems": problems}
+    sees = False
+    if token is not None:
+        try:
+            sees = Path(token[0]).read_text() == token[1]
+        except OSError:
+            pass
+    return {"node": socket.gethostname(), "pid": os.getpid(), "environment": environment(), "problems": problems,
+            "sees_cache": sees}
 
 
 def _locations(cfg: BuildConfig, output: str) -> list[str]:
@@ -83,14 +92,28 @@ def _locations(cfg: BuildConfig, output: str) -> list[str]:
     return [str(v) for v in values if v is not None]
 
 
-def check_nodes(pool: Executor, cfg: BuildConfig, *, output: str) -> None:
+def check_nodes(pool: Executor, cfg: BuildConfig, *, output: str, cache_folder: Path | None = None) -> bool:
     """Probe every node of `pool`'s cluster (nothing for executors on this machine); raise UserError naming the
-    first node that cannot do the job and why."""
+    first node that cannot do the job and why. Returns whether every node sees `cache_folder` as the driver does
+    (one machine, a shared file system): then the tasks write and read the caption cache there themselves."""
     if pool.runs_here:
-        return
+        return True
     mine = environment()
-    for future in pool.each_node(probe_node, _locations(cfg, output)):
-        found = future.result()
+    token, shared = None, cache_folder is not None
+    if cache_folder is not None:
+        token = (str(cache_folder / f".shardgen-probe-{secrets.token_hex(8)}"), secrets.token_hex(16))
+        try:
+            cache_folder.mkdir(parents=True, exist_ok=True)
+            Path(token[0]).write_text(token[1])
+        except OSError:  # not writable here: the caption step says so, in its own words
+            token, shared = None, False
+    try:
+        found_all = [future.result() for future in pool.each_node(probe_node, _locations(cfg, output), token)]
+    finally:
+        if token is not None:
+            Path(token[0]).unlink(missing_ok=True)
+    for found in found_all:
+        shared = shared and found.get("sees_cache", False)
         where = f"node {found['node']}"
         if found["problems"]:
             raise UserError(f"{where} cannot do this build: {found['problems'][0]}")
@@ -99,3 +122,4 @@ def check_nodes(pool: Executor, cfg: BuildConfig, *, output: str) -> None:
         if differ:
             raise UserError(f"{where} runs {', '.join(differ)}: its shards would have other bytes; install the "
                             "same versions on every node")
+    return shared

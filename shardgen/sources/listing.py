@@ -30,7 +30,7 @@ _CHUNK = 1 << 16  # texts joined per piece while building or reordering: the tra
 class Strings:
     """Texts as one UTF-8 buffer: text i is `blob[offsets[i]:offsets[i + 1]]`."""
 
-    blob: bytes
+    blob: bytes | bytearray
     offsets: np.ndarray  # int64 [n + 1], offsets[0] == 0
 
     @classmethod
@@ -56,14 +56,14 @@ class Strings:
         return Strings(self.blob[a:b], self.offsets[start:stop + 1] - a)
 
     def take(self, order: np.ndarray) -> Strings:
-        """The texts in `order` (indices), reordered piece by piece."""
-        ends = self.offsets.tolist()
-        pieces, lengths = [], np.empty(len(order), np.int64)
-        for s in range(0, len(order), _CHUNK):
-            part = order[s:s + _CHUNK].tolist()
-            pieces.append(b"".join([self.blob[ends[i]:ends[i + 1]] for i in part]))
-            lengths[s:s + len(part)] = [ends[i + 1] - ends[i] for i in part]
-        return Strings(b"".join(pieces), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        """The texts in `order` (indices), copied once into a buffer of their size."""
+        order = np.asarray(order, np.int64)
+        lengths = (self.offsets[1:] - self.offsets[:-1])[order]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        out, source = bytearray(int(offsets[-1])), memoryview(self.blob)
+        for to, start, stop in zip(offsets.tolist(), self.offsets[order].tolist(), self.offsets[order + 1].tolist()):
+            out[to:to + stop - start] = source[start:stop]
+        return Strings(out, offsets)
 
     def digest(self, h) -> None:
         """Feed the texts, and where each ends, to the hash `h`."""
@@ -94,9 +94,11 @@ class StringsBuilder:
         return sum(map(len, self._lengths)) + len(self._texts)
 
     def build(self) -> Strings:
+        """The texts so far; the builder lets go of its pieces (it is empty after)."""
         self._flush()
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
-        return Strings(b"".join(self._pieces), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        blob, self._pieces, self._lengths = b"".join(self._pieces), [], []
+        return Strings(blob, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -105,27 +107,31 @@ class Listing:
 
     image_id: np.ndarray  # int64 [N]
     file_name: Strings  # [N]
-    location: Strings  # [N]: a local path or a URL; a tar member's tar
-    member: np.ndarray  # int64 [N, 2]: a tar member's (offset, size); (-1, -1) for a file
+    location: Strings | None  # [N]: a local path or a URL; a tar member's tar. None: each is `root`/`file_name`
+    member: np.ndarray | None  # int64 [N, 2]: a tar member's (offset, size), (-1, -1) for a file; None: no member
     captions: Strings  # [C], image by image
     first_caption: np.ndarray  # int64 [N + 1]
+    root: str | None = None  # the image folder or URL every file name is under, when `location` is None
 
     @classmethod
     def from_records(cls, records: Iterable[CocoImage]) -> Listing:
         """The columns of records already sorted by id (the sources that read a few hundred thousand at most)."""
         ids, names, places, members, captions, counts = [], StringsBuilder(), StringsBuilder(), [], \
             StringsBuilder(), [0]
+        any_member = False
         for rec in records:
             ids.append(rec.image_id)
             names.append(rec.file_name)
             member = isinstance(rec.path, TarMember)
+            any_member |= member
             places.append(rec.path.url if member else str(rec.path))
             members.append((rec.path.offset, rec.path.size) if member else (-1, -1))
             for caption in rec.captions:
                 captions.append(caption)
             counts.append(len(rec.captions))
         return cls(np.asarray(ids, np.int64), names.build(), places.build(),
-                   np.asarray(members, np.int64).reshape(-1, 2), captions.build(), np.cumsum(counts, dtype=np.int64))
+                   np.asarray(members, np.int64).reshape(-1, 2) if any_member else None, captions.build(),
+                   np.cumsum(counts, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -141,19 +147,21 @@ class Listing:
         stop = max(start, stop)
         c0, c1 = int(self.first_caption[start]), int(self.first_caption[stop])
         return Listing(self.image_id[start:stop].copy(), self.file_name.slice(start, stop),
-                       self.location.slice(start, stop), self.member[start:stop].copy(),
-                       self.captions.slice(c0, c1), self.first_caption[start:stop + 1] - c0)
+                       None if self.location is None else self.location.slice(start, stop),
+                       None if self.member is None else self.member[start:stop].copy(),
+                       self.captions.slice(c0, c1), self.first_caption[start:stop + 1] - c0, self.root)
 
     @property
     def n_captions(self) -> int:
         return len(self.captions)
 
     def record(self, i: int) -> CocoImage:
-        place = self.location[i]
-        offset, size = (int(v) for v in self.member[i])
+        name = self.file_name[i]
+        place = self.location[i] if self.location is not None else under_root(self.root, name)
+        offset, size = (-1, -1) if self.member is None else (int(v) for v in self.member[i])
         path = TarMember(place, offset, size) if size >= 0 else place if "://" in place else Path(place)
         caps = tuple(self.captions[c] for c in range(int(self.first_caption[i]), int(self.first_caption[i + 1])))
-        return CocoImage(int(self.image_id[i]), self.file_name[i], path, caps)
+        return CocoImage(int(self.image_id[i]), name, path, caps)
 
     def records(self) -> list[CocoImage]:
         """Every image as a record (a shard task's range; a small input's checks)."""
@@ -177,7 +185,22 @@ class Listing:
     def digest(self, h) -> None:
         """Feed every column to the hash `h` (the build identity)."""
         h.update(self.image_id.astype("<i8").tobytes())
-        for strings in (self.file_name, self.location, self.captions):
+        for strings in (self.file_name, self.captions):
             strings.digest(h)
-        h.update(self.member.astype("<i8").tobytes())
+        if self.location is not None:
+            self.location.digest(h)
+        else:
+            h.update(f"under {self.root}\n".encode("utf-8", "surrogatepass"))
+        if self.member is not None:
+            h.update(self.member.astype("<i8").tobytes())
         h.update(self.first_caption.astype("<i8").tobytes())
+
+
+def under_root(root: str | None, name: str) -> str:
+    """Where the image `name` (a name `roots.relative_name` gave) lies under `root`, as `str(roots.under(...))`
+    spells it, without a `Path` per image."""
+    if root is None:
+        raise ValueError("a listing without locations needs its root")
+    if "://" in root:
+        return f"{root.rstrip('/')}/{name}"
+    return name if root == "." else f"{root.rstrip('/')}/{name}"

@@ -274,17 +274,8 @@ class _Images:
         place[final] = np.arange(len(final))
         kept = kept[np.argsort(place[row_image[kept]], kind="stable")]  # image by image, rows in table order
         captions = self.captions.build().take(kept)
-        return Listing(ids[final], Strings.of(names[final]), Strings.of(_joined(self.root, n) for n in names[final]),
-                       np.full((len(final), 2), -1, np.int64), captions,
-                       np.concatenate([[0], np.cumsum(counts[final])]).astype(np.int64))
-
-
-def _joined(root: Path | str, name: str) -> str:
-    """`str(under(root, name))` for a name `relative_name` gave, without a `Path` per image."""
-    if not isinstance(root, Path):
-        return f"{root}/{name}"
-    prefix = str(root)
-    return name if prefix == "." else f"{prefix.rstrip('/')}/{name}"
+        return Listing(ids[final], Strings.of(names[final]), None, None, captions,
+                       np.concatenate([[0], np.cumsum(counts[final])]).astype(np.int64), str(self.root))
 
 
 def load_table(path: str | Path, image_root: str | Path, split: str | None, *, image_column: str = "image",

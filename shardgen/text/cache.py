@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..sources.listing import Listing
+from ..errors import UserError
 from ..format.atomic import save_torch_atomic
 from ..format.captions import CACHE_VERSION, load_embeddings_cache
 from ..format.names import EMBED_DIM
@@ -221,24 +222,34 @@ def _save_chunk(path: Path, arr: np.ndarray) -> None:
 _WORKER_ENCODERS: dict[tuple[str, str], object] = {}  # in a Ray worker: the tower, loaded once per process
 
 
-def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_size: int) -> np.ndarray:
+def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_size: int,
+                 path: str | None = None) -> np.ndarray | None:
     """One chunk of token ids → `[len(ids), D]` float16, as a task of its own (a Ray task under `--executor ray`,
-    on a GPU where the cluster has one); the tower stays loaded in the worker for its next chunk."""
+    on a GPU where the cluster has one); the tower stays loaded in the worker for its next chunk. With `path`
+    (a folder every node shares with the driver) the task writes the chunk there itself and returns None: no
+    embedding travels back to the driver."""
     from shardgen.text.encoder import TextEncoder
 
     key = (text_encoder, device)
     if key not in _WORKER_ENCODERS:
         _WORKER_ENCODERS[key] = TextEncoder(text_encoder, device=device)
-    return _WORKER_ENCODERS[key].encode_ids(ids, batch_size=batch_size).to(torch.float16).numpy()
+    arr = _WORKER_ENCODERS[key].encode_ids(ids, batch_size=batch_size).to(torch.float16).numpy()
+    if path is None:
+        return arr
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _save_chunk(Path(path), arr)
+    return None
 
 
 # long: one loop that loads or encodes each chunk, with the progress bar that shows the resumed part
 def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, cache: Path, device: str,
                      batch_size: int, chunk: int = ENCODE_CHUNK, progress: bool = False,
-                     submit: Callable | None = None) -> tuple[torch.Tensor, set[str], bool]:
+                     submit: Callable | None = None, tasks_write: bool = False
+                     ) -> tuple[torch.Tensor, set[str], bool]:
     """Encode `texts` (unique) chunk by chunk, keeping finished chunks on disk; continue an interrupted run.
     With `submit` (`submit(fn, *args)` → a future, e.g. a Ray executor's, asking for a GPU where the cluster has
-    one) the missing chunks are encoded as its tasks, all at once, on `device` there. Returns (`[N, D]` float16 in
+    one) the missing chunks are encoded as its tasks, all at once, on `device` there; with `tasks_write` too
+    (every node sees the cache's folder) each task writes its chunk there itself. Returns (`[N, D]` float16 in
     `texts` order, the truncated texts, random_init)."""
     from tqdm.auto import tqdm
 
@@ -257,8 +268,14 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
     resumed = sum(len(a) for a in done.values())
     bar = tqdm(total=len(order), initial=resumed, desc="encode captions" + (f" (resumed {resumed})" if resumed else ""),
                unit="cap", disable=not progress)
+    def chunk_file(s: int) -> Path:
+        return folder / f"chunk-{s // chunk:06d}.npy"
+
+    if submit is not None and tasks_write:
+        folder.mkdir(parents=True, exist_ok=True)
     tasks = {} if submit is None else {
-        s: submit(encode_chunk, text_encoder, device, [ids[i] for i in order[s:s + chunk]], batch_size)
+        s: submit(encode_chunk, text_encoder, device, [ids[i] for i in order[s:s + chunk]], batch_size,
+                  str(chunk_file(s)) if tasks_write else None)
         for s in starts if s not in done}
     out = torch.empty(len(texts), width, dtype=torch.float16)
     for s in starts:
@@ -267,8 +284,14 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
         if arr is None:
             arr = tasks.pop(s).result() if s in tasks else \
                 encoder.encode_ids([ids[i] for i in idx], batch_size=batch_size).to(torch.float16).numpy()
-            folder.mkdir(parents=True, exist_ok=True)
-            _save_chunk(folder / f"chunk-{s // chunk:06d}.npy", arr)
+            if arr is None:  # the task wrote it
+                arr = _load_chunk(chunk_file(s), len(idx), width)
+                if arr is None:
+                    raise UserError(f"{chunk_file(s)}: a caption chunk a task wrote is not whole here; is the "
+                                    "cache folder shared by every node?")
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                _save_chunk(chunk_file(s), arr)
             bar.update(len(idx))
         out[torch.tensor(idx, dtype=torch.long)] = torch.from_numpy(np.array(arr))  # [len(idx), D], one chunk copied
     bar.close()
@@ -278,7 +301,7 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
 # long: the warm path, then the cache's texts, the missing ones encoded, and the files a warm rebuild reads
 def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device: str = "cpu",
                     batch_size: int = 256, progress: bool = False, chunk: int = ENCODE_CHUNK,
-                    submit: Callable | None = None) -> tuple[CaptionEmbeddings, bool]:
+                    submit: Callable | None = None, tasks_write: bool = False) -> tuple[CaptionEmbeddings, bool]:
     """Embeddings for every caption of `listing`, from the cache where possible (missing ones encoded, on
     `submit`'s tasks when given). Returns (embeddings, whether the `.pt` was written). The result is always the
     cache's files memory-mapped (see the module docstring): a warm rebuild of the same listing reads no caption."""
@@ -303,7 +326,8 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
         if missing:
             new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
                                                      cache=cache, device=device, batch_size=batch_size,
-                                                     chunk=chunk, progress=progress, submit=submit)
+                                                     chunk=chunk, progress=progress, submit=submit,
+                                                     tasks_write=tasks_write)
             truncated |= cut
             row.update((t, (0 if table is None else len(table)) + i) for i, t in enumerate(missing))
             table = new if table is None else torch.cat([table.to(torch.float16), new])

@@ -100,16 +100,35 @@ def test_caption_chunks_encoded_as_ray_tasks_equal_the_local_encoding(ray_sessio
     submitted = []
     with open_executor("ray", workers=2) as pool:
         def submit(fn, *args):
-            submitted.append(fn.__name__)
+            submitted.append((fn.__name__, args[-1]))
             return pool.submit(fn, *args)
 
         on_ray, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "a.pt", chunk=64,
-                                    submit=submit)
+                                    submit=submit, tasks_write=True)
+        written_by_tasks = [path for _, path in submitted]
+        submitted.clear()
+        sent_back, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "c.pt", chunk=64,
+                                       submit=submit)
     here, _ = encode_captions(records, text_encoder=str(tiny_encoder), cache=tmp_path / "b.pt", chunk=64)
     n_texts = len(set(records.captions))
-    assert submitted == ["encode_chunk"] * -(-n_texts // 64) and len(submitted) > 1
+    assert [name for name, _ in submitted] == ["encode_chunk"] * -(-n_texts // 64) and len(submitted) > 1
+    assert all(path is None for _, path in submitted)  # not shared: the chunks come back to the driver
+    assert len(written_by_tasks) == len(submitted) and all(written_by_tasks)  # shared: each task wrote its own
     n = records.n_captions
-    assert np.array_equal(on_ray.rows(0, n), here.rows(0, n))
+    assert np.array_equal(on_ray.rows(0, n), here.rows(0, n)) and np.array_equal(sent_back.rows(0, n), here.rows(0, n))
+
+
+@pytest.mark.slow
+def test_a_ray_build_whose_nodes_do_not_share_the_cache_folder_sends_the_rows_and_gives_the_same_bytes(
+        ray_session, sample_coco, tiny_encoder, tmp_path, local_build, monkeypatch):
+    from shardgen.sharding import pipeline, probe
+
+    real_probe, real_plan, planned = probe.probe_node, pipeline.iter_tasks, []
+    monkeypatch.setattr(probe, "probe_node", lambda locations, token=None: real_probe(locations, None))
+    monkeypatch.setattr(pipeline, "iter_tasks", lambda *a, **kw: (planned.append(t) or t for t in real_plan(*a, **kw)))
+    build_shards(_cfg(sample_coco, tiny_encoder, tmp_path / "train", executor="ray"))
+    assert _files(tmp_path / "train") == local_build
+    assert planned and all(t.cache_files is None and t.rows is not None for t in planned)  # the rows travelled
 
 
 def _refuse(text: str) -> None:
