@@ -173,6 +173,7 @@ def _save_cache(path: Path, listing: Listing, *, text_encoder: str, fingerprint:
     """Write the `.pt` (the seed's format: unique texts, their embeddings in that order, every image's captions)
     and its rows file atomically, then drop the chunks of any interrupted encoding (the cache now holds them)."""
     first = listing.first_caption.tolist()
+    one = {t: t for t in texts}  # each caption list names the very `texts` string: pickled once, referred to after
     data = {
         "version": CACHE_VERSION,
         "text_encoder": text_encoder,
@@ -182,7 +183,7 @@ def _save_cache(path: Path, listing: Listing, *, text_encoder: str, fingerprint:
         "embeddings": torch.from_numpy(np.ascontiguousarray(table)),  # [U, D] in `texts` order
         "truncated": truncated,
         "image_ids": torch.from_numpy(listing.image_id.copy()),
-        "captions": [[listing.captions[k] for k in range(a, b)] for a, b in zip(first, first[1:])],
+        "captions": [[one[listing.captions[k]] for k in range(a, b)] for a, b in zip(first, first[1:])],
         "file_names": list(listing.file_name),
     }
     needed = data["embeddings"].numel() * data["embeddings"].element_size() + sum(map(len, texts))
