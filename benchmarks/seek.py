@@ -55,8 +55,8 @@ class _RangeHandler(SimpleHTTPRequestHandler):
 
 def _read_ms(url: str, start: int, *, indexed: bool) -> float:
     """Milliseconds to read samples [start, start + TAKE) of the shard at `url` (index, if any, in memory)."""
-    from loaders.plan import Span
-    from loaders.spans import iter_span
+    from loaders.plan.ranks import Span
+    from loaders.read.spans import iter_span
 
     _prime(url, indexed=indexed)
     t0 = time.perf_counter()

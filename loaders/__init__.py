@@ -3,15 +3,15 @@
 The public API; see `loader.py` for how the pieces fit (config → sources → epoch pipeline → workers → façade).
 """
 
-from .augment import AUGMENTATIONS, Augment, Augmentation, CropFlip
+from .shape.augment import AUGMENTATIONS, Augment, Augmentation, CropFlip
 from .coco_dataset import COCOClipDataset, clip_transform, collate_all_captions
 from .config import LoaderConfig
-from .device import CLIP_MEAN, CLIP_STD, DeviceLoader, Normalize, decode_jpegs
+from .handover.device import CLIP_MEAN, CLIP_STD, DeviceLoader, Normalize, decode_jpegs
 from .errors import DecodeError, LoaderError, SourceError, StateError, WorkerError
-from .indexed import ShardIndexDataset
-from .loader import ShardLoader, make_loader
-from .sources import ShardSet, resolve_source
-from .stream import ShardStream
+from .read.indexed import ShardIndexDataset
+from .handover.loader import ShardLoader, make_loader
+from .plan.sources import ShardSet, resolve_source
+from .handover.stream import ShardStream
 
 __all__ = [
     "AUGMENTATIONS", "Augment", "Augmentation", "CropFlip",

@@ -40,16 +40,16 @@ from shardgen.format import EMBED_DIM, Manifest, is_remote, read_manifest, redac
 from shardgen.config import config_from_options
 from shardgen.format.errors import HANDLED, parser_exit_code, report
 
-from .checkpoint import check_width, checkpoint_width, load_checkpoint
-from .clip import CLIPModel
-from .curves import METRICS_NAME, write_curves
-from .distributed import auto_device
+from .training.checkpoint import check_width, checkpoint_width, load_checkpoint
+from .nets.clip import CLIPModel
+from .runs.curves import METRICS_NAME, write_curves
+from .training.distributed import auto_device
 from .errors import CheckpointError, ShardSourceError, UserError
-from .image_encoder import ImageEncoder
-from .metrics import recall_at_k, recall_at_k_folds
-from .qualitative import qualitative
-from .preflight import own_training_warning
-from .report import chance_levels, format_sets_table, format_table, small_split_note
+from .nets.image_encoder import ImageEncoder
+from .nets.metrics import recall_at_k, recall_at_k_folds
+from .runs.qualitative import qualitative
+from .runs.preflight import own_training_warning
+from .runs.report import chance_levels, format_sets_table, format_table, small_split_note
 
 
 class Protocol(NamedTuple):

@@ -28,25 +28,25 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from loaders import DeviceLoader, LoaderConfig, SourceError, StateError, make_loader
-from loaders.seeds import torch_seed
+from loaders.plan.seeds import torch_seed
 from shardgen.config import config_from_options
 from shardgen.format import redact, redact_fields, write_text_atomic
 from shardgen.format.errors import HANDLED, parser_exit_code, report
 
-from .checkpoint import (LATEST, TRAINING_KEYS, CheckpointWriter, Position, check_width, legacy_loader_state,
+from .training.checkpoint import (LATEST, TRAINING_KEYS, CheckpointWriter, Position, check_width, legacy_loader_state,
                          load_checkpoint, step_files)
-from .clip import parameter_counts
+from .nets.clip import parameter_counts
 from .config import (PRECISIONS, RunPlan, TrainConfig, as_sources, layout_changes, plan_run,  # noqa: F401
                      resumed_plan, shards_text)
-from .curves import write_curves
-from .distributed import DistEnv, StopVote, group_lost, setup_distributed, teardown_distributed
+from .runs.curves import write_curves
+from .training.distributed import DistEnv, StopVote, group_lost, setup_distributed, teardown_distributed
 from .errors import CheckpointError, ShardSourceError, UserError
-from .image_encoder import ARCHS
-from .metrics_log import MetricsLog, Reading, RunLog, Throughput
-from .preflight import check_out_writable, data_warnings, mix_line
-from .step import StepStats, TrainState, build_run, make_autocast, train_step
-from .stop import StopRequested, group_broke, interrupts_deferred, stop_requested, stop_signals, stopped
-from .synthetic import SyntheticLoader
+from .nets.image_encoder import ARCHS
+from .runs.metrics_log import MetricsLog, Reading, RunLog, Throughput
+from .runs.preflight import check_out_writable, data_warnings, mix_line
+from .training.step import StepStats, TrainState, build_run, make_autocast, train_step
+from .training.stop import StopRequested, group_broke, interrupts_deferred, stop_requested, stop_signals, stopped
+from .training.synthetic import SyntheticLoader
 
 __all__ = ["TrainConfig", "main", "train"]
 
@@ -248,7 +248,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig) -> dict:
-    torch.manual_seed(torch_seed("model", cfg.seed))  # the `model` stream (loaders.seeds)
+    torch.manual_seed(torch_seed("model", cfg.seed))  # the `model` stream (loaders.plan.seeds)
     out = Path(cfg.out)
     check_out_folder(out, fresh=not cfg.resume)
     env = setup_distributed(cfg.device)

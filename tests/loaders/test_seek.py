@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from loaders import LoaderError, make_loader
-from loaders.seek import index_url, parse_index
+from loaders.read.seek import index_url, parse_index
 from tests.loaders.test_remote import s3  # noqa: F401 - the moto S3 server fixture
 from tests.netutil import FileServer
 

@@ -85,7 +85,7 @@ def test_shuffle_buffer_fills_to_its_size(train_shards):
     `shuffle_buffer` samples; every sample comes out once."""
     import numpy as np
 
-    from loaders.shuffle import iter_shuffled
+    from loaders.plan.shuffle import iter_shuffled
 
     chunks = list(iter_shuffled(iter([list(range(600)), list(range(600, 1000))]), size=100,
                                 rng=np.random.default_rng(0)))
@@ -343,7 +343,7 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
     the caller; stopping early stops the thread. (Pinning itself needs CUDA; here it is an identity.)"""
     import threading
 
-    import loaders.loader as stream
+    import loaders.handover.loader as stream
 
     threads = []
     monkeypatch.setattr(stream, "pinned", lambda b: threads.append(threading.current_thread().name) or b)
@@ -368,7 +368,7 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
 
 def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, caplog):
     """If the slots cannot be allocated (a small /dev/shm), workers fall back to one segment per batch."""
-    import loaders.loader as stream
+    import loaders.handover.loader as stream
 
     def no_shm(*args, **kwargs):
         raise RuntimeError("unable to write to file </torch_1>: No space left on device")

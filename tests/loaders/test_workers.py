@@ -153,7 +153,7 @@ class _TwoArgs(UserError):
 def test_a_worker_error_of_the_family_keeps_its_type_as_without_workers(train_shards, monkeypatch, error):
     """Not only LoaderError: any DataError or UserError raised in a worker reaches the caller as it does with
     num_workers=0 (one line, exit 2), not as a WorkerError with a traceback."""
-    from loaders.epoch import EpochPipeline
+    from loaders.handover.epoch import EpochPipeline
 
     def fail(*args, **kwargs):
         raise error

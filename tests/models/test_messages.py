@@ -19,7 +19,7 @@ import models.evaluate as evaluate_module
 import models.train as train_module
 from models import curves
 from models.evaluate import main as evaluate
-from models.metrics_log import MetricsLog
+from models.runs.metrics_log import MetricsLog
 from models.train import main as train
 from shardgen.cli.hints import python_command
 

@@ -19,12 +19,12 @@ from shardgen.format import redact_fields
 from shardgen.format.names import EMBED_DIM
 
 from .checkpoint import Position
-from .clip import CLIPModel
-from .config import RunPlan, TrainConfig
+from ..nets.clip import CLIPModel
+from ..config import RunPlan, TrainConfig
 from .distributed import DistEnv
-from .errors import CheckpointError, UserError
-from .image_encoder import ImageEncoder
-from .loss import info_nce_loss
+from ..errors import CheckpointError, UserError
+from ..nets.image_encoder import ImageEncoder
+from ..nets.loss import info_nce_loss
 from .schedule import cosine_with_warmup
 
 

@@ -1,8 +1,8 @@
 """The public façade: `make_loader(source, batch_size=..., ...)` → `ShardLoader`, an iterable of batches with
-`len()`, `set_epoch(epoch, skip_batches)`, `state_dict()` / `load_state_dict()` (`loaders.state`) and `close()`.
+`len()`, `set_epoch(epoch, skip_batches)`, `state_dict()` / `load_state_dict()` (`loaders.plan.resume`) and `close()`.
 
 Without workers the main process runs the epoch pipeline itself (a DataLoader with `batch_size=None` only pins);
-with `num_workers > 0` batches come from our worker processes (`loaders.workers`) as numpy fields plus a slot
+with `num_workers > 0` batches come from our worker processes (`loaders.handover.workers`) as numpy fields plus a slot
 of shared memory, and are turned into tensors (and pinned, on a background thread) here.
 """
 
@@ -18,12 +18,12 @@ from dataclasses import replace
 import torch
 from torch.utils.data import DataLoader
 
-from .batches import to_torch
-from .config import LoaderConfig
-from .plan import rank_batches
+from ..shape.batches import to_torch
+from ..config import LoaderConfig
+from ..plan.ranks import rank_batches
 from .slots import SlotRing
-from .sources import is_url_list, resolve_source, resolve_sources
-from .state import EpochState, Segment, parse_state, plan_resume, shards_identity
+from ..plan.sources import is_url_list, resolve_source, resolve_sources
+from ..plan.resume import EpochState, Segment, parse_state, plan_resume, shards_identity
 from .stream import ShardStream
 from .workers import WorkerPool
 
@@ -38,7 +38,7 @@ class ShardLoader:
     `persistent_workers=False`) until `close()` or until the loader is collected.
 
     `state_dict()` says where the epoch stands in samples consumed by all ranks together; `load_state_dict()`
-    continues there, also with another world size, number of workers or batch size (`loaders.state`).
+    continues there, also with another world size, number of workers or batch size (`loaders.plan.resume`).
     """
 
     def __init__(self, dataset: ShardStream, *, pin_memory: bool = False) -> None:
@@ -81,7 +81,7 @@ class ShardLoader:
 
     def state_after(self, batches: int) -> dict:
         """The state once `batches` batches of the next pass are used, without iterating: for a stand-in that
-        serves the pass itself (`models.synthetic`)."""
+        serves the pass itself (`models.training.synthetic`)."""
         return self._state(batches * self.cfg.batch_size)
 
     def _state(self, n: int) -> dict:
@@ -251,7 +251,7 @@ def make_loader(source, *, batch_size: int, num_workers: int = 0, shuffle: bool 
                 caption: str = "random", **options) -> ShardLoader:
     """Stream shards as batches: see `LoaderConfig` for the options and docs/ for the batch keys. `source`: a
     shard folder or URL, a brace pattern, a list of shard URLs, or a list of such sources (with `weights=[...]`
-    and `epoch_samples=N`: mixed, `loaders.mixing`; without: concatenated)."""
+    and `epoch_samples=N`: mixed, `loaders.plan.mixing`; without: concatenated)."""
     cfg = LoaderConfig(batch_size=batch_size, num_workers=num_workers, shuffle=shuffle, seed=seed, caption=caption,
                        **options)
     shards = open_sources(source, cfg)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ import torch
 from shardgen.format.atomic import link_atomic, save_torch_atomic
 from shardgen.format.errors import USER_ERRNOS
 
-from .errors import CheckpointError, UnsafeCheckpoint
+from ..errors import CheckpointError, UnsafeCheckpoint
+from ..nets.weights import load_plain
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +36,6 @@ TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "loader", "rng")
 
 def step_file_name(step: int) -> str:
     return f"step-{step:08d}.pt"
-
-
-def load_plain(path: Path, *, what: str = "checkpoint") -> object:
-    """`torch.load` that unpickles tensors and plain containers only. Raises CheckpointError naming the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # the safe unpickler met something other than tensors and plain data
-        reason = str(exc).split("WeightsUnpickler error: ")[-1].strip().split(". ")[0].splitlines()[0]
-        raise UnsafeCheckpoint(f"{path}: refused to load this {what}: it holds more than tensors and plain data "
-                               f"(code to run, or damage: {reason})") from exc
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:  # torch's zip reader, a short pickle
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable {what} (truncated or corrupt: {detail})") from exc
 
 
 def read_checkpoint(path: Path) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shardgen.format import Manifest
 
-from .errors import UserError
+from ..errors import UserError
 
 _HELD_OUT = re.compile(r"(^|[_-])(val|test|validation|minival)(\d*)($|[_-])", re.IGNORECASE)
 
