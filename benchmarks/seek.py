@@ -68,7 +68,7 @@ def _read_ms(url: str, start: int, *, indexed: bool) -> float:
 
 def _prime(url: str, *, indexed: bool) -> float:
     """Read the index into the worker's cache (or mark the shard as having none); milliseconds it took."""
-    from loaders import seek
+    from loaders.read import seek
 
     seek._cache.clear()
     if not indexed:

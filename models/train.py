@@ -68,7 +68,7 @@ def resume_loader(loader, state: dict, path: Path, env: DistEnv, *, named: str) 
     size, workers); returns the run's position and a line saying where it resumed and what changed. Raises
     CheckpointError, also for a checkpoint whose head is of another width than the shards' embeddings."""
     check_width(state, path, embed_dim=loader.embed_dim, flag="--train-shards", shards=named)
-    shards = loader.dataset.shards
+    shards = loader.shards
     try:
         saved = legacy_loader_state(state, world_size=env.world, n_samples=shards.n_samples,
                                     n_shards=len(shards.urls), shuffle_buffer=loader.cfg.shuffle_buffer)
@@ -102,21 +102,21 @@ def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
     """Open `--val-shards` as the end-of-run evaluation will (this process alone, whatever the world size), so
     an unusable val set stops the run before its first step, naming the flag; returns warnings (one line each)
     when the run trains on evaluation data."""
-    shards, val_urls = train_loader.dataset.shards, []
+    shards, val_urls = train_loader.shards, []
     for val in cfg.val_sets:  # each of the train shards' width
         from .evaluate import open_shards
 
         loader = open_shards(val, batch_size=1, flag="--val-shards", embed_dim=train_loader.embed_dim)
         if len(loader) < 1:
             raise ShardSourceError(f"--val-shards {val}: holds no samples to evaluate on")
-        val_urls += loader.dataset.shards.urls
+        val_urls += loader.shards.urls
     return list(dict.fromkeys(w for m in [p.manifest for p in shards.parts] or [shards.manifest]
                               for w in data_warnings(train_urls=shards.urls, train_manifest=m, val_urls=val_urls)))
 
 
 def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
     """`--synthetic`: device-made batches of the shards' image size and epoch length (the shards are not read)."""
-    return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
+    return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.image_size,
                            embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device,
                            seed=torch_seed("synthetic", cfg.seed),
                            skip=len(loader) - loader.batches_in_pass, positions=loader)

@@ -59,6 +59,11 @@ class ShardStream(IterableDataset):
     def skip_batches(self) -> int:
         return int(self.control[2])
 
+    @property
+    def resumed(self) -> bool:
+        """The selected pass is the rest of a resumed epoch (`resume` with a remaining stream)."""
+        return bool(self.control[3])
+
     def __len__(self) -> int:
         """Batches this rank yields per epoch (identical on every rank)."""
         return len(self.pipeline)

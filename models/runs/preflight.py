@@ -75,7 +75,7 @@ def own_training_warning(*, eval_urls: list[str], train_urls: list[str], train_s
 
 def mix_line(loader) -> str:
     """What each source gives an epoch: `sources: A 36 (75 %), B 12 (25 %) of 48 samples per epoch`."""
-    shards = loader.dataset.shards
+    shards = loader.shards
     n = shards.n_samples
     takes = shards.quotas or tuple(p.n_samples for p in shards.parts)
     parts = ", ".join(f"{name} {take} ({take / max(n, 1):.0%})" for name, take in zip(shards.names, takes))

@@ -51,7 +51,7 @@ def test_batches_are_what_the_seed_always_gave(train_shards, case):
 
 
 def test_every_stream_is_in_the_documented_table():
-    from loaders import seeds
+    from loaders.plan import seeds
 
     rows = re.findall(r"^\| `(\w+)` ", seeds.__doc__, flags=re.M)
     assert rows == list(seeds.STREAMS)

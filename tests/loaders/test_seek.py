@@ -107,7 +107,7 @@ def test_index_url_and_parse():
 
 
 def test_mid_shard_start_on_s3_reads_through_the_index(s3, one_shard):
-    from loaders import seek
+    from loaders.read import seek
     from shardgen.publish.upload import upload
 
     upload(str(one_shard), "s3://shards/one", progress=False)

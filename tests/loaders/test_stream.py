@@ -319,7 +319,7 @@ def test_worker_batches_in_shared_slots_are_never_overwritten(train_shards):
     _check_against_shards(truth, *image_view)
     key, caption, emb = emb_view
     assert torch.allclose(emb, torch.from_numpy(truth[key]["npy"][truth[key]["meta"]["captions"].index(caption)]).float())
-    ring = loader.ring
+    ring = loader._workers.ring
     del kept, image_view, emb_view, emb, batch, img, b
     ring.release_unused()
     assert (ring.state.numpy() != -1).all()  # nothing is held any more: every slot can be reused
@@ -343,7 +343,7 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
     the caller; stopping early stops the thread. (Pinning itself needs CUDA; here it is an identity.)"""
     import threading
 
-    import loaders.handover.loader as stream
+    import loaders.handover.lifecycle as stream
 
     threads = []
     monkeypatch.setattr(stream, "pinned", lambda b: threads.append(threading.current_thread().name) or b)
@@ -368,7 +368,7 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
 
 def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, caplog):
     """If the slots cannot be allocated (a small /dev/shm), workers fall back to one segment per batch."""
-    import loaders.handover.loader as stream
+    import loaders.handover.lifecycle as stream
 
     def no_shm(*args, **kwargs):
         raise RuntimeError("unable to write to file </torch_1>: No space left on device")
@@ -377,7 +377,7 @@ def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, capl
     truth = dict(read_all(train_shards))
     loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
     batches = list(loader)
-    assert loader.ring is None and "no shared-memory batch slots" in caplog.text
+    assert loader._workers.ring is None and "no shared-memory batch slots" in caplog.text
     assert sum(len(b["key"]) for b in batches) == 48
     for b in batches:
         _check_against_shards(truth, b["key"][0], b["image"][0], b["text_embedding"][0])

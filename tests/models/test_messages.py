@@ -17,7 +17,7 @@ from PIL import Image
 
 import models.evaluate as evaluate_module
 import models.train as train_module
-from models import curves
+from models.runs import curves
 from models.evaluate import main as evaluate
 from models.runs.metrics_log import MetricsLog
 from models.train import main as train
