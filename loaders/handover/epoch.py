@@ -2,9 +2,10 @@
 take a batch → draw its augmentation → collate + decode into reused memory → deliver. With `decode="gpu"` the
 batch is delivered with its JPEG bytes and its `Augment` (`batch["augment"]`), which the device decoder applies.
 
-A producer is the main process (`num_workers=0`), one of our worker processes (`loaders.handover.workers`) or a worker of
-a caller's own DataLoader (`ShardStream`); the pipeline is the same, only its batch memory differs (`slots`).
-Batch i of the epoch comes from producer i % W, as with DataLoader's round-robin, so batches do not depend on W.
+A producer is the main process (`num_workers=0`), one of our worker processes (`loaders.handover.workers`) or a
+worker of a caller's own DataLoader (`ShardStream`); the pipeline is the same, only its batch memory differs
+(`slots`). Batch i of the epoch comes from producer i % W, as with DataLoader's round-robin, so batches do not
+depend on W.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class EpochPipeline:
                  backend: str) -> None:
         self.shards, self.cfg, self.rank, self.world_size = shards, cfg, rank, world_size
         self.image_size, self.backend = image_size, backend
-        self.remaining: np.ndarray | None = None  # a resumed epoch's stream positions not yet seen (loaders.plan.resume)
+        # a resumed epoch's stream positions not yet seen (loaders.plan.resume)
+        self.remaining: np.ndarray | None = None
         # batch["source"]: records carry their shard's URL (as shown in messages)
         self.source_of = {redact(url): shards.source_of(i) for i, url in enumerate(shards.urls)}
 

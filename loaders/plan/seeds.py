@@ -18,7 +18,7 @@ and a batch's crops do not depend on which samples were skipped.
 |             | it: each extra augmentation's draws              |                            |                  |
 | `workers`   | a worker's global `random`, numpy, torch         | worker                     | seed + worker    |
 | `model`     | the model's initial weights (models.train)       | -                          | torch, seed      |
-| `synthetic` | `--synthetic` batches (models.training.synthetic)         | -                          | torch, seed      |
+| `synthetic` | `--synthetic` batches (models.training.synthetic) | -                          | torch, seed      |
 
 "numpy" is `np.random.default_rng([seed, *keys, *salt])` with the salt in `STREAMS` below; "crc32" is the crc32
 of "seed:epoch:key", mod the sample's number of captions; "torch, seed" is a torch generator seeded with the

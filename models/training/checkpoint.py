@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,6 +26,9 @@ from shardgen.format.errors import USER_ERRNOS
 
 from ..errors import CheckpointError, UnsafeCheckpoint
 from ..nets.weights import load_plain
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +200,15 @@ def save_checkpoint(path: Path, state: dict) -> Path:
     """Write one checkpoint file atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return _write_atomic(state, path)
+
+
+def read_resume(cfg: TrainConfig) -> tuple[dict, Path]:
+    """The `--resume` checkpoint, checked to fit this run, and its file. Raises CheckpointError."""
+    state, path = load_checkpoint(cfg.resume)
+    if state["config"]["arch"] != cfg.arch:
+        raise CheckpointError(f"{path}: trained with --arch {state['config']['arch']}, this run asks for --arch "
+                              f"{cfg.arch}: pass --arch {state['config']['arch']} to continue it")
+    missing = [k for k in TRAINING_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: holds no {', '.join(missing)} state, so training cannot continue from it")
+    return state, path
