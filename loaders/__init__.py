@@ -1,6 +1,8 @@
 """loaders: stream shardgen shards (local, HTTP, S3) into training as uint8 batches, normalized on the device.
 
-The public API; see `loader.py` for how the pieces fit (config → sources → epoch pipeline → workers → façade).
+The public API. The modules sit in folders that follow a batch: `plan/` (what an epoch reads) → `read/` (bytes
+into records) → `shape/` (records into batches) → `handover/` (the epoch run by workers, the `ShardLoader` façade,
+the device); `config.py`, `errors.py` and the map-style `coco_dataset.py` beside them.
 """
 
 from .shape.augment import AUGMENTATIONS, Augment, Augmentation, CropFlip

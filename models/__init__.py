@@ -1,8 +1,9 @@
 """models: ResNet image tower + projection head trained against frozen CLIP text embeddings; loss and metrics.
 
-Knows nothing about tar files: only `models.train` and `models.evaluate` join it with `loaders`. The frozen text
-tower lives in `shardgen.text.encoder` (the builder encodes captions with it); `models.TextEncoder` is the same class,
-imported on first use.
+Folders: `nets/` (the model library), `training/` (steps, checkpoints, stop signals), `runs/` (what the
+commands check, print and write). Knows nothing about tar files: only `models.train`, `models.evaluate` and
+`runs/` join it with `loaders`. The frozen text tower lives in `shardgen.text.encoder` (the builder encodes
+captions with it); `models.TextEncoder` is the same class, imported on first use.
 """
 
 from .nets.clip import CLIPModel, parameter_counts

@@ -156,7 +156,7 @@ def train(cfg: TrainConfig) -> dict:
 
     Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C, SIGTERM or
     SIGUSR1 (`stop.STOP_SIGNALS`: one handler for the three; under torchrun the ranks agree to stop after the same
-    step, see `stop.py`), ProcessGroupLost when a rank is gone first (the last checkpoint is kept)."""
+    step, see `training/stop.py`), ProcessGroupLost when a rank is gone first (the last checkpoint is kept)."""
     with stop_signals(record_only=int(os.environ.get("WORLD_SIZE", "1")) > 1):
         return _train(cfg)
 

@@ -1,6 +1,6 @@
 """One training step and what it updates: the model, the optimizer (two learning rates), the schedule and the
 scaler, held together as `TrainState` so a checkpoint can save and restore them; the precision a step computes in.
-(How a stop signal lands between steps, never inside one: `stop.py`.)
+(How a stop signal lands between steps, never inside one: `stop.py` beside it.)
 
 A step never waits for the device: it returns its loss and gradient norm as device tensors, and the caller reads
 them (one host sync) only on the steps it logs. AdamW is the fused kernel, which also takes fp16 loss scaling's
