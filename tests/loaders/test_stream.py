@@ -381,3 +381,21 @@ def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, capl
     assert sum(len(b["key"]) for b in batches) == 48
     for b in batches:
         _check_against_shards(truth, b["key"][0], b["image"][0], b["text_embedding"][0])
+
+
+def test_the_facade_says_what_a_trainer_needs(train_shards):
+    """`models` reads the data's facts off the façade, not off its ShardStream: the shards, the image size, the
+    decoder, and how many batches the next pass yields (fewer after a mid-epoch resume)."""
+    from loaders.shape.decode import available_backends
+
+    loader = make_loader(str(train_shards), batch_size=4, seed=2, image_size=96)
+    assert (loader.shards.n_samples, len(loader.shards.urls), loader.image_size) == (48, 5, 96)
+    assert loader.backend == available_backends()[0] and loader.batches_in_pass == len(loader) == 12
+    loader.set_epoch(1)
+    it = iter(loader)
+    for _ in range(5):
+        next(it)
+    state = loader.state_dict()
+    again = make_loader(str(train_shards), batch_size=6, seed=2, image_size=96)
+    again.load_state_dict(state)
+    assert again.batches_in_pass == (48 - 20) // 6 + 1 and len(list(again)) == again.batches_in_pass
