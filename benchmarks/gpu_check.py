@@ -183,7 +183,7 @@ def decode_on_one_core(jpgs: list[bytes], size: int) -> float:
     """img/s of one thread decoding with the loader's decoder into one reused buffer (the P2 floor's loop)."""
     import numpy as np
 
-    from loaders.decode import available_backends, decode_into
+    from loaders.shape.decode import available_backends, decode_into
 
     backend, out = available_backends()[0], np.empty((size, size, 3), dtype=np.uint8)
     t0 = time.perf_counter()

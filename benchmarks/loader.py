@@ -94,7 +94,7 @@ def decode_floor(jpgs: list[bytes], threads: int = 1) -> int:
     output buffer: the work with every loader overhead removed. Returns the number decoded."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from loaders.decode import available_backends, decode_into
+    from loaders.shape.decode import available_backends, decode_into
 
     backend = available_backends()[0]
 

@@ -45,8 +45,8 @@ def run(work: Path, *, images: int, workers: int, rounds: int) -> dict:
 
     from loaders import make_loader
     from loaders.config import LoaderConfig
-    from loaders.loader import open_sources
-    from loaders.stream import ShardStream
+    from loaders.handover.loader import open_sources
+    from loaders.handover.stream import ShardStream
     from shardgen.sharding.pipeline import BuildConfig, build_shards
 
     work = work.resolve()

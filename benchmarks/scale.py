@@ -223,7 +223,7 @@ def stage_recall(p: Paths, a: argparse.Namespace) -> dict:
     metric's cost does not depend on them; embedding the images is the model's cost, measured by `train`)."""
     import torch
 
-    from models.metrics import recall_at_k
+    from models.nets.metrics import recall_at_k
     from shardgen.format import load_embeddings_cache
 
     cache = load_embeddings_cache(p.cache("val"), mmap=True)

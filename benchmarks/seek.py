@@ -55,8 +55,8 @@ class _RangeHandler(SimpleHTTPRequestHandler):
 
 def _read_ms(url: str, start: int, *, indexed: bool) -> float:
     """Milliseconds to read samples [start, start + TAKE) of the shard at `url` (index, if any, in memory)."""
-    from loaders.plan import Span
-    from loaders.spans import iter_span
+    from loaders.plan.ranks import Span
+    from loaders.read.spans import iter_span
 
     _prime(url, indexed=indexed)
     t0 = time.perf_counter()
@@ -68,7 +68,7 @@ def _read_ms(url: str, start: int, *, indexed: bool) -> float:
 
 def _prime(url: str, *, indexed: bool) -> float:
     """Read the index into the worker's cache (or mark the shard as having none); milliseconds it took."""
-    from loaders import seek
+    from loaders.read import seek
 
     seek._cache.clear()
     if not indexed:

@@ -26,7 +26,7 @@ from shardgen.format import embeddings_cache_path, load_embeddings_cache, open_l
 from shardgen.format.storage import IMAGE_MAX_BYTES
 from shardgen.format.coco_folders import find_split
 
-from .device import CLIP_MEAN, CLIP_STD
+from .handover.device import CLIP_MEAN, CLIP_STD
 from .errors import SourceError
 
 

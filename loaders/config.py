@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .augment import AUGMENTATIONS
-from .decode import available_backends
+from .shape.augment import AUGMENTATIONS
+from .shape.decode import available_backends
 
 CAPTION_MODES = ("random", "first", "all")
 
@@ -22,23 +22,23 @@ class LoaderConfig:
     seed: int = 0
     caption: str = "random"
     image_size: int | None = None  # output size in pixels; default: the manifest's image size
-    crop: str = "center"  # or "random" (training augmentation, on uint8: loaders.augment)
+    crop: str = "center"  # or "random" (training augmentation, on uint8: loaders.shape.augment)
     flip: bool = False  # random horizontal flip (training augmentation)
-    augmentations: tuple[str, ...] = ()  # further augmentations by name (loaders.augment.AUGMENTATIONS), in order
+    augmentations: tuple[str, ...] = ()  # further augmentations by name (loaders.shape.augment.AUGMENTATIONS), in order
     shuffle_buffer: int = 1000
     drop_last: bool = False
     resampled: bool = False
     rank: int | None = None
     world_size: int | None = None
     on_error: str = "raise"
-    decode: str = "cpu"  # "gpu": ship raw JPEG bytes, decode on the device (see loaders.device)
+    decode: str = "cpu"  # "gpu": ship raw JPEG bytes, decode on the device (see loaders.handover.device)
     backend: str = "auto"
     pin_memory: bool | None = None
     prefetch_factor: int = 2
     persistent_workers: bool = True  # keep worker processes between epochs
     gil_switch_interval: float | None = 2e-4  # while iterating with decode threads; None = leave Python's default
     embed_dim: int | None = None  # the text embeddings' width; None: the manifest's (512 without one)
-    weights: tuple[float, ...] | None = None  # several sources: each one's share of an epoch (loaders.mixing)
+    weights: tuple[float, ...] | None = None  # several sources: each one's share of an epoch (loaders.plan.mixing)
     epoch_samples: int | None = None  # samples per mixed epoch; default: every source's samples together
     retries: int = 3  # remote shards: reopen and continue after transient errors
     retry_backoff: float = 0.5

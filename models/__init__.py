@@ -1,17 +1,18 @@
 """models: ResNet image tower + projection head trained against frozen CLIP text embeddings; loss and metrics.
 
-Knows nothing about tar files: only `models.train` and `models.evaluate` join it with `loaders`. The frozen text
-tower lives in `shardgen.text.encoder` (the builder encodes captions with it); `models.TextEncoder` is the same class,
-imported on first use.
+Folders: `nets/` (the model library), `training/` (steps, checkpoints, stop signals), `runs/` (what the
+commands check, print and write). Knows nothing about tar files: only `models.train`, `models.evaluate` and
+`runs/` join it with `loaders`. The frozen text tower lives in `shardgen.text.encoder` (the builder encodes
+captions with it); `models.TextEncoder` is the same class, imported on first use.
 """
 
-from .clip import CLIPModel, parameter_counts
-from .curves import read_curves, write_curves
+from .nets.clip import CLIPModel, parameter_counts
+from .runs.curves import read_curves, write_curves
 from .errors import CheckpointError, UserError, WeightsUnavailable
-from .head import ProjectionHead
-from .image_encoder import ImageEncoder
-from .loss import info_nce_loss
-from .metrics import recall_at_k
+from .nets.head import ProjectionHead
+from .nets.image_encoder import ImageEncoder
+from .nets.loss import info_nce_loss
+from .nets.metrics import recall_at_k
 
 _TEXT = ("DEFAULT_TEXT_ENCODER", "EncoderLoadError", "TextEncoder")
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from loaders.config import LoaderConfig
 
 from .errors import ShardSourceError
-from .image_encoder import ARCHS
-from .schedule import clipped_warmup
+from .nets.image_encoder import ARCHS
+from .training.schedule import clipped_warmup
 
 if TYPE_CHECKING:
-    from .checkpoint import Position
+    from .training.checkpoint import Position
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 

@@ -22,11 +22,9 @@ must make embeddings of the width the shards' text embeddings have (the manifest
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -34,42 +32,24 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
-from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, make_loader, resolve_source
+from loaders import CLIP_MEAN, CLIP_STD, DeviceLoader, SourceError, resolve_source
 from loaders.coco_dataset import clip_transform
-from shardgen.format import EMBED_DIM, Manifest, is_remote, read_manifest, redact, write_text_atomic
 from shardgen.config import config_from_options
+from shardgen.format import EMBED_DIM, Manifest, is_remote, read_manifest, redact, write_text_atomic
 from shardgen.format.errors import HANDLED, parser_exit_code, report
 
-from .checkpoint import check_width, checkpoint_width, load_checkpoint
-from .clip import CLIPModel
-from .curves import METRICS_NAME, write_curves
-from .distributed import auto_device
-from .errors import CheckpointError, ShardSourceError, UserError
-from .image_encoder import ImageEncoder
-from .metrics import recall_at_k, recall_at_k_folds
-from .qualitative import qualitative
-from .preflight import own_training_warning
-from .report import chance_levels, format_sets_table, format_table, small_split_note
-
-
-class Protocol(NamedTuple):
-    """Which images Recall@K ranks: the first `n_images` (None: all) in `n_folds` equal folds, averaged."""
-
-    name: str
-    n_images: int | None
-    n_folds: int
-    about: str
-    dataset: str = "coco"  # the Karpathy split file's dataset whose test split published figures use
-
-
-TEST_IMAGES = {"coco": 5000, "flickr30k": 1000}  # Karpathy's test splits
-PROTOCOLS = {
-    "all": Protocol("all", None, 1, "every image of the shards, all their captions"),
-    "5k": Protocol("5k", 5000, 1, "the first 5000 images (Karpathy's test split), all their captions"),
-    "1k": Protocol("1k", 5000, 5, "mean over 5 folds of 1000 images (Karpathy's test split, in order)"),
-    "flickr30k-1k": Protocol("flickr30k-1k", 1000, 1, "Flickr30k's 1000-image test split (Karpathy's "
-                             "dataset_flickr30k.json), all its 5000 captions", "flickr30k"),
-}
+from .errors import CheckpointError, UserError
+from .nets.clip import CLIPModel
+from .nets.image_encoder import ImageEncoder
+from .runs.curves import METRICS_NAME, write_curves
+from .runs.data import open_shards
+from .runs.preflight import own_training_warning
+from .runs.protocols import PROTOCOLS, TEST_IMAGES, Protocol, check_protocol, is_karpathy_test, karpathy_build, score
+from .runs.qualitative import qualitative
+from .runs.report import format_sets_table, format_table, small_split_note
+from .runs.results import results_path, shards_label
+from .training.checkpoint import check_width, checkpoint_width, load_checkpoint
+from .training.distributed import auto_device
 
 
 @dataclass(frozen=True)
@@ -138,17 +118,6 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
                        state)
 
 
-def open_shards(shards: str, *, batch_size: int, flag: str = "--shards", embed_dim: int | None = None):
-    """The whole shard set in order, in this process alone (also under torchrun: rank 0 evaluates everything);
-    `embed_dim`: the width its embeddings must have (None: any). Errors name `flag`, the option the user gave the
-    shards with."""
-    try:
-        return make_loader(shards, batch_size=batch_size, shuffle=False, caption="all", num_workers=0, rank=0,
-                           world_size=1, embed_dim=embed_dim)
-    except SourceError as exc:  # no manifest, a bad schema
-        raise ShardSourceError(f"{flag} {shards}: {str(exc).removeprefix(redact(shards) + ': ')}") from exc
-
-
 @torch.no_grad()
 def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_size: int = 64,
                  keep_thumbnails: int | None = 0, flag: str = "--shards") -> dict:
@@ -180,56 +149,6 @@ def embed_shards(model: CLIPModel, shards: str, *, device: torch.device, batch_s
             "captions": captions, "thumbs": thumbs}
 
 
-def check_protocol(protocol: Protocol, have: int) -> int:
-    """The number of images `protocol` ranks out of `have`; UserError when the shards hold too few."""
-    if protocol.n_images is not None and protocol.n_images > have:
-        raise UserError(f"--protocol {protocol.name} ranks the first {protocol.n_images} images, these shards hold "
-                        f"{have}; build Karpathy's test split for it: {karpathy_build(protocol)}")
-    return have if protocol.n_images is None else protocol.n_images
-
-
-def karpathy_build(protocol: Protocol) -> str:
-    """The build of the Karpathy test split `protocol` compares with published figures on."""
-    if protocol.dataset == "coco":
-        return "shardgen build --karpathy dataset_coco.json --split test"
-    return (f"shardgen build --karpathy dataset_{protocol.dataset}.json --image-root {protocol.dataset}-images "
-            "--split test")
-
-
-def score(emb: dict, protocol: Protocol = PROTOCOLS["all"]) -> dict:
-    """Recall@1/5/10 both ways under `protocol`, the images and captions ranked, chance level and the seconds the
-    ranking took; `folds` holds each fold's figures when there are several."""
-    n_images = check_protocol(protocol, int(emb["image"].shape[0]))
-    t0 = time.perf_counter()
-    if protocol.n_images is None:
-        recall, folds = recall_at_k(emb["image"], emb["text"], emb["owner"]), []
-    else:
-        recall, folds = recall_at_k_folds(emb["image"], emb["text"], emb["owner"], n_images=n_images,
-                                          n_folds=protocol.n_folds)
-    seconds = time.perf_counter() - t0
-    fold_images = n_images // protocol.n_folds
-    n_captions = int((emb["owner"] < n_images).sum())
-    return {"protocol": protocol.name, "protocol_about": protocol.about, **recall, "n_images": n_images,
-            "n_captions": n_captions, "n_folds": protocol.n_folds, "fold_images": fold_images,
-            **chance_levels(fold_images, n_captions // protocol.n_folds),
-            "recall_seconds": round(seconds, 3), **({"folds": folds} if len(folds) > 1 else {})}
-
-
-def shards_label(shards: str) -> str:
-    """A file-name-safe name for a shard source: its last path component and a hash of the whole resolved source,
-    so two shard sets never share a results file (`/data/coco/val/` → `val-3f2a1c`). A URL's password is no part
-    of it (neither of the name nor of the hash)."""
-    source = redact(shards) if is_remote(str(shards)) else str(Path(shards).resolve())
-    last = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
-    last = re.sub(r"[^A-Za-z0-9._-]+", "_", last).strip("._") or "shards"
-    return f"{last}-{hashlib.sha256(source.encode()).hexdigest()[:6]}"
-
-
-def results_path(out_dir: Path, shards: str, protocol: str = "all") -> Path:
-    """`eval-<shards>.json` for the whole-split protocol, `eval-<shards>-<protocol>.json` for 5k and 1k."""
-    return out_dir / f"eval-{shards_label(shards)}{'' if protocol == 'all' else f'-{protocol}'}.json"
-
-
 def write_result(out_dir: Path, model: LoadedModel, shards: str, result: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = results_path(out_dir, shards, result["protocol"])
@@ -248,16 +167,6 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str, *, device: str = "c
                                 flag=flag), PROTOCOLS[protocol])
     write_result(Path(out) if out else loaded.path.parent, loaded, shards, result)
     return result
-
-
-def is_karpathy_test(manifest: Manifest | None, n_images: int, protocol: Protocol | None = None) -> bool:
-    """Whether the shards are a whole Karpathy test split, the set published figures use: COCO's 5000 images for
-    5k and 1k, Flickr30k's 1000 for flickr30k-1k."""
-    protocol = protocol or PROTOCOLS["5k"]
-    source = manifest.source if manifest is not None else None
-    dataset = "coco2014" if protocol.dataset == "coco" else protocol.dataset
-    return bool(source and source.get("split_file") and source.get("split") == "test"
-                and source.get("dataset") == dataset and n_images == TEST_IMAGES[protocol.dataset])
 
 
 def manifest_or_none(shards: str) -> Manifest | None:

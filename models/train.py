@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,113 +27,27 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from loaders import DeviceLoader, LoaderConfig, SourceError, StateError, make_loader
-from loaders.seeds import torch_seed
+from loaders import DeviceLoader, LoaderConfig
+from loaders.plan.seeds import torch_seed
 from shardgen.config import config_from_options
 from shardgen.format import redact, redact_fields, write_text_atomic
 from shardgen.format.errors import HANDLED, parser_exit_code, report
 
-from .checkpoint import (LATEST, TRAINING_KEYS, CheckpointWriter, Position, check_width, legacy_loader_state,
-                         load_checkpoint, step_files)
-from .clip import parameter_counts
 from .config import (PRECISIONS, RunPlan, TrainConfig, as_sources, layout_changes, plan_run,  # noqa: F401
                      resumed_plan, shards_text)
-from .curves import write_curves
-from .distributed import DistEnv, StopVote, group_lost, setup_distributed, teardown_distributed
-from .errors import CheckpointError, ShardSourceError, UserError
-from .image_encoder import ARCHS
-from .metrics_log import MetricsLog, Reading, RunLog, Throughput
-from .preflight import check_out_writable, data_warnings, mix_line
-from .step import StepStats, TrainState, build_run, make_autocast, train_step
-from .stop import StopRequested, group_broke, interrupts_deferred, stop_requested, stop_signals, stopped
-from .synthetic import SyntheticLoader
+from .errors import UserError
+from .nets.clip import parameter_counts
+from .nets.image_encoder import ARCHS
+from .runs.curves import write_curves
+from .runs.data import check_val_shards, open_loader, resume_loader, synthetic_like
+from .runs.metrics_log import MetricsLog, Reading, RunLog, Throughput
+from .runs.preflight import check_out_folder, mix_line
+from .training.checkpoint import LATEST, CheckpointWriter, Position, read_resume
+from .training.distributed import DistEnv, StopVote, group_lost, setup_distributed, teardown_distributed
+from .training.step import StepStats, TrainState, build_run, make_autocast, train_step
+from .training.stop import StopRequested, group_broke, interrupts_deferred, stop_requested, stop_signals, stopped
 
 __all__ = ["TrainConfig", "main", "train"]
-
-
-def read_resume(cfg: TrainConfig) -> tuple[dict, Path]:
-    """The `--resume` checkpoint, checked to fit this run, and its file. Raises CheckpointError."""
-    state, path = load_checkpoint(cfg.resume)
-    if state["config"]["arch"] != cfg.arch:
-        raise CheckpointError(f"{path}: trained with --arch {state['config']['arch']}, this run asks for --arch "
-                              f"{cfg.arch}: pass --arch {state['config']['arch']} to continue it")
-    missing = [k for k in TRAINING_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"{path}: holds no {', '.join(missing)} state, so training cannot continue from it")
-    return state, path
-
-
-def resume_loader(loader, state: dict, path: Path, env: DistEnv, *, named: str) -> tuple[Position, str]:
-    """Put `loader` (of --train-shards `named`) where checkpoint `state` left its epoch (any world size, batch
-    size, workers); returns the run's position and a line saying where it resumed and what changed. Raises
-    CheckpointError, also for a checkpoint whose head is of another width than the shards' embeddings."""
-    check_width(state, path, embed_dim=loader.embed_dim, flag="--train-shards", shards=named)
-    shards = loader.dataset.shards
-    try:
-        saved = legacy_loader_state(state, world_size=env.world, n_samples=shards.n_samples,
-                                    n_shards=len(shards.urls), shuffle_buffer=loader.cfg.shuffle_buffer)
-        loader.load_state_dict(saved)
-    except StateError as exc:  # the loader's checks: other shards, another seed mid-epoch, a malformed entry
-        raise CheckpointError(f"{path}: cannot continue its epoch: {exc}") from None
-    step = int(state["step"])
-    line = f"resumed from step {step} (epoch {saved['epoch']}, sample {saved['samples']}) of {path}"
-    if loader.epoch != saved["epoch"]:
-        line += f"; epoch {saved['epoch']} was complete"
-    else:
-        changed = layout_changes(saved["segments"][-1], world=env.world, batch_size=loader.cfg.batch_size,
-                                 workers=loader.cfg.workers)
-        if changed:
-            line += (f"; changed: {', '.join(changed)}: the epoch's {loader.batches_in_pass} remaining batches hold "
-                     "exactly the samples not seen yet")
-    return Position(step=step, epoch=loader.epoch), line
-
-
-def open_loader(cfg: TrainConfig):
-    # whole batches only (all ranks take the same steps; an epoch's length is fixed); --synthetic: the manifest only
-    options = replace(cfg.loader, drop_last=True, num_workers=0 if cfg.synthetic else cfg.loader.num_workers)
-    try:
-        return make_loader(cfg.train_shards, **asdict(options))
-    except SourceError as exc:  # no manifest, a bad schema, fewer shards than workers, sources that do not fit
-        named = redact(shards_text(cfg.train_shards))  # the loader's message starts with the source too
-        raise ShardSourceError(f"--train-shards {named}: {str(exc).removeprefix(f'{named}: ')}") from exc
-
-
-def check_val_shards(cfg: TrainConfig, train_loader) -> list[str]:
-    """Open `--val-shards` as the end-of-run evaluation will (this process alone, whatever the world size), so
-    an unusable val set stops the run before its first step, naming the flag; returns warnings (one line each)
-    when the run trains on evaluation data."""
-    shards, val_urls = train_loader.dataset.shards, []
-    for val in cfg.val_sets:  # each of the train shards' width
-        from .evaluate import open_shards
-
-        loader = open_shards(val, batch_size=1, flag="--val-shards", embed_dim=train_loader.embed_dim)
-        if len(loader) < 1:
-            raise ShardSourceError(f"--val-shards {val}: holds no samples to evaluate on")
-        val_urls += loader.dataset.shards.urls
-    return list(dict.fromkeys(w for m in [p.manifest for p in shards.parts] or [shards.manifest]
-                              for w in data_warnings(train_urls=shards.urls, train_manifest=m, val_urls=val_urls)))
-
-
-def synthetic_like(loader, cfg: TrainConfig, device: torch.device) -> SyntheticLoader:
-    """`--synthetic`: device-made batches of the shards' image size and epoch length (the shards are not read)."""
-    return SyntheticLoader(batch_size=cfg.batch_size, image_size=loader.dataset.image_size,
-                           embed_dim=loader.cfg.embed_dim, steps_per_epoch=len(loader), device=device,
-                           seed=torch_seed("synthetic", cfg.seed),
-                           skip=len(loader) - loader.batches_in_pass, positions=loader)
-
-
-def check_out_folder(out: Path, *, fresh: bool) -> None:
-    """`--out` can be written, and without --resume holds no other run (both before the first step)."""
-    if fresh:
-        check_fresh_out(out)
-    check_out_writable(out)
-
-
-def check_fresh_out(out: Path) -> None:
-    """A run without --resume must not mix its checkpoints and metrics into another run's folder."""
-    if out.is_dir() and ((out / LATEST).is_file() or step_files(out)):
-        raise UserError(f"--out {out} already holds a run's checkpoints: pass --resume {out} to continue it, "
-                        "or choose another --out")
 
 
 def write_params(out: Path, cfg: TrainConfig, plan: RunPlan, env: DistEnv, resumed_from: Path | None) -> None:
@@ -242,13 +156,13 @@ def train(cfg: TrainConfig) -> dict:
 
     Raises UserError subclasses for unusable input, TrainingInterrupted after a checkpoint on Ctrl-C, SIGTERM or
     SIGUSR1 (`stop.STOP_SIGNALS`: one handler for the three; under torchrun the ranks agree to stop after the same
-    step, see `stop.py`), ProcessGroupLost when a rank is gone first (the last checkpoint is kept)."""
+    step, see `training/stop.py`), ProcessGroupLost when a rank is gone first (the last checkpoint is kept)."""
     with stop_signals(record_only=int(os.environ.get("WORLD_SIZE", "1")) > 1):
         return _train(cfg)
 
 
 def _train(cfg: TrainConfig) -> dict:
-    torch.manual_seed(torch_seed("model", cfg.seed))  # the `model` stream (loaders.seeds)
+    torch.manual_seed(torch_seed("model", cfg.seed))  # the `model` stream (loaders.plan.seeds)
     out = Path(cfg.out)
     check_out_folder(out, fresh=not cfg.resume)
     env = setup_distributed(cfg.device)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             if i == 1:
                 break
     print(f"model: {counts['trainable'] / 1e6:.1f} M trainable parameters, {note}")
-    print(f"loader: {n} images/epoch at {load_rate:.0f} img/s (uint8, {loader.dataset.pipeline.backend} decode)")
+    print(f"loader: {n} images/epoch at {load_rate:.0f} img/s (uint8, {loader.backend} decode)")
     print(f"image batch {tuple(batch['image'].shape)} {batch['image'].dtype} → embeddings {tuple(emb.shape)}; "
           f"InfoNCE on 2 batches: {', '.join(f'{x:.3f}' for x in losses)} "
           f"(untrained: chance is ln {len(batch['image'])} = {math.log(len(batch['image'])):.3f})")

@@ -102,7 +102,7 @@ def test_show_grids_keep_the_aspect_ratio(size):
 
 
 def test_retrieval_pictures_keep_the_aspect_ratio():
-    from models.plots import LABEL_W, PAD, THUMB, retrieval_grid
+    from models.runs.plots import LABEL_W, PAD, THUMB, retrieval_grid
 
     photo = Image.new("RGB", (640, 480), (0, 0, 200))  # a COCO-sized photo, 4:3
     picture = retrieval_grid([(photo, [(photo, 0.5)])])

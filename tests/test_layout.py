@@ -51,8 +51,8 @@ def _stage(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
 
 
-def _absolute_imports(path: Path) -> set[str]:
-    """Every shardgen module `path` imports, relative imports resolved against its own package."""
+def _absolute_imports(path: Path, top: str = "shardgen") -> set[str]:
+    """Every module of package `top` that `path` imports, relative imports resolved against its own package."""
     package = ".".join(path.relative_to(ROOT).parent.parts)
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -61,7 +61,7 @@ def _absolute_imports(path: Path) -> set[str]:
             found.add(".".join(base + ([node.module] if node.module else [])))
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
-    return {m for m in found if m.split(".")[0] == "shardgen"}
+    return {m for m in found if m.split(".")[0] == top}
 
 
 def test_shardgen_folders_read_as_the_pipeline():
@@ -92,16 +92,99 @@ def test_imports_point_one_way():
         assert not bad, f"{path.relative_to(ROOT)}: the format layer imports {bad}"
         bad = {m for m in _absolute_imports(path) if _stage(m) != "format"}
         assert not bad, f"{path.relative_to(ROOT)}: the format layer imports {bad}"
-    for path in (ROOT / "loaders").glob("*.py"):
-        bad = {m for m in _imports(path) if not m.startswith("shardgen.format")}
+    for path in (ROOT / "loaders").rglob("*.py"):
+        bad = {m for m in _imports(path) if not m.startswith(("shardgen.format", "loaders"))}
         assert not bad, f"{path.relative_to(ROOT)}: loaders may import only shardgen.format, not {bad}"
-    entry_points = {"train.py", "evaluate.py", "__init__.py"}
-    for path in (ROOT / "models").glob("*.py"):
-        allowed = ("loaders", "shardgen") if path.name in entry_points else ("shardgen.format",)
-        if path.name == "config.py":  # TrainConfig holds the loader's LoaderConfig
-            allowed = ("loaders.config", "shardgen.format")
+    # the two commands on top and the run folder (what they check, print and write) join loaders and models
+    entry_points = {"models/train.py", "models/evaluate.py", "models/__init__.py"}
+    for path in (ROOT / "models").rglob("*.py"):
+        where = path.relative_to(ROOT).as_posix()
+        allowed = ("loaders", "shardgen", "models") if where in entry_points or where.startswith("models/runs/") \
+            else ("shardgen.format", "models")
+        if where == "models/config.py":  # TrainConfig holds the loader's LoaderConfig
+            allowed = ("loaders.config", "shardgen.format", "models")
         bad = {m for m in _imports(path) if not m.startswith(allowed)}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+# loaders' and models' stage folders, first to last: a module imports its own folder, the folders before it and
+# the loose modules (config, errors), never a folder after it. loaders: plan (what an epoch reads) → read (bytes
+# into records) → shape (records into batches) → handover (the epoch run, workers, the façade, the device).
+# models: nets (the model library) → training (steps, checkpoints; no loaders) → runs (what the two commands
+# check, print and write); train.py and evaluate.py on top.
+PACKAGE_STAGES = {"loaders": ("plan", "read", "shape", "handover"), "models": ("nets", "training", "runs")}
+PACKAGE_LOOSE = {"loaders": {"__init__", "config", "errors", "coco_dataset"},
+                 "models": {"__init__", "config", "errors", "train", "evaluate"}}
+# what a loose module reaches in the folders: the public API (__init__), the commands on top, and these
+LOOSE_REACH = {
+    "loaders/config.py": {"loaders.shape.augment", "loaders.shape.decode"},  # names checked against registries
+    "loaders/coco_dataset.py": {"loaders.handover.device"},  # CLIP_MEAN, CLIP_STD
+    # ARCHS, the warmup's check, and checkpoint.Position as a type hint only
+    "models/config.py": {"models.nets.image_encoder", "models.training.schedule", "models.training.checkpoint"},
+}
+TOPS = {"models/__init__.py", "models/train.py", "models/evaluate.py", "loaders/__init__.py"}
+
+
+def test_loaders_and_models_folders_read_as_the_pipeline():
+    for top, stages in PACKAGE_STAGES.items():
+        loose = {p.stem for p in (ROOT / top).glob("*.py")}
+        assert loose <= PACKAGE_LOOSE[top], f"modules loose in {top}/ (put them in a stage folder): " \
+            f"{loose - PACKAGE_LOOSE[top]}"
+        folders = sorted(p.name for p in (ROOT / top).iterdir() if (p / "__init__.py").exists())
+        assert folders == sorted(stages), folders
+        for path in (ROOT / top).rglob("*.py"):
+            where = path.relative_to(ROOT).as_posix()
+            parts = path.relative_to(ROOT / top).parts
+            own = parts[0] if len(parts) > 1 else None
+            for module in _absolute_imports(path, top):
+                stage = module.split(".")[1] if module.count(".") and module.split(".")[1] in stages else None
+                if stage is None:
+                    continue  # the package itself or a loose module
+                if own is None:
+                    assert where in TOPS or module in LOOSE_REACH.get(where, ()), \
+                        f"{where} (a loose module) imports {module}"
+                else:
+                    assert stages.index(stage) <= stages.index(own), \
+                        f"{where} imports {module}: arrows point down the pipeline {' <- '.join(reversed(stages))}"
+
+
+def _loader_internals(path: Path) -> list[str]:
+    """`<x>.dataset.<y>` chains (a loader's ShardStream, read from outside) and private names of loaders modules."""
+    tree = ast.parse(path.read_text())
+    aliases = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names if alias.name.startswith("loaders.") and alias.asname}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "dataset":
+            found.append(f"line {node.lineno}: .dataset.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("loaders"):
+            found += [f"line {node.lineno}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            chain, value = [node.attr], node.value
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and (value.id == "loaders" or value.id in aliases):
+                found.append(f"line {node.lineno}: {value.id}.{'.'.join(reversed(chain))}")
+    return found
+
+
+def test_nothing_outside_loaders_reads_its_internals():
+    """Code outside loaders/ asks the façade (`loader.shards`, `loader.image_size`, `loader.batches_in_pass`, ...),
+    never a loader's `.dataset.` (its ShardStream) or a private name of a loaders module (loaders' own tests may)."""
+    paths = [p for top in ("shardgen", "models", "benchmarks", "scripts") for p in (ROOT / top).rglob("*.py")]
+    paths += [p for p in (ROOT / "tests").rglob("*.py") if "loaders" not in p.relative_to(ROOT / "tests").parts]
+    for path in paths:
+        found = _loader_internals(path)
+        assert not found, f"{path.relative_to(ROOT)} reads the loader's internals: {found}"
+
+
+def test_the_internals_check_finds_them(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import loaders.read.seek as seek\nfrom loaders.plan.seeds import _salt\n"
+                     "n = loader.dataset.shards\nseek._cache.clear()\nloaders.handover.loader._as_is\n"
+                     "ok = loader.shards, loader.dataset, obj.__class__\n")
+    assert sorted(f.split(":")[0] for f in _loader_internals(probe)) == ["line 2", "line 3", "line 4", "line 5"]
 
 
 def test_modules_stay_small():

@@ -1,7 +1,7 @@
 """The DALI `.idx` index beside a shard (format `v1.2`, as NVIDIA's `wds2idx.py` writes): a header line
 `v1.2 <n_samples>`, then one line per sample listing `ext offset size name` for each member, where offset is where
 the member's data starts. `shardgen build` writes it (`build.writer` from its own offsets, `build.dali` by walking
-a tar: `index_members`); the loader parses it to seek inside shards (`loaders.seek`) and `shardgen verify` checks
+a tar: `index_members`); the loader parses it to seek inside shards (`loaders.read.seek`) and `shardgen verify` checks
 it against its tar (`parse_dali_index` both)."""
 
 from __future__ import annotations

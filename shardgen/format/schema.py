@@ -6,7 +6,7 @@ record and what the build made of it (`products`: the preprocessed image, the ca
 its bytes. The loader end: `decode` and `check` (every reader), then `select` (the value a batch carries for the
 chosen caption) and `batch` (a batch's values as one array). The build (`sharding.pack` through `Schema.build`),
 the writer (`Schema.encode`), every checked reader (`format.record.parse_sample`: verify, show, export) and the
-loader's parser and collate (`loaders.records`, `loaders.batches`) loop over `SCHEMA`; the loader decodes the core
+loader's parser and collate (`loaders.read.records`, `loaders.shape.batches`) loop over `SCHEMA`; the loader decodes the core
 fields (jpg, json, npy, txt) by a faster path of its own that applies the same rules. Adding a field is one
 `Field` here plus its tests (recipe: docs/development.md, "The sample schema"). A reader looks `SCHEMA` up when
 it starts, not at import, so a test can register an extra field in a copy (`SCHEMA.with_field(...)`).

@@ -77,7 +77,7 @@ def test_skipping_undecodable_jpegs_needs_cpu_decoding():
         LoaderConfig(batch_size=4, decode="gpu", on_error="skip")
 
 
-# --- a new augmentation through the public contract (loaders.augment: Augmentation → Augment) -----------------
+# --- a new augmentation through the public contract (loaders.shape.augment: Augmentation → Augment) -----------------
 # The whole addition is this class pair and one entry in `AUGMENTATIONS`: decode, batches, device and the epoch
 # do not change (recipe: docs/development.md, "How to add an augmentation").
 

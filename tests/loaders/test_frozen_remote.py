@@ -11,8 +11,8 @@ import time
 import pytest
 
 from loaders import LoaderError
-from loaders.plan import Span
-from loaders.spans import iter_span
+from loaders.plan.ranks import Span
+from loaders.read.spans import iter_span
 from shardgen.format import UserError, open_url, storage, with_timeouts
 
 

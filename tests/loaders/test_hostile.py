@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from loaders import LoaderError, make_loader
-from loaders.decode import DecodeError, available_backends, decode_into
+from loaders.shape.decode import DecodeError, available_backends, decode_into
 
 from ..helpers import rewrite_member
 

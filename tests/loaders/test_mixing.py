@@ -1,4 +1,4 @@
-"""Weighted mixing of several shard sets (`loaders.mixing`): per-source quotas per epoch, a short source cycling
+"""Weighted mixing of several shard sets (`loaders.plan.mixing`): per-source quotas per epoch, a short source cycling
 with its own shuffle, exact epochs under ranks × workers, exact (also elastic) resume of a mixed epoch,
 `batch["source"]`, and the up-front compatibility checks (one text encoder, one width, one image size)."""
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from loaders import SourceError, StateError, make_loader
-from loaders.mixing import quotas
+from loaders.plan.mixing import quotas
 from tests.conftest import N_TRAIN, N_VAL
 from tests.helpers import copy_shards
 
@@ -215,8 +215,8 @@ def _drawn(pieces) -> Counter:
 def test_the_plan_of_a_mixed_epoch_at_scale():
     """Three sets of 20 + 7 shards, 3000 samples 0.5/0.3/0.2: quotas per set; 4 ranks × 3 workers read exactly the
     plan's draws; a set's own stream covers its samples evenly across epochs; every run is inside its shard."""
-    from loaders.mixing import mixed_pieces
-    from loaders.plan import plan_worker
+    from loaders.plan.mixing import mixed_pieces
+    from loaders.plan.ranks import plan_worker
 
     counts = (100,) * 20 + (37,) * 7 + (15,)
     shard_source = (0,) * 20 + (1,) * 7 + (2,)

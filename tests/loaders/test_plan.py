@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from loaders.plan import batches_per_rank, plan_worker
+from loaders.plan.ranks import batches_per_rank, plan_worker
 
 
 def _cover(counts, world, workers, batch, epoch=0, drop_last=False):

@@ -1,4 +1,4 @@
-"""The random streams `seed` feeds (`loaders.seeds`): every draw that decides a batch's contents is pinned here —
+"""The random streams `seed` feeds (`loaders.plan.seeds`): every draw that decides a batch's contents is pinned here —
 which samples (shard order, resampling, the shuffle buffer), which caption, which crop window and flip — as a
 digest recorded from the derivations before the streams were gathered into one table, so moving or renaming a
 stream cannot change a batch."""
@@ -51,14 +51,14 @@ def test_batches_are_what_the_seed_always_gave(train_shards, case):
 
 
 def test_every_stream_is_in_the_documented_table():
-    from loaders import seeds
+    from loaders.plan import seeds
 
     rows = re.findall(r"^\| `(\w+)` ", seeds.__doc__, flags=re.M)
     assert rows == list(seeds.STREAMS)
 
 
 def test_a_stream_is_drawn_only_with_its_own_keys():
-    from loaders.seeds import generator
+    from loaders.plan.seeds import generator
 
     assert generator("augment", 1, 2, 0, 1).random() == generator("augment", 1, 2, 0, 1).random()
     assert generator("augment", 1, 2, 0, 1).random() != generator("shuffle", 1, 2, 0, 1).random()
@@ -69,7 +69,7 @@ def test_a_stream_is_drawn_only_with_its_own_keys():
 
 
 def test_no_generator_is_seeded_outside_the_table():
-    """loaders and models make numpy generators only through `loaders.seeds` (a salt typed elsewhere would be a
+    """loaders and models make numpy generators only through `loaders.plan.seeds` (a salt typed elsewhere would be a
     stream the table does not name)."""
     root = Path(__file__).resolve().parents[2]
     for path in [*(root / "loaders").glob("*.py"), *(root / "models").glob("*.py")]:

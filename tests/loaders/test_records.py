@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from loaders import LoaderError
-from loaders.batches import collate
-from loaders.records import RecordParser
+from loaders.shape.batches import collate
+from loaders.read.records import RecordParser
 from shardgen.format import EMBED_DIM, Field, encode_npy, make_key, schema
 
 CAPTIONS = {7: ["a red square", "a square, red", "red"], 8: ["one blue circle"], 9: ["a", "b", "c", "d", "e"]}
@@ -49,7 +49,7 @@ def test_a_random_caption_is_a_function_of_seed_epoch_and_key():
     records = _parser().parse_group("u", *_group(), skip=None)
     for r in records:
         n = len(CAPTIONS[r.image_id])
-        j = zlib.crc32(f"4:2:{r.key}".encode()) % n  # the `caption` stream (loaders.seeds)
+        j = zlib.crc32(f"4:2:{r.key}".encode()) % n  # the `caption` stream (loaders.plan.seeds)
         assert r.caption == CAPTIONS[r.image_id][j]
         assert np.array_equal(_row(r), _embeddings(r.image_id)[j])  # the chosen caption's row, not another
         assert bytes(r.jpeg) == f"jpeg of {r.image_id}".encode()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from loaders import LoaderError, make_loader
-from loaders.seek import index_url, parse_index
+from loaders.read.seek import index_url, parse_index
 from tests.loaders.test_remote import s3  # noqa: F401 - the moto S3 server fixture
 from tests.netutil import FileServer
 
@@ -107,7 +107,7 @@ def test_index_url_and_parse():
 
 
 def test_mid_shard_start_on_s3_reads_through_the_index(s3, one_shard):
-    from loaders import seek
+    from loaders.read import seek
     from shardgen.publish.upload import upload
 
     upload(str(one_shard), "s3://shards/one", progress=False)

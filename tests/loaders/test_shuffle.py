@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loaders.shuffle import Taker, iter_shuffled
+from loaders.plan.shuffle import Taker, iter_shuffled
 
 
 def _chunks(n: int, size: int) -> list[list[int]]:

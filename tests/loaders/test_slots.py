@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from loaders.slots import SlotRing
+from loaders.handover.slots import SlotRing
 
 
 def test_a_slot_the_main_process_takes_while_a_worker_looks_is_not_handed_out():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from loaders import make_loader
-from loaders.plan import Layout, plan_remainder, rank_used, seen_positions, worker_share
+from loaders.plan.ranks import Layout, plan_remainder, rank_used, seen_positions, worker_share
 
 
 def _interrupted(shards, *, world, k, **options):

@@ -85,7 +85,7 @@ def test_shuffle_buffer_fills_to_its_size(train_shards):
     `shuffle_buffer` samples; every sample comes out once."""
     import numpy as np
 
-    from loaders.shuffle import iter_shuffled
+    from loaders.plan.shuffle import iter_shuffled
 
     chunks = list(iter_shuffled(iter([list(range(600)), list(range(600, 1000))]), size=100,
                                 rng=np.random.default_rng(0)))
@@ -319,7 +319,7 @@ def test_worker_batches_in_shared_slots_are_never_overwritten(train_shards):
     _check_against_shards(truth, *image_view)
     key, caption, emb = emb_view
     assert torch.allclose(emb, torch.from_numpy(truth[key]["npy"][truth[key]["meta"]["captions"].index(caption)]).float())
-    ring = loader.ring
+    ring = loader._workers.ring
     del kept, image_view, emb_view, emb, batch, img, b
     ring.release_unused()
     assert (ring.state.numpy() != -1).all()  # nothing is held any more: every slot can be reused
@@ -343,7 +343,7 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
     the caller; stopping early stops the thread. (Pinning itself needs CUDA; here it is an identity.)"""
     import threading
 
-    import loaders.loader as stream
+    import loaders.handover.lifecycle as stream
 
     threads = []
     monkeypatch.setattr(stream, "pinned", lambda b: threads.append(threading.current_thread().name) or b)
@@ -368,7 +368,7 @@ def test_worker_batches_are_pinned_on_a_thread(train_shards, monkeypatch):
 
 def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, caplog):
     """If the slots cannot be allocated (a small /dev/shm), workers fall back to one segment per batch."""
-    import loaders.loader as stream
+    import loaders.handover.lifecycle as stream
 
     def no_shm(*args, **kwargs):
         raise RuntimeError("unable to write to file </torch_1>: No space left on device")
@@ -377,7 +377,25 @@ def test_workers_without_shared_slots_still_work(train_shards, monkeypatch, capl
     truth = dict(read_all(train_shards))
     loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
     batches = list(loader)
-    assert loader.ring is None and "no shared-memory batch slots" in caplog.text
+    assert loader._workers.ring is None and "no shared-memory batch slots" in caplog.text
     assert sum(len(b["key"]) for b in batches) == 48
     for b in batches:
         _check_against_shards(truth, b["key"][0], b["image"][0], b["text_embedding"][0])
+
+
+def test_the_facade_says_what_a_trainer_needs(train_shards):
+    """`models` reads the data's facts off the façade, not off its ShardStream: the shards, the image size, the
+    decoder, and how many batches the next pass yields (fewer after a mid-epoch resume)."""
+    from loaders.shape.decode import available_backends
+
+    loader = make_loader(str(train_shards), batch_size=4, seed=2, image_size=96)
+    assert (loader.shards.n_samples, len(loader.shards.urls), loader.image_size) == (48, 5, 96)
+    assert loader.backend == available_backends()[0] and loader.batches_in_pass == len(loader) == 12
+    loader.set_epoch(1)
+    it = iter(loader)
+    for _ in range(5):
+        next(it)
+    state = loader.state_dict()
+    again = make_loader(str(train_shards), batch_size=6, seed=2, image_size=96)
+    again.load_state_dict(state)
+    assert again.batches_in_pass == (48 - 20) // 6 + 1 and len(list(again)) == again.batches_in_pass

@@ -36,7 +36,7 @@ def test_a_killed_worker_is_reported_not_waited_for(train_shards):
     loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
     it = iter(loader)
     next(it)
-    os.kill(loader._pool.processes[1].pid, signal.SIGKILL)
+    os.kill(loader._workers.pool.processes[1].pid, signal.SIGKILL)
     with pytest.raises(WorkerError, match="worker 1 .* exited unexpectedly"):
         for _ in it:
             pass
@@ -59,7 +59,7 @@ def test_ctrl_c_stops_the_loop_not_the_workers(train_shards):
 def _ctrl_c_stops_the_loop_not_the_workers(train_shards) -> None:
     loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=1)
     ref = _keys(loader)
-    processes = loader._pool.processes
+    processes = loader._workers.pool.processes
     loader.set_epoch(0)
     with pytest.raises(KeyboardInterrupt):
         for i, _ in enumerate(loader):
@@ -69,7 +69,7 @@ def _ctrl_c_stops_the_loop_not_the_workers(train_shards) -> None:
                 os.kill(os.getpid(), signal.SIGINT)
     assert all(p.is_alive() for p in processes)
     loader.set_epoch(0)
-    assert _keys(loader) == ref and loader._pool.processes == processes
+    assert _keys(loader) == ref and loader._workers.pool.processes == processes
 
 
 def test_early_stop_then_exact_epochs(train_shards):
@@ -89,13 +89,13 @@ def test_early_stop_then_exact_epochs(train_shards):
 def test_close_and_non_persistent_workers(train_shards):
     loader = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=2)
     first = _keys(loader)
-    processes = loader._pool.processes
+    processes = loader._workers.pool.processes
     loader.close()
-    assert loader._pool is None and not any(p.is_alive() for p in processes)
+    assert loader._workers.pool is None and not any(p.is_alive() for p in processes)
     loader.set_epoch(0)
     assert _keys(loader) == first
     once = make_loader(str(train_shards), batch_size=4, num_workers=2, seed=2, persistent_workers=False)
-    assert _keys(once) == first and once._pool is None
+    assert _keys(once) == first and once._workers.pool is None
 
 
 def test_next_epoch_started_early_never_overwrites_batches_on_their_way(train_shards):
@@ -153,7 +153,7 @@ class _TwoArgs(UserError):
 def test_a_worker_error_of_the_family_keeps_its_type_as_without_workers(train_shards, monkeypatch, error):
     """Not only LoaderError: any DataError or UserError raised in a worker reaches the caller as it does with
     num_workers=0 (one line, exit 2), not as a WorkerError with a traceback."""
-    from loaders.epoch import EpochPipeline
+    from loaders.handover.epoch import EpochPipeline
 
     def fail(*args, **kwargs):
         raise error

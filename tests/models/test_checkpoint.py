@@ -7,14 +7,14 @@ import pathlib
 import pytest
 import torch
 
-from models.checkpoint import (
+from models.training.checkpoint import (
     CheckpointWriter,
     Position,
     legacy_loader_state,
     load_checkpoint,
 )
 from models.errors import CheckpointError, UnsafeCheckpoint
-from models.metrics_log import MetricsLog
+from models.runs.metrics_log import MetricsLog
 
 
 class _Touch:
@@ -151,7 +151,7 @@ def test_a_full_disk_while_writing_a_checkpoint_is_one_error_and_leaves_no_tmp(t
 
     import torch as torch_module
 
-    from models.checkpoint import CheckpointWriter
+    from models.training.checkpoint import CheckpointWriter
     from models.errors import CheckpointError
 
     def save_on_a_full_disk(obj, f, *args, **kwargs):

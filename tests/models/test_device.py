@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from models.distributed import auto_device, mps_available, setup_distributed
+from models.training.distributed import auto_device, mps_available, setup_distributed
 
 
 @pytest.mark.parametrize("cuda, mps, want", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])

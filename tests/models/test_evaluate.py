@@ -105,7 +105,7 @@ def test_protocol_needing_more_images_than_the_shards_hold_is_one_line_before_an
 def test_1k_protocol_is_the_mean_of_its_folds_and_named_in_table_and_json(tmp_path, tiny_run, small_shards,
                                                                           monkeypatch, capsys):
     import models.evaluate as ev
-    from models.metrics import recall_at_k
+    from models.nets.metrics import recall_at_k
 
     # the protocol's shape at the sample's size: the first 40 of 48 images in 5 folds of 8
     monkeypatch.setitem(ev.PROTOCOLS, "1k", ev.Protocol("1k", 40, 5, "mean over 5 folds of 8 images"))
@@ -169,7 +169,7 @@ def test_pictures_are_named_per_shard_set_and_the_table_shows_chance(tmp_path, t
 
 
 def test_chance_levels_and_the_small_split_note():
-    from models.report import chance_levels, small_split_note
+    from models.runs.report import chance_levels, small_split_note
 
     levels = chance_levels(4, 20)  # 4 images, 5 captions each
     assert levels["chance_text_to_image_R@1"] == 0.25 and levels["chance_text_to_image_R@5"] == 1.0
@@ -181,7 +181,7 @@ def test_chance_levels_and_the_small_split_note():
 
 
 def test_curves_give_each_shard_set_its_own_colour():
-    from models.curves import recall_style
+    from models.runs.curves import recall_style
 
     sets = [f"s{i}-abc123" for i in range(12)]
     labels = [f"{d} R@{k} {s}" for s in sets for d in ("text→image", "image→text") for k in (1, 5, 10)]

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import models.evaluate as evaluate_module
-import models.train as train_module
-from models import curves
+import models.runs.data as data_module
+from models.runs import curves
 from models.evaluate import main as evaluate
-from models.metrics_log import MetricsLog
+from models.runs.metrics_log import MetricsLog
 from models.train import main as train
 from shardgen.cli.hints import python_command
 
@@ -149,7 +148,7 @@ def test_a_bug_while_opening_the_shards_keeps_its_traceback(tmp_path, small_shar
     def buggy(*args, **kwargs):
         raise ValueError("a bug, not a bad source")
 
-    monkeypatch.setattr(train_module if command == "train" else evaluate_module, "make_loader", buggy)
+    monkeypatch.setattr(data_module, "make_loader", buggy)  # both commands open shards there
     argv = ["--train-shards", str(small_shards), "--out", str(tmp_path / "run"), "--num-workers", "0"] \
         if command == "train" else ["--checkpoint", str(demo_run), "--shards", str(small_shards)]
     with pytest.raises(ValueError, match="a bug, not a bad source"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.metrics import recall_at_k, recall_at_k_folds, retrieval_ranks
+from models.nets.metrics import recall_at_k, recall_at_k_folds, retrieval_ranks
 
 
 def _sorted_ranks(image_emb, text_emb, owner):

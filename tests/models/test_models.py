@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models.image_encoder as ie
+import models.nets.image_encoder as ie
 from models import (
     CLIPModel,
     ImageEncoder,

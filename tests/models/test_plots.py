@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from models.plots import LABEL_H, PAD, THUMB, retrieval_grid
+from models.runs.plots import LABEL_H, PAD, THUMB, retrieval_grid
 
 
 def test_caption_rows_are_as_tall_as_the_thumbnail_not_more():

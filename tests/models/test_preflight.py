@@ -80,7 +80,7 @@ def test_training_on_evaluation_data_warns_in_one_line_and_runs(tmp_path, small_
 
 
 def test_distinct_train_and_val_sets_give_no_warning(small_shards, one_val_shard):
-    from models.preflight import data_warnings, held_out_split
+    from models.runs.preflight import data_warnings, held_out_split
     from shardgen.format import read_manifest
 
     train = read_manifest(str(small_shards))

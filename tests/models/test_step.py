@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import models.train as train_module
-from models.metrics_log import Throughput
-from models.step import TrainState, resolve_precision
+from models.runs.metrics_log import Throughput
+from models.training.step import TrainState, resolve_precision
 from loaders import LoaderConfig
 from models.train import TrainConfig, main, train
 

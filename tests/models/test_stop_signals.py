@@ -80,7 +80,7 @@ def test_two_sigterms_back_to_back_save_the_step_and_say_so(tmp_path, small_shar
     import os
 
     import models.train as train_module
-    from models.checkpoint import CheckpointWriter
+    from models.training.checkpoint import CheckpointWriter
 
     real_step, real_save, calls = train_module.train_step, CheckpointWriter.save, []
 

@@ -94,7 +94,7 @@ def test_cli_smoke_run_and_offline_weights_error(tmp_path, train_shards, capsys,
     assert main(["--train-shards", str(train_shards), "--out", str(tmp_path / "c"), "--arch", "resnet18",
                  "--no-pretrained", "--batch-size", "8", "--max-steps", "1", "--num-workers", "0", "--quiet"]) == 0
     assert '"steps": 1' in capsys.readouterr().out
-    import models.image_encoder as ie
+    import models.nets.image_encoder as ie
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(ie, "reachable", lambda url, timeout=3.0: False)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from models.errors import UserError
-from models.qualitative import load_unseen
+from models.runs.qualitative import load_unseen
 
 from ..bounded import within
 

@@ -4,7 +4,7 @@ simplejpeg (libjpeg-turbo, releases the GIL, decodes into a caller's buffer) is 
 fallback. Both run in a thread pool inside each loader process: decoding is GIL-free C, so threads scale without
 the pickling and process hand-off that DataLoader workers cost. Images larger than the output size (shards built
 with `--no-crop`, or a smaller `image_size`) are cropped, flipped and otherwise augmented as the batch's `Augment`
-says (`loaders.augment`), on uint8.
+says (`loaders.shape.augment`), on uint8.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ except ImportError:  # optional extra `fast`
 from PIL import Image
 
 from .augment import Augment, center
-from .errors import DecodeError
+from ..errors import DecodeError
 
 
 def available_backends() -> list[str]:
@@ -53,7 +53,7 @@ def _check_size(data, backend: str, out_pixels: int) -> None:
 
 def decode_into(data, out: np.ndarray, *, backend: str, augment: Augment | None = None, index: int = 0) -> None:
     """Decode `data` (bytes-like) into `out` (`[S, S, 3]` C-contiguous uint8 view) as image `index` of a batch
-    whose `augment` (`loaders.augment`) says how; without one, center-cropped to S×S.
+    whose `augment` (`loaders.shape.augment`) says how; without one, center-cropped to S×S.
 
     An image of exactly the output size that the augment keeps as stored (the usual case: shards store 224×224,
     no flip) is decoded straight into `out`, without a copy or a header parse. Raises DecodeError.

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .plan import Pieces
+from .ranks import Pieces
 from .seeds import generator
 
 MIN_CHUNK = 32  # samples read in one go from a source (an open, a seek through the shard's index)

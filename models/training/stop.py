@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .checkpoint import LATEST, CheckpointWriter, Position
 from .distributed import DistEnv
-from .errors import ProcessGroupLost, TrainingInterrupted
+from ..errors import ProcessGroupLost, TrainingInterrupted
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
 

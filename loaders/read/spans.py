@@ -23,8 +23,8 @@ from shardgen.format import (
 
 from shardgen.format.tarheader import BLOCK, checksum_ok
 
-from .errors import LoaderError
-from .plan import Span
+from ..errors import LoaderError
+from ..plan.ranks import Span
 from .seek import check_landing, load_index
 
 log = logging.getLogger("loaders")

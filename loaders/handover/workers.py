@@ -33,8 +33,8 @@ import torch.multiprocessing  # noqa: F401 - registers torch's tensor reducers w
 from .epoch import EpochPipeline
 from shardgen.format.errors import DataError, UserError
 
-from .errors import WorkerError
-from .seeds import worker_seed
+from ..errors import WorkerError
+from ..plan.seeds import worker_seed
 from .slots import SharedMemory, SlotRing
 
 _FROZEN = False
@@ -92,7 +92,7 @@ def _worker_main(pipeline: EpochPipeline, ring: SlotRing | None, worker: int, wo
             signal.signal(getattr(signal, name), signal.SIG_IGN)
     _exit_with_parent(parent)
     torch.set_num_threads(1)
-    own_seed = worker_seed(seed, worker)  # the `workers` stream (loaders.seeds)
+    own_seed = worker_seed(seed, worker)  # the `workers` stream (loaders.plan.seeds)
     random.seed(own_seed)
     torch.manual_seed(own_seed)
     np.random.seed(own_seed % 2**32)

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .config import LoaderConfig
-from .decode import available_backends
+from ..config import LoaderConfig
+from ..shape.decode import available_backends
 from .epoch import EpochPipeline
-from .plan import rank_samples
+from ..plan.ranks import rank_samples
 from .slots import LocalMemory, SharedMemory
-from .sources import ShardSet
+from ..plan.sources import ShardSet
 from .workers import freeze_inherited_objects
 
 
@@ -45,7 +45,7 @@ class ShardStream(IterableDataset):
         self.control[1], self.control[2], self.control[3] = int(epoch), int(skip_batches), 0
 
     def resume(self, epoch: int, remaining: np.ndarray | None, skip_batches: int = 0) -> None:
-        """Select what is left of `epoch`: the stream positions `remaining` (in order, see `loaders.state`), or
+        """Select what is left of `epoch`: the stream positions `remaining` (in order, see `loaders.plan.resume`), or
         with None the whole epoch, after `skip_batches`. Workers see `remaining` only if started after this."""
         self.pipeline.remaining = remaining
         self.set_epoch(epoch, skip_batches)
@@ -58,6 +58,11 @@ class ShardStream(IterableDataset):
     @property
     def skip_batches(self) -> int:
         return int(self.control[2])
+
+    @property
+    def resumed(self) -> bool:
+        """The selected pass is the rest of a resumed epoch (`resume` with a remaining stream)."""
+        return bool(self.control[3])
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (identical on every rank)."""

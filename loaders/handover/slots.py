@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .batches import to_torch
+from ..shape.batches import to_torch
 
 
 class BufferPool:

@@ -1,6 +1,6 @@
 """One training step and what it updates: the model, the optimizer (two learning rates), the schedule and the
 scaler, held together as `TrainState` so a checkpoint can save and restore them; the precision a step computes in.
-(How a stop signal lands between steps, never inside one: `stop.py`.)
+(How a stop signal lands between steps, never inside one: `stop.py` beside it.)
 
 A step never waits for the device: it returns its loss and gradient norm as device tensors, and the caller reads
 them (one host sync) only on the steps it logs. AdamW is the fused kernel, which also takes fp16 loss scaling's
@@ -19,12 +19,12 @@ from shardgen.format import redact_fields
 from shardgen.format.names import EMBED_DIM
 
 from .checkpoint import Position
-from .clip import CLIPModel
-from .config import RunPlan, TrainConfig
+from ..nets.clip import CLIPModel
+from ..config import RunPlan, TrainConfig
 from .distributed import DistEnv
-from .errors import CheckpointError, UserError
-from .image_encoder import ImageEncoder
-from .loss import info_nce_loss
+from ..errors import CheckpointError, UserError
+from ..nets.image_encoder import ImageEncoder
+from ..nets.loss import info_nce_loss
 from .schedule import cosine_with_warmup
 
 

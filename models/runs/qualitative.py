@@ -14,8 +14,8 @@ from PIL import Image
 from shardgen.format import open_atomic, printable_name, read_local
 from shardgen.format.storage import IMAGE_MAX_BYTES
 
-from .clip import CLIPModel
-from .errors import UserError
+from ..nets.clip import CLIPModel
+from ..errors import UserError
 from .plots import retrieval_grid
 
 MAX_UNSEEN = 8  # images in the --unseen figure

@@ -2,7 +2,7 @@
 plans that consumed them to continue that epoch in another layout (world size, workers, batch size).
 
 An epoch's state is a list of segments, one per layout it was read in: the first reads the epoch's whole stream
-(`loaders.plan`); each later one reads the positions its predecessors did not see, in stream order, planned by
+(`loaders.plan.ranks`); each later one reads the positions its predecessors did not see, in stream order, planned by
 the same rules. A resume in the layout of the last segment continues that segment exactly, as if uninterrupted
 (`skip_batches`); a resume in another layout starts a new segment. The dict holds plain ints, bools and lists
 only, so it fits a checkpoint loaded with `torch.load(weights_only=True)`.
@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import StateError
-from .plan import Layout, rank_batches, rank_used, seen_positions
+from ..errors import StateError
+from .ranks import Layout, rank_batches, rank_used, seen_positions
 from .sources import MAX_EPOCH_SAMPLES, ShardSet
 
 VERSION = 1

@@ -1,7 +1,7 @@
 """The augmentation stage and its contract: an `Augmentation` draws one batch's numbers, the `Augment` it returns
 applies them to each image, on a numpy array (the CPU decoder) or on a tensor (the device decoder), the same way.
 
-The loader draws once per batch from the epoch's `augment` stream (`loaders.seeds`; skipped batches included, so a
+The loader draws once per batch from the epoch's `augment` stream (`loaders.plan.seeds`; skipped batches included, so a
 resumed epoch replays the same draws) and hands the `Augment` to whichever decoder runs: the CPU decoder
 (`decode.decode_into`, into the batch's memory) or, with `decode="gpu"`, the device decoder (`device.decode_jpegs`),
 which finds it in `batch["augment"]`. Neither looks inside it.
@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from .errors import DecodeError
+from ..errors import DecodeError
 
 
 class Augment(Protocol):

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from shardgen.format.atomic import link_atomic, save_torch_atomic
 from shardgen.format.errors import USER_ERRNOS
 
-from .errors import CheckpointError, UnsafeCheckpoint
+from ..errors import CheckpointError, UnsafeCheckpoint
+from ..nets.weights import load_plain
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +40,6 @@ TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "loader", "rng")
 
 def step_file_name(step: int) -> str:
     return f"step-{step:08d}.pt"
-
-
-def load_plain(path: Path, *, what: str = "checkpoint") -> object:
-    """`torch.load` that unpickles tensors and plain containers only. Raises CheckpointError naming the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # the safe unpickler met something other than tensors and plain data
-        reason = str(exc).split("WeightsUnpickler error: ")[-1].strip().split(". ")[0].splitlines()[0]
-        raise UnsafeCheckpoint(f"{path}: refused to load this {what}: it holds more than tensors and plain data "
-                               f"(code to run, or damage: {reason})") from exc
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:  # torch's zip reader, a short pickle
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable {what} (truncated or corrupt: {detail})") from exc
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -209,3 +200,15 @@ def save_checkpoint(path: Path, state: dict) -> Path:
     """Write one checkpoint file atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return _write_atomic(state, path)
+
+
+def read_resume(cfg: TrainConfig) -> tuple[dict, Path]:
+    """The `--resume` checkpoint, checked to fit this run, and its file. Raises CheckpointError."""
+    state, path = load_checkpoint(cfg.resume)
+    if state["config"]["arch"] != cfg.arch:
+        raise CheckpointError(f"{path}: trained with --arch {state['config']['arch']}, this run asks for --arch "
+                              f"{cfg.arch}: pass --arch {state['config']['arch']} to continue it")
+    missing = [k for k in TRAINING_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: holds no {', '.join(missing)} state, so training cannot continue from it")
+    return state, path

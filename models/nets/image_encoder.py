@@ -14,7 +14,7 @@ from torch import nn
 
 from shardgen.format.storage import reachable
 
-from .errors import UserError, WeightsUnavailable
+from ..errors import UserError, WeightsUnavailable
 
 ARCHS = {"resnet50": ("resnet50", "ResNet50_Weights", "IMAGENET1K_V2", 2048),
          "resnet18": ("resnet18", "ResNet18_Weights", "IMAGENET1K_V1", 512)}  # resnet18: CPU smoke runs/tests
@@ -35,7 +35,7 @@ def _imagenet_weights(arch: str):
 
 def _local_weights(path: str) -> dict:
     """A trunk state dict from a local file (plain or under "state_dict"), loaded without unpickling code."""
-    from .checkpoint import load_plain
+    from .weights import load_plain
 
     if not Path(path).is_file():
         raise UserError(f"--weights {path}: no such file")

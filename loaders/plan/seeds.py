@@ -2,7 +2,7 @@
 
 A run has one seed (`LoaderConfig.seed`, `TrainConfig.seed`). Each decision draws from a stream of its own,
 derived from the seed, the keys below and the stream's salt, so one decision never moves another's numbers: the
-shuffle buffer's order is a function of the plan alone (which `loaders.state` replays without reading a byte),
+shuffle buffer's order is a function of the plan alone (which `loaders.plan.resume` replays without reading a byte),
 and a batch's crops do not depend on which samples were skipped.
 
 | stream      | decides                                          | keyed by (after the seed)  | derived as       |
@@ -18,7 +18,7 @@ and a batch's crops do not depend on which samples were skipped.
 |             | it: each extra augmentation's draws              |                            |                  |
 | `workers`   | a worker's global `random`, numpy, torch         | worker                     | seed + worker    |
 | `model`     | the model's initial weights (models.train)       | -                          | torch, seed      |
-| `synthetic` | `--synthetic` batches (models.synthetic)         | -                          | torch, seed      |
+| `synthetic` | `--synthetic` batches (models.training.synthetic) | -                          | torch, seed      |
 
 "numpy" is `np.random.default_rng([seed, *keys, *salt])` with the salt in `STREAMS` below; "crc32" is the crc32
 of "seed:epoch:key", mod the sample's number of captions; "torch, seed" is a torch generator seeded with the

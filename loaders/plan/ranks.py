@@ -9,7 +9,7 @@ rank's range whose length is the total size of the batches the DataLoader will t
 round-robin over workers), so the rank's batch count does not depend on the number of workers. Boundaries may
 fall inside a shard: a worker then skips the shard's first samples without decoding them.
 
-A resumed epoch (`loaders.state`) is planned the same way over a shorter stream: the positions of the epoch's
+A resumed epoch (`loaders.plan.resume`) is planned the same way over a shorter stream: the positions of the epoch's
 stream not yet seen, in stream order. Which positions a past layout saw is replayed from the plan alone — its
 shares, its batch sizes and the order its shuffle buffers gave out — without reading a byte, because the shuffle
 draws from a generator of its own (`shuffle_rng`), whose sequence depends only on the number of samples.
@@ -45,7 +45,7 @@ class Span:
 class Pieces(NamedTuple):
     """An epoch's stream as runs of consecutive samples: run k is samples [start[k], start[k] + length[k]) of
     shard `shard[k]` (int64 arrays). One set's stream is its whole shards in shuffled order (`whole_shards`); a
-    mixed epoch's is chunks of several sets' shards (`loaders.mixing`)."""
+    mixed epoch's is chunks of several sets' shards (`loaders.plan.mixing`)."""
 
     shard: np.ndarray
     start: np.ndarray
@@ -141,7 +141,7 @@ def plan_worker(counts: list[int], *, rank: int, world_size: int, worker: int, n
                 batch_size: int, seed: int, epoch: int, shuffle: bool = True,
                 drop_last: bool = False, pieces: Pieces | None = None) -> tuple[list[Span], list[int]]:
     """(spans to read, batch sizes to yield) for one worker of one rank in one epoch (`pieces`: the epoch's
-    stream when it is not the shards whole, `loaders.mixing`)."""
+    stream when it is not the shards whole, `loaders.plan.mixing`)."""
     stream = epoch_pieces(counts, seed=seed, epoch=epoch, shuffle=shuffle, pieces=pieces)
     n_total = int(stream.length.sum())
     if n_total == 0:

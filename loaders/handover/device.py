@@ -3,7 +3,7 @@
 uint8 crosses PCIe (4× less than float32) from pinned memory with `non_blocking=True`; on CUDA the copy and
 normalization of batch n+1 run on a side stream while the model works on batch n. On CPU the same arithmetic runs
 synchronously, so it is tested here. Optionally decodes raw JPEG bytes on the GPU (`make_loader(decode="gpu")`),
-then applies the batch's augmentation (`loaders.augment`) there, as the CPU decoder would have.
+then applies the batch's augmentation (`loaders.shape.augment`) there, as the CPU decoder would have.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from torch import nn
 
 from shardgen.format.errors import UserError
 
-from .augment import Augment, center
-from .errors import DecodeError
+from ..shape.augment import Augment, center
+from ..errors import DecodeError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -46,7 +46,7 @@ class Normalize(nn.Module):
 def decode_jpegs(jpegs: list, *, device: torch.device, size: int | None = None, augment: Augment | None = None,
                  keys: list[str] | None = None) -> torch.Tensor:
     """Batched JPEG decode (nvJPEG on CUDA, libjpeg on CPU) → uint8 `[B, 3, S, S]`: each image augmented as
-    `augment` says (`loaders.augment`: what the CPU decoder gives), else center-cropped to `size`, else as
+    `augment` says (`loaders.shape.augment`: what the CPU decoder gives), else center-cropped to `size`, else as
     stored. `jpegs`: uint8 tensors or bytes-like objects; `keys` name the images in errors."""
     from torchvision.io import ImageReadMode, decode_jpeg
 

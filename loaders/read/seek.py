@@ -20,7 +20,7 @@ from shardgen.format import SchemaError, client_errors, read_text, redact, split
 from shardgen.format.dali_index import index_name, parse_dali_index
 from shardgen.format.tarheader import BLOCK
 
-from .errors import LoaderError
+from ..errors import LoaderError
 
 log = logging.getLogger("loaders")
 _CACHE_LIMIT = 4096  # shard URLs whose index (or its absence) a process remembers

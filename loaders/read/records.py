@@ -4,7 +4,7 @@ A record keeps what the rest of the epoch needs and nothing more: the chosen cap
 row (not the whole `.npy`), the JPEG bytes (a view into the read window or memory map: no copy), and what the
 fields the sample schema added for the loader to carry (`Field.batch`) select for the chosen caption
 (`Field.select`). Members no field names (a newer writer's optional field) are not read. The caption is chosen
-from (seed, epoch, key) alone (the `caption` stream, `loaders.seeds`), so choosing it here, before the shuffle
+from (seed, epoch, key) alone (the `caption` stream, `loaders.plan.seeds`), so choosing it here, before the shuffle
 buffer, changes nothing about which caption a sample gets, and batches are the same whatever the number of
 workers.
 
@@ -24,8 +24,8 @@ import numpy as np
 
 from shardgen.format import SchemaError, decode_npy, schema
 
-from .errors import LoaderError
-from .seeds import caption_salt
+from ..errors import LoaderError
+from ..plan.seeds import caption_salt
 
 CORE = ("jpg", "json", "npy", "txt")  # the fields this parser decodes its own fast way; any other through its Field
 
@@ -53,7 +53,7 @@ class RecordParser:
 
     def __init__(self, *, caption: str, embed_dim: int, seed: int, epoch: int) -> None:
         self.caption, self.embed_dim = caption, embed_dim
-        self.salt = caption_salt(seed, epoch)  # the `caption` stream (loaders.seeds)
+        self.salt = caption_salt(seed, epoch)  # the `caption` stream (loaders.plan.seeds)
         sample_schema = schema.SCHEMA
         self.members, self.member_set = sample_schema.exts, set(sample_schema.exts)
         self.others = tuple(f for f in sample_schema.fields if f.ext not in CORE)  # decoded and checked

@@ -2,9 +2,10 @@
 take a batch → draw its augmentation → collate + decode into reused memory → deliver. With `decode="gpu"` the
 batch is delivered with its JPEG bytes and its `Augment` (`batch["augment"]`), which the device decoder applies.
 
-A producer is the main process (`num_workers=0`), one of our worker processes (`loaders.workers`) or a worker of
-a caller's own DataLoader (`ShardStream`); the pipeline is the same, only its batch memory differs (`slots`).
-Batch i of the epoch comes from producer i % W, as with DataLoader's round-robin, so batches do not depend on W.
+A producer is the main process (`num_workers=0`), one of our worker processes (`loaders.handover.workers`) or a
+worker of a caller's own DataLoader (`ShardStream`); the pipeline is the same, only its batch memory differs
+(`slots`). Batch i of the epoch comes from producer i % W, as with DataLoader's round-robin, so batches do not
+depend on W.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import numpy as np
 
 from shardgen.format import redact
 
-from .augment import make_augmentation
-from .batches import Decoder, collate
-from .config import LoaderConfig
-from .errors import LoaderError
-from .plan import (
+from ..shape.augment import make_augmentation
+from ..shape.batches import Decoder, collate
+from ..config import LoaderConfig
+from ..errors import LoaderError
+from ..plan.ranks import (
     Layout,
     Pieces,
     Span,
@@ -33,12 +34,12 @@ from .plan import (
     shuffle_rng,
     worker_batch_sizes,
 )
-from .mixing import mixed_pieces
-from .records import Record, RecordParser
-from .seeds import generator
-from .shuffle import Taker, iter_shuffled
-from .sources import ShardSet
-from .spans import iter_span
+from ..plan.mixing import mixed_pieces
+from ..read.records import Record, RecordParser
+from ..plan.seeds import generator
+from ..plan.shuffle import Taker, iter_shuffled
+from ..plan.sources import ShardSet
+from ..read.spans import iter_span
 
 log = logging.getLogger("loaders")
 _MAX_REPLACEMENTS = 16  # under on_error="skip", give up filling a batch after this many extra bad samples
@@ -65,7 +66,8 @@ class EpochPipeline:
                  backend: str) -> None:
         self.shards, self.cfg, self.rank, self.world_size = shards, cfg, rank, world_size
         self.image_size, self.backend = image_size, backend
-        self.remaining: np.ndarray | None = None  # a resumed epoch's stream positions not yet seen (loaders.state)
+        # a resumed epoch's stream positions not yet seen (loaders.plan.resume)
+        self.remaining: np.ndarray | None = None
         # batch["source"]: records carry their shard's URL (as shown in messages)
         self.source_of = {redact(url): shards.source_of(i) for i, url in enumerate(shards.urls)}
 
@@ -81,7 +83,7 @@ class EpochPipeline:
                                 drop_last=self.cfg.drop_last)
 
     def pieces(self, epoch: int) -> Pieces | None:
-        """A mixed epoch's stream (`loaders.mixing`); None for one set's (its shards whole, `plan`)."""
+        """A mixed epoch's stream (`loaders.plan.mixing`); None for one set's (its shards whole, `plan`)."""
         shards = self.shards
         if not shards.quotas:
             return None
@@ -138,7 +140,7 @@ class EpochPipeline:
         `plan`), into `memory` (`slots`). Resuming after `skip_batches`, producer w plays the role of the one that
         produced batch skip + w, so the resumed sequence continues exactly; skipped batches are read but not
         decoded. The shuffle buffer and the augmentation draw from generators of their own: the buffer's order
-        is then a function of the plan alone, which `loaders.state` replays; the augmentation is drawn for every
+        is then a function of the plan alone, which `loaders.plan.resume` replays; the augmentation is drawn for every
         batch, skipped ones too, whichever decoder applies it."""
         cfg, workers = self.cfg, self.cfg.workers
         worker = (worker + skip_batches) % workers

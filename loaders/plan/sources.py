@@ -8,7 +8,7 @@ anything is planned over them: a shard's by what its bytes can hold (a manifest'
 
 Several sources (`resolve_sources`: a list of folders, brace patterns or `::` lists) are one shard list whose
 shards remember their source; with `weights` (or `epoch_samples`) an epoch takes a quota of samples from each
-(`loaders.mixing`), without them each sample once (the sources concatenated, as a `::` list is). They are checked
+(`loaders.plan.mixing`), without them each sample once (the sources concatenated, as a `::` list is). They are checked
 to fit together before anything is read: one text encoder and embedding width (embeddings of two encoders live in
 different spaces), one stored image size (the loader crops windows, it does not resize: a 336 px set cropped to
 224 px would lose its borders); different crop modes are a warning.
@@ -26,7 +26,7 @@ from webdataset.shardlists import expand_urls
 from shardgen.format import EMBED_DIM, MANIFEST_NAME, SIZES_NAME, Manifest, SchemaError, join, read_text
 from shardgen.format.manifest import MAX_SHARD_BYTES, MIN_SAMPLE_BYTES
 
-from .errors import SourceError
+from ..errors import SourceError
 from .mixing import quotas as mixing_quotas
 
 log = logging.getLogger("loaders")

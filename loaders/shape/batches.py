@@ -15,7 +15,7 @@ import torch
 
 from .augment import Augment
 from .decode import DecodeError, decode_into
-from .records import Record
+from ..read.records import Record
 
 
 def collate(records: list[Record], *, caption: str, embed_dim: int, jpeg: bool, carried: tuple = ()) -> dict:
@@ -59,7 +59,7 @@ class _Done:
 
 class Decoder:
     """Decodes batches of JPEGs into caller-given `[n, S, S, 3]` arrays on `threads` threads (1: inline), each
-    image augmented as the batch's `Augment` (`loaders.augment`) says."""
+    image augmented as the batch's `Augment` (`loaders.shape.augment`) says."""
 
     def __init__(self, *, backend: str, threads: int, gil_switch_interval: float | None) -> None:
         self.backend = backend

@@ -1,7 +1,7 @@
-"""What a run checks before its first step, besides the train shards (`models.train.open_loader`): the output
-folder can be written (an error), and whether training reads evaluation data (warnings: one line each, the run goes
-on). The val shards are opened in `models.train.check_val_shards`, so a run that would fail in its end-of-run
-evaluation fails in its first seconds instead, naming `--val-shards`.
+"""What a run checks before its first step, besides the train shards (`models.runs.data.open_loader`): the output
+folder can be written and, without --resume, holds no other run (errors), and whether training reads evaluation
+data (warnings: one line each, the run goes on). The val shards are opened in `models.runs.data.check_val_shards`,
+so a run that would fail in its end-of-run evaluation fails in its first seconds instead, naming `--val-shards`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from shardgen.format import Manifest
 
-from .errors import UserError
+from ..errors import UserError
+from ..training.checkpoint import LATEST, step_files
 
 _HELD_OUT = re.compile(r"(^|[_-])(val|test|validation|minival)(\d*)($|[_-])", re.IGNORECASE)
 
@@ -75,9 +76,23 @@ def own_training_warning(*, eval_urls: list[str], train_urls: list[str], train_s
 
 def mix_line(loader) -> str:
     """What each source gives an epoch: `sources: A 36 (75 %), B 12 (25 %) of 48 samples per epoch`."""
-    shards = loader.dataset.shards
+    shards = loader.shards
     n = shards.n_samples
     takes = shards.quotas or tuple(p.n_samples for p in shards.parts)
     parts = ", ".join(f"{name} {take} ({take / max(n, 1):.0%})" for name, take in zip(shards.names, takes))
     how = "mixed" if shards.quotas else "concatenated"
     return f"sources ({how}; batch['source'] indexes them): {parts} of {n} samples per epoch"
+
+
+def check_out_folder(out: Path, *, fresh: bool) -> None:
+    """`--out` can be written, and without --resume holds no other run (both before the first step)."""
+    if fresh:
+        check_fresh_out(out)
+    check_out_writable(out)
+
+
+def check_fresh_out(out: Path) -> None:
+    """A run without --resume must not mix its checkpoints and metrics into another run's folder."""
+    if out.is_dir() and ((out / LATEST).is_file() or step_files(out)):
+        raise UserError(f"--out {out} already holds a run's checkpoints: pass --resume {out} to continue it, "
+                        "or choose another --out")
