@@ -1,7 +1,7 @@
 """DALI `.idx` index files (`format.dali_index`) for shards already on disk, by walking the tar: for shards the
 writer did not index itself (resumed ones, a run with `--no-dali-index` before, `shardgen export`). Written beside
 each shard by `shardgen build` (on by default; `--no-dali-index` skips it); the loader seeks inside shards with it
-(`loaders.seek`)."""
+(`loaders.read.seek`)."""
 
 from __future__ import annotations
 
