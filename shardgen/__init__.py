@@ -10,7 +10,7 @@ import importlib
 
 _EXPORTS = {
     "BuildConfig": "config", "BuildReport": "sharding.pipeline", "build_shards": "sharding.pipeline",
-    "CocoImage": "sources.coco", "load_split": "sources.coco", "find_split": "format.coco_folders",
+    "ImageRecord": "sources.record", "CocoImage": "sources.coco", "load_split": "sources.coco", "find_split": "format.coco_folders",
     "init_encoder": "text.random_init", "BadImage": "errors", "UserError": "errors",
     "make_sample": "sources.synthetic", "FIELDS": "format", "SCHEMA_VERSION": "format", "Manifest": "format",
     "ShardInfo": "format", "make_key": "format", "show": "publish.show", "VerifyReport": "publish.verify", "verify": "publish.verify",

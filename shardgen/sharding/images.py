@@ -41,11 +41,8 @@ from ..format.storage import (
     RETRY_BACKOFF_S,
     RefusedFile,
     client_errors,
-    is_remote,
-    read_bytes,
-    read_local,
 )
-from ..sources.roots import TarMember, read_member
+from ..sources.roots import image_reader
 
 _REFUSED = {"not_a_file": "unreadable_file", "outside_root": "unsafe_file_name", "too_large": "too_large"}
 
@@ -141,23 +138,16 @@ def read_image_bytes(path: str | Path, *, root: str | Path | None = None, sleep=
     cap, retried `IMAGE_READ_RETRIES` times with backoff on network errors. A file that is not there is
     `BadImage("missing_file")` (counted, the build goes on); a network that stays down raises (the build stops
     and resumes from its journal when rerun)."""
-    if isinstance(path, TarMember):  # a webdataset input's image, read in place from its tar
-        read = lambda: read_member(path)  # noqa: E731
-    elif not is_remote(str(path)):
+    local, read = image_reader(path, root=root, max_bytes=IMAGE_MAX_BYTES)
+    if local:  # no retry: a file that cannot be read now will not be read in a second
         try:
-            return read_local(path, root=root, max_bytes=IMAGE_MAX_BYTES)
+            return read()
         except FileNotFoundError:
             raise BadImage("missing_file", str(path)) from None
         except RefusedFile as exc:
             raise BadImage(_REFUSED[exc.reason], str(exc)) from None
         except OSError as exc:
             raise BadImage("unreadable_file", f"{path}: {exc}") from exc
-    else:
-        def read() -> bytes:
-            try:
-                return read_bytes(str(path), max_bytes=IMAGE_MAX_BYTES)
-            except SchemaError as exc:  # more than IMAGE_MAX_BYTES came
-                raise BadImage("too_large", str(exc)) from None
     sleep = sleep or time.sleep
     attempt = 0
     while True:
@@ -167,6 +157,8 @@ def read_image_bytes(path: str | Path, *, root: str | Path | None = None, sleep=
             raise BadImage("missing_file", str(path)) from None
         except RefusedFile as exc:  # a tar member over the size cap, or its tar replaced by a FIFO
             raise BadImage(_REFUSED[exc.reason], str(exc)) from None
+        except SchemaError as exc:  # more than IMAGE_MAX_BYTES came from a URL
+            raise BadImage("too_large", str(exc)) from None
         except client_errors() as exc:
             attempt += 1
             if attempt == IMAGE_READ_RETRIES:  # the server or network is down: the build stops, in one line

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from ..sources.coco import CocoImage
+from ..sources.record import ImageRecord
 from ..config import BuildConfig
 from ..errors import BadImage
 from ..format import Sample
@@ -22,7 +22,7 @@ class Prepared(NamedTuple):
     """One input record after preprocessing: a ready `Sample`, or the `BadImage` that stopped it."""
 
     index: int  # position in the input list
-    record: CocoImage
+    record: ImageRecord
     outcome: Sample | BadImage
     conversions: tuple[str, ...]  # fixes applied to the image (e.g. "cmyk_to_rgb"), counted in the manifest
 
@@ -37,7 +37,7 @@ class ShardBatch(NamedTuple):
     conversions: dict[str, list[str]]  # conversion → file names
 
 
-def image_folder(rec: CocoImage) -> Path | None:
+def image_folder(rec: ImageRecord) -> Path | None:
     """The folder `rec.file_name` is relative to (its image folder): what a link in it may not lead out of. None
     for an image that is no local file (a URL, a member of a tar)."""
     if not isinstance(rec.path, Path):
@@ -45,12 +45,12 @@ def image_folder(rec: CocoImage) -> Path | None:
     return rec.path.parents[len(PurePosixPath(rec.file_name).parts) - 1]
 
 
-def preprocess_records(records: list[CocoImage], cfg: BuildConfig, *, threads: int = 1
+def preprocess_records(records: list[ImageRecord], cfg: BuildConfig, *, threads: int = 1
                        ) -> list[ImageResult | BadImage]:
     """Each record's preprocessed image, or the `BadImage` that stopped it (counted by the build, never raised),
     in order. `threads` > 1 runs them on threads (Pillow's decode, resize and encode release the GIL): for a plan
     with fewer ranges than the executor has slots, where one task per range would leave CPUs idle."""
-    def one(rec: CocoImage) -> ImageResult | BadImage:
+    def one(rec: ImageRecord) -> ImageResult | BadImage:
         try:
             return preprocess_image(rec.path, size=cfg.image_size, crop=cfg.crop, quality=cfg.jpeg_quality,
                                     draft=cfg.draft, max_pixels=cfg.max_image_pixels, root=image_folder(rec))

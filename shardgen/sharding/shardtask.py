@@ -26,7 +26,7 @@ from ..config import BuildConfig
 from ..errors import BadImage
 from ..format import Sample, schema
 from ..format.storage import join
-from ..sources.coco import CocoImage
+from ..sources.record import ImageRecord
 from ..sources.listing import Listing
 from .pack import Prepared, iter_shard_batches, preprocess_records
 from .writer import write_shard
@@ -62,7 +62,7 @@ def part_name(split: str, number: int, piece: int) -> str:
     return f"{split}-t{number:06d}-{piece}.part.tar"
 
 
-def to_sample(rec: CocoImage, img, rows: np.ndarray) -> Sample:
+def to_sample(rec: ImageRecord, img, rows: np.ndarray) -> Sample:
     """The sample: each field of the sample schema builds its value from the record and its products (the
     preprocessed image; the caption embeddings, row i ↔ `rec.captions[i]`)."""
     return schema.SCHEMA.build(rec, {"image": img, "embeddings": rows})

@@ -1,5 +1,5 @@
 """COCO captions (2014 and 2017 share the format): read a split's annotations into a plain, sorted list of
-`CocoImage` records (the folder is found by `format.coco_folders`); everything downstream (encoding, packing) is a pure
+`ImageRecord` records (the folder is found by `format.coco_folders`); everything downstream (encoding, packing) is a pure
 function of that list and the build config.
 
 Every record is checked, because one bad record must neither crash a build nor slip into the shards:
@@ -32,15 +32,11 @@ from ..errors import UserError
 from ..format.coco_folders import _IMAGE_FOLDERS, _MAX_DEPTH, SPLIT_FOLDERS, SplitLayout
 from ..format.names import MAX_IMAGE_ID
 from .inputs import InputSpec, Loaded
+from .record import ImageRecord
 from .roots import check_root, list_folders, read_input, relative_name, under
 
 
-@dataclass(frozen=True)
-class CocoImage:
-    image_id: int
-    file_name: str
-    path: Path | str  # a local file, or a URL (s3://...) read through fsspec
-    captions: tuple[str, ...]
+CocoImage = ImageRecord  # its name until the other sources came (kept: `from shardgen import CocoImage` works)
 
 
 @dataclass
@@ -155,7 +151,7 @@ def _group_captions(annotations: list, images: dict[int, dict], report: CaptionR
     return by_image
 
 
-def load_split(layout: SplitLayout) -> tuple[list[CocoImage], CaptionReport]:
+def load_split(layout: SplitLayout) -> tuple[list[ImageRecord], CaptionReport]:
     """Read every image and its cleaned captions, sorted by image id; report what was skipped and why."""
     images, annotations = _read_json(layout.annotations)
     report = CaptionReport()
@@ -168,7 +164,7 @@ def load_split(layout: SplitLayout) -> tuple[list[CocoImage], CaptionReport]:
         if not caps:
             report.problems["no_captions"].append(info["file_name"])
             continue
-        records.append(CocoImage(image_id=image_id, file_name=info["file_name"],
+        records.append(ImageRecord(image_id=image_id, file_name=info["file_name"],
                                  path=under(layout.images_dir, info["file_name"]), captions=caps))
     return records, report
 

@@ -1,5 +1,5 @@
 """Karpathy's splits: read `dataset_coco.json` (from `caption_datasets.zip`, Karpathy & Fei-Fei 2015) into the
-same sorted `CocoImage` list as `coco.load_split`, with the images from the COCO 2014 folders.
+same sorted `ImageRecord` list as `coco.load_split`, with the images from the COCO 2014 folders.
 
 The file tags each of COCO 2014's 123,287 images `train` (82,783), `restval` (30,504), `val` (5,000) or `test`
 (5,000); the retrieval literature trains on train+restval ("113k") and reports on the 5k test images. Captions come
@@ -29,7 +29,6 @@ from typing import Any
 
 from .coco import (
     CaptionReport,
-    CocoImage,
     clean_caption,
     is_text,
     printable,
@@ -41,6 +40,7 @@ from ..errors import UserError
 from ..format.storage import redact
 from ..format.coco_folders import find_image_folder, find_split
 from .inputs import InputSpec, Loaded
+from .record import ImageRecord
 from .roots import as_root, check_root, read_input, relative_name, under
 
 IMAGE_FOLDERS = ("train2014", "val2014")
@@ -52,7 +52,7 @@ FLICKR_TAGS = ("train", "val", "test")
 class KarpathySplit:
     """The images of one Karpathy split, what was skipped, and the manifest's record of where the split came from."""
 
-    records: list[CocoImage]
+    records: list[ImageRecord]
     report: CaptionReport
     source: dict[str, Any]
 
@@ -156,7 +156,7 @@ def load_karpathy(split_file: str | Path, coco_root: str | Path, split: str) -> 
         if not caps:
             report.problems["no_captions"].append(printable(entry["filename"]))
             continue
-        records.append(CocoImage(image_id=entry["cocoid"], file_name=entry["filename"], path=image, captions=caps))
+        records.append(ImageRecord(image_id=entry["cocoid"], file_name=entry["filename"], path=image, captions=caps))
     source = {"dataset": "coco2014", "split": split, "split_file": _file_name(path), "split_file_sha256": digest, "captions": "split file sentences[].raw",
               "tags": dict(sorted(Counter(e["split"] for e in entries).items()))}
     return KarpathySplit(records=records, report=report, source=source)
@@ -204,7 +204,7 @@ def load_flickr(split_file: str | Path, image_root: str | Path, split: str) -> K
         if not caps:
             report.problems["no_captions"].append(name)
             continue
-        records.append(CocoImage(image_id=entry["imgid"], file_name=name, path=under(root, name), captions=caps))
+        records.append(ImageRecord(image_id=entry["imgid"], file_name=name, path=under(root, name), captions=caps))
     name = _file_name(path)
     source = {"dataset": name.rsplit(".", 1)[0].removeprefix("dataset_"), "split": split, "split_file": name,
               "split_file_sha256": digest, "captions": "split file sentences[].raw",

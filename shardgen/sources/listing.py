@@ -7,7 +7,7 @@ caption of every image in one `Strings`, image i's being `captions[first_caption
 ~40 bytes per image beside its texts, where a record object held ~1 KB (docs/benchmarks.md, driver).
 
 The driver plans, hashes and matches captions to the cache on the columns; a shard task receives its range as a
-`Listing` of its own (`listing[first:end]`: a compact copy) and makes `CocoImage` records of it where it reads
+`Listing` of its own (`listing[first:end]`: a compact copy) and makes `ImageRecord` records of it where it reads
 the images (`records()`).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .coco import CocoImage
+from .record import ImageRecord
 from .roots import TarMember
 
 _CHUNK = 1 << 16  # texts joined per piece while building or reordering: the transient memory stays fixed
@@ -114,7 +114,7 @@ class Listing:
     root: str | None = None  # the image folder or URL every file name is under, when `location` is None
 
     @classmethod
-    def from_records(cls, records: Iterable[CocoImage]) -> Listing:
+    def from_records(cls, records: Iterable[ImageRecord]) -> Listing:
         """The columns of records already sorted by id (the sources that read a few hundred thousand at most)."""
         ids, names, places, members, captions, counts = [], StringsBuilder(), StringsBuilder(), [], \
             StringsBuilder(), [0]
@@ -136,7 +136,7 @@ class Listing:
     def __len__(self) -> int:
         return len(self.image_id)
 
-    def __getitem__(self, index: slice | int) -> Listing | CocoImage:
+    def __getitem__(self, index: slice | int) -> Listing | ImageRecord:
         """Image i as a record; images `start:stop` as a listing of their own (compact: what a shard task
         receives)."""
         if not isinstance(index, slice):
@@ -155,19 +155,19 @@ class Listing:
     def n_captions(self) -> int:
         return len(self.captions)
 
-    def record(self, i: int) -> CocoImage:
+    def record(self, i: int) -> ImageRecord:
         name = self.file_name[i]
         place = self.location[i] if self.location is not None else under_root(self.root, name)
         offset, size = (-1, -1) if self.member is None else (int(v) for v in self.member[i])
         path = TarMember(place, offset, size) if size >= 0 else place if "://" in place else Path(place)
         caps = tuple(self.captions[c] for c in range(int(self.first_caption[i]), int(self.first_caption[i + 1])))
-        return CocoImage(int(self.image_id[i]), name, path, caps)
+        return ImageRecord(int(self.image_id[i]), name, path, caps)
 
-    def records(self) -> list[CocoImage]:
+    def records(self) -> list[ImageRecord]:
         """Every image as a record (a shard task's range; a small input's checks)."""
         return [self.record(i) for i in range(len(self))]
 
-    def __iter__(self) -> Iterator[CocoImage]:
+    def __iter__(self) -> Iterator[ImageRecord]:
         return (self.record(i) for i in range(len(self)))
 
     def image_of_caption(self, k: int) -> int:

@@ -30,6 +30,8 @@ from ..format.storage import (
     is_remote,
     open_local,
     open_url,
+    read_bytes,
+    read_local,
     redact,
     with_timeouts,
 )
@@ -261,6 +263,19 @@ def read_member(member: TarMember) -> bytes:
     if len(data) != member.size:
         raise FileNotFoundError(f"{member}: the tar ends before this member ({len(data)} of {member.size} bytes)")
     return data
+
+
+def image_reader(path: Path | str | TarMember, *, root: Path | str | None = None,
+                 max_bytes: int = IMAGE_MAX_BYTES) -> tuple[bool, Callable[[], bytes]]:
+    """How an image record's bytes are read, wherever its source put them: (whether they are a file of this
+    machine, a function that reads them). A local file through the checked opener (a regular file inside `root`,
+    at most `max_bytes`), a tar member in place (`read_member`), a URL through fsspec with the same cap. The
+    function raises what the storage layer raises; the build counts or retries it (`sharding.images`)."""
+    if isinstance(path, TarMember):
+        return False, lambda: read_member(path)
+    if not is_remote(str(path)):
+        return True, lambda: read_local(path, root=root, max_bytes=max_bytes)
+    return False, lambda: read_bytes(str(path), max_bytes=max_bytes)
 
 
 def _skip(fh, n: int) -> None:

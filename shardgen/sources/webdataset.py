@@ -1,5 +1,5 @@
 """Existing webdataset shards as input (img2dataset's output: `<key>.jpg` + `<key>.txt` [+ `<key>.json`] per sample,
-local or at URLs), read into the same sorted `CocoImage` list as `coco.load_split`, so a CC3M-style download is
+local or at URLs), read into the same sorted `ImageRecord` list as `coco.load_split`, so a CC3M-style download is
 re-sharded into our format with precomputed caption embeddings.
 
 `--webdataset 'dir/{00000..00099}.tar'` (a brace pattern, as webdataset and img2dataset write them, or several
@@ -25,15 +25,16 @@ from typing import IO, Any, NamedTuple
 from ..errors import UserError
 from ..format.names import is_split_name, parse_decimal
 from ..format.storage import IMAGE_MAX_BYTES, is_remote, redact
-from .coco import CaptionReport, CocoImage, clean_caption, is_text, printable, valid_id
+from .coco import CaptionReport, clean_caption, is_text, printable, valid_id
 from .inputs import InputSpec, Loaded
+from .record import ImageRecord
 from .roots import TarMember, read_input
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
 class WebdatasetInput(NamedTuple):
-    records: list[CocoImage]
+    records: list[ImageRecord]
     report: CaptionReport
     source: dict[str, Any]
 
@@ -181,7 +182,7 @@ def load_webdataset(urls: str) -> WebdatasetInput:
         elif not caption:
             report.problems["empty_caption"].append(printable(sample.image_name))
         else:
-            records.append(CocoImage(image_id=numeric[rank] if by_key else rank, file_name=sample.image_name,
+            records.append(ImageRecord(image_id=numeric[rank] if by_key else rank, file_name=sample.image_name,
                                      path=sample.image, captions=(caption,)))
     records.sort(key=lambda r: r.image_id)
     source = {"dataset": "webdataset", "shards": len(tars), "samples": len(samples),

@@ -12,13 +12,13 @@ from PIL import Image
 from shardgen.sharding.pack import image_folder, preprocess_records as _preprocess_chunk
 from shardgen.config import BuildConfig
 from shardgen.errors import BadImage
-from shardgen.sources.coco import CocoImage
+from shardgen.sources.record import ImageRecord
 
 from ...bounded import within
 
 
-def _record(images: Path, name: str, image_id: int) -> CocoImage:
-    return CocoImage(image_id=image_id, file_name=name, path=images / name, captions=("c",))
+def _record(images: Path, name: str, image_id: int) -> ImageRecord:
+    return ImageRecord(image_id=image_id, file_name=name, path=images / name, captions=("c",))
 
 
 def test_hostile_files_in_place_of_images_are_counted(tmp_path):

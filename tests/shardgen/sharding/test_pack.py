@@ -5,14 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
-from shardgen.sources.coco import CocoImage
+from shardgen.sources.record import ImageRecord
 from shardgen.errors import BadImage
 from shardgen.sharding.pack import Prepared, iter_shard_batches
 from shardgen.format import Sample
 
 
-def _record(i: int) -> CocoImage:
-    return CocoImage(image_id=i, file_name=f"{i}.jpg", path=Path(f"{i}.jpg"), captions=("c",))
+def _record(i: int) -> ImageRecord:
+    return ImageRecord(image_id=i, file_name=f"{i}.jpg", path=Path(f"{i}.jpg"), captions=("c",))
 
 
 def _ok(i: int, jpg_bytes: int = 100, conversions: tuple[str, ...] = ()) -> Prepared:

@@ -16,7 +16,8 @@ from ...helpers import read_all
 PAIRS_MODULE = '''
 from pathlib import Path
 
-from shardgen.sources.coco import CaptionReport, CocoImage
+from shardgen.sources.coco import CaptionReport
+from shardgen.sources.record import ImageRecord
 from shardgen.sources.inputs import InputSpec, Loaded, value
 
 
@@ -26,7 +27,7 @@ def _load(cfg):
     for i, image in enumerate(sorted(folder.glob("*.jpg"))):
         text = image.with_suffix(".txt").read_text().strip()
         if text:
-            records.append(CocoImage(image_id=i, file_name=image.name, path=image, captions=(text,)))
+            records.append(ImageRecord(image_id=i, file_name=image.name, path=image, captions=(text,)))
         else:
             report.problems["empty_caption"].append(image.name)
     return Loaded(records, report, {"dataset": "pairs"}, folder, str(folder), "pairs", str(folder), [])

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shardgen.sources.coco import CocoImage
+from shardgen.sources.record import ImageRecord
 from shardgen.sources.listing import Listing, Strings
 from shardgen.sources.roots import TarMember
 
-RECORDS = [CocoImage(3, "a.jpg", Path("/img/a.jpg"), ("a cat", "é\u2028 ünïcode")),
-           CocoImage(5, "b.jpg", "s3://bucket/b.jpg", ("one",)),
-           CocoImage(9, "c.jpg", TarMember("/t/0.tar", 1536, 2048), ("x", "y", "z"))]
+RECORDS = [ImageRecord(3, "a.jpg", Path("/img/a.jpg"), ("a cat", "é\u2028 ünïcode")),
+           ImageRecord(5, "b.jpg", "s3://bucket/b.jpg", ("one",)),
+           ImageRecord(9, "c.jpg", TarMember("/t/0.tar", 1536, 2048), ("x", "y", "z"))]
 
 
 def test_records_round_trip_through_the_columns():
@@ -45,10 +45,10 @@ def test_strings_take_reorders_across_pieces(monkeypatch):
 
 
 def test_digests_see_the_captions_split_and_every_column():
-    a = Listing.from_records([CocoImage(1, "a.jpg", Path("/a.jpg"), ("x", "y")), CocoImage(2, "b.jpg", Path("/b.jpg"), ("z",))])
-    b = Listing.from_records([CocoImage(1, "a.jpg", Path("/a.jpg"), ("x",)), CocoImage(2, "b.jpg", Path("/b.jpg"), ("y", "z"))])
-    c = Listing.from_records([CocoImage(1, "a.jpg", Path("/other/a.jpg"), ("x", "y")),
-                              CocoImage(2, "b.jpg", Path("/b.jpg"), ("z",))])
+    a = Listing.from_records([ImageRecord(1, "a.jpg", Path("/a.jpg"), ("x", "y")), ImageRecord(2, "b.jpg", Path("/b.jpg"), ("z",))])
+    b = Listing.from_records([ImageRecord(1, "a.jpg", Path("/a.jpg"), ("x",)), ImageRecord(2, "b.jpg", Path("/b.jpg"), ("y", "z"))])
+    c = Listing.from_records([ImageRecord(1, "a.jpg", Path("/other/a.jpg"), ("x", "y")),
+                              ImageRecord(2, "b.jpg", Path("/b.jpg"), ("z",))])
     assert a.captions_digest() != b.captions_digest()  # same texts, other images
     assert a.captions_digest() == c.captions_digest()  # the cache's order depends on the captions alone
 

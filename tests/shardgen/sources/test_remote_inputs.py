@@ -81,6 +81,7 @@ def test_webdataset_tars_on_s3_build_the_same_bytes_as_local(bucket, img2dataset
 
 def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
     from shardgen.sharding import images
+    from shardgen.sources import roots
 
     calls, waits = [], []
 
@@ -90,14 +91,14 @@ def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
             raise ConnectionError(f"{url}: connection reset")
         return b"bytes"
 
-    monkeypatch.setattr(images, "read_bytes", flaky)
+    monkeypatch.setattr(roots, "read_bytes", flaky)
     assert images.read_image_bytes("s3://inputs/x.jpg", sleep=waits.append) == b"bytes"
     assert len(calls) == 3 and waits == [1.0, 2.0]
 
     def down(url, **_):
         raise ConnectionError(f"{url}: connection refused")
 
-    monkeypatch.setattr(images, "read_bytes", down)
+    monkeypatch.setattr(roots, "read_bytes", down)
     with pytest.raises(UserError, match=r"s3://inputs/x\.jpg: unreadable after 3 tries \(ConnectionError: .*"
                                         r"connection refused\).*rerun the same command to resume"):
         images.read_image_bytes("s3://inputs/x.jpg", sleep=waits.append)  # one line, not a traceback
@@ -106,12 +107,13 @@ def test_a_remote_image_read_is_retried_with_backoff_then_raises(monkeypatch):
 
 def test_a_missing_remote_image_is_counted_not_retried(monkeypatch):
     from shardgen.sharding import images
+    from shardgen.sources import roots
     from shardgen.errors import BadImage
 
     def missing(url, **_):
         raise FileNotFoundError(f"{url}: not found")
 
-    monkeypatch.setattr(images, "read_bytes", missing)
+    monkeypatch.setattr(roots, "read_bytes", missing)
     with pytest.raises(BadImage) as caught:
         images.read_image_bytes("s3://inputs/x.jpg", sleep=pytest.fail)
     assert caught.value.reason == "missing_file"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from shardgen.sources.coco import CocoImage
+from shardgen.sources.record import ImageRecord
 from shardgen.sources.listing import Listing
 from shardgen.text.cache import encode_captions, encode_resumable, encoder_fingerprint, parts_dir
 
@@ -24,7 +24,7 @@ CHUNK, BATCH = 8, 4  # tiny chunks so a few hundred captions make dozens of them
 
 def _images(n: int) -> Listing:
     words = ["red", "green", "blue", "small", "large", "circle", "square", "triangle", "grass", "sky", "sand", "night"]
-    return Listing.from_records(CocoImage(image_id=i, file_name=f"{i}.jpg", path=Path(f"{i}.jpg"),
+    return Listing.from_records(ImageRecord(image_id=i, file_name=f"{i}.jpg", path=Path(f"{i}.jpg"),
                       captions=tuple(" ".join(words[(i * 7 + j * 3 + k) % len(words)] for k in range(3 + (i + j) % 9))
                                      + f" {i}.{j}" for j in range(5)))
             for i in range(n))

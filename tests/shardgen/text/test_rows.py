@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 import shardgen.text.cache as cache_module
-from shardgen.sources.coco import CocoImage
+from shardgen.sources.record import ImageRecord
 from shardgen.sources.listing import Listing
 from shardgen.text.cache import CaptionEmbeddings, encode_captions, order_path
 
 
 def _listing(captions: list[tuple[str, ...]]) -> Listing:
-    return Listing.from_records(CocoImage(i, f"{i}.jpg", Path(f"/img/{i}.jpg"), caps)
+    return Listing.from_records(ImageRecord(i, f"{i}.jpg", Path(f"/img/{i}.jpg"), caps)
                                 for i, caps in enumerate(captions))
 
 
