@@ -46,7 +46,7 @@ demo: $(STAMP)  ## sample data → shards → verify → grid PNG → stream thr
 test: $(TEST_STAMP)  ## add the test extras, run the test suite (CPU, offline)
 	$(PY) -m pytest -q tests
 
-test-fast: $(TEST_STAMP)  ## the suite without the tests marked slow (each over 10 s): a few minutes
+test-fast: $(TEST_STAMP)  ## the suite without the tests marked slow (each over ~3 s): under 3 minutes quiet
 	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(TEST_STAMP)  ## run the benchmarks; tables on stdout, JSON in benchmarks/results/

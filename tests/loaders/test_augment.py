@@ -32,7 +32,7 @@ def test_gpu_decode_gives_the_asked_size_and_new_crops_every_epoch(train_shards)
     assert sum(differ) > 40  # a 48-px window of 224 px, flipped half the time: nearly every image moves
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_cpu_and_device_decoding_apply_the_same_windows_and_flips(train_shards, workers):
     _, cpu = _images(make_loader(str(train_shards), batch_size=8, num_workers=workers, **AUG), 1)
     _, gpu = _images(make_loader(str(train_shards), batch_size=8, num_workers=workers, decode="gpu", **AUG), 1)
@@ -121,7 +121,7 @@ def randops(monkeypatch):
     return {**AUG, "augmentations": ("randops",)}
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_an_added_augmentation_runs_alike_on_cpu_and_device(train_shards, randops, workers):
     _, plain = _images(make_loader(str(train_shards), batch_size=8, num_workers=workers, **AUG), 1)
     _, cpu = _images(make_loader(str(train_shards), batch_size=8, num_workers=workers, **randops), 1)

@@ -38,7 +38,7 @@ def test_caller_options_win_key_by_key():
     assert opts["anon"] is True and "config_kwargs" not in with_timeouts("/local/path", {})
 
 
-@pytest.mark.parametrize("scheme", ["http", "s3"])
+@pytest.mark.parametrize("scheme", ["http", pytest.param("s3", marks=pytest.mark.slow)])
 def test_the_loader_warns_retries_then_raises_on_a_frozen_server(frozen_port, scheme, caplog):
     url = f"http://127.0.0.1:{frozen_port}/train-000000.tar" if scheme == "http" else "s3://b/train-000000.tar"
     opts = {} if scheme == "http" else _s3(frozen_port)

@@ -112,6 +112,7 @@ def test_absurd_image_header_is_refused_before_decoding(backend):
         decode_into(bytes(data), np.empty((224, 224, 3), np.uint8), backend=backend)
 
 
+@pytest.mark.slow
 def test_workers_exit_when_the_training_process_is_killed(train_shards, tmp_path):
     script = textwrap.dedent(f"""
         import multiprocessing, sys, time

@@ -98,6 +98,7 @@ def test_close_and_non_persistent_workers(train_shards):
     assert _keys(once) == first and once._workers.pool is None
 
 
+@pytest.mark.slow
 def test_next_epoch_started_early_never_overwrites_batches_on_their_way(train_shards):
     """Workers go on with the next epoch as soon as their share of one ends, while their last batches may still be
     waiting to be taken: those slots must not be reused. A slow caller leaves them waiting; every image is

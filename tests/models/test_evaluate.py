@@ -8,22 +8,13 @@ import shutil
 import pytest
 import torch
 
-from loaders import LoaderConfig
 from models.evaluate import main as evaluate
 from models.evaluate import results_path, shards_label
-from models.train import TrainConfig, train
 
 from ..helpers import one_line
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, small_shards) -> pathlib.Path:
-    run = tmp_path_factory.mktemp("eval") / "run"
-    train(TrainConfig(train_shards=str(small_shards), out=str(run), arch="resnet18", pretrained=False, max_steps=1,
-                      progress=False, loader=LoaderConfig(batch_size=8, num_workers=0, decode_threads=1)))
-    return run
-
-
+@pytest.mark.slow
 def test_results_are_named_by_the_shards_and_go_to_out(tmp_path, tiny_run, small_shards, train_shards, capsys):
     assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(small_shards), "--show-images", "0"]) == 0
     own = results_path(tiny_run, str(small_shards))
@@ -151,6 +142,7 @@ def test_flickr30k_1k_protocol_ranks_the_flickr_test_split_and_is_named_in_table
     assert ev.is_karpathy_test(test_split, 1000, flickr) and not ev.is_karpathy_test(test_split, 5000)
 
 
+@pytest.mark.slow
 def test_pictures_are_named_per_shard_set_and_the_table_shows_chance(tmp_path, tiny_run, small_shards, train_shards,
                                                                     capsys):
     run = tmp_path / "run"

@@ -67,6 +67,7 @@ def test_the_demos_next_command_runs_as_printed_and_keeps_k_plus_1_checkpoints(d
         assert img.size[0] > 600 and img.size[1] > 400
 
 
+@pytest.mark.slow
 def test_the_curves_show_what_the_run_logged(demo_run):
     c = curves.read_curves(demo_run)
     assert c.steps == list(range(1, 8)) and len(c.loss) == len(c.lr_head) == len(c.temperature) == 7
@@ -110,12 +111,12 @@ def test_a_shard_folder_that_does_not_exist_is_named(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_the_parent_of_the_split_folders_names_them(tmp_path, small_shards, demo_run, capsys):
+def test_the_parent_of_the_split_folders_names_them(tmp_path, small_shards, tiny_run, capsys):
     (tmp_path / "train").symlink_to(small_shards)
     (tmp_path / "val").symlink_to(small_shards)
     assert train(["--train-shards", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     assert "holds the shard folders train, val, not shards: give one of them" in one_line(capsys.readouterr().err)
-    assert evaluate(["--checkpoint", str(demo_run), "--shards", str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(tmp_path), "--out", str(tmp_path / "e")]) == 2
     assert "holds the shard folders train, val" in one_line(capsys.readouterr().err)
 
 
@@ -126,7 +127,7 @@ def test_a_checkpoint_that_does_not_exist_is_named(tmp_path, small_shards, capsy
 
 
 @pytest.mark.parametrize("corrupt", [malformed_manifest, lying_manifest])
-def test_a_malformed_or_lying_manifest_is_one_line_exit_2_from_train_and_evaluate(tmp_path, small_shards, demo_run,
+def test_a_malformed_or_lying_manifest_is_one_line_exit_2_from_train_and_evaluate(tmp_path, small_shards, tiny_run,
                                                                                  capsys, corrupt):
     shards = corrupt(small_shards, tmp_path / "train")
     argv = ["--train-shards", str(shards), "--out", str(tmp_path / "run"), "--arch", "resnet18", "--no-pretrained",
@@ -136,20 +137,20 @@ def test_a_malformed_or_lying_manifest_is_one_line_exit_2_from_train_and_evaluat
     lines = err.strip().splitlines()
     assert "Traceback" not in err and lines[-1].startswith("train: error: ") and str(shards) in lines[-1], err
     assert all(not line.startswith("train: error") for line in lines[:-1]), err
-    assert evaluate(["--checkpoint", str(demo_run), "--shards", str(shards), "--out", str(tmp_path / "e")]) == 2
+    assert evaluate(["--checkpoint", str(tiny_run), "--shards", str(shards), "--out", str(tmp_path / "e")]) == 2
     line = one_line(capsys.readouterr().err)
     assert line.startswith("evaluate: error: ") and str(shards) in line
     assert not list((tmp_path / "e").glob("eval-*.json"))
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_a_bug_while_opening_the_shards_keeps_its_traceback(tmp_path, small_shards, demo_run, monkeypatch, command):
+def test_a_bug_while_opening_the_shards_keeps_its_traceback(tmp_path, small_shards, tiny_run, monkeypatch, command):
     """Only the loader's SourceError becomes a one-line "cannot use these shards"; a ValueError is a bug."""
     def buggy(*args, **kwargs):
         raise ValueError("a bug, not a bad source")
 
     monkeypatch.setattr(data_module, "make_loader", buggy)  # both commands open shards there
     argv = ["--train-shards", str(small_shards), "--out", str(tmp_path / "run"), "--num-workers", "0"] \
-        if command == "train" else ["--checkpoint", str(demo_run), "--shards", str(small_shards)]
+        if command == "train" else ["--checkpoint", str(tiny_run), "--shards", str(small_shards)]
     with pytest.raises(ValueError, match="a bug, not a bad source"):
         (train if command == "train" else evaluate)(argv)

@@ -27,6 +27,7 @@ def _args(train, out, *extra) -> list[str]:
             "--batch-size", "8", "--decode-threads", "1", "--quiet", *map(str, extra)]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_one_val_shard_ends_with_summary_and_evaluation(tmp_path, small_shards,
                                                                                one_val_shard):
     out = tmp_path / "run"
@@ -60,6 +61,7 @@ def test_an_out_that_is_a_file_is_refused_naming_the_flag(tmp_path, small_shards
                                               "choose another --out"
 
 
+@pytest.mark.slow
 def test_training_on_evaluation_data_warns_in_one_line_and_runs(tmp_path, small_shards, one_val_shard, capsys):
     out = tmp_path / "run"
     assert main(_args(one_val_shard, out, "--val-shards", one_val_shard, "--max-steps", 1, "--num-workers", 0)) == 0

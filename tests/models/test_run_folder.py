@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import models.train as train_module
 from models.train import main
 
@@ -15,6 +17,7 @@ def _cli(shards, out, *extra):
             *map(str, extra)]
 
 
+@pytest.mark.slow
 def test_each_part_keeps_its_params_and_ends_with_a_line(tmp_path, small_shards):
     out = tmp_path / "run"
     assert main(_cli(small_shards, out, "--max-steps", 2)) == 0

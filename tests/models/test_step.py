@@ -50,6 +50,7 @@ def _count_reads_per_step(monkeypatch) -> dict[int, list[str]]:
     return reads
 
 
+@pytest.mark.slow
 def test_synthetic_steps_read_neither_the_shards_nor_the_device_between_log_steps(tmp_path, small_shards,
                                                                                    monkeypatch):
     """Synthetic input is made on the device, so any host read counted here is the loop's own."""
@@ -145,6 +146,7 @@ def _resume_across(tmp_path, shards, first: str, then: str, device: str = "cpu",
     return records
 
 
+@pytest.mark.slow
 def test_bf16_steps_run_and_their_checkpoint_resumes_in_fp32(tmp_path, small_shards):
     records = _resume_across(tmp_path, small_shards, "bf16", "fp32", steps=1)
     assert 0 < records[0]["loss"] < 10

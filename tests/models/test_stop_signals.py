@@ -125,6 +125,7 @@ def _train_lines(err: str) -> list[str]:
     return [line for line in err.strip().splitlines() if line.startswith("train:")]
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path, small_shards):
     """One node preempted: SIGTERM reaches rank 1 only. The ranks agree through the process group and stop after
     the same step; rank 0 writes the checkpoint of that step (rank 0 used to die in a gloo traceback)."""
@@ -144,6 +145,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint
     assert torch.load(out / "latest.pt", weights_only=True)["step"] == step >= 2
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_breaks_the_group_in_one_line_and_the_last_checkpoint_is_kept(tmp_path, small_shards):
     """A rank killed outright (the OOM killer) gives no chance to agree: rank 0 says so in one line, exit 2, and
     the last checkpoint stays."""

@@ -68,6 +68,7 @@ def test_the_loader_carries_the_manifests_width(wide_shards):
     assert next(iter(every))["text_embeddings"].shape[-1] == WIDE
 
 
+@pytest.mark.slow
 def test_a_768_d_run_trains_a_768_d_head_and_evaluates(wide_run, wide_shards, capsys):
     state = torch.load(wide_run / "latest.pt", weights_only=True)
     assert state["step"] == 20 and state["embed_dim"] == WIDE and state["model"]["head.2.weight"].shape[0] == WIDE
@@ -78,6 +79,7 @@ def test_a_768_d_run_trains_a_768_d_head_and_evaluates(wide_run, wide_shards, ca
     assert json.loads(result.read_text())["n_images"] == 24  # the build's --limit
 
 
+@pytest.mark.slow
 def test_another_width_is_one_line_on_resume_and_evaluation(wide_run, small_shards, capsys):
     capsys.readouterr()
     assert evaluate_main(["--checkpoint", str(wide_run), "--shards", str(small_shards), "--device", "cpu"]) == 2

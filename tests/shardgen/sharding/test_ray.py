@@ -137,6 +137,7 @@ def _refuse(text: str) -> None:
     raise UserError(text)
 
 
+@pytest.mark.slow
 def test_an_error_raised_in_a_task_comes_back_as_itself(ray_session):
     from shardgen.errors import UserError
     from shardgen.sharding.executors.ray import RayExecutor

@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from shardgen.cli.main import main
 
 from ...helpers import moto_s3
 from ..sources.test_table import flickr_file
 
 
+@pytest.mark.slow
 def test_karpathy_images_and_out_on_s3_give_the_local_tars_and_no_local_shard(sample_coco, tiny_encoder, tmp_path,
                                                                               capsys, monkeypatch):
     split_file = flickr_file(sample_coco, tmp_path / "dataset_flickr30k.json")

@@ -8,6 +8,8 @@ import json
 import os
 import signal
 
+import pytest
+
 import shardgen.sharding.shardtask as shardtask
 from shardgen.cli.main import main
 from shardgen.format.coco_folders import find_split
@@ -44,6 +46,7 @@ def test_a_killed_task_process_is_one_line_and_a_rerun_resumes(tmp_path, sample_
     assert digests(tmp_path / "o") == digests(tmp_path / "fresh")
 
 
+@pytest.mark.slow
 def test_an_image_server_that_goes_down_mid_build_is_one_line_and_a_rerun_resumes(tmp_path, sample_coco,
                                                                                    tiny_encoder, capsys):
     from ...netutil import FileServer

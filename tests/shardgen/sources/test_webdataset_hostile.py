@@ -169,7 +169,7 @@ def quick(monkeypatch):
     monkeypatch.setattr(roots, "RETRY_BACKOFF_S", 0.0)
 
 
-@pytest.mark.parametrize("stall", [True, False], ids=["stall", "cut"])
+@pytest.mark.parametrize("stall", [pytest.param(True, marks=pytest.mark.slow), False], ids=["stall", "cut"])
 @pytest.mark.parametrize("kind", ["tar", "table"])
 def test_an_http_input_that_stalls_or_is_cut_is_retried_then_one_line_naming_it(tmp_path, quick, kind, stall):
     if kind == "tar":
