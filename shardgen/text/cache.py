@@ -24,10 +24,11 @@ holds them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,11 @@ def order_path(cache: Path) -> Path:
 
 def _meta_path(cache: Path) -> Path:
     return cache.with_name(cache.name + ".order.key")
+
+
+def _partial_rows(cache: Path) -> Path:
+    """Where a cold cache's rows are written as their chunks are encoded, before the `.pt` is whole."""
+    return cache.with_name(cache.name + ".rows.partial.npy")
 
 
 def _truncated_path(cache: Path) -> Path:
@@ -188,11 +194,14 @@ def _save_cache(path: Path, listing: Listing, *, text_encoder: str, fingerprint:
     }
     needed = data["embeddings"].numel() * data["embeddings"].element_size() + sum(map(len, texts))
     save_torch_atomic(data, path, needed_bytes=needed)  # a full disk: OSError(ENOSPC), no .tmp left
-    _save_rows(rows_path(path), table)
+    if isinstance(table, np.memmap) and Path(table.filename) == _partial_rows(path):  # written as encoded
+        os.replace(_partial_rows(path), rows_path(path))
+    else:
+        _save_rows(rows_path(path), table)
     shutil.rmtree(parts_dir(path), ignore_errors=True)
 
 
-def _chunk_key(fingerprint: str, texts: list[str], *, device: str, batch_size: int, chunk: int) -> str:
+def _chunk_key(fingerprint: str, texts: Iterable[str], *, device: str, batch_size: int, chunk: int) -> str:
     """What decides a chunk's bits: the encoder, where and how it runs, and the texts in encoding order."""
     h = hashlib.sha256(f"{fingerprint}\n{torch.device(device).type}\n{batch_size}\n{chunk}\n".encode())
     for t in texts:
@@ -242,49 +251,69 @@ def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_siz
     return None
 
 
+TOKENIZE_SLICE = 1 << 16  # texts tokenized at once: their lists of ints live only that long
+
+
+def _tokenize_packed(encoder, texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Every text's token ids as one int32 array and int64 offsets (~0.1 KB a text where lists of ints hold ~0.8),
+    tokenized a slice at a time; with the indices of the texts cut to 77 tokens."""
+    flats, lengths, cut = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)], []
+    for s in range(0, len(texts), TOKENIZE_SLICE):
+        ids, c = encoder.tokenize(texts[s:s + TOKENIZE_SLICE])
+        cut += [s + i for i in c]
+        lengths.append(np.fromiter(map(len, ids), np.int64, len(ids)))
+        flats.append(np.fromiter(itertools.chain.from_iterable(ids), np.int32))
+    return np.concatenate(flats), np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64), cut
+
+
 # long: one loop that loads or encodes each chunk, with the progress bar that shows the resumed part
 def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, cache: Path, device: str,
                      batch_size: int, chunk: int = ENCODE_CHUNK, progress: bool = False,
-                     submit: Callable | None = None, tasks_write: bool = False
-                     ) -> tuple[torch.Tensor, set[str], bool]:
+                     submit: Callable | None = None, tasks_write: bool = False, into: Path | None = None
+                     ) -> tuple[np.ndarray, set[str], bool]:
     """Encode `texts` (unique) chunk by chunk, keeping finished chunks on disk; continue an interrupted run.
     With `submit` (`submit(fn, *args)` → a future, e.g. a Ray executor's, asking for a GPU where the cluster has
     one) the missing chunks are encoded as its tasks, all at once, on `device` there; with `tasks_write` too
     (every node sees the cache's folder) each task writes its chunk there itself. Returns (`[N, D]` float16 in
-    `texts` order, the truncated texts, random_init)."""
+    `texts` order — a `.npy` memory-mapped at `into` when given, so the rows never all sit in memory —, the
+    truncated texts, random_init)."""
     from tqdm.auto import tqdm
 
     from shardgen.text.encoder import TextEncoder
 
     encoder = TextEncoder(text_encoder, device="cpu" if submit is not None else device)  # here: tokenize only
-    ids, cut = encoder.tokenize(texts)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)  # chunks of similar length: less padding
-    folder = parts_dir(cache) / _chunk_key(fingerprint, [texts[i] for i in order], device=device,
+    flat, offsets, cut = _tokenize_packed(encoder, texts)
+    order = np.argsort(offsets[:-1] - offsets[1:], kind="stable")  # longest first: chunks of similar length
+
+    def ids_of(idx: np.ndarray) -> list[list[int]]:
+        return [flat[offsets[i]:offsets[i + 1]].tolist() for i in idx.tolist()]
+
+    folder = parts_dir(cache) / _chunk_key(fingerprint, (texts[i] for i in order.tolist()), device=device,
                                            batch_size=batch_size, chunk=chunk)
     starts = range(0, len(order), chunk)
     width = encoder.embed_dim  # the tower's projection: 512 for ViT-B, 768 for ViT-L/14, ...
-    done = {s: a for s in starts
-            if (a := _load_chunk(folder / f"chunk-{s // chunk:06d}.npy", min(chunk, len(order) - s), width))
-            is not None}
-    resumed = sum(len(a) for a in done.values())
-    bar = tqdm(total=len(order), initial=resumed, desc="encode captions" + (f" (resumed {resumed})" if resumed else ""),
-               unit="cap", disable=not progress)
+
     def chunk_file(s: int) -> Path:
         return folder / f"chunk-{s // chunk:06d}.npy"
 
+    done = {s: a for s in starts if (a := _load_chunk(chunk_file(s), min(chunk, len(order) - s), width)) is not None}
+    resumed = sum(len(a) for a in done.values())
+    bar = tqdm(total=len(order), initial=resumed, desc="encode captions" + (f" (resumed {resumed})" if resumed else ""),
+               unit="cap", disable=not progress)
     if submit is not None and tasks_write:
         folder.mkdir(parents=True, exist_ok=True)
     tasks = {} if submit is None else {
-        s: submit(encode_chunk, text_encoder, device, [ids[i] for i in order[s:s + chunk]], batch_size,
+        s: submit(encode_chunk, text_encoder, device, ids_of(order[s:s + chunk]), batch_size,
                   str(chunk_file(s)) if tasks_write else None)
         for s in starts if s not in done}
-    out = torch.empty(len(texts), width, dtype=torch.float16)
+    out = np.empty((len(texts), width), np.float16) if into is None else \
+        np.lib.format.open_memmap(into, mode="w+", dtype=np.float16, shape=(len(texts), width))
     for s in starts:
         idx = order[s:s + chunk]
         arr = done.get(s)
         if arr is None:
             arr = tasks.pop(s).result() if s in tasks else \
-                encoder.encode_ids([ids[i] for i in idx], batch_size=batch_size).to(torch.float16).numpy()
+                encoder.encode_ids(ids_of(idx), batch_size=batch_size).to(torch.float16).numpy()
             if arr is None:  # the task wrote it
                 arr = _load_chunk(chunk_file(s), len(idx), width)
                 if arr is None:
@@ -294,8 +323,10 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
                 folder.mkdir(parents=True, exist_ok=True)
                 _save_chunk(chunk_file(s), arr)
             bar.update(len(idx))
-        out[torch.tensor(idx, dtype=torch.long)] = torch.from_numpy(np.array(arr))  # [len(idx), D], one chunk copied
+        out[idx] = arr  # [len(idx), D], one chunk at a time
     bar.close()
+    if isinstance(out, np.memmap):
+        out.flush()
     return out, {texts[i] for i in cut}, encoder.random_init
 
 
@@ -313,7 +344,7 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
     texts = list(dict.fromkeys(listing.captions))
     cached = load_embeddings_cache(cache, mmap=True)
     row: dict[str, int] = {}  # text → row of `table`
-    table: torch.Tensor | None = None  # [rows, D]: the cache's, then the newly encoded ones
+    table = None  # [rows, D]: the cache's (a memory-mapped tensor), then this listing's (an array)
     truncated: set[str] = set()
     random_init = False
     if cached is not None and cached.get("fingerprint") == fingerprint:
@@ -324,18 +355,19 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
     missing = [t for t in texts if t not in row]
     cache.parent.mkdir(parents=True, exist_ok=True)
     if missing or table is None:
-        if missing:
+        if table is None:  # a cold cache: `missing` is `texts`, in order; the rows go straight to a file
+            table, cut, random_init = (encode_resumable(
+                missing, text_encoder=text_encoder, fingerprint=fingerprint, cache=cache, device=device,
+                batch_size=batch_size, chunk=chunk, progress=progress, submit=submit, tasks_write=tasks_write,
+                into=_partial_rows(cache)) if missing else (np.empty((0, EMBED_DIM), np.float16), set(), False))
+        else:  # some texts new to a warm cache: its rows and theirs, in this listing's order
             new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
                                                      cache=cache, device=device, batch_size=batch_size,
                                                      chunk=chunk, progress=progress, submit=submit,
                                                      tasks_write=tasks_write)
-            truncated |= cut
-            row.update((t, (0 if table is None else len(table)) + i) for i, t in enumerate(missing))
-            table = new if table is None else torch.cat([table.to(torch.float16), new])
-        else:  # no captions at all
-            table = torch.empty(0, EMBED_DIM, dtype=torch.float16)
-        keep = [row[t] for t in texts]  # the `.pt` holds this listing's texts, in its order
-        table = table.to(torch.float16).numpy()[keep]
+            row.update((t, len(table) + i) for i, t in enumerate(missing))
+            table = np.concatenate([table.to(torch.float16).numpy(), new])[[row[t] for t in texts]]
+        truncated |= cut
         row = {t: i for i, t in enumerate(texts)}
         _save_cache(cache, listing, text_encoder=text_encoder, fingerprint=fingerprint, random_init=random_init,
                     texts=texts, table=table, truncated=sorted(t for t in truncated if t in row))

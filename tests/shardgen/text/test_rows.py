@@ -64,3 +64,15 @@ def test_truncated_captions_are_kept_by_index(tmp_path, tiny_encoder):
     assert emb.truncated.tolist() == [1]
     again, _ = encode_captions(listing, text_encoder=str(tiny_encoder), cache=tmp_path / "c.pt")
     assert again.truncated.tolist() == [1]
+
+
+def test_a_cold_cache_writes_its_rows_as_encoded_and_new_texts_join_a_warm_one(tmp_path, tiny_encoder):
+    first = _listing([("a red circle", "a dog"), ("sky at night",)])
+    cache = tmp_path / "c.pt"
+    encode_captions(first, text_encoder=str(tiny_encoder), cache=cache)
+    assert not list(tmp_path.glob("*.partial*")) and (tmp_path / "c.pt.rows.npy").is_file()
+    grown = _listing([("a dog", "green grass"), ("a red circle",), ("sky at night", "a blue square")])
+    got, written = encode_captions(grown, text_encoder=str(tiny_encoder), cache=cache)
+    fresh, _ = encode_captions(grown, text_encoder=str(tiny_encoder), cache=tmp_path / "fresh.pt")
+    assert written and got.order.tolist() == list(range(5))  # the .pt now holds this listing's texts, in order
+    assert np.allclose(got.rows(0, 5).astype(np.float32), fresh.rows(0, 5).astype(np.float32), atol=2e-3)
