@@ -17,8 +17,10 @@ Encoding survives interrupts: the missing texts are sorted by token length and c
 `ENCODE_CHUNK` captions; each finished chunk is written at once (`.npy`, atomically) to a folder next to the cache
 (`<cache>.parts/<key>/`), keyed by everything that decides its bits (encoder, device, batch size, chunk size, the
 texts in order). A rerun loads the finished chunks and encodes the rest. Chunks are encoded the same way whether
-the run was interrupted or not, so the result is bitwise the same; `save_cache` removes the folder once the cache
-holds them.
+the run was interrupted or not, so the result is bitwise the same; `_save_cache` removes the folder once the cache
+holds them. On a cluster whose nodes see the cache's folder the encoding tasks write their chunks there
+themselves (`encode_chunk`). A cold encoding keeps its token ids packed (int32 + offsets) and writes each chunk's
+rows into `<cache>.rows.partial.npy` as it finishes, which becomes the rows file once the `.pt` is written.
 """
 
 from __future__ import annotations
