@@ -31,12 +31,15 @@ def _settings(cfg: BuildConfig, fingerprint: str) -> dict:
             "max_image_pixels": cfg.max_image_pixels}
 
 
+IDENTITY_VERSION = 2  # how `build_identity` hashes the input: 2, the listing's columns (1: a line per record)
+
+
 def build_identity(cfg: BuildConfig, records: Listing, fingerprint: str) -> dict:
     """What identifies a build, from its listing's columns: its hash (split, encoder, everything that changes
     which images land in which shard, and the input: ids, names, where each image is read, captions), and, so a
     refusal can say what differs, the settings and the inputs' count and digest."""
     settings = _settings(cfg, fingerprint)
-    inputs = hashlib.sha256(b"listing 2\n")  # 2: hashed by columns (a journal of 1, by lines, is another build)
+    inputs = hashlib.sha256(f"listing {IDENTITY_VERSION}\n".encode())
     records.digest(inputs)
     whole = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     whole.update(inputs.digest())
@@ -93,7 +96,7 @@ def _read(path: Path, split: str) -> tuple[dict, list[dict]] | None:
         return None
     if not all(_is_entry(entry, shard_name(split, i)) for i, entry in enumerate(data["shards"])):
         return None
-    saved = {"hash": data["config_hash"]}
+    saved = {"hash": data["config_hash"], "identity": data.get("identity", 1)}
     for key in ("settings", "inputs"):  # absent in journals written before they were recorded
         if isinstance(data.get(key), dict):
             saved[key] = data[key]
@@ -113,6 +116,11 @@ def load_journal(output: Output, split: str, identity: dict, *, warn: Callable[[
         warn(f"{path} is not a readable build journal; ignoring it and building every shard again")
         return []
     saved, entries = journal
+    if saved["identity"] != IDENTITY_VERSION and not differences({**saved, "inputs": {
+            "n_images": (saved.get("inputs") or {}).get("n_images", identity["inputs"]["n_images"])}}, identity):
+        warn(f"{path} was written by another shardgen version, which identified its input another way; the "
+             "settings and image count match, so building every shard again (the same bytes)")
+        return []
     if saved["hash"] != identity["hash"]:
         what = "; ".join(differences(saved, identity)) or "other inputs or settings"
         raise UserError(f"{out} holds a build with other inputs or settings ({what}); use a new --out or delete it")
@@ -127,6 +135,6 @@ def load_journal(output: Output, split: str, identity: dict, *, warn: Callable[[
 
 
 def save_journal(out: Path, identity: dict, shards: list[dict]) -> None:
-    write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": identity["hash"],
+    write_text_atomic(out / JOURNAL_NAME, json.dumps({"config_hash": identity["hash"], "identity": IDENTITY_VERSION,
                                                       "settings": identity["settings"],
                                                       "inputs": identity["inputs"], "shards": shards}))

@@ -292,6 +292,23 @@ def test_garbage_journal_is_ignored_with_a_warning(tmp_path, sample_coco, tiny_e
     assert digests(out) == digests(val_ref)
 
 
+def test_a_journal_of_an_older_identity_is_rebuilt_when_its_settings_match_and_refused_when_not(
+        tmp_path, sample_coco, tiny_encoder, val_ref, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(val_ref, out)
+    journal = json.loads((out / JOURNAL_NAME).read_text())
+    old = {**journal, "config_hash": "0" * 64, "inputs": {**journal["inputs"], "sha256": "1" * 64}}
+    old.pop("identity")  # as a shardgen that hashed a line per record wrote it
+    (out / JOURNAL_NAME).write_text(json.dumps(old))
+    assert main(build_argv(sample_coco, out, tiny_encoder)) == 0
+    assert "written by another shardgen version" in capsys.readouterr().err
+    assert digests(out) == digests(val_ref)
+    other = {**old, "settings": {**old["settings"], "samples_per_shard": 7}}
+    (out / JOURNAL_NAME).write_text(json.dumps(other))
+    assert main(build_argv(sample_coco, out, tiny_encoder)) == 2
+    assert "samples_per_shard 7 → " in one_line(capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("content", ["", "{garbage", "[1, 2]", "\udcff"])
 def test_garbage_manifest_in_out_is_one_line_naming_it(tmp_path, sample_coco, tiny_encoder, val_ref, capsys,
                                                        content, no_encoding):
