@@ -92,6 +92,15 @@ def _locations(cfg: BuildConfig, output: str) -> list[str]:
     return [str(v) for v in values if v is not None]
 
 
+def _answer(future, mine: dict[str, str]) -> dict[str, Any]:
+    """A node's probe result; a node whose probe takes other arguments runs another toolkit: one line."""
+    try:
+        return future.result()
+    except TypeError as exc:  # its `probe_node` is another version's
+        raise UserError(f"a node runs another shardgen version than this driver's ({mine['toolkit']}): its probe "
+                        f"refused this one's arguments ({exc}); install the same version on every node") from exc
+
+
 def check_nodes(pool: Executor, cfg: BuildConfig, *, output: str, cache_folder: Path | None = None) -> bool:
     """Probe every node of `pool`'s cluster (nothing for executors on this machine); raise UserError naming the
     first node that cannot do the job and why. Returns whether every node sees `cache_folder` as the driver does
@@ -108,10 +117,11 @@ def check_nodes(pool: Executor, cfg: BuildConfig, *, output: str, cache_folder: 
         except OSError:  # not writable here: the caption step says so, in its own words
             token, shared = None, False
     try:
-        found_all = [future.result() for future in pool.each_node(probe_node, _locations(cfg, output), token)]
+        found_all = [_answer(future, mine) for future in pool.each_node(probe_node, _locations(cfg, output), token)]
     finally:
         if token is not None:
             Path(token[0]).unlink(missing_ok=True)
+    shared = shared and bool(found_all)
     for found in found_all:
         shared = shared and found.get("sees_cache", False)
         where = f"node {found['node']}"

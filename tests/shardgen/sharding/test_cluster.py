@@ -132,3 +132,45 @@ def test_a_node_without_the_input_path_is_refused_naming_it(tmp_path):
     assert found["problems"] == [f"{tmp_path / 'not-on-this-node'}: no such file or folder on this node"]
     with pytest.raises(UserError, match="node .* cannot do this build: .*not-on-this-node"):
         probe.check_nodes(_Node(found), _cfg(tmp_path), output=str(tmp_path / "o"))
+
+
+class _Here(_Node):
+    """Nodes that run the probe in this process (they see this machine's files), or none at all."""
+
+    def __init__(self, nodes: int = 1, probe_fn=None) -> None:
+        self.nodes, self.probe_fn = nodes, probe_fn
+
+    def each_node(self, fn, *args):
+        class Done:
+            def __init__(inner, value):
+                inner.value = value
+
+            def result(inner):
+                if isinstance(inner.value, BaseException):
+                    raise inner.value
+                return inner.value
+
+        out = []
+        for _ in range(self.nodes):
+            try:
+                out.append(Done((self.probe_fn or fn)(*args)))
+            except TypeError as exc:
+                out.append(Done(exc))
+        return out
+
+
+def test_the_probe_says_whether_every_node_sees_the_cache_folder(tmp_path):
+    cfg, cache = _cfg(tmp_path), tmp_path / "cache"
+    (tmp_path / "o").mkdir()
+    assert probe.check_nodes(_Here(), cfg, output=str(tmp_path / "o"), cache_folder=cache) is True
+    assert not list(cache.iterdir())  # the token is gone
+    blind = _Here(probe_fn=lambda locations, token=None: probe.probe_node(locations, None))
+    assert probe.check_nodes(blind, cfg, output=str(tmp_path / "o"), cache_folder=cache) is False
+    assert probe.check_nodes(_Here(nodes=0), cfg, output=str(tmp_path / "o"), cache_folder=cache) is False
+
+
+def test_a_node_whose_probe_is_another_versions_is_one_line(tmp_path):
+    old = _Here(probe_fn=lambda locations: probe.probe_node(locations))  # a probe that takes one argument
+    (tmp_path / "o").mkdir()
+    with pytest.raises(UserError, match=r"a node runs another shardgen version .* install the same version on every"):
+        probe.check_nodes(old, _cfg(tmp_path), output=str(tmp_path / "o"), cache_folder=tmp_path / "cache")
