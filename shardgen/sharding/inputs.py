@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from ..config import BuildConfig
 from ..format.digest import file_digests
 from ..format.storage import is_remote, read_bytes, redact
@@ -48,6 +50,9 @@ def load_input(cfg: BuildConfig) -> SplitInput:
         files = {redact(str(f)).rsplit("/", 1)[-1]: _sha256(f) for f in got.index_files}
     provenance = {"kind": got.kind, "location": redact(got.location), "index_files": files}
     records = got.records if isinstance(got.records, Listing) else Listing.from_records(got.records)
+    if len(records) > 1 and not bool(np.all(np.diff(records.image_id) > 0)):  # the contract every source keeps
+        raise ValueError(f"the {got.kind} input listed its images out of id order or one id twice: a bug in its "
+                         "source (sources/inputs.py: records sorted by id, one image per id)")
     return SplitInput(records, got.report, got.source, got.captions_file, got.images, provenance)
 
 

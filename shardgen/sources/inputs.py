@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 class Loaded(NamedTuple):
     """What a build reads: the split's images and captions, what was skipped, and where they came from."""
 
-    records: Any  # a list of ImageRecord sorted by id, or a `listing.Listing` (the build makes one of the list)
+    records: Any  # list[ImageRecord] or a `listing.Listing`, sorted by id, one image per id (the build checks)
     report: Any  # CaptionReport
     source: dict[str, Any] | None  # the manifest's `source`; None for COCO 2014's own train/val (as always)
     captions_file: Any  # the file the captions came from (for messages)

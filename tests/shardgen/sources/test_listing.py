@@ -58,3 +58,22 @@ def test_digests_see_the_captions_split_and_every_column():
         return h.hexdigest()
 
     assert len({whole(a), whole(b), whole(c)}) == 3  # the build identity: where an image is read counts
+
+
+def test_a_source_that_breaks_the_id_order_is_a_bug_with_its_traceback(monkeypatch, tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from shardgen.config import BuildConfig
+    from shardgen.sharding.inputs import load_input
+    from shardgen.sources.coco import CaptionReport
+    from shardgen.sources.inputs import Loaded
+
+    twice = [ImageRecord(5, "a.jpg", Path("/a.jpg"), ("x",)), ImageRecord(5, "b.jpg", Path("/b.jpg"), ("y",))]
+    cfg = BuildConfig(coco_root=tmp_path, split="val", out=tmp_path / "o")
+    kind = cfg.input_kind()
+    monkeypatch.setattr(type(cfg), "input_kind", lambda self: dataclasses.replace(kind,
+        load=lambda c: Loaded(twice, CaptionReport(), None, "f", "i", "test", "l", [])))
+    with pytest.raises(ValueError, match="the test input listed its images out of id order or one id twice"):
+        load_input(cfg)
