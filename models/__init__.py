@@ -13,6 +13,7 @@ from .nets.head import ProjectionHead
 from .nets.image_encoder import ImageEncoder
 from .nets.loss import info_nce_loss
 from .nets.metrics import recall_at_k
+from .training.distributed import auto_device
 
 _TEXT = ("DEFAULT_TEXT_ENCODER", "EncoderLoadError", "TextEncoder")
 
@@ -27,6 +28,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "DEFAULT_TEXT_ENCODER", "CLIPModel", "CheckpointError", "EncoderLoadError", "ImageEncoder", "ProjectionHead",
-    "TextEncoder", "UserError", "WeightsUnavailable", "info_nce_loss", "parameter_counts", "read_curves",
-    "recall_at_k", "write_curves",
+    "TextEncoder", "UserError", "WeightsUnavailable", "auto_device", "info_nce_loss", "parameter_counts",
+    "read_curves", "recall_at_k", "write_curves",
 ]

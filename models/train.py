@@ -33,8 +33,7 @@ from shardgen.config import config_from_options
 from shardgen.format import redact, redact_fields, write_text_atomic
 from shardgen.format.errors import HANDLED, parser_exit_code, report
 
-from .config import (PRECISIONS, RunPlan, TrainConfig, as_sources, layout_changes, plan_run,  # noqa: F401
-                     resumed_plan, shards_text)
+from .config import PRECISIONS, RunPlan, TrainConfig, as_sources, plan_run, resumed_plan, shards_text
 from .errors import UserError
 from .nets.clip import parameter_counts
 from .nets.image_encoder import ARCHS

@@ -56,7 +56,7 @@ def save_png(image: Image.Image, path: Path) -> None:
 def qualitative(model: CLIPModel, emb: dict, *, queries: list[str], query_emb: torch.Tensor | None,
                 n_images: int, unseen: Path | None, out_dir: Path, device: torch.device, transform=None, k: int = 5,
                 warning: str = "", label: str = "shards") -> list[Path]:
-    """The retrieval pictures, named by the shard set they show (`label`: `evaluate.shards_label`). `query_emb` holds
+    """The retrieval pictures, named by the shard set they show (`label`: `runs.results.shards_label`). `query_emb` holds
     the frozen text tower's embeddings of `queries` ([Q, 512]); `transform` turns an unseen PIL image into the
     model's input (the caller's CLIP preprocessing; needed with `unseen`)."""
     written = []

@@ -279,6 +279,7 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
     (every node sees the cache's folder) each task writes its chunk there itself. Returns (`[N, D]` float16 in
     `texts` order — a `.npy` memory-mapped at `into` when given, so the rows never all sit in memory —, the
     truncated texts, random_init)."""
+    # long: one loop that loads, has encoded or encodes each chunk, with the bar that shows the resumed part
     from tqdm.auto import tqdm
 
     from shardgen.text.encoder import TextEncoder

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 import models.train as train_module
 from models.evaluate import evaluate_checkpoint, results_path, shards_label
 from loaders import LoaderConfig
-from models.config import default_loader
+from models.config import default_loader, layout_changes
 from models.train import TrainConfig, config_from_args, main, make_parser, train
 
 from ..helpers import free_port, one_line
@@ -315,5 +315,5 @@ def test_resume_from_a_crafted_checkpoint_is_refused(tmp_path, small_shards, cap
 
 def test_the_resume_line_names_a_world_size_change():
     was = {"world_size": 2, "batch_size": 8, "workers": 2}
-    assert train_module.layout_changes(was, world=1, batch_size=8, workers=2) == ["world size 2 → 1"]
-    assert train_module.layout_changes(was, world=2, batch_size=8, workers=2) == []
+    assert layout_changes(was, world=1, batch_size=8, workers=2) == ["world size 2 → 1"]
+    assert layout_changes(was, world=2, batch_size=8, workers=2) == []
