@@ -13,8 +13,8 @@ import errno
 import json
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ..errors import UserError
@@ -55,16 +55,16 @@ def _holder(path: Path) -> str:
     return text or "another process"
 
 
-def _open_lock(path: Path) -> int:
-    """The lock file's descriptor, locked; retried when the holder removed the file while we waited for it."""
+def _open_lock(path: Path, busy: Callable[[str], str]) -> int:
+    """The lock file's descriptor, locked; retried when the holder removed the file while we waited for it.
+    Held elsewhere: `UserError(busy(who holds it))`."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"{path.parent} is being built by {_holder(path)}; wait for it to finish or use "
-                            f"another --out (if no build is running, delete {path})") from None
+            raise UserError(busy(_holder(path))) from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -74,26 +74,52 @@ def _open_lock(path: Path) -> int:
 
 
 @contextmanager
-def locked_out_dir(out: Path) -> Iterator[None]:
-    """Create `out` if needed and hold its build lock; a folder this call created is removed again if the build
-    leaves it empty (e.g. the text encoder failed to load)."""
-    created = not out.exists()
-    with user_write_errors(out):
-        out.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            fd = None
-        else:
-            fd = _open_lock(out / LOCK_NAME)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+def _held(path: Path, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold the lock file `path` (naming this process in it) until the block ends."""
+    fd = None
+    if fcntl is not None:
+        fd = _open_lock(path, busy)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
     try:
         yield
     finally:
         if fd is not None:
-            (out / LOCK_NAME).unlink(missing_ok=True)  # while still holding it, so no one locks a stale file
+            path.unlink(missing_ok=True)  # while still holding it, so no one locks a stale file
             os.close(fd)
+
+
+@contextmanager
+def locked_out_dir(out: Path) -> Iterator[None]:
+    """Create `out` if needed and hold its build lock; a folder this call created is removed again if the build
+    leaves it empty (e.g. the text encoder failed to load)."""
+    created = not out.exists()
+    lock = out / LOCK_NAME
+    try:
+        with ExitStack() as stack:
+            with user_write_errors(out):
+                out.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(_held(lock, lambda who: f"{out} is being built by {who}; wait for it to finish "
+                                                            f"or use another --out (if no build is running, delete "
+                                                            f"{lock})"))
+            yield
+    finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+
+
+@contextmanager
+def locked_cache(cache: Path) -> Iterator[None]:
+    """Hold the caption cache `cache` for this build (`<cache>.lock`): a second build naming the same
+    `--embeddings-cache` would rewrite the files this one's tasks read."""
+    lock = cache.with_name(cache.name + ".lock")
+    with ExitStack() as stack:
+        with user_write_errors(cache.parent, only_under=True):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_held(lock, lambda who: f"the caption cache {cache} is in use by the build of "
+                                                        f"{who}; wait for it to finish or give this one another "
+                                                        f"--embeddings-cache (if none is running, delete {lock})"))
+        yield
 
 
 @contextmanager

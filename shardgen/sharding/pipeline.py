@@ -36,7 +36,7 @@ from .executors import Executor, Resources, TaskLost, open_executor
 from .finish import assemble_manifest, write_manifest
 from .inputs import SplitInput, absolute_paths, load_input
 from .journal import JOURNAL_NAME, build_identity, load_journal, save_journal
-from .outdir import check_out_dir, locked_out_dir, user_write_errors
+from .outdir import check_out_dir, locked_cache, locked_out_dir, user_write_errors
 from .outputs import Output
 from .probe import check_nodes
 from .shardtask import ShardTask, TaskSummary, run_shard_task
@@ -91,10 +91,10 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[str], None] | None = N
                         f"({split.report.summary()})")
     output = Output.of(cfg)
     check_out_dir(output.work, cfg.dataset_split)
-    with locked_out_dir(output.work), open_executor(cfg.executor, workers=cfg.workers, address=cfg.ray_address,
-                                                     progress=cfg.progress) as pool:
-        cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else \
-            embeddings_cache_path(output.work, cfg.dataset_split)
+    cache = Path(cfg.embeddings_cache) if cfg.embeddings_cache else \
+        embeddings_cache_path(output.work, cfg.dataset_split)
+    with locked_out_dir(output.work), locked_cache(cache), \
+            open_executor(cfg.executor, workers=cfg.workers, address=cfg.ray_address, progress=cfg.progress) as pool:
         shared = check_nodes(pool, cfg, output=output.location, cache_folder=cache.parent)
         log(f"{cfg.dataset_split}: {len(records)} images with captions in {redact(split.images)}")
         emb = _embed_captions(cfg, records, cache, pool, shared=shared)

@@ -292,6 +292,19 @@ def test_garbage_journal_is_ignored_with_a_warning(tmp_path, sample_coco, tiny_e
     assert digests(out) == digests(val_ref)
 
 
+def test_a_caption_cache_another_build_holds_is_one_line_naming_it(tmp_path, sample_coco, tiny_encoder, capsys,
+                                                                   no_encoding):
+    from shardgen.sharding.outdir import locked_cache
+
+    cache = tmp_path / "shared" / "captions.pt"
+    with locked_cache(cache):  # as a build of another folder would, naming the same --embeddings-cache
+        argv = build_argv(sample_coco, tmp_path / "out", tiny_encoder, "--embeddings-cache", str(cache))
+        assert main(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"the caption cache {cache} is in use by the build of pid" in line and "--embeddings-cache" in line
+    assert not (tmp_path / "shared" / "captions.pt.lock").exists()  # released with its holder
+
+
 def test_a_journal_of_an_older_identity_is_rebuilt_when_its_settings_match_and_refused_when_not(
         tmp_path, sample_coco, tiny_encoder, val_ref, capsys):
     out = tmp_path / "out"
