@@ -116,9 +116,10 @@ def locked_cache(cache: Path) -> Iterator[None]:
     with ExitStack() as stack:
         with user_write_errors(cache.parent, only_under=True):
             cache.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(_held(lock, lambda who: f"the caption cache {cache} is in use by the build of "
-                                                        f"{who}; wait for it to finish or give this one another "
-                                                        f"--embeddings-cache (if none is running, delete {lock})"))
+            if os.access(cache.parent, os.W_OK):  # a read-only cache is only read: nothing to hold
+                stack.enter_context(_held(lock, lambda who: f"the caption cache {cache} is in use by the build of "
+                                                            f"{who}; wait for it to finish or give this one another "
+                                                            f"--embeddings-cache (if none is running, delete {lock})"))
         yield
 
 

@@ -39,7 +39,7 @@ from .journal import JOURNAL_NAME, build_identity, load_journal, save_journal
 from .outdir import check_out_dir, locked_cache, locked_out_dir, user_write_errors
 from .outputs import Output
 from .probe import check_nodes
-from .shardtask import ShardTask, TaskSummary, run_shard_task
+from .shardtask import CacheFiles, ShardTask, TaskSummary, run_shard_task
 
 __all__ = ["JOURNAL_NAME", "BuildConfig", "BuildReport", "SplitInput", "build_shards", "load_input"]
 
@@ -95,15 +95,15 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[str], None] | None = N
         embeddings_cache_path(output.work, cfg.dataset_split)
     with locked_out_dir(output.work), locked_cache(cache), \
             open_executor(cfg.executor, workers=cfg.workers, address=cfg.ray_address, progress=cfg.progress) as pool:
-        shared = check_nodes(pool, cfg, output=output.location, cache_folder=cache.parent)
+        cache_shared = check_nodes(pool, cfg, output=output.location, cache_folder=cache.parent)
         log(f"{cfg.dataset_split}: {len(records)} images with captions in {redact(split.images)}")
-        emb = _embed_captions(cfg, records, cache, pool, shared=shared)
+        emb = _embed_captions(cfg, records, cache, output.work, pool, cache_shared=cache_shared)
         fingerprint = encoder_fingerprint(cfg.text_encoder)
         identity = build_identity(cfg, records, fingerprint)
         journal = load_journal(output, cfg.dataset_split, identity, warn=warn)
         with user_write_errors(output.work):
             shards = _write_shards(cfg, records, emb, output, journal=journal, identity=identity,
-                                   on_shard=on_shard, pool=pool, shared=shared)
+                                   on_shard=on_shard, pool=pool, cache_shared=cache_shared)
             if cfg.dali_index and not output.remote:  # resumed shards (or ones from a run without the flag)
                 for entry in shards:
                     if not (output.work / entry["name"]).with_suffix(".idx").is_file():
@@ -116,11 +116,11 @@ def build_shards(cfg: BuildConfig, *, on_shard: Callable[[str], None] | None = N
                        resumed_shards=len(journal))
 
 
-def _embed_captions(cfg: BuildConfig, records: Listing, cache: Path, pool: Executor | None = None, *,
-                    shared: bool = True) -> CaptionEmbeddings:
-    """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew. On a
-    cluster the missing chunks are its tasks, which write them to the cache folder themselves where every node
-    sees it (`shared`)."""
+def _embed_captions(cfg: BuildConfig, records: Listing, cache: Path, work: Path, pool: Executor | None = None, *,
+                    cache_shared: bool = True) -> CaptionEmbeddings:
+    """Every caption's embedding, from the cache where possible; the cache is rewritten when it grew (this
+    listing's order goes to `work` where the cache's folder is read-only). On a cluster the missing chunks are
+    its tasks, which write them to the cache folder themselves where every node sees it (`cache_shared`)."""
     device, submit = _resolve_device(cfg.device), None
     if pool is not None and not pool.runs_here:  # the chunks become the cluster's tasks, on its GPUs if it has any
         device = "cuda" if pool.gpus else "cpu"
@@ -128,7 +128,7 @@ def _embed_captions(cfg: BuildConfig, records: Listing, cache: Path, pool: Execu
     with user_write_errors(cache.parent, only_under=True):  # chunks are written as encoding goes (`embeddings`)
         emb, _ = encode_captions(records, text_encoder=cfg.text_encoder, cache=cache, device=device,
                                  batch_size=cfg.encode_batch_size, progress=cfg.progress, submit=submit,
-                                 tasks_write=shared)
+                                 tasks_write=cache_shared, scratch=work)
     return emb
 
 
@@ -137,12 +137,13 @@ def _submit_encoding(pool: Executor, resources: Resources, fn: Callable, *args):
 
 
 def iter_tasks(cfg: BuildConfig, records: Listing, emb: CaptionEmbeddings, out: str, *, start: int,
-               rows_here: bool = True, slots: int = 1) -> Iterator[ShardTask]:
+               cache_shared: bool = True, slots: int = 1) -> Iterator[ShardTask]:
     """The plan after `start`: ranges of `samples_per_shard` input records (a slice of the listing each), whose
-    tasks read their captions' rows from the cache's files when they run on this machine (`rows_here`), else
-    receive them. A plan of fewer ranges than `slots` gives each task the idle slots as image threads."""
+    tasks read their captions' rows from the cache's files where they see them (`cache_shared`), else receive
+    them. A plan of fewer ranges than `slots` gives each task the idle slots as image threads."""
     n = cfg.samples_per_shard
-    files = (str(emb.rows_file), str(emb.order_file)) if rows_here and emb.order_file is not None else None
+    files = CacheFiles(str(emb.rows_file), str(emb.order_file)) if cache_shared and emb.order_file is not None \
+        else None
     threads = max(1, min(MAX_TASK_THREADS, slots // max(1, -(-(len(records) - start) // n))))
     for first in range(start, len(records), n):
         c0, c1 = int(records.first_caption[first]), int(records.first_caption[min(first + n, len(records))])
@@ -174,7 +175,7 @@ def _result(task: ShardTask, future) -> tuple[ShardTask, TaskSummary]:
 
 def _write_shards(cfg: BuildConfig, records: Listing, emb: CaptionEmbeddings, output: Output, *,
                   journal: list[dict], identity: dict, on_shard: Callable[[str], None] | None,
-                  pool: Executor, shared: bool = True) -> list[dict]:
+                  pool: Executor, cache_shared: bool = True) -> list[dict]:
     """Write the shards after the journaled ones through shard tasks; returns every shard's journal entry."""
     from tqdm.auto import tqdm
 
@@ -184,7 +185,7 @@ def _write_shards(cfg: BuildConfig, records: Listing, emb: CaptionEmbeddings, ou
     output.remove_unjournaled(cfg.dataset_split, kept={e["name"] for e in shards})
     bar = tqdm(total=len(records), initial=start, desc=f"pack {cfg.dataset_split}", unit="img",
                disable=not cfg.progress)
-    tasks = iter_tasks(cfg, records, emb, output.location, start=start, rows_here=shared,
+    tasks = iter_tasks(cfg, records, emb, output.location, start=start, cache_shared=cache_shared,
                        slots=pool.capacity if pool.runs_here else 1)
     for task, summary in _in_order(pool, tasks):
         bar.update(len(task.listing))

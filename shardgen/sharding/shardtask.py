@@ -23,13 +23,20 @@ from typing import NamedTuple
 import numpy as np
 
 from ..config import BuildConfig
-from ..errors import BadImage
+from ..errors import BadImage, UserError
 from ..format import Sample, schema
 from ..format.storage import join
 from ..sources.record import ImageRecord
 from ..sources.listing import Listing
 from .pack import Prepared, iter_shard_batches, preprocess_records
 from .writer import write_shard
+
+
+class CacheFiles(NamedTuple):
+    """The caption cache's files a task reads its rows from (`text.cache`): the rows, and the listing's order."""
+
+    rows: str
+    order: str
 
 
 class ShardTask(NamedTuple):
@@ -41,8 +48,7 @@ class ShardTask(NamedTuple):
     rows: np.ndarray | None  # its captions' embeddings in listing order, [n_captions, D] float16; None: read here
     out: str  # the output folder: a local path or a URL
     cfg: BuildConfig
-    cache_files: tuple[str, str] | None = None  # with `rows` None: the caption cache's rows and order files
-    #                                             (`text.cache`), read here from the range's first caption on
+    cache_files: CacheFiles | None = None  # with `rows` None: read here, from the range's first caption on
     first_caption: int = 0  # the range's first caption's index in the build's listing
     threads: int = 1  # image threads in this task (more than 1 only when the plan has fewer ranges than slots)
 
@@ -70,10 +76,14 @@ def to_sample(rec: ImageRecord, img, rows: np.ndarray) -> Sample:
 
 def _read_rows(task: ShardTask) -> np.ndarray:
     """The range's caption embeddings, read from the memory-mapped cache: only the rows its captions need."""
-    rows_file, order_file = task.cache_files
-    order = np.load(order_file, mmap_mode="r", allow_pickle=False)
+    files = task.cache_files
+    order = np.load(files.order, mmap_mode="r", allow_pickle=False)
     index = np.asarray(order[task.first_caption:task.first_caption + task.listing.n_captions])
-    return np.load(rows_file, mmap_mode="r", allow_pickle=False)[index]
+    table = np.load(files.rows, mmap_mode="r", allow_pickle=False)
+    if len(index) != task.listing.n_captions or (len(index) and int(index.max()) >= len(table)):
+        raise UserError(f"{files.order}: the caption cache changed under this build (its order file has no rows "
+                        f"for input records {task.first}..{task.first + len(task.listing) - 1}); rerun it")
+    return table[index]
 
 
 def run_shard_task(task: ShardTask) -> TaskSummary:

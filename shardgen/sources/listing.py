@@ -90,9 +90,6 @@ class StringsBuilder:
             self._lengths.append(np.fromiter(map(len, self._texts), np.int64, len(self._texts)))
             self._texts = []
 
-    def __len__(self) -> int:
-        return sum(map(len, self._lengths)) + len(self._texts)
-
     def build(self) -> Strings:
         """The texts so far; the builder lets go of its pieces (it is empty after)."""
         self._flush()

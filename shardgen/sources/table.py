@@ -26,7 +26,7 @@ import json
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,8 +37,6 @@ from .coco import CaptionReport, clean_caption, is_text, printable, valid_id
 from .inputs import InputSpec, Loaded
 from .listing import Listing, Strings, StringsBuilder
 from .roots import as_root, check_root, read_input, relative_name
-
-T = TypeVar("T")
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 MAX_LINE_BYTES = 1 << 20  # a JSONL row is a few hundred bytes; a longer line is refused before it is held whole
@@ -114,10 +112,19 @@ def _rows_parquet(fh, name: str) -> tuple[list[str] | None, Iterator[dict]]:
             from None
 
     try:
-        table = pq.read_table(fh)
+        parquet = pq.ParquetFile(fh)
+        columns = list(parquet.schema_arrow.names)
     except pyarrow.ArrowException as exc:
         raise UserError(f"{name}: not a readable parquet file ({exc})".splitlines()[0]) from None
-    return list(table.column_names), (row for batch in table.to_batches() for row in batch.to_pylist())
+
+    def rows() -> Iterator[dict]:  # a batch at a time: the file is never held whole as Python rows
+        try:
+            for batch in parquet.iter_batches(batch_size=1 << 16):
+                yield from batch.to_pylist()
+        except pyarrow.ArrowException as exc:
+            raise UserError(f"{name}: not a readable parquet file ({exc})".splitlines()[0]) from None
+
+    return columns, rows()
 
 
 def _missing_columns(name: str, columns: list[str], required: tuple[str, ...]) -> None:
@@ -128,22 +135,22 @@ def _missing_columns(name: str, columns: list[str], required: tuple[str, ...]) -
                         f"{' and '.join(map(repr, required))} (others name them: --image-column, --caption-column)")
 
 
-def read_table(path: str | Path, required: tuple[str, ...], consume: Callable[[Iterator[dict]], T],
-               ) -> tuple[list[str], T]:
-    """(column names, `consume(rows)`) of a table file, its rows streamed to `consume` one at a time (a dict
-    each); `UserError` when it cannot be read or lacks a `required` column."""
+def read_table(path: str | Path, required: tuple[str, ...], consume: Callable[[Iterator[dict]], None]) -> list[str]:
+    """The column names of a table file, its rows streamed to `consume` one at a time (a dict each); `UserError`
+    when it cannot be read or lacks a `required` column."""
     reader = {".jsonl": _rows_jsonl, ".csv": _rows_csv, ".parquet": _rows_parquet}[table_format(path)]
     name = redact(str(path))
 
-    def parse(fh) -> tuple[list[str], T]:
+    def parse(fh) -> list[str]:
         columns, rows = reader(fh, name)
         if columns is not None:  # known before the rows: checked before any is read
             _missing_columns(name, columns, required)
-            return columns, consume(rows)
+            consume(rows)
+            return columns
         seen: dict[str, None] = {}
-        result = consume(_noting_keys(rows, seen))
+        consume(_noting_keys(rows, seen))
         _missing_columns(name, list(seen), required)
-        return list(seen), result
+        return list(seen)
 
     try:
         return read_input(path, "captions table", parse)
@@ -297,7 +304,7 @@ def load_table(path: str | Path, image_root: str | Path, split: str | None, *, i
         for row in rows:
             images.add(row)
 
-    columns, _ = read_table(path, (cols.image, cols.caption), consume)
+    columns = read_table(path, (cols.image, cols.caption), consume)
     if split is not None and cols.split not in columns:
         raise UserError(f"{name}: --split {split} needs a {cols.split!r} column (columns: "
                         f"{', '.join(map(str, columns[:10]))})")

@@ -6,12 +6,15 @@ and rebuilds reuse it. A rebuild encodes only texts the cache lacks, and loads n
 missing.
 
 Beside the `.pt` lie what a build reads instead of it, none of it pickled: `<cache>.rows.npy` (the embeddings,
-`[R, D]` float16), `<cache>.order.npy` (int64, the row of each caption of the listing the cache last served, in
-the listing's order), `<cache>.truncated.npy` (those captions, by index, encoded from their first 77 tokens) and
-`<cache>.order.key` (JSON: what they were made for: the encoder's fingerprint and the listing's captions' sha256). A
-warm rebuild of the same listing reads only the JSON and memory-maps the rest: the driver holds no caption text
-and no embedding, and a shard task reads the rows of its own captions (`CaptionEmbeddings`). Any other listing
-(another input, `--limit`, a cache from before these files) reads the `.pt` once and writes them again.
+`[R, D]` float16) and, for each listing it served (an input, or a `--limit` of it), `<cache>.order-<h>.npy`
+(int64, the row of each of its captions, in its order), `<cache>.order-<h>.truncated.npy` (those captions, by
+index, encoded from their first 77 tokens) and `<cache>.order-<h>.key` (JSON, written last: the encoder's
+fingerprint, the captions' sha256 whose first 16 digits are `<h>`, and the size, mtime and inode of the rows file
+it was made for, so a rewritten rows file makes every key stale). A warm rebuild of the same listing reads only
+the key and memory-maps the rest: the driver holds no caption text and no embedding, and a shard task reads the
+rows of its own captions (`CaptionEmbeddings`). Any other listing reads the `.pt` once and writes its own files;
+where the cache's folder is read-only they go to the build's folder. A build holds `<cache>.lock` while it runs
+(`sharding.outdir.locked_cache`), so two builds never rewrite one cache under each other.
 
 Encoding survives interrupts: the missing texts are sorted by token length and cut into chunks of
 `ENCODE_CHUNK` captions; each finished chunk is written at once (`.npy`, atomically) to a folder next to the cache
@@ -25,6 +28,7 @@ rows into `<cache>.rows.partial.npy` as it finishes, which becomes the rows file
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -33,6 +37,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -57,7 +62,7 @@ class CaptionEmbeddings:
     order: np.ndarray  # int64 [C]: each caption's row, in the listing's order
     truncated: np.ndarray  # int64: the captions (indices into the listing's) longer than 77 tokens
     rows_file: Path | None = None  # `table`'s file (`rows_path`)
-    order_file: Path | None = None  # `order`'s file (`order_path`)
+    order_file: Path | None = None  # `order`'s file (`listing_files(...).order`)
 
     @property
     def width(self) -> int:
@@ -74,22 +79,29 @@ def rows_path(cache: Path) -> Path:
     return cache.with_name(cache.name + ".rows.npy")
 
 
-def order_path(cache: Path) -> Path:
-    """Each caption's row for the listing the cache last served (`<cache>.order.npy`; `.order.key` says which)."""
-    return cache.with_name(cache.name + ".order.npy")
+class ListingFiles(NamedTuple):
+    """Where the cache keeps one listing's view of it (`<cache>.order-<its captions' sha256, 16 digits>.*`)."""
+
+    order: Path  # int64 [C]: each caption's row of the rows file, in the listing's order
+    truncated: Path  # int64: the captions (indices) encoded from their first 77 tokens
+    key: Path  # JSON: the encoder's fingerprint, the captions' sha256, the rows file it was made for; written last
 
 
-def _meta_path(cache: Path) -> Path:
-    return cache.with_name(cache.name + ".order.key")
+def listing_files(folder: Path, cache: Path, digest: str) -> ListingFiles:
+    """The files of the listing whose captions' sha256 is `digest`, for `cache`, in `folder`."""
+    stem = f"{cache.name}.order-{digest[:16]}"
+    return ListingFiles(folder / f"{stem}.npy", folder / f"{stem}.truncated.npy", folder / f"{stem}.key")
+
+
+def _stamp(path: Path) -> list[int]:
+    """What tells a rewritten rows file from the one a key was made for."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def _partial_rows(cache: Path) -> Path:
     """Where a cold cache's rows are written as their chunks are encoded, before the `.pt` is whole."""
     return cache.with_name(cache.name + ".rows.partial.npy")
-
-
-def _truncated_path(cache: Path) -> Path:
-    return cache.with_name(cache.name + ".truncated.npy")
 
 
 def _save_rows(path: Path, rows: np.ndarray) -> None:
@@ -109,43 +121,56 @@ def _load_rows(path: Path, shape: tuple[int, ...], dtype=np.float16) -> np.ndarr
     return rows if rows.dtype == dtype and rows.shape == shape else None
 
 
-def _load_warm(cache: Path, text_encoder: str, fingerprint: str, listing: Listing) -> CaptionEmbeddings | None:
-    """The cache's files for this very listing (its captions' sha256 and the encoder's fingerprint as recorded),
-    memory-mapped; None when any is missing, stale or not whole."""
-    try:
-        meta = json.loads(_meta_path(cache).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint \
-            or meta.get("captions_sha256") != listing.captions_digest():
-        return None
-    try:
-        rows_shape = (int(meta["rows"]), int(meta["width"]))
-        truncated = np.load(_truncated_path(cache), allow_pickle=False)
-    except (KeyError, TypeError, ValueError, OSError, EOFError):
-        return None
-    table = _load_rows(rows_path(cache), rows_shape)
-    order = _load_rows(order_path(cache), (listing.n_captions,), np.int64)
-    if table is None or order is None or truncated.dtype != np.int64:
-        return None
-    return CaptionEmbeddings(text_encoder, bool(meta.get("random_init")), table, order, truncated,
-                             rows_path(cache), order_path(cache))
+def _load_warm(cache: Path, text_encoder: str, fingerprint: str, listing: Listing,
+               folders: tuple[Path, ...]) -> CaptionEmbeddings | None:
+    """The cache's files for this very listing (its captions' sha256, the encoder's fingerprint and the rows file
+    as its key recorded them), memory-mapped, from the first of `folders` holding them; None when none is whole
+    and current."""
+    digest = listing.captions_digest()
+    for folder in folders:
+        files = listing_files(folder, cache, digest)
+        try:
+            meta = json.loads(files.key.read_text())
+            current = isinstance(meta, dict) and meta.get("fingerprint") == fingerprint \
+                and meta.get("captions_sha256") == digest and meta.get("rows_file") == _stamp(rows_path(cache))
+            rows_shape = (int(meta["rows"]), int(meta["width"])) if current else None
+            truncated = np.load(files.truncated, allow_pickle=False) if current else None
+        except (OSError, ValueError, KeyError, TypeError, EOFError):
+            continue
+        if rows_shape is None or truncated.dtype != np.int64 or truncated.ndim != 1:
+            continue
+        table = _load_rows(rows_path(cache), rows_shape)
+        order = _load_rows(files.order, (listing.n_captions,), np.int64)
+        if table is not None and order is not None:
+            return CaptionEmbeddings(text_encoder, bool(meta.get("random_init")), table, order, truncated,
+                                     rows_path(cache), files.order)
+    return None
 
 
 def _save_order(cache: Path, listing: Listing, row: dict[str, int], truncated: set[str], *, shape: tuple[int, int],
-                fingerprint: str, random_init: bool) -> None:
-    """Write what `_load_warm` reads for `listing` (its JSON last: the files it names are whole by then)."""
+                fingerprint: str, random_init: bool, folders: tuple[Path, ...]) -> None:
+    """Write what `_load_warm` reads for `listing`, its key last (the files it names are whole by then), in the
+    first of `folders` that takes them (a read-only cache folder leaves them to the build's own)."""
     from ..format import open_atomic
 
+    digest = listing.captions_digest()
     order = np.fromiter((row[c] for c in listing.captions), np.int64, listing.n_captions)
     cut = np.fromiter((k for k, c in enumerate(listing.captions) if c in truncated), np.int64) if truncated \
         else np.zeros(0, np.int64)
-    _save_rows(order_path(cache), order)
-    _save_rows(_truncated_path(cache), cut)
-    meta = {"fingerprint": fingerprint, "captions_sha256": listing.captions_digest(), "rows": shape[0],
-            "width": shape[1], "random_init": random_init}
-    with open_atomic(_meta_path(cache)) as fh:
-        fh.write(json.dumps(meta).encode())
+    meta = {"fingerprint": fingerprint, "captions_sha256": digest, "rows": shape[0], "width": shape[1],
+            "random_init": random_init, "rows_file": _stamp(rows_path(cache))}
+    for i, folder in enumerate(folders):
+        files = listing_files(folder, cache, digest)
+        try:
+            files.key.unlink(missing_ok=True)  # no key names files half rewritten
+            _save_rows(files.order, order)
+            _save_rows(files.truncated, cut)
+            with open_atomic(files.key) as fh:
+                fh.write(json.dumps(meta).encode())
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or i == len(folders) - 1:
+                raise
 
 
 _FINGERPRINTS: dict[tuple, str] = {}  # (folder, each file's name, size, mtime) → fingerprint: hashed once a process
@@ -196,7 +221,7 @@ def _save_cache(path: Path, listing: Listing, *, text_encoder: str, fingerprint:
     }
     needed = data["embeddings"].numel() * data["embeddings"].element_size() + sum(map(len, texts))
     save_torch_atomic(data, path, needed_bytes=needed)  # a full disk: OSError(ENOSPC), no .tmp left
-    if isinstance(table, np.memmap) and Path(table.filename) == _partial_rows(path):  # written as encoded
+    if isinstance(table, np.memmap) and Path(table.filename).resolve() == _partial_rows(path).resolve():
         os.replace(_partial_rows(path), rows_path(path))
     else:
         _save_rows(rows_path(path), table)
@@ -222,13 +247,7 @@ def _load_chunk(path: Path, rows: int, width: int) -> np.ndarray | None:
 
 
 def _save_chunk(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _save_rows(path, arr)  # atomically: a chunk is whole or absent
 
 
 _WORKER_ENCODERS: dict[tuple[str, str], object] = {}  # in a Ray worker: the tower, loaded once per process
@@ -251,6 +270,19 @@ def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_siz
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     _save_chunk(Path(path), arr)
     return None
+
+
+def _allocated_rows(path: Path, shape: tuple[int, int]) -> np.memmap:
+    """A `.npy` of float16 rows at `path`, memory-mapped for writing, its blocks allocated first: a full disk is
+    an OSError (ENOSPC) here, not a SIGBUS when a mapped page is first written."""
+    rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # a file system without it
+                raise
+    return rows
 
 
 TOKENIZE_SLICE = 1 << 16  # texts tokenized at once: their lists of ints live only that long
@@ -309,8 +341,7 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
         s: submit(encode_chunk, text_encoder, device, ids_of(order[s:s + chunk]), batch_size,
                   str(chunk_file(s)) if tasks_write else None)
         for s in starts if s not in done}
-    out = np.empty((len(texts), width), np.float16) if into is None else \
-        np.lib.format.open_memmap(into, mode="w+", dtype=np.float16, shape=(len(texts), width))
+    out = np.empty((len(texts), width), np.float16) if into is None else _allocated_rows(into, (len(texts), width))
     for s in starts:
         idx = order[s:s + chunk]
         arr = done.get(s)
@@ -336,12 +367,15 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
 # long: the warm path, then the cache's texts, the missing ones encoded, and the files a warm rebuild reads
 def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device: str = "cpu",
                     batch_size: int = 256, progress: bool = False, chunk: int = ENCODE_CHUNK,
-                    submit: Callable | None = None, tasks_write: bool = False) -> tuple[CaptionEmbeddings, bool]:
+                    submit: Callable | None = None, tasks_write: bool = False,
+                    scratch: Path | None = None) -> tuple[CaptionEmbeddings, bool]:
     """Embeddings for every caption of `listing`, from the cache where possible (missing ones encoded, on
     `submit`'s tasks when given). Returns (embeddings, whether the `.pt` was written). The result is always the
-    cache's files memory-mapped (see the module docstring): a warm rebuild of the same listing reads no caption."""
+    cache's files memory-mapped (see the module docstring): a warm rebuild of the same listing reads no caption.
+    `scratch`: a folder of the build's own for the listing's order when the cache's folder is read-only."""
     fingerprint = encoder_fingerprint(text_encoder)
-    warm = _load_warm(cache, text_encoder, fingerprint, listing)
+    folders = (cache.parent,) + ((scratch,) if scratch is not None and scratch != cache.parent else ())
+    warm = _load_warm(cache, text_encoder, fingerprint, listing, folders)
     if warm is not None:
         return warm, False
     texts = list(dict.fromkeys(listing.captions))
@@ -356,8 +390,8 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
         table = cached["embeddings"]
         truncated = set(cached["truncated"])
     missing = [t for t in texts if t not in row]
-    cache.parent.mkdir(parents=True, exist_ok=True)
     if missing or table is None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
         if table is None:  # a cold cache: `missing` is `texts`, in order; the rows go straight to a file
             table, cut, random_init = (encode_resumable(
                 missing, text_encoder=text_encoder, fingerprint=fingerprint, cache=cache, device=device,
@@ -377,7 +411,8 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
     elif _load_rows(rows_path(cache), tuple(table.shape)) is None:  # a cache from before its rows file
         _save_rows(rows_path(cache), table.to(torch.float16).numpy())
     _save_order(cache, listing, row, truncated, shape=tuple(table.shape), fingerprint=fingerprint,
-                random_init=random_init)
-    warm = _load_warm(cache, text_encoder, fingerprint, listing)
-    assert warm is not None, "the cache's files were just written"
+                random_init=random_init, folders=folders)
+    warm = _load_warm(cache, text_encoder, fingerprint, listing, folders)
+    if warm is None:
+        raise RuntimeError(f"{cache}: the files just written for this listing do not read back")
     return warm, bool(missing) or not texts

@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import shardgen.text.cache as cache_module
 from shardgen.sources.record import ImageRecord
 from shardgen.sources.listing import Listing
-from shardgen.text.cache import CaptionEmbeddings, encode_captions, order_path
+from shardgen.text.cache import CaptionEmbeddings, encode_captions, listing_files
 
 
 def _listing(captions: list[tuple[str, ...]]) -> Listing:
@@ -52,7 +53,7 @@ def test_another_listing_is_matched_through_the_pt_once(tmp_path, tiny_encoder, 
     got, written = encode_captions(part, text_encoder=str(tiny_encoder), cache=cache)
     assert not written and got.order.tolist() == [1, 2]
     assert np.array_equal(got.rows(0, 2), first.rows(2, 4))
-    order_path(cache).write_bytes(b"torn")  # a damaged order file is made again, not trusted
+    listing_files(tmp_path, cache, part.captions_digest()).order.write_bytes(b"torn")  # made again, not trusted
     again, _ = encode_captions(part, text_encoder=str(tiny_encoder), cache=cache)
     assert np.array_equal(again.rows(0, 2), first.rows(2, 4))
 
@@ -76,3 +77,71 @@ def test_a_cold_cache_writes_its_rows_as_encoded_and_new_texts_join_a_warm_one(t
     fresh, _ = encode_captions(grown, text_encoder=str(tiny_encoder), cache=tmp_path / "fresh.pt")
     assert written and got.order.tolist() == list(range(5))  # the .pt now holds this listing's texts, in order
     assert np.allclose(got.rows(0, 5).astype(np.float32), fresh.rows(0, 5).astype(np.float32), atol=2e-3)
+
+
+def test_a_key_never_vouches_for_rows_another_encoder_wrote(tmp_path, tiny_encoder, monkeypatch):
+    """Encoder A warm; encoder B's cold encoding replaces the rows and is killed before writing its own key: a
+    rebuild with A must not take B's rows for A's (the key names the rows file it was made for)."""
+    import shutil
+
+    other = tmp_path / "other-encoder"
+    shutil.copytree(tiny_encoder, other)
+    (other / "config.json").write_text((other / "config.json").read_text() + " ")  # another fingerprint
+    listing = _listing([("a red circle", "a dog"), ("sky at night",)])
+    cache = tmp_path / "c.pt"
+    a, _ = encode_captions(listing, text_encoder=str(tiny_encoder), cache=cache)
+    want = np.array(a.rows(0, 3))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_module, "_save_order", killed)
+    with pytest.raises(KeyboardInterrupt):
+        encode_captions(listing, text_encoder=str(other), cache=cache)
+    monkeypatch.undo()
+    again, written = encode_captions(listing, text_encoder=str(tiny_encoder), cache=cache)
+    assert written  # A's rows were gone: encoded again, not B's taken
+    assert np.array_equal(again.rows(0, 3), want)
+
+
+def test_a_read_only_cache_folder_keeps_a_new_listings_order_in_the_builds_folder(tmp_path, tiny_encoder,
+                                                                                    monkeypatch):
+    import errno
+
+    shared, scratch = tmp_path / "shared", tmp_path / "build"
+    shared.mkdir(), scratch.mkdir()
+    full = _listing([("a red circle", "a dog"), ("sky at night",)])
+    encode_captions(full, text_encoder=str(tiny_encoder), cache=shared / "c.pt")
+    before = sorted(p.name for p in shared.iterdir())
+    real = cache_module._save_rows
+
+    def read_only(path, rows):  # a team's cache on a read-only mount (root ignores a folder's mode)
+        if Path(path).parent == shared:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real(path, rows)
+
+    monkeypatch.setattr(cache_module, "_save_rows", read_only)
+    got, written = encode_captions(full[1:2], text_encoder=str(tiny_encoder), cache=shared / "c.pt", scratch=scratch)
+    assert not written and sorted(p.name for p in shared.iterdir()) == before
+    assert got.order_file.parent == scratch and got.order.tolist() == [2]
+    again, _ = encode_captions(full[1:2], text_encoder=str(tiny_encoder), cache=shared / "c.pt", scratch=scratch)
+    assert again.order_file == got.order_file  # found there next time
+
+
+def test_a_full_disk_while_a_cold_cache_grows_is_an_oserror_not_a_sigbus(tmp_path, tiny_encoder, monkeypatch):
+    import errno
+    import os
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError) as caught:
+        encode_captions(_listing([("a dog",)]), text_encoder=str(tiny_encoder), cache=tmp_path / "c.pt")
+    assert caught.value.errno == errno.ENOSPC
+
+
+def test_a_relative_cache_path_moves_its_rows_into_place(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    encode_captions(_listing([("a dog",), ("sky",)]), text_encoder=str(tiny_encoder), cache=Path("rel") / "c.pt")
+    assert (tmp_path / "rel" / "c.pt.rows.npy").is_file() and not list((tmp_path / "rel").glob("*.partial*"))
