@@ -192,7 +192,9 @@ class _Images:
     each row is checked as `coco.py` checks annotations, its caption kept in row order with its image's number.
 
     A JSONL table names its columns row by row, so whether it has ids is known at its end: a row without one is
-    kept provisionally and, when another row had an id, counted `bad_image_id` then."""
+    kept provisionally and, when another row had an id, counted `bad_image_id` then, in its place among the
+    table's rows (as the same table in parquet, its cells null, counts it). A problem row is noted with where it
+    stands: after `position` kept captions, the table's row `number`."""
 
     def __init__(self, cols: TableColumns, root: Path | str, name: str, split: str | None, report: CaptionReport):
         self.cols, self.root, self.name, self.split, self.report = cols, root, name, split, report
@@ -203,7 +205,9 @@ class _Images:
         self.row_image = array("q")  # per kept caption: its image's number
         self.row_has_id = array("b")
         self.captions = StringsBuilder()
-        self.deferred: dict[str, list[str]] = {}  # caption problems of rows without an id (see the docstring)
+        self.deferred: list[tuple[int, int, str, str]] = []  # (position, number, problem, image) of rows without
+        #                                                        an id whose caption is no text (see the docstring)
+        self.bad_ids: list[tuple[int, int, str]] = []  # (position, number, what is counted) of rows with a bad id
         self.rows = 0
 
     def add(self, row: dict) -> None:
@@ -219,8 +223,8 @@ class _Images:
         has_id = cols.image_id in row
         id_ = image_id(row[cols.image_id]) if has_id else -1
         if id_ is None:
-            self.report.problems["bad_image_id"].append(printable(f"{image} ({cols.image_id} "
-                                                                  f"{row.get(cols.image_id)!r:.40})"))
+            self.bad_ids.append((len(self.row_image), self.rows, printable(f"{image} ({cols.image_id} "
+                                                                           f"{row.get(cols.image_id)!r:.40})")))
             return
         i = self.index.setdefault(image, len(self.index))
         if i == len(self.ids):
@@ -235,16 +239,32 @@ class _Images:
             self.with_id[i] += 1
         else:
             self.without_id[i] += 1
-        problems = self.report.problems if has_id else self.deferred
         caption = row.get(cols.caption)
-        if not is_text(caption):
-            problems.setdefault("caption_not_text", []).append(image)
-        elif not (text := clean_caption(caption)):
-            problems.setdefault("empty_caption", []).append(image)
+        problem = "caption_not_text" if not is_text(caption) else \
+            "empty_caption" if not (text := clean_caption(caption)) else None
+        if problem is not None and has_id:
+            self.report.problems[problem].append(image)
+        elif problem is not None:
+            self.deferred.append((len(self.row_image), self.rows, problem, image))
         else:
             self.captions.append(text)
             self.row_image.append(i)
             self.row_has_id.append(has_id)
+
+    def _count_rows_without_ids(self, names: np.ndarray, row_image: np.ndarray, has_ids: bool) -> None:
+        """Count the problem rows, in table order: where the table has ids, a row without one is `bad_image_id`
+        (merged by position with the rows whose id was bad); else a caption problem under its reason."""
+        if not has_ids:  # (no row had the id column, so none had a bad id)
+            for _, _, problem, image in self.deferred:
+                self.report.problems[problem].append(image)
+            return
+        last = len(self.row_image) + self.rows + 1  # after every noted row at the same position
+        counted = self.bad_ids + [(position, number, f"{image} ({self.cols.image_id} None)")
+                                  for position, number, _, image in self.deferred]
+        counted += [(int(k), last, f"{names[row_image[k]]} ({self.cols.image_id} None)")
+                    for k in np.flatnonzero(np.frombuffer(self.row_has_id, np.int8) == 0)]
+        if counted:
+            self.report.problems["bad_image_id"].extend(text for *_, text in sorted(counted))
 
     def listing(self, has_ids: bool) -> Listing:
         """The images, sorted by id (with no id column: by their rank in the sorted list of names), each with its
@@ -253,14 +273,7 @@ class _Images:
         self.index = {}
         row_image = np.frombuffer(self.row_image, np.int64)
         kept = np.flatnonzero(np.frombuffer(self.row_has_id, np.int8)) if has_ids else np.arange(len(row_image))
-        if has_ids:
-            for reason, images in self.deferred.items():  # rows without an id, where the table has ids
-                self.report.problems["bad_image_id"].extend(f"{image} ({self.cols.image_id} None)" for image in images)
-            for i in row_image[np.frombuffer(self.row_has_id, np.int8) == 0]:
-                self.report.problems["bad_image_id"].append(f"{names[i]} ({self.cols.image_id} None)")
-        else:
-            for reason, images in self.deferred.items():
-                self.report.problems[reason].extend(images)
+        self._count_rows_without_ids(names, row_image, has_ids)
         entered = np.frombuffer(self.with_id if has_ids else self.without_id, np.int64) > 0
         by_name = np.argsort(names, kind="stable")
         ids = np.frombuffer(self.ids, np.int64).copy()

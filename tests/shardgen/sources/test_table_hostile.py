@@ -218,3 +218,19 @@ def test_an_input_file_over_its_cap_is_refused_local_before_reading_remote_once_
         with open_input(f"{srv.url}/t.jsonl", "captions table", max_bytes=1000) as fh, \
                 pytest.raises(UserError, match=r"t.jsonl: captions table holds more than the 1000 bytes"):
             fh.read()
+
+
+def test_rows_without_an_id_are_counted_in_row_order_as_a_parquet_with_nulls_counts_them(tmp_path):
+    """A JSONL row that leaves out `image_id` is known to lack it only once the table is read; it is counted where
+    it stands among the table's rows, so the manifest lists the same files as the same table in parquet (nulls)."""
+    rows = [{"image": "a.jpg", "caption": "kept", "image_id": "1"}, {"image": "b.jpg", "caption": "no id"},
+            {"image": "c.jpg", "caption": "bad id", "image_id": "x"}, {"image": "d.jpg", "caption": " "},
+            {"image": "a.jpg", "caption": "no id either"}, {"image": "e.jpg", "caption": None},
+            {"image": "f.jpg", "caption": "an id", "image_id": "2"}]
+    jsonl = load_table(write_table(rows, tmp_path / "t.jsonl"), tmp_path, None)
+    parquet = load_table(write_table([{"image_id": None, **row} for row in rows], tmp_path / "t.parquet"), tmp_path,
+                         None)
+    assert [name.split(" ")[0] for name in jsonl.report.problems["bad_image_id"]] == \
+        ["b.jpg", "c.jpg", "d.jpg", "a.jpg", "e.jpg"]
+    assert dict(jsonl.report.problems) == dict(parquet.report.problems)
+    assert [(r.image_id, r.captions) for r in jsonl.records] == [(1, ("kept",)), (2, ("an id",))]
