@@ -259,9 +259,9 @@ class _Images:
                 self.report.problems[problem].append(image)
             return
         last = len(self.row_image) + self.rows + 1  # after every noted row at the same position
-        counted = self.bad_ids + [(position, number, f"{image} ({self.cols.image_id} None)")
+        counted = self.bad_ids + [(position, number, printable(f"{image} ({self.cols.image_id} None)"))
                                   for position, number, _, image in self.deferred]
-        counted += [(int(k), last, f"{names[row_image[k]]} ({self.cols.image_id} None)")
+        counted += [(int(k), last, printable(f"{names[row_image[k]]} ({self.cols.image_id} None)"))
                     for k in np.flatnonzero(np.frombuffer(self.row_has_id, np.int8) == 0)]
         if counted:
             self.report.problems["bad_image_id"].extend(text for *_, text in sorted(counted))
