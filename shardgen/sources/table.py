@@ -212,8 +212,8 @@ class _Images:
 
     def add(self, row: dict) -> None:
         cols = self.cols
-        if self.split is not None and str(row.get(cols.split)) != self.split:
-            return
+        if self.split is not None and ((tag := row.get(cols.split)) is None or str(tag) != self.split):
+            return  # (a null tag is no split, not one named "None")
         self.rows += 1
         given = row.get(cols.image)
         image = relative_name(given, self.root)

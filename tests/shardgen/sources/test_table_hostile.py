@@ -235,3 +235,11 @@ def test_rows_without_an_id_are_counted_in_row_order_as_a_parquet_with_nulls_cou
     assert jsonl.report.problems["bad_image_id"][4].startswith("e\n\u202e.jpg")
     assert dict(jsonl.report.problems) == dict(parquet.report.problems)
     assert [(r.image_id, r.captions) for r in jsonl.records] == [(1, ("kept",)), (2, ("an id",))]
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".parquet"])
+def test_a_row_without_a_split_is_in_no_split_not_in_one_named_none(tmp_path, ext):
+    rows = [{"image": "a.jpg", "caption": "tagged", "split": "train"}, {"image": "b.jpg", "caption": "untagged",
+                                                                         "split": None}]
+    got = load_table(write_table(rows, tmp_path / f"t{ext}"), tmp_path, "None")
+    assert list(got.records) == [] and got.source["rows"] == 0
