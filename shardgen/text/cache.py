@@ -5,16 +5,11 @@ embedding (the tower's width: 512, 768, ...), plus every image's caption list, s
 and rebuilds reuse it. A rebuild encodes only texts the cache lacks, and loads no model at all when nothing is
 missing.
 
-Beside the `.pt` lie what a build reads instead of it, none of it pickled: `<cache>.rows.npy` (the embeddings,
-`[R, D]` float16) and, for each listing it served (an input, or a `--limit` of it), `<cache>.order-<h>.npy`
-(int64, the row of each of its captions, in its order), `<cache>.order-<h>.truncated.npy` (those captions, by
-index, encoded from their first 77 tokens) and `<cache>.order-<h>.key` (JSON, written last: the encoder's
-fingerprint, the captions' sha256 whose first 16 digits are `<h>`, and the size, mtime and inode of the rows file
-it was made for, so a rewritten rows file makes every key stale). A warm rebuild of the same listing reads only
-the key and memory-maps the rest: the driver holds no caption text and no embedding, and a shard task reads the
-rows of its own captions (`CaptionEmbeddings`). Any other listing reads the `.pt` once and writes its own files;
-where the cache's folder is read-only they go to the build's folder. A build holds `<cache>.lock` while it runs
-(`sharding.outdir.locked_cache`), so two builds never rewrite one cache under each other.
+Beside the `.pt` lie what a build reads instead of it, none of it pickled (`rows.py`): the rows and, for each
+listing it served, that listing's order of them, memory-mapped by a warm rebuild of the same listing, so its
+driver holds no caption text and no embedding. Any other listing reads the `.pt` once and writes its own order. A
+build holds `<cache>.lock` while it runs (`sharding.outdir.locked_cache`), so two builds never rewrite one cache
+under each other.
 
 Encoding survives interrupts: the missing texts are sorted by token length and cut into chunks of
 `ENCODE_CHUNK` captions; each finished chunk is written at once (`.npy`, atomically) to a folder next to the cache
@@ -28,21 +23,19 @@ rows into `<cache>.rows.partial.npy` as it finishes, which becomes the rows file
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import itertools
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..sources.listing import Listing
+from . import rows as plain
+from .rows import CaptionEmbeddings, ListingFiles, listing_files, rows_path  # noqa: F401 - the cache's API
 from ..errors import UserError
 from ..format.atomic import save_torch_atomic
 from ..format.captions import CACHE_VERSION, load_embeddings_cache
@@ -51,126 +44,12 @@ from ..format.names import EMBED_DIM
 ENCODE_CHUNK = 4096  # captions per persisted chunk: ~40 s of CPU work on 2 cores with the full tower
 
 
-@dataclass
-class CaptionEmbeddings:
-    """Every caption of a listing with its embedding: caption k's is row `order[k]` of `table` (both memory-mapped
-    from the cache's files, which a task on this machine reads itself)."""
-
-    text_encoder: str
-    random_init: bool
-    table: np.ndarray  # [R, D] float16, L2-normalized rows (D: the tower's width)
-    order: np.ndarray  # int64 [C]: each caption's row, in the listing's order
-    truncated: np.ndarray  # int64: the captions (indices into the listing's) longer than 77 tokens
-    rows_file: Path | None = None  # `table`'s file (`rows_path`)
-    order_file: Path | None = None  # `order`'s file (`listing_files(...).order`)
-
-    @property
-    def width(self) -> int:
-        return int(self.table.shape[1])
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """`[stop - start, D]` float16: the embeddings of captions start..stop-1 of the listing (one gather)."""
-        return np.ascontiguousarray(self.table[np.asarray(self.order[start:stop])])
-
-
-def rows_path(cache: Path) -> Path:
-    """The cache's rows as a plain `.npy` beside it (`<cache>.rows.npy`, the `.pt`'s embeddings in its order), so a
-    shard task reads only the rows its samples need instead of receiving them from the driver."""
-    return cache.with_name(cache.name + ".rows.npy")
-
-
-class ListingFiles(NamedTuple):
-    """Where the cache keeps one listing's view of it (`<cache>.order-<its captions' sha256, 16 digits>.*`)."""
-
-    order: Path  # int64 [C]: each caption's row of the rows file, in the listing's order
-    truncated: Path  # int64: the captions (indices) encoded from their first 77 tokens
-    key: Path  # JSON: the encoder's fingerprint, the captions' sha256, the rows file it was made for; written last
-
-
-def listing_files(folder: Path, cache: Path, digest: str) -> ListingFiles:
-    """The files of the listing whose captions' sha256 is `digest`, for `cache`, in `folder`."""
-    stem = f"{cache.name}.order-{digest[:16]}"
-    return ListingFiles(folder / f"{stem}.npy", folder / f"{stem}.truncated.npy", folder / f"{stem}.key")
-
-
-def _stamp(path: Path) -> list[int]:
-    """What tells a rewritten rows file from the one a key was made for."""
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-
-def _partial_rows(cache: Path) -> Path:
-    """Where a cold cache's rows are written as their chunks are encoded, before the `.pt` is whole."""
-    return cache.with_name(cache.name + ".rows.partial.npy")
-
-
-def _save_rows(path: Path, rows: np.ndarray) -> None:
-    from ..format import open_atomic
-
-    with open_atomic(path) as fh:
-        np.save(fh, rows, allow_pickle=False)
-
-
-def _load_rows(path: Path, shape: tuple[int, ...], dtype=np.float16) -> np.ndarray | None:
-    """A file of the cache memory-mapped, or None when it is missing or not of this `shape` and `dtype` (then it
-    is written again)."""
-    try:
-        rows = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    return rows if rows.dtype == dtype and rows.shape == shape else None
-
-
-def _load_warm(cache: Path, text_encoder: str, fingerprint: str, listing: Listing,
-               folders: tuple[Path, ...]) -> CaptionEmbeddings | None:
-    """The cache's files for this very listing (its captions' sha256, the encoder's fingerprint and the rows file
-    as its key recorded them), memory-mapped, from the first of `folders` holding them; None when none is whole
-    and current."""
-    digest = listing.captions_digest()
-    for folder in folders:
-        files = listing_files(folder, cache, digest)
-        try:
-            meta = json.loads(files.key.read_text())
-            current = isinstance(meta, dict) and meta.get("fingerprint") == fingerprint \
-                and meta.get("captions_sha256") == digest and meta.get("rows_file") == _stamp(rows_path(cache))
-            rows_shape = (int(meta["rows"]), int(meta["width"])) if current else None
-            truncated = np.load(files.truncated, allow_pickle=False) if current else None
-        except (OSError, ValueError, KeyError, TypeError, EOFError):
-            continue
-        if rows_shape is None or truncated.dtype != np.int64 or truncated.ndim != 1:
-            continue
-        table = _load_rows(rows_path(cache), rows_shape)
-        order = _load_rows(files.order, (listing.n_captions,), np.int64)
-        if table is not None and order is not None:
-            return CaptionEmbeddings(text_encoder, bool(meta.get("random_init")), table, order, truncated,
-                                     rows_path(cache), files.order)
-    return None
-
-
-def _save_order(cache: Path, listing: Listing, row: dict[str, int], truncated: set[str], *, shape: tuple[int, int],
-                fingerprint: str, random_init: bool, folders: tuple[Path, ...]) -> None:
-    """Write what `_load_warm` reads for `listing`, its key last (the files it names are whole by then), in the
-    first of `folders` that takes them (a read-only cache folder leaves them to the build's own)."""
-    from ..format import open_atomic
-
-    digest = listing.captions_digest()
-    order = np.fromiter((row[c] for c in listing.captions), np.int64, listing.n_captions)
-    cut = np.fromiter((k for k, c in enumerate(listing.captions) if c in truncated), np.int64) if truncated \
-        else np.zeros(0, np.int64)
-    meta = {"fingerprint": fingerprint, "captions_sha256": digest, "rows": shape[0], "width": shape[1],
-            "random_init": random_init, "rows_file": _stamp(rows_path(cache))}
-    for i, folder in enumerate(folders):
-        files = listing_files(folder, cache, digest)
-        try:
-            files.key.unlink(missing_ok=True)  # no key names files half rewritten
-            _save_rows(files.order, order)
-            _save_rows(files.truncated, cut)
-            with open_atomic(files.key) as fh:
-                fh.write(json.dumps(meta).encode())
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or i == len(folders) - 1:
-                raise
+def _whole(cached: dict) -> bool:
+    """Whether a `.pt`'s parts fit together: its texts and truncated texts lists of strings, its embeddings one
+    2-D row per text. One that does not is a damaged cache, encoded again, never indexed out of step."""
+    texts, table, truncated = cached.get("texts"), cached.get("embeddings"), cached.get("truncated")
+    return isinstance(texts, list) and isinstance(truncated, list) and isinstance(table, torch.Tensor) \
+        and table.ndim == 2 and len(table) == len(texts) and all(isinstance(t, str) for t in (*texts, *truncated))
 
 
 _FINGERPRINTS: dict[tuple, str] = {}  # (folder, each file's name, size, mtime) → fingerprint: hashed once a process
@@ -221,10 +100,10 @@ def _save_cache(path: Path, listing: Listing, *, text_encoder: str, fingerprint:
     }
     needed = data["embeddings"].numel() * data["embeddings"].element_size() + sum(map(len, texts))
     save_torch_atomic(data, path, needed_bytes=needed)  # a full disk: OSError(ENOSPC), no .tmp left
-    if isinstance(table, np.memmap) and Path(table.filename).resolve() == _partial_rows(path).resolve():
-        os.replace(_partial_rows(path), rows_path(path))
+    if isinstance(table, np.memmap) and Path(table.filename).resolve() == plain.partial_rows(path).resolve():
+        os.replace(plain.partial_rows(path), rows_path(path))
     else:
-        _save_rows(rows_path(path), table)
+        plain.save_rows(rows_path(path), table)
     shutil.rmtree(parts_dir(path), ignore_errors=True)
 
 
@@ -247,7 +126,7 @@ def _load_chunk(path: Path, rows: int, width: int) -> np.ndarray | None:
 
 
 def _save_chunk(path: Path, arr: np.ndarray) -> None:
-    _save_rows(path, arr)  # atomically: a chunk is whole or absent
+    plain.save_rows(path, arr)  # atomically: a chunk is whole or absent
 
 
 _WORKER_ENCODERS: dict[tuple[str, str], object] = {}  # in a Ray worker: the tower, loaded once per process
@@ -270,19 +149,6 @@ def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_siz
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     _save_chunk(Path(path), arr)
     return None
-
-
-def _allocated_rows(path: Path, shape: tuple[int, int]) -> np.memmap:
-    """A `.npy` of float16 rows at `path`, memory-mapped for writing, its blocks allocated first: a full disk is
-    an OSError (ENOSPC) here, not a SIGBUS when a mapped page is first written."""
-    rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
-    with open(path, "r+b") as fh:
-        try:
-            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # a file system without it
-                raise
-    return rows
 
 
 TOKENIZE_SLICE = 1 << 16  # texts tokenized at once: their lists of ints live only that long
@@ -341,7 +207,8 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
         s: submit(encode_chunk, text_encoder, device, ids_of(order[s:s + chunk]), batch_size,
                   str(chunk_file(s)) if tasks_write else None)
         for s in starts if s not in done}
-    out = np.empty((len(texts), width), np.float16) if into is None else _allocated_rows(into, (len(texts), width))
+    shape = (len(texts), width)
+    out = np.empty(shape, np.float16) if into is None else plain.allocated_rows(into, shape)
     for s in starts:
         idx = order[s:s + chunk]
         arr = done.get(s)
@@ -375,7 +242,7 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
     `scratch`: a folder of the build's own for the listing's order when the cache's folder is read-only."""
     fingerprint = encoder_fingerprint(text_encoder)
     folders = (cache.parent,) + ((scratch,) if scratch is not None and scratch != cache.parent else ())
-    warm = _load_warm(cache, text_encoder, fingerprint, listing, folders)
+    warm = plain.load_warm(cache, text_encoder, fingerprint, listing, folders)
     if warm is not None:
         return warm, False
     texts = list(dict.fromkeys(listing.captions))
@@ -384,7 +251,7 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
     table = None  # [rows, D]: the cache's (a memory-mapped tensor), then this listing's (an array)
     truncated: set[str] = set()
     random_init = False
-    if cached is not None and cached.get("fingerprint") == fingerprint:
+    if cached is not None and cached.get("fingerprint") == fingerprint and _whole(cached):
         random_init = bool(cached["random_init"])
         row = {t: i for i, t in enumerate(cached["texts"])}
         table = cached["embeddings"]
@@ -396,7 +263,7 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
             table, cut, random_init = (encode_resumable(
                 missing, text_encoder=text_encoder, fingerprint=fingerprint, cache=cache, device=device,
                 batch_size=batch_size, chunk=chunk, progress=progress, submit=submit, tasks_write=tasks_write,
-                into=_partial_rows(cache)) if missing else (np.empty((0, EMBED_DIM), np.float16), set(), False))
+                into=plain.partial_rows(cache)) if missing else (np.empty((0, EMBED_DIM), np.float16), set(), False))
         else:  # some texts new to a warm cache: its rows and theirs, in this listing's order
             new, cut, random_init = encode_resumable(missing, text_encoder=text_encoder, fingerprint=fingerprint,
                                                      cache=cache, device=device, batch_size=batch_size,
@@ -408,11 +275,11 @@ def encode_captions(listing: Listing, *, text_encoder: str, cache: Path, device:
         row = {t: i for i, t in enumerate(texts)}
         _save_cache(cache, listing, text_encoder=text_encoder, fingerprint=fingerprint, random_init=random_init,
                     texts=texts, table=table, truncated=sorted(t for t in truncated if t in row))
-    elif _load_rows(rows_path(cache), tuple(table.shape)) is None:  # a cache from before its rows file
-        _save_rows(rows_path(cache), table.to(torch.float16).numpy())
-    _save_order(cache, listing, row, truncated, shape=tuple(table.shape), fingerprint=fingerprint,
+    elif not plain.same_rows(rows_path(cache), table):  # a cache from before its rows file, or a `.pt` put there
+        plain.save_rows(rows_path(cache), table.to(torch.float16).numpy())
+    plain.save_order(cache, listing, row, truncated, shape=tuple(table.shape), fingerprint=fingerprint,
                 random_init=random_init, folders=folders)
-    warm = _load_warm(cache, text_encoder, fingerprint, listing, folders)
+    warm = plain.load_warm(cache, text_encoder, fingerprint, listing, folders)
     if warm is None:
         raise RuntimeError(f"{cache}: the files just written for this listing do not read back")
     return warm, bool(missing) or not texts

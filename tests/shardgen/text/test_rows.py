@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import shardgen.text.cache as cache_module
+import shardgen.text.rows as rows_module
 from shardgen.sources.record import ImageRecord
 from shardgen.sources.listing import Listing
 from shardgen.text.cache import CaptionEmbeddings, encode_captions, listing_files
@@ -95,7 +96,7 @@ def test_a_key_never_vouches_for_rows_another_encoder_wrote(tmp_path, tiny_encod
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_module, "_save_order", killed)
+    monkeypatch.setattr(rows_module, "save_order", killed)
     with pytest.raises(KeyboardInterrupt):
         encode_captions(listing, text_encoder=str(other), cache=cache)
     monkeypatch.undo()
@@ -113,14 +114,14 @@ def test_a_read_only_cache_folder_keeps_a_new_listings_order_in_the_builds_folde
     full = _listing([("a red circle", "a dog"), ("sky at night",)])
     encode_captions(full, text_encoder=str(tiny_encoder), cache=shared / "c.pt")
     before = sorted(p.name for p in shared.iterdir())
-    real = cache_module._save_rows
+    real = rows_module.save_rows
 
     def read_only(path, rows):  # a team's cache on a read-only mount (root ignores a folder's mode)
         if Path(path).parent == shared:
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         real(path, rows)
 
-    monkeypatch.setattr(cache_module, "_save_rows", read_only)
+    monkeypatch.setattr(rows_module, "save_rows", read_only)
     got, written = encode_captions(full[1:2], text_encoder=str(tiny_encoder), cache=shared / "c.pt", scratch=scratch)
     assert not written and sorted(p.name for p in shared.iterdir()) == before
     assert got.order_file.parent == scratch and got.order.tolist() == [2]
@@ -145,3 +146,60 @@ def test_a_relative_cache_path_moves_its_rows_into_place(tmp_path, tiny_encoder,
     monkeypatch.chdir(tmp_path)
     encode_captions(_listing([("a dog",), ("sky",)]), text_encoder=str(tiny_encoder), cache=Path("rel") / "c.pt")
     assert (tmp_path / "rel" / "c.pt.rows.npy").is_file() and not list((tmp_path / "rel").glob("*.partial*"))
+
+
+def test_a_fifo_or_folder_where_a_cache_file_goes_is_never_read_and_a_folder_is_one_line(tmp_path, tiny_encoder):
+    import os
+
+    from shardgen.errors import UserError
+
+    listing = _listing([("a dog",), ("sky",)])
+    cache = tmp_path / "c.pt"
+    first, _ = encode_captions(listing, text_encoder=str(tiny_encoder), cache=cache)
+    files = listing_files(tmp_path, cache, listing.captions_digest())
+    files.key.unlink()
+    os.mkfifo(files.key)  # read, it would hang the build
+    again, _ = encode_captions(listing, text_encoder=str(tiny_encoder), cache=cache)
+    assert np.array_equal(again.rows(0, 2), first.rows(0, 2)) and files.key.is_file()
+    files.order.unlink()
+    files.order.mkdir()
+    with pytest.raises(UserError, match="a folder where the caption cache keeps a file"):
+        encode_captions(listing, text_encoder=str(tiny_encoder), cache=cache)
+
+
+def test_a_pt_copied_over_the_cache_is_not_paired_with_the_old_rows_file(tmp_path, tiny_encoder):
+    """The `.pt` is the cache users keep and copy; copied over another cache's (or rewritten by a version that
+    writes no rows file), its rows file of the same shape is the old texts' rows and must not be trusted."""
+    import shutil
+
+    first = _listing([("a red circle",), ("a dog",), ("grass",)])
+    other = _listing([("sky at night",), ("a cat",), ("water",)])
+    cache, elsewhere = tmp_path / "c.pt", tmp_path / "other" / "c.pt"
+    encode_captions(first, text_encoder=str(tiny_encoder), cache=cache)
+    expected, _ = encode_captions(other, text_encoder=str(tiny_encoder), cache=elsewhere)
+    shutil.copy(elsewhere, cache)  # the .pt alone: the rows file beside it is still the first listing's
+    got, _ = encode_captions(other, text_encoder=str(tiny_encoder), cache=cache)
+    assert np.array_equal(np.array(got.rows(0, 3)), np.array(expected.rows(0, 3)))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data.__setitem__("embeddings", data["embeddings"].flatten()),
+    lambda data: data.__setitem__("embeddings", data["embeddings"][:1]),
+    lambda data: data.__setitem__("truncated", 5),
+    lambda data: data.__setitem__("texts", {"a dog": 0}),
+], ids=["1-d-embeddings", "fewer-rows-than-texts", "truncated-not-a-list", "texts-not-a-list"])
+def test_a_pt_whose_parts_do_not_fit_together_is_encoded_again(tmp_path, tiny_encoder, damage):
+    import torch
+
+    bigger = _listing([("a red circle",), ("a dog",), ("grass",)])
+    cold, _ = encode_captions(bigger, text_encoder=str(tiny_encoder), cache=tmp_path / "cold.pt")
+    expected = np.array(cold.rows(0, 3))
+    cache = tmp_path / "c.pt"
+    encode_captions(_listing([("a red circle",), ("a dog",)]), text_encoder=str(tiny_encoder), cache=cache)
+    data = torch.load(cache, weights_only=True)
+    damage(data)
+    torch.save(data, cache)
+    for side in tmp_path.glob("c.pt.*"):  # the .pt alone, as a cache from before the plain files
+        side.unlink()
+    got, _ = encode_captions(bigger, text_encoder=str(tiny_encoder), cache=cache)
+    assert np.array_equal(np.array(got.rows(0, 3)), expected)  # every caption encoded again, as a cold build does
