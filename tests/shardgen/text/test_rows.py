@@ -80,6 +80,7 @@ def test_a_cold_cache_writes_its_rows_as_encoded_and_new_texts_join_a_warm_one(t
     assert np.allclose(got.rows(0, 5).astype(np.float32), fresh.rows(0, 5).astype(np.float32), atol=2e-3)
 
 
+@pytest.mark.slow
 def test_a_key_never_vouches_for_rows_another_encoder_wrote(tmp_path, tiny_encoder, monkeypatch):
     """Encoder A warm; encoder B's cold encoding replaces the rows and is killed before writing its own key: a
     rebuild with A must not take B's rows for A's (the key names the rows file it was made for)."""
@@ -182,6 +183,7 @@ def test_a_pt_copied_over_the_cache_is_not_paired_with_the_old_rows_file(tmp_pat
     assert np.array_equal(np.array(got.rows(0, 3)), np.array(expected.rows(0, 3)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [
     lambda data: data.__setitem__("embeddings", data["embeddings"].flatten()),
     lambda data: data.__setitem__("embeddings", data["embeddings"][:1]),
