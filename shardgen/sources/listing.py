@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .record import ImageRecord
-from .roots import TarMember
+from .roots import image_location, stored_location
 
 _CHUNK = 1 << 16  # texts joined per piece while building or reordering: the transient memory stays fixed
 
@@ -119,10 +118,10 @@ class Listing:
         for rec in records:
             ids.append(rec.image_id)
             names.append(rec.file_name)
-            member = isinstance(rec.path, TarMember)
-            any_member |= member
-            places.append(rec.path.url if member else str(rec.path))
-            members.append((rec.path.offset, rec.path.size) if member else (-1, -1))
+            place, member = stored_location(rec.path)
+            any_member |= member is not None
+            places.append(place)
+            members.append(member or (-1, -1))
             for caption in rec.captions:
                 captions.append(caption)
             counts.append(len(rec.captions))
@@ -156,7 +155,7 @@ class Listing:
         name = self.file_name[i]
         place = self.location[i] if self.location is not None else under_root(self.root, name)
         offset, size = (-1, -1) if self.member is None else (int(v) for v in self.member[i])
-        path = TarMember(place, offset, size) if size >= 0 else place if "://" in place else Path(place)
+        path = image_location(place, (offset, size) if size >= 0 else None)
         caps = tuple(self.captions[c] for c in range(int(self.first_caption[i]), int(self.first_caption[i + 1])))
         return ImageRecord(int(self.image_id[i]), name, path, caps)
 

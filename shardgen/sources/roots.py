@@ -265,6 +265,21 @@ def read_member(member: TarMember) -> bytes:
     return data
 
 
+def stored_location(path: Path | str | TarMember) -> tuple[str, tuple[int, int] | None]:
+    """How a listing keeps where an image's bytes are (`listing.Listing`): the place as text, and for a member of
+    a tar its (offset, size)."""
+    if isinstance(path, TarMember):
+        return path.url, (path.offset, path.size)
+    return str(path), None
+
+
+def image_location(place: str, member: tuple[int, int] | None = None) -> Path | str | TarMember:
+    """The location `stored_location` kept, as a record holds it: a tar member, a URL (text), a local `Path`."""
+    if member is not None:
+        return TarMember(place, *member)
+    return place if "://" in place else Path(place)
+
+
 def image_reader(path: Path | str | TarMember, *, root: Path | str | None = None,
                  max_bytes: int = IMAGE_MAX_BYTES) -> tuple[bool, Callable[[], bytes]]:
     """How an image record's bytes are read, wherever its source put them: (whether they are a file of this
