@@ -115,20 +115,6 @@ def _chunk_key(fingerprint: str, texts: Iterable[str], *, device: str, batch_siz
     return h.hexdigest()[:20]
 
 
-def _load_chunk(path: Path, rows: int, width: int) -> np.ndarray | None:
-    """A finished chunk `[rows, width]` float16 (memory-mapped: a resume holds no second copy), or None when it is
-    missing or not whole (it is encoded again)."""
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    return arr if arr.dtype == np.float16 and arr.shape == (rows, width) else None
-
-
-def _save_chunk(path: Path, arr: np.ndarray) -> None:
-    plain.save_rows(path, arr)  # atomically: a chunk is whole or absent
-
-
 _WORKER_ENCODERS: dict[tuple[str, str], object] = {}  # in a Ray worker: the tower, loaded once per process
 
 
@@ -147,7 +133,7 @@ def encode_chunk(text_encoder: str, device: str, ids: list[list[int]], batch_siz
     if path is None:
         return arr
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _save_chunk(Path(path), arr)
+    plain.save_rows(Path(path), arr)  # atomically: a chunk is whole or absent
     return None
 
 
@@ -197,7 +183,8 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
     def chunk_file(s: int) -> Path:
         return folder / f"chunk-{s // chunk:06d}.npy"
 
-    done = {s: a for s in starts if (a := _load_chunk(chunk_file(s), min(chunk, len(order) - s), width)) is not None}
+    done = {s: a for s in starts  # finished chunks, memory-mapped: a resume holds no second copy
+            if (a := plain.load_rows(chunk_file(s), (min(chunk, len(order) - s), width))) is not None}
     resumed = sum(len(a) for a in done.values())
     bar = tqdm(total=len(order), initial=resumed, desc="encode captions" + (f" (resumed {resumed})" if resumed else ""),
                unit="cap", disable=not progress)
@@ -216,13 +203,13 @@ def encode_resumable(texts: list[str], *, text_encoder: str, fingerprint: str, c
             arr = tasks.pop(s).result() if s in tasks else \
                 encoder.encode_ids(ids_of(idx), batch_size=batch_size).to(torch.float16).numpy()
             if arr is None:  # the task wrote it
-                arr = _load_chunk(chunk_file(s), len(idx), width)
+                arr = plain.load_rows(chunk_file(s), (len(idx), width))
                 if arr is None:
                     raise UserError(f"{chunk_file(s)}: a caption chunk a task wrote is not whole here; is the "
                                     "cache folder shared by every node?")
             else:
                 folder.mkdir(parents=True, exist_ok=True)
-                _save_chunk(chunk_file(s), arr)
+                plain.save_rows(chunk_file(s), arr)
             bar.update(len(idx))
         out[idx] = arr  # [len(idx), D], one chunk at a time
     bar.close()
